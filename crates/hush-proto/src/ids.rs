@@ -1,0 +1,294 @@
+//! Typed identifiers and user-chosen names. Each is valid by construction: the only way
+//! to get one is through its parser, which enforces the rule numbered in
+//! docs/protocol.md.
+use std::fmt;
+
+use crate::ProtoError;
+
+/// A username (P301): 3 to 32 characters of lowercase ASCII letters, digits, `_`, `.`
+/// and `-`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    pub const MIN_LEN: usize = 3;
+    pub const MAX_LEN: usize = 32;
+
+    /// Parses a username, explaining the rule it breaks.
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let len = s.chars().count();
+        if len < Self::MIN_LEN || len > Self::MAX_LEN {
+            return Err(ProtoError::invalid(
+                "username",
+                format!(
+                    "must be {} to {} characters long (got {len})",
+                    Self::MIN_LEN,
+                    Self::MAX_LEN
+                ),
+            ));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(*c)))
+        {
+            return Err(ProtoError::invalid(
+                "username",
+                format!(
+                    "may contain only lowercase letters, digits, '_', '.' and '-' (found {bad:?})"
+                ),
+            ));
+        }
+        Ok(Username(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Username({})", self.0)
+    }
+}
+
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 16]);
+
+        impl $name {
+            /// Wraps 16 bytes chosen by the server's random source.
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                $name(bytes)
+            }
+
+            /// Parses the wire form: exactly 16 bytes.
+            pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtoError> {
+                <[u8; 16]>::try_from(bytes)
+                    .map($name)
+                    .map_err(|_| ProtoError::invalid($field, format!("must be 16 bytes (got {})", bytes.len())))
+            }
+
+            /// Parses the text form: 32 lowercase hex digits.
+            pub fn parse_hex(s: &str) -> Result<Self, ProtoError> {
+                let bad = || ProtoError::invalid($field, "must be 32 hexadecimal digits");
+                if s.len() != 32 {
+                    return Err(bad());
+                }
+                let mut out = [0u8; 16];
+                for (i, byte) in out.iter_mut().enumerate() {
+                    let pair = s.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+                    *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+                }
+                Ok($name(out))
+            }
+
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for b in self.0 {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+    };
+}
+
+random_id!(
+    /// A user account, chosen at random by the server at registration.
+    UserId,
+    "user_id"
+);
+random_id!(
+    /// One device (one client home) of a user; an MLS leaf carries it, never the
+    /// username.
+    DeviceId,
+    "device_id"
+);
+
+/// A display name (P302): up to 64 characters, no control characters. Empty means none.
+pub fn parse_display_name(s: &str) -> Result<Option<String>, ProtoError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.chars().count() > 64 {
+        return Err(ProtoError::invalid(
+            "display_name",
+            "must be at most 64 characters",
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ProtoError::invalid(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// An email address (P303): at most 254 characters, one `@` with text on both sides,
+/// no spaces or control characters. Empty means none. The server never mails it; it
+/// is contact information for the operator.
+pub fn parse_email(s: &str) -> Result<Option<String>, ProtoError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let valid = s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(s.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if valid {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err(ProtoError::invalid(
+            "email",
+            "must look like name@example.org",
+        ))
+    }
+}
+
+/// A device's bearer token: 32 random bytes. The server keeps only its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken([u8; 32]);
+
+impl SessionToken {
+    pub const LEN: usize = 32;
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SessionToken(bytes)
+    }
+
+    /// P304: a token is exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtoError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(SessionToken)
+            .map_err(|_| ProtoError::invalid("session_token", "must be 32 bytes"))
+    }
+
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The digest the server stores and looks tokens up by.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.0).into()
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
+    }
+}
+
+impl Drop for SessionToken {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// An invite code (P305) as typed by a user: 1 to 128 printable ASCII characters.
+/// Its content is checked against the server's store, which keeps only digests.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InviteCode(String);
+
+impl InviteCode {
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > 128 || !s.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ProtoError::invalid(
+                "invite",
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        Ok(InviteCode(s.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The digest the server stores invites by.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.0.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for InviteCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InviteCode(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p301_accepts_valid_usernames() {
+        for ok in ["ann", "a.b-c_d", "user123", &"x".repeat(32)] {
+            assert_eq!(Username::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn p301_rejects_bad_usernames_with_reason() {
+        let err = Username::parse("ab").unwrap_err().to_string();
+        assert!(err.contains("3 to 32"), "{err}");
+        let err = Username::parse(&"x".repeat(33)).unwrap_err().to_string();
+        assert!(err.contains("3 to 32"), "{err}");
+        for bad in ["Alice", "al ice", "al@ce", "ålice", "ali\u{0}ce"] {
+            let err = Username::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("lowercase letters"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ids_round_trip_through_hex() {
+        let id = DeviceId::from_bytes([0xab; 16]);
+        assert_eq!(DeviceId::parse_hex(&id.to_string()).unwrap(), id);
+        assert!(DeviceId::parse_hex("zz").is_err());
+        assert!(DeviceId::from_slice(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn p302_p303_optional_profile_fields() {
+        assert_eq!(parse_display_name("  ").unwrap(), None);
+        assert_eq!(parse_display_name("Ann B").unwrap().as_deref(), Some("Ann B"));
+        assert!(parse_display_name(&"x".repeat(65)).is_err());
+        assert!(parse_display_name("a\u{7}b").is_err());
+        assert_eq!(parse_email("a@b.c").unwrap().as_deref(), Some("a@b.c"));
+        assert!(parse_email("nope").is_err());
+        assert!(parse_email("a@b@c").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let t = SessionToken::from_bytes([7; 32]);
+        assert_eq!(format!("{t:?}"), "SessionToken(<redacted>)");
+        let i = InviteCode::parse("secret-code").unwrap();
+        assert!(!format!("{i:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,271 @@
+//! Client frames, validated. The server acts only on [`ClientRequest`], never on the
+//! raw [`ClientFrameIn`](crate::ClientFrameIn).
+use std::fmt;
+
+use bytes::Bytes;
+use opaque_ke::{CredentialFinalization, CredentialRequest, RegistrationRequest, RegistrationUpload};
+
+use crate::auth::OpaqueSuite;
+use crate::ids::{InviteCode, SessionToken, Username, parse_display_name, parse_email};
+use crate::pb::{self, client_frame::Body};
+use crate::{ClientFrameIn, ProtoError};
+
+/// Longest free-form client or device name kept (P306); longer ones are refused.
+pub const MAX_LABEL_LEN: usize = 64;
+/// Longest ping payload echoed.
+pub const MAX_PING_LEN: usize = 1024;
+
+/// A validated client frame.
+#[derive(Debug)]
+pub struct ClientRequest {
+    /// Echoed on the answer (P110).
+    pub id: u64,
+    pub body: Request,
+}
+
+/// What a client asks for, every field validated.
+#[non_exhaustive]
+pub enum Request {
+    Hello {
+        versions: Vec<u32>,
+        client: String,
+    },
+    RegisterStart {
+        username: Username,
+        request: RegistrationRequest<OpaqueSuite>,
+        invite: Option<InviteCode>,
+    },
+    RegisterFinish {
+        upload: Box<RegistrationUpload<OpaqueSuite>>,
+        display_name: Option<String>,
+        email: Option<String>,
+        device_name: Option<String>,
+    },
+    LoginStart {
+        username: Username,
+        request: CredentialRequest<OpaqueSuite>,
+    },
+    LoginFinish {
+        finalization: CredentialFinalization<OpaqueSuite>,
+        device_name: Option<String>,
+    },
+    Authenticate {
+        token: SessionToken,
+    },
+    WhoAmI,
+    Logout,
+    Ping {
+        payload: Bytes,
+    },
+}
+
+impl Request {
+    /// A short name for logs; never includes field values.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::RegisterStart { .. } => "register_start",
+            Request::RegisterFinish { .. } => "register_finish",
+            Request::LoginStart { .. } => "login_start",
+            Request::LoginFinish { .. } => "login_finish",
+            Request::Authenticate { .. } => "authenticate",
+            Request::WhoAmI => "whoami",
+            Request::Logout => "logout",
+            Request::Ping { .. } => "ping",
+        }
+    }
+}
+
+// Hand-written: OPAQUE messages and tokens must not reach logs.
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Request::{}", self.kind())
+    }
+}
+
+/// A frame that failed validation, with the request id to answer (0 if unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub request_id: u64,
+    pub error: ProtoError,
+}
+
+fn label(field: &'static str, s: &str) -> Result<Option<String>, ProtoError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.chars().count() > MAX_LABEL_LEN || s.chars().any(char::is_control) {
+        return Err(ProtoError::invalid(
+            field,
+            format!("must be at most {MAX_LABEL_LEN} characters with no control characters"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn opaque<T>(
+    field: &'static str,
+    parsed: Result<T, opaque_ke::errors::ProtocolError>,
+) -> Result<T, ProtoError> {
+    parsed.map_err(|_| ProtoError::invalid(field, "is not a valid OPAQUE message"))
+}
+
+/// Validates a decoded client frame (P103, P2xx, P3xx).
+pub fn validate(frame: ClientFrameIn) -> Result<ClientRequest, Rejected> {
+    let id = frame.request_id;
+    let reject = |error| Rejected {
+        request_id: id,
+        error,
+    };
+    let body = frame.body.ok_or(ProtoError::Empty).map_err(reject)?;
+    let body = validate_body(body).map_err(reject)?;
+    Ok(ClientRequest { id, body })
+}
+
+fn validate_body(body: Body) -> Result<Request, ProtoError> {
+    Ok(match body {
+        Body::Hello(pb::Hello { versions, client }) => {
+            if versions.is_empty() || versions.len() > 16 {
+                return Err(ProtoError::invalid("versions", "must list 1 to 16 versions"));
+            }
+            let client = label("client", &client)?.unwrap_or_default();
+            Request::Hello { versions, client }
+        }
+        Body::RegisterStart(pb::RegisterStart {
+            username,
+            registration_request,
+            invite,
+        }) => Request::RegisterStart {
+            username: Username::parse(&username)?,
+            request: opaque(
+                "registration_request",
+                RegistrationRequest::deserialize(&registration_request),
+            )?,
+            invite: if invite.trim().is_empty() {
+                None
+            } else {
+                Some(InviteCode::parse(&invite)?)
+            },
+        },
+        Body::RegisterFinish(pb::RegisterFinish {
+            registration_upload,
+            display_name,
+            email,
+            device_name,
+        }) => Request::RegisterFinish {
+            upload: Box::new(opaque(
+                "registration_upload",
+                RegistrationUpload::deserialize(&registration_upload),
+            )?),
+            display_name: parse_display_name(&display_name)?,
+            email: parse_email(&email)?,
+            device_name: label("device_name", &device_name)?,
+        },
+        Body::LoginStart(pb::LoginStart {
+            username,
+            credential_request,
+        }) => Request::LoginStart {
+            username: Username::parse(&username)?,
+            request: opaque(
+                "credential_request",
+                CredentialRequest::deserialize(&credential_request),
+            )?,
+        },
+        Body::LoginFinish(pb::LoginFinish {
+            credential_finalization,
+            device_name,
+        }) => Request::LoginFinish {
+            finalization: opaque(
+                "credential_finalization",
+                CredentialFinalization::deserialize(&credential_finalization),
+            )?,
+            device_name: label("device_name", &device_name)?,
+        },
+        Body::Authenticate(pb::Authenticate { session_token }) => Request::Authenticate {
+            token: SessionToken::from_slice(&session_token)?,
+        },
+        Body::Whoami(pb::WhoAmI {}) => Request::WhoAmI,
+        Body::Logout(pb::Logout {}) => Request::Logout,
+        Body::Ping(pb::Ping { payload }) => {
+            if payload.len() > MAX_PING_LEN {
+                return Err(ProtoError::invalid(
+                    "payload",
+                    format!("must be at most {MAX_PING_LEN} bytes"),
+                ));
+            }
+            Request::Ping { payload }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: Body) -> ClientFrameIn {
+        ClientFrameIn {
+            request_id: 9,
+            body: Some(body),
+        }
+    }
+
+    #[test]
+    fn p103_rejects_frame_without_body() {
+        let err = validate(ClientFrameIn {
+            request_id: 3,
+            body: None,
+        })
+        .unwrap_err();
+        assert_eq!(err.request_id, 3);
+        assert_eq!(err.error, ProtoError::Empty);
+    }
+
+    #[test]
+    fn p301_register_start_checks_username() {
+        let err = validate(frame(Body::RegisterStart(pb::RegisterStart {
+            username: "BAD".into(),
+            registration_request: Bytes::new(),
+            invite: String::new(),
+        })))
+        .unwrap_err();
+        assert_eq!(err.request_id, 9);
+        assert!(err.error.to_string().contains("username"));
+    }
+
+    #[test]
+    fn p307_rejects_garbage_opaque_messages() {
+        let err = validate(frame(Body::LoginStart(pb::LoginStart {
+            username: "ann".into(),
+            credential_request: Bytes::from_static(b"not an opaque message"),
+        })))
+        .unwrap_err();
+        assert!(err.error.to_string().contains("credential_request"));
+    }
+
+    #[test]
+    fn p304_rejects_short_token() {
+        let err = validate(frame(Body::Authenticate(pb::Authenticate {
+            session_token: Bytes::from_static(b"short"),
+        })))
+        .unwrap_err();
+        assert!(err.error.to_string().contains("session_token"));
+    }
+
+    #[test]
+    fn p201_hello_needs_versions() {
+        assert!(
+            validate(frame(Body::Hello(pb::Hello {
+                versions: vec![],
+                client: String::new()
+            })))
+            .is_err()
+        );
+        let ok = validate(frame(Body::Hello(pb::Hello {
+            versions: vec![1],
+            client: "hush".into(),
+        })))
+        .unwrap();
+        assert_eq!(ok.body.kind(), "hello");
+    }
+}

@@ -1,0 +1,191 @@
+//! Server frames, validated on the client. A hostile or broken server gets a clear
+//! error, not a panic.
+use std::fmt;
+
+use opaque_ke::{CredentialResponse, RegistrationResponse};
+
+use crate::auth::OpaqueSuite;
+use crate::ids::{DeviceId, SessionToken, UserId, Username};
+use crate::pb::{self, server_frame::Body};
+use crate::{ErrorCode, ProtoError, ServerFrameIn};
+
+/// An account as the server describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: UserId,
+    pub username: Username,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub device_id: DeviceId,
+    pub admin: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl Account {
+    /// The wire form.
+    pub fn to_pb(&self) -> pb::AccountInfo {
+        pb::AccountInfo {
+            user_id: self.user_id.as_bytes().to_vec().into(),
+            username: self.username.to_string(),
+            display_name: self.display_name.clone().unwrap_or_default(),
+            email: self.email.clone().unwrap_or_default(),
+            device_id: self.device_id.as_bytes().to_vec().into(),
+            admin: self.admin,
+            created_at: self.created_at,
+        }
+    }
+
+    fn from_pb(a: Option<pb::AccountInfo>) -> Result<Self, ProtoError> {
+        let a = a.ok_or_else(|| ProtoError::invalid("account", "missing"))?;
+        Ok(Account {
+            user_id: UserId::from_slice(&a.user_id)?,
+            username: Username::parse(&a.username)?,
+            display_name: crate::ids::parse_display_name(&a.display_name)?,
+            email: crate::ids::parse_email(&a.email)?,
+            device_id: DeviceId::from_slice(&a.device_id)?,
+            admin: a.admin,
+            created_at: a.created_at,
+        })
+    }
+}
+
+/// A validated server frame.
+#[derive(Debug)]
+pub struct ServerResponse {
+    pub request_id: u64,
+    pub body: Response,
+}
+
+/// An error the server reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub fatal: bool,
+    pub retry_after_secs: u32,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if self.retry_after_secs > 0 {
+            write!(f, " (try again in {} s)", self.retry_after_secs)?;
+        }
+        Ok(())
+    }
+}
+
+#[non_exhaustive]
+pub enum Response {
+    HelloOk {
+        version: u32,
+        server: String,
+        registration: String,
+    },
+    Error(ServerError),
+    RegisterChallenge(RegistrationResponse<OpaqueSuite>),
+    Registered {
+        account: Account,
+        token: SessionToken,
+    },
+    LoginChallenge(Box<CredentialResponse<OpaqueSuite>>),
+    LoggedIn {
+        account: Account,
+        token: SessionToken,
+    },
+    Authenticated(Account),
+    Account(Account),
+    LoggedOut,
+    Pong(bytes::Bytes),
+}
+
+impl Response {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::HelloOk { .. } => "hello_ok",
+            Response::Error(_) => "error",
+            Response::RegisterChallenge(_) => "register_challenge",
+            Response::Registered { .. } => "registered",
+            Response::LoginChallenge(_) => "login_challenge",
+            Response::LoggedIn { .. } => "logged_in",
+            Response::Authenticated(_) => "authenticated",
+            Response::Account(_) => "account",
+            Response::LoggedOut => "logged_out",
+            Response::Pong(_) => "pong",
+        }
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Response::Error(e) => write!(f, "Response::Error({e:?})"),
+            other => write!(f, "Response::{}", other.kind()),
+        }
+    }
+}
+
+/// Validates a decoded server frame.
+pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
+    let body = match frame.body.ok_or(ProtoError::Empty)? {
+        Body::HelloOk(pb::HelloOk {
+            version,
+            server,
+            registration,
+        }) => Response::HelloOk {
+            version,
+            server,
+            registration,
+        },
+        Body::Error(pb::Error {
+            code,
+            message,
+            fatal,
+            retry_after_secs,
+        }) => Response::Error(ServerError {
+            code: ErrorCode::try_from(code).unwrap_or(ErrorCode::Unspecified),
+            message: message.chars().filter(|c| !c.is_control()).take(512).collect(),
+            fatal,
+            retry_after_secs,
+        }),
+        Body::RegisterChallenge(pb::RegisterChallenge {
+            registration_response,
+        }) => Response::RegisterChallenge(
+            RegistrationResponse::deserialize(&registration_response).map_err(|_| {
+                ProtoError::invalid("registration_response", "is not a valid OPAQUE message")
+            })?,
+        ),
+        Body::Registered(pb::Registered {
+            account,
+            session_token,
+        }) => Response::Registered {
+            account: Account::from_pb(account)?,
+            token: SessionToken::from_slice(&session_token)?,
+        },
+        Body::LoginChallenge(pb::LoginChallenge {
+            credential_response,
+        }) => Response::LoginChallenge(Box::new(
+            CredentialResponse::deserialize(&credential_response).map_err(|_| {
+                ProtoError::invalid("credential_response", "is not a valid OPAQUE message")
+            })?,
+        )),
+        Body::LoggedIn(pb::LoggedIn {
+            account,
+            session_token,
+        }) => Response::LoggedIn {
+            account: Account::from_pb(account)?,
+            token: SessionToken::from_slice(&session_token)?,
+        },
+        Body::Authenticated(pb::Authenticated { account }) => {
+            Response::Authenticated(Account::from_pb(account)?)
+        }
+        Body::Account(a) => Response::Account(Account::from_pb(Some(a))?),
+        Body::LoggedOut(pb::LoggedOut {}) => Response::LoggedOut,
+        Body::Pong(pb::Pong { payload }) => Response::Pong(payload),
+    };
+    Ok(ServerResponse {
+        request_id: frame.request_id,
+        body,
+    })
+}

@@ -1,0 +1,34 @@
+//! The storage conformance suite against a real SQLite file.
+use hush_store::Store;
+use hush_store_sqlite::SqliteStore;
+
+#[tokio::test]
+async fn sqlite_store_passes_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("hush.db")).unwrap();
+    hush_store::conformance::run(&store).await;
+}
+
+#[tokio::test]
+async fn data_survives_reopen_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hush.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.secret_or_init("k", vec![5]).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.secret_or_init("k", vec![6]).await.unwrap(), vec![5]);
+}
+
+#[test]
+fn refuses_a_database_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hush.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+    }
+    let err = SqliteStore::open(&path).err().unwrap().to_string();
+    assert!(err.contains("newer"), "{err}");
+}

@@ -1,0 +1,75 @@
+//! The server's storage port: what `hush-server` needs from a database, in the server's
+//! own words. One method is one transaction. Adapters (`hush-store-sqlite`,
+//! `hush-store-postgres`) implement [`Store`]; [`memory::MemoryStore`] is the reference
+//! implementation; [`conformance`] is the suite every backend must pass.
+//!
+//! Modules: [`model`] (records passed in and out), [`memory`], [`conformance`].
+//! A new storage operation: add it to [`Store`] with its doc (what it guarantees),
+//! implement it in every adapter, and add its checks to [`conformance`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod conformance;
+pub mod memory;
+pub mod model;
+
+use async_trait::async_trait;
+use hush_proto::ids::{DeviceId, UserId, Username};
+
+pub use model::*;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("username is already taken")]
+    UsernameTaken,
+    #[error("invite code is unknown, expired or used up")]
+    InviteInvalid,
+    #[error("no such user")]
+    UserNotFound,
+    /// The backend failed (I/O, corruption, lost connection); the operation did not
+    /// take effect.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// The storage operations of the relay. Every method is atomic: it takes effect whole
+/// and durably before it returns `Ok`, or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Returns the secret stored under `name`, storing `init` first if there is none.
+    /// Used for server-wide keys (the OPAQUE server setup) that every node must share.
+    async fn secret_or_init(&self, name: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+
+    /// Creates a user with its first device. If `user.invite` is set, consumes one use
+    /// of that invite in the same transaction and fails with `InviteInvalid` if it has
+    /// none left or has expired at `user.created_at`.
+    async fn create_user(&self, user: NewUser) -> Result<(), StoreError>;
+
+    async fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Adds a device (a new login) to an existing user.
+    async fn add_device(&self, user: UserId, device: NewDevice) -> Result<(), StoreError>;
+
+    /// The device and user a session token digest belongs to.
+    async fn session(&self, token_digest: &[u8; 32]) -> Result<Option<Session>, StoreError>;
+
+    /// Removes a device and its session (logout).
+    async fn remove_device(&self, device: DeviceId) -> Result<(), StoreError>;
+
+    async fn create_invite(&self, invite: NewInvite) -> Result<(), StoreError>;
+
+    /// Whether an invite exists with uses left and is unexpired at `now` (Unix seconds).
+    /// Does not consume it.
+    async fn invite_usable(&self, digest: &[u8; 32], now: i64) -> Result<bool, StoreError>;
+
+    /// Every user, ordered by username.
+    async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError>;
+
+    async fn set_disabled(&self, name: &Username, disabled: bool) -> Result<(), StoreError>;
+
+    async fn set_admin(&self, name: &Username, admin: bool) -> Result<(), StoreError>;
+
+    /// Deletes a user, its devices and sessions.
+    async fn delete_user(&self, name: &Username) -> Result<(), StoreError>;
+}
