@@ -1,1 +1,400 @@
-fn main() {}
+//! `hush`: the scriptable hush client. Each subcommand is one call into `hush-client`;
+//! this crate owns only argument parsing, password and trust prompts, output formats
+//! and exit codes.
+//!
+//! Exit codes: 0 success; 1 other error; 2 usage; 3 authentication refused (wrong
+//! password, disabled account, revoked device, not logged in); 4 server key not
+//! trusted (unknown or changed fingerprint); 5 server unreachable or connection lost;
+//! 6 command not available in this version yet.
+mod output;
+mod prompt;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hush_client::ClientError;
+use hush_client::account::{self, Profile};
+use hush_client::connection::Connection;
+use hush_client::home::Home;
+use hush_client::hush_proto::ErrorCode;
+use hush_client::hush_proto::fingerprint::Fingerprint;
+use hush_client::hush_proto::ids::Username;
+use hush_client::trust::FirstUse;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hush",
+    version,
+    about = "End-to-end encrypted chat client for hushd servers.",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// The client's home: one account on one server [env: HUSH_HOME; default: the platform data dir].
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "HUSH_HOME",
+        hide_env = true
+    )]
+    home: Option<PathBuf>,
+    /// Pin this server key fingerprint on first connection (SHA256:...).
+    #[arg(long, global = true, value_name = "FINGERPRINT")]
+    server_fingerprint: Option<String>,
+    /// Accept the server's key on first connection without asking.
+    #[arg(long, global = true)]
+    trust_new_server: bool,
+    /// Read the password as one line of standard input (otherwise HUSH_PASSWORD, or a prompt).
+    #[arg(long, global = true)]
+    password_stdin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create an account on a server; this home becomes its first device.
+    Register {
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// 3-32 of a-z 0-9 _ . - (asked for, with a suggestion, on a terminal).
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, value_name = "TEXT")]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Invite code, for servers that require one.
+        #[arg(long, value_name = "CODE")]
+        invite: Option<String>,
+    },
+    /// Log in to an existing account; this home becomes a new device.
+    Login {
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        #[arg(long)]
+        username: String,
+    },
+    /// End this device's session and forget the account in this home.
+    Logout {
+        /// Forget the account locally even if the server cannot be reached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the account of this home.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(flatten)]
+    Later(Later),
+}
+
+/// Commands of the product that later versions bring; they say so clearly.
+#[derive(Subcommand, Debug)]
+enum Later {
+    /// Send a message (not available yet).
+    Send(Rest),
+    /// Receive messages (not available yet).
+    Recv(Rest),
+    /// Show history (not available yet).
+    History(Rest),
+    /// List conversations (not available yet).
+    Chats(Rest),
+    /// Manage groups (not available yet).
+    Group(Rest),
+    /// Manage channels (not available yet).
+    Channel(Rest),
+    /// Send and fetch files (not available yet).
+    File(Rest),
+    /// Compare safety numbers (not available yet).
+    Verify(Rest),
+    /// Two-factor authentication (not available yet).
+    #[command(name = "2fa")]
+    TwoFa(Rest),
+    /// Manage devices (not available yet).
+    Devices(Rest),
+    /// Server administration (not available yet).
+    Admin(Rest),
+    /// The interactive client (not available yet).
+    Tui(Rest),
+}
+
+#[derive(Args, Debug)]
+struct Rest {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+impl Later {
+    fn name(&self) -> &'static str {
+        match self {
+            Later::Send(_) => "send",
+            Later::Recv(_) => "recv",
+            Later::History(_) => "history",
+            Later::Chats(_) => "chats",
+            Later::Group(_) => "group",
+            Later::Channel(_) => "channel",
+            Later::File(_) => "file",
+            Later::Verify(_) => "verify",
+            Later::TwoFa(_) => "2fa",
+            Later::Devices(_) => "devices",
+            Later::Admin(_) => "admin",
+            Later::Tui(_) => "tui",
+        }
+    }
+}
+
+/// An error with the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        let code = match error.downcast_ref::<ClientError>() {
+            Some(ClientError::WrongPassword | ClientError::NoAccount) => 3,
+            Some(ClientError::Server(e))
+                if matches!(
+                    e.code,
+                    ErrorCode::AuthFailed
+                        | ErrorCode::AccountDisabled
+                        | ErrorCode::Unauthenticated
+                        | ErrorCode::RateLimited
+                ) =>
+            {
+                3
+            }
+            Some(
+                ClientError::FingerprintChanged { .. }
+                | ClientError::FingerprintMismatch { .. }
+                | ClientError::UnknownServer { .. },
+            ) => 4,
+            Some(
+                ClientError::Unreachable { .. }
+                | ClientError::Disconnected(_)
+                | ClientError::Timeout(_),
+            ) => 5,
+            _ => 1,
+        };
+        Failure { code, error }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        anyhow::Error::new(e).into()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("HUSH_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            // One line, as scripts expect.
+            let text = format!("{:#}", f.error).replace('\n', " ");
+            eprintln!("error: {text}");
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn home_dir(global: &Global) -> anyhow::Result<PathBuf> {
+    if let Some(h) = &global.home {
+        return Ok(h.clone());
+    }
+    dirs::data_dir()
+        .map(|d| d.join("hush"))
+        .context("no home directory: pass --home DIR or set HUSH_HOME")
+}
+
+fn first_use(global: &Global) -> anyhow::Result<FirstUse> {
+    Ok(
+        match (&global.server_fingerprint, global.trust_new_server) {
+            (Some(fp), _) => FirstUse::Expect(
+                Fingerprint::parse(fp).map_err(|e| anyhow::anyhow!("--server-fingerprint: {e}"))?,
+            ),
+            (None, true) => FirstUse::TrustNew,
+            (None, false) => FirstUse::Refuse,
+        },
+    )
+}
+
+/// Connects under the user's trust choice; on a terminal, an unknown server's
+/// fingerprint is shown and the user asked.
+async fn connect(server: &str, home: &Home, global: &Global) -> Result<Connection, Failure> {
+    let policy = first_use(global)?;
+    match Connection::connect(server, home.known_servers(), &policy).await {
+        Err(ClientError::UnknownServer { server, presented }) if prompt::interactive() => {
+            if prompt::confirm_server(&server, presented)? {
+                Ok(
+                    Connection::connect(
+                        &server,
+                        home.known_servers(),
+                        &FirstUse::Expect(presented),
+                    )
+                    .await?,
+                )
+            } else {
+                Err(anyhow::anyhow!("server key not trusted; nothing was sent").into())
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
+fn parse_username(s: &str) -> anyhow::Result<Username> {
+    Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn empty_home(home: &Home) -> anyhow::Result<()> {
+    if let Some(a) = home.account()? {
+        anyhow::bail!(
+            "this home already holds {} on {}; run `hush logout` first or use another --home",
+            a.username,
+            a.server
+        );
+    }
+    Ok(())
+}
+
+fn device_name() -> Option<String> {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty());
+    Some(format!(
+        "hush on {}",
+        host.as_deref().unwrap_or(std::env::consts::OS)
+    ))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let global = cli.global;
+    let Some(command) = cli.command else {
+        // `hush` alone: the interactive client, once it exists.
+        use clap::CommandFactory;
+        Cli::command().print_help().ok();
+        return Ok(());
+    };
+    if let Command::Later(later) = &command {
+        return Err(Failure {
+            code: 6,
+            error: anyhow::anyhow!(
+                "`hush {}` is not available in this version of hush yet",
+                later.name()
+            ),
+        });
+    }
+    let home = Home::open(&home_dir(&global)?)?;
+    match command {
+        Command::Register {
+            server,
+            username,
+            display_name,
+            email,
+            invite,
+        } => {
+            empty_home(&home)?;
+            let username = match username {
+                Some(u) => parse_username(&u)?,
+                None if prompt::interactive() => parse_username(&prompt::username()?)?,
+                None => {
+                    return Err(
+                        anyhow::anyhow!("--username is required when not on a terminal").into(),
+                    );
+                }
+            };
+            let password = prompt::password(global.password_stdin, true)?;
+            if password.len() < 8 {
+                return Err(anyhow::anyhow!("the password must be at least 8 characters").into());
+            }
+            let conn = connect(&server, &home, &global).await?;
+            let profile = Profile {
+                display_name,
+                email,
+                device_name: device_name(),
+            };
+            let (account, token) =
+                account::register(&conn, &username, password, invite, &profile).await?;
+            home.save_account(&account::stored(conn.server(), &account, token))?;
+            println!(
+                "registered {} on {} (device {})",
+                account.username,
+                conn.server(),
+                account.device_id
+            );
+            conn.close().await;
+        }
+        Command::Login { server, username } => {
+            empty_home(&home)?;
+            let username = parse_username(&username)?;
+            let password = prompt::password(global.password_stdin, false)?;
+            let conn = connect(&server, &home, &global).await?;
+            let (account, token) =
+                account::login(&conn, &username, password, device_name()).await?;
+            home.save_account(&account::stored(conn.server(), &account, token))?;
+            println!(
+                "logged in as {} on {} (new device {})",
+                account.username,
+                conn.server(),
+                account.device_id
+            );
+            conn.close().await;
+        }
+        Command::Logout { force } => {
+            let stored = home.account()?.ok_or(ClientError::NoAccount)?;
+            let outcome = async {
+                let session = account::resume(&home).await?;
+                account::logout(&session.conn).await
+            }
+            .await;
+            match outcome {
+                Ok(()) => {}
+                Err(e) if force => eprintln!("warning: {e}; forgetting the account locally anyway"),
+                Err(e) => return Err(e.into()),
+            }
+            home.clear_account()?;
+            println!("logged out {} from {}", stored.username, stored.server);
+        }
+        Command::Whoami { json } => {
+            let session = account::resume(&home).await?;
+            let account = account::whoami(&session.conn).await?;
+            let info = session.conn.info();
+            if json {
+                println!(
+                    "{}",
+                    output::whoami_json(&account, session.conn.server(), info.fingerprint)
+                );
+            } else {
+                println!("{}", output::whoami_text(&account, session.conn.server()));
+            }
+            session.conn.close().await;
+        }
+        Command::Later(_) => {}
+    }
+    Ok(())
+}

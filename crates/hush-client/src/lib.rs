@@ -1,1 +1,88 @@
+//! The hush client library: everything a front end (the `hush` CLI, the terminal UI,
+//! a bot) needs, so they all behave the same.
+//!
+//! Modules:
+//! - [`home`]: the client's home directory: the local database and the account in it.
+//! - [`trust`]: server key pinning on first use (`known_servers`) and the TLS verifier.
+//! - [`connection`]: one TLS connection with pipelined, id-matched requests.
+//! - [`account`]: OPAQUE registration and login, session resume, logout.
+//!
+//! A new feature: a module named for its domain noun, built on [`connection::Connection`]
+//! requests, storing what it must in [`home::Home`].
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod account;
+pub mod connection;
+pub mod home;
+pub mod trust;
+
+use hush_proto::ErrorCode;
+use hush_proto::fingerprint::Fingerprint;
+use hush_proto::response::ServerError;
+
+pub use hush_proto;
+
+/// Why a client operation failed. Front ends map these to messages and exit codes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot reach {server}: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error(
+        "the server at {server} presented key {presented}, but this home pinned {pinned}. \
+         This may be an attack. If the operator really replaced the server key, remove the \
+         line for {server} from {known_servers} and connect again."
+    )]
+    FingerprintChanged {
+        server: String,
+        pinned: Fingerprint,
+        presented: Fingerprint,
+        known_servers: String,
+    },
+    #[error("the server at {server} presented key {presented}, not the expected {expected}")]
+    FingerprintMismatch {
+        server: String,
+        expected: Fingerprint,
+        presented: Fingerprint,
+    },
+    #[error(
+        "the server at {server} is not known yet; its key fingerprint is {presented}. \
+         Check it with the operator (`hushd fingerprint`), then pass \
+         --server-fingerprint {presented} (or --trust-new-server)"
+    )]
+    UnknownServer {
+        server: String,
+        presented: Fingerprint,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("wrong username or password")]
+    WrongPassword,
+    #[error("{0}")]
+    Server(ServerError),
+    #[error("the server sent an invalid frame: {0}")]
+    Protocol(String),
+    #[error("the connection to the server was lost{}", .0.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Disconnected(Option<String>),
+    #[error("the server did not answer within {0} s")]
+    Timeout(u64),
+    #[error("{0}")]
+    Home(String),
+    #[error("not logged in: run `hush register` or `hush login` first")]
+    NoAccount,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused the request.
+    pub fn server_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}

@@ -17,7 +17,7 @@ impl Username {
     /// Parses a username, explaining the rule it breaks.
     pub fn parse(s: &str) -> Result<Self, ProtoError> {
         let len = s.chars().count();
-        if len < Self::MIN_LEN || len > Self::MAX_LEN {
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(ProtoError::invalid(
                 "username",
                 format!(
@@ -48,7 +48,7 @@ impl Username {
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -276,7 +276,10 @@ mod tests {
     #[test]
     fn p302_p303_optional_profile_fields() {
         assert_eq!(parse_display_name("  ").unwrap(), None);
-        assert_eq!(parse_display_name("Ann B").unwrap().as_deref(), Some("Ann B"));
+        assert_eq!(
+            parse_display_name("Ann B").unwrap().as_deref(),
+            Some("Ann B")
+        );
         assert!(parse_display_name(&"x".repeat(65)).is_err());
         assert!(parse_display_name("a\u{7}b").is_err());
         assert_eq!(parse_email("a@b.c").unwrap().as_deref(), Some("a@b.c"));

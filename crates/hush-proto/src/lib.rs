@@ -15,9 +15,13 @@
 //! with its validation, and number its rules in `docs/protocol.md`.
 //!
 //! This crate does no I/O and never panics on input.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod auth;
+pub mod fingerprint;
 pub mod frame;
 pub mod ids;
 pub mod request;
@@ -31,9 +35,9 @@ pub mod pb {
 
 /// A frame from a client, not yet validated.
 pub use pb::ClientFrame as ClientFrameIn;
+pub use pb::ErrorCode;
 /// A frame from a server, not yet validated.
 pub use pb::ServerFrame as ServerFrameIn;
-pub use pb::ErrorCode;
 
 /// The protocol versions this build speaks, newest last.
 pub const SUPPORTED_VERSIONS: &[u32] = &[1];

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use bytes::Bytes;
-use opaque_ke::{CredentialFinalization, CredentialRequest, RegistrationRequest, RegistrationUpload};
+use opaque_ke::{
+    CredentialFinalization, CredentialRequest, RegistrationRequest, RegistrationUpload,
+};
 
 use crate::auth::OpaqueSuite;
 use crate::ids::{InviteCode, SessionToken, Username, parse_display_name, parse_email};
@@ -127,7 +129,10 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
     Ok(match body {
         Body::Hello(pb::Hello { versions, client }) => {
             if versions.is_empty() || versions.len() > 16 {
-                return Err(ProtoError::invalid("versions", "must list 1 to 16 versions"));
+                return Err(ProtoError::invalid(
+                    "versions",
+                    "must list 1 to 16 versions",
+                ));
             }
             let client = label("client", &client)?.unwrap_or_default();
             Request::Hello { versions, client }

@@ -145,7 +145,11 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
             retry_after_secs,
         }) => Response::Error(ServerError {
             code: ErrorCode::try_from(code).unwrap_or(ErrorCode::Unspecified),
-            message: message.chars().filter(|c| !c.is_control()).take(512).collect(),
+            message: message
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(512)
+                .collect(),
             fatal,
             retry_after_secs,
         }),

@@ -1,1 +1,87 @@
+//! The hush relay as a library: TLS transport, per-connection sessions, OPAQUE accounts,
+//! rate limits and administration. It knows sockets and TLS; it knows no SQL (storage is
+//! the [`hush_store::Store`] port) and no MLS (messages are opaque bytes).
+//!
+//! Modules:
+//! - [`identity`]: the server's TLS key and certificate, created on first start, and
+//!   its pinned fingerprint.
+//! - [`transport`]: [`serve`] accepts TCP, runs the TLS 1.3 handshake and hands each
+//!   connection to a session; graceful shutdown.
+//! - [`session`]: the per-connection protocol loop, generic over any byte stream.
+//! - [`accounts`]: OPAQUE registration and login, sessions, invites.
+//! - [`limits`]: failed-login rate limits.
+//! - [`config`]: [`ServerConfig`] and [`RegistrationMode`].
+//! - [`clock`]: injected time and randomness.
+//!
+//! A new request: validate it in `hush-proto`, then handle it in `session::dispatch`,
+//! putting its logic in the module of its domain noun.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod accounts;
+pub mod clock;
+pub mod config;
+pub mod identity;
+pub mod limits;
+pub mod session;
+pub mod transport;
+
+use std::sync::Arc;
+
+use hush_store::Store;
+
+pub use clock::{Clock, Entropy, OsEntropy, SystemClock};
+pub use config::{Limits, RegistrationMode, ServerConfig};
+pub use identity::TlsIdentity;
+pub use transport::serve;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("storage: {0}")]
+    Store(#[from] hush_store::StoreError),
+    #[error("TLS identity: {0}")]
+    Identity(String),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Everything sessions share.
+pub struct ServerState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: ServerConfig,
+    pub(crate) accounts: accounts::Accounts,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) entropy: Arc<dyn Entropy>,
+}
+
+impl ServerState {
+    /// Builds the shared state, loading (or creating on first start) the server-wide
+    /// OPAQUE key from the store so every node of a cluster shares it.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Result<Self, ServerError> {
+        let accounts = accounts::Accounts::load(store.as_ref(), entropy.as_ref(), &config).await?;
+        Ok(ServerState {
+            store,
+            config,
+            accounts,
+            clock,
+            entropy,
+        })
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+}

@@ -6,7 +6,10 @@
 //!
 //! Modules: [`migrations`] (schema files, applied in order, never edited once shipped).
 //! A new operation: implement the new `Store` method here as one transaction.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod migrations;
 
@@ -35,7 +38,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(backend)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -101,7 +105,12 @@ fn insert_device(conn: &Connection, user: &[u8], d: &NewDevice) -> Result<(), St
     Ok(())
 }
 
-fn set_flag(conn: &Connection, column: &str, name: &Username, value: bool) -> Result<(), StoreError> {
+fn set_flag(
+    conn: &Connection,
+    column: &str,
+    name: &Username,
+    value: bool,
+) -> Result<(), StoreError> {
     // `column` is one of two literals chosen below, never input.
     let sql = format!("UPDATE users SET {column} = ?1 WHERE username = ?2");
     let changed = conn
@@ -127,9 +136,11 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             let value: Vec<u8> = tx
-                .query_row("SELECT value FROM server_secrets WHERE name = ?1", [&name], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT value FROM server_secrets WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(value)
@@ -207,18 +218,20 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)?;
-            row.map(|(id, display_name, email, password_file, admin, disabled, created_at)| {
-                Ok(UserRecord {
-                    user_id: UserId::from_bytes(id16(id)?),
-                    username: name.clone(),
-                    display_name,
-                    email,
-                    password_file,
-                    admin,
-                    disabled,
-                    created_at,
-                })
-            })
+            row.map(
+                |(id, display_name, email, password_file, admin, disabled, created_at)| {
+                    Ok(UserRecord {
+                        user_id: UserId::from_bytes(id16(id)?),
+                        username: name.clone(),
+                        display_name,
+                        email,
+                        password_file,
+                        admin,
+                        disabled,
+                        created_at,
+                    })
+                },
+            )
             .transpose()
         })
         .await
@@ -270,18 +283,20 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)?;
-            row.map(|(d, u, name, display_name, email, admin, disabled, created_at)| {
-                Ok(Session {
-                    device_id: DeviceId::from_bytes(id16(d)?),
-                    user_id: UserId::from_bytes(id16(u)?),
-                    username: username(name)?,
-                    display_name,
-                    email,
-                    admin,
-                    disabled,
-                    created_at,
-                })
-            })
+            row.map(
+                |(d, u, name, display_name, email, admin, disabled, created_at)| {
+                    Ok(Session {
+                        device_id: DeviceId::from_bytes(id16(d)?),
+                        user_id: UserId::from_bytes(id16(u)?),
+                        username: username(name)?,
+                        display_name,
+                        email,
+                        admin,
+                        disabled,
+                        created_at,
+                    })
+                },
+            )
             .transpose()
         })
         .await
@@ -379,7 +394,8 @@ impl Store for SqliteStore {
 
     async fn set_admin(&self, name: &Username, admin: bool) -> Result<(), StoreError> {
         let name = name.clone();
-        self.run(move |conn| set_flag(conn, "admin", &name, admin)).await
+        self.run(move |conn| set_flag(conn, "admin", &name, admin))
+            .await
     }
 
     async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {

@@ -41,7 +41,10 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut guard = self
             .state
             .lock()
@@ -106,8 +109,10 @@ impl Store for MemoryStore {
 
     async fn session(&self, token_digest: &[u8; 32]) -> Result<Option<Session>, StoreError> {
         self.with(|s| {
-            let Some((user_id, device)) =
-                s.devices.values().find(|(_, d)| &d.token_digest == token_digest)
+            let Some((user_id, device)) = s
+                .devices
+                .values()
+                .find(|(_, d)| &d.token_digest == token_digest)
             else {
                 return Ok(None);
             };
@@ -153,7 +158,11 @@ impl Store for MemoryStore {
                     display_name: u.display_name.clone(),
                     admin: u.admin,
                     disabled: u.disabled,
-                    devices: s.devices.values().filter(|(id, _)| *id == u.user_id).count() as u32,
+                    devices: s
+                        .devices
+                        .values()
+                        .filter(|(id, _)| *id == u.user_id)
+                        .count() as u32,
                     created_at: u.created_at,
                 })
                 .collect();

@@ -1,1 +1,249 @@
-fn main() {}
+//! hushd: the hush relay server. Parses flags and the config file, sets up logging,
+//! opens the chosen storage backend, and runs `hush_server::serve` until SIGINT or
+//! SIGTERM. Administrative subcommands act on the same data dir or database, and work
+//! while a server runs.
+//!
+//! Modules: `config` (file, flags, defaults → `Settings`), `admin` (user and invite
+//! subcommands).
+mod admin;
+mod config;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hush_server::{OsEntropy, ServerState, SystemClock, TlsIdentity};
+use hush_store::Store;
+use hush_store_sqlite::SqliteStore;
+
+use crate::config::{Database, Overrides, RawConfig, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hushd",
+    version,
+    about = "The hush relay server: stores and forwards end-to-end encrypted messages it cannot read."
+)]
+struct Cli {
+    /// Address to listen on [default: 127.0.0.1:5535].
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory, created on first start [default: ./hushd-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file; flags override it (see `hushd config example`).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// sqlite:PATH (default: hushd.db in the data dir) or postgres://...
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Who may register: open, invite or closed [default: open].
+    #[arg(long, global = true, value_name = "MODE")]
+    registration: Option<String>,
+    /// Log filter, e.g. info or debug [default: info; env RUST_LOG].
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the server key fingerprint that clients pin, and exit.
+    Fingerprint,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Invite codes for `--registration invite`.
+    Invite {
+        #[command(subcommand)]
+        command: admin::InviteCommand,
+    },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: admin::UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print an example config file with every setting at its default.
+    Example,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let raw = match &cli.config {
+        Some(path) => config::load_file(path)?,
+        None => RawConfig::default(),
+    };
+    config::resolve(
+        raw,
+        Overrides {
+            listen: cli.listen.clone(),
+            data_dir: cli.data_dir.clone(),
+            database_url: cli.database_url.clone(),
+            registration: cli.registration.clone(),
+            log: cli.log.clone(),
+        },
+    )
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Config {
+        command: ConfigCommand::Example,
+    }) = &cli.command
+    {
+        print!("{}", config::example());
+        return Ok(());
+    }
+    let settings = settings(&cli)?;
+    // Operator subcommands print their own results; only problems are logged.
+    init_logging(if cli.command.is_none() {
+        &settings.log
+    } else {
+        "warn"
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        None => runtime.block_on(serve(settings)),
+        Some(Command::Fingerprint) => {
+            let identity = identity(&settings)?;
+            println!("fingerprint {}", identity.fingerprint());
+            Ok(())
+        }
+        Some(Command::Invite { command }) => {
+            let store = runtime.block_on(async { open_store(&settings) })?;
+            runtime.block_on(admin::invite(store.as_ref(), command))
+        }
+        Some(Command::User { command }) => {
+            let store = runtime.block_on(async { open_store(&settings) })?;
+            runtime.block_on(admin::user(store.as_ref(), command))
+        }
+        Some(Command::Config { .. }) => Ok(()),
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Creates the data dir (owner-only) if needed.
+fn ensure_data_dir(settings: &Settings) -> anyhow::Result<()> {
+    let dir = &settings.data_dir;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {}", dir.display()))?;
+        }
+        tracing::info!(path = %dir.display(), "created data dir");
+    }
+    Ok(())
+}
+
+fn identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
+    ensure_data_dir(settings)?;
+    Ok(match &settings.tls {
+        Some((cert, key)) => TlsIdentity::from_files(cert, key)?,
+        None => TlsIdentity::load_or_create(&settings.data_dir)?,
+    })
+}
+
+fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    ensure_data_dir(settings)?;
+    match &settings.database {
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(path)
+                .with_context(|| format!("opening database {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        Database::Postgres(_) => {
+            bail!("PostgreSQL storage is not available in this build yet; use sqlite:PATH")
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let identity = identity(&settings)?;
+    let store = open_store(&settings)?;
+    let state = ServerState::new(
+        store,
+        settings.server.clone(),
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+    )
+    .await
+    .context("initialising the server")?;
+    let listener = hush_server::transport::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {local}")?;
+        writeln!(out, "fingerprint {}", identity.fingerprint())?;
+        out.flush()?;
+    }
+    tracing::info!(
+        address = %local,
+        registration = %settings.server.registration,
+        data_dir = %settings.data_dir.display(),
+        "hushd started"
+    );
+    hush_server::serve(
+        listener,
+        Arc::new(state),
+        identity.server_config()?,
+        shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("hushd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested");
+}

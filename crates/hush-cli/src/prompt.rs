@@ -1,0 +1,109 @@
+//! Questions asked on a terminal: passwords (never echoed), usernames, server trust.
+//! Nothing here prompts when standard input is not a terminal.
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use hush_client::hush_proto::fingerprint::Fingerprint;
+use rand::seq::SliceRandom;
+use zeroize::Zeroizing;
+
+pub fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// The password from `HUSH_PASSWORD`, one line of stdin (`--password-stdin`), or a
+/// prompt; `confirm` asks twice.
+pub fn password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let pw = if let Ok(p) = std::env::var("HUSH_PASSWORD") {
+        Zeroizing::new(p)
+    } else if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else if interactive() {
+        let first = Zeroizing::new(
+            rpassword::prompt_password("Password: ").context("reading the password")?,
+        );
+        if confirm {
+            let again = Zeroizing::new(
+                rpassword::prompt_password("Password again: ").context("reading the password")?,
+            );
+            if *first != *again {
+                bail!("the passwords do not match");
+            }
+        }
+        first
+    } else {
+        bail!("no password given: set HUSH_PASSWORD, pass --password-stdin, or run on a terminal");
+    };
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(Zeroizing::new(pw.as_bytes().to_vec()))
+}
+
+const ADJECTIVES: &[&str] = &[
+    "quiet", "brave", "calm", "eager", "gentle", "jolly", "lucky", "mellow", "nimble", "proud",
+    "rapid", "silent", "sunny", "witty", "amber", "cosmic", "frosty", "misty", "rusty", "velvet",
+];
+const ANIMALS: &[&str] = &[
+    "otter", "falcon", "badger", "heron", "lynx", "marten", "owl", "panda", "puffin", "raven",
+    "seal", "tapir", "walrus", "wombat", "yak", "gecko", "ibis", "koala", "moose", "newt",
+];
+
+/// A random, readable username such as `quiet-otter-42`.
+pub fn suggestion() -> String {
+    let mut rng = rand::thread_rng();
+    let adj = ADJECTIVES.choose(&mut rng).copied().unwrap_or("quiet");
+    let animal = ANIMALS.choose(&mut rng).copied().unwrap_or("otter");
+    let n: u8 = rand::Rng::gen_range(&mut rng, 10..100);
+    format!("{adj}-{animal}-{n}")
+}
+
+pub fn username() -> anyhow::Result<String> {
+    let suggested = suggestion();
+    eprint!("Username [{suggested}]: ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the username")?;
+    let line = line.trim();
+    Ok(if line.is_empty() {
+        suggested
+    } else {
+        line.to_owned()
+    })
+}
+
+pub fn confirm_server(server: &str, fp: Fingerprint) -> anyhow::Result<bool> {
+    eprintln!("The server at {server} is not known to this home.");
+    eprintln!("Its key fingerprint is {fp}");
+    eprintln!("Compare it with what the operator sees in `hushd fingerprint`.");
+    eprint!("Trust this server? [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suggestions_are_valid_usernames() {
+        for _ in 0..50 {
+            let s = super::suggestion();
+            assert!(
+                hush_client::hush_proto::ids::Username::parse(&s).is_ok(),
+                "{s}"
+            );
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Accounts from the client side: OPAQUE registration and login (the password never
+//! leaves this process), session resume with the device token, whoami and logout.
+use hush_proto::auth::OpaqueSuite;
+use hush_proto::ids::{SessionToken, Username};
+use hush_proto::pb::{self, client_frame::Body};
+use hush_proto::response::{Account, Response};
+use opaque_ke::rand::rngs::OsRng;
+use opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
+    ClientRegistrationFinishParameters,
+};
+use zeroize::Zeroizing;
+
+use crate::ClientError;
+use crate::connection::{Connection, unexpected};
+use crate::home::{Home, StoredAccount};
+use crate::trust::FirstUse;
+
+/// Profile details given at registration.
+#[derive(Debug, Default, Clone)]
+pub struct Profile {
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub device_name: Option<String>,
+}
+
+/// Runs key stretching (Argon2, tens of milliseconds) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ClientError::Invalid(format!("internal: {e}")))
+}
+
+fn opaque_err(e: opaque_ke::errors::ProtocolError) -> ClientError {
+    ClientError::Protocol(format!("OPAQUE: {e}"))
+}
+
+/// Creates an account; this connection becomes its first device's session.
+pub async fn register(
+    conn: &Connection,
+    username: &Username,
+    password: Zeroizing<Vec<u8>>,
+    invite: Option<String>,
+    profile: &Profile,
+) -> Result<(Account, SessionToken), ClientError> {
+    let start =
+        ClientRegistration::<OpaqueSuite>::start(&mut OsRng, &password).map_err(opaque_err)?;
+    let challenge = conn
+        .request(Body::RegisterStart(pb::RegisterStart {
+            username: username.to_string(),
+            registration_request: start.message.serialize().to_vec().into(),
+            invite: invite.unwrap_or_default(),
+        }))
+        .await?;
+    let Response::RegisterChallenge(response) = challenge else {
+        return Err(unexpected(&challenge));
+    };
+    let state = start.state;
+    let finish = blocking(move || {
+        state.finish(
+            &mut OsRng,
+            &password,
+            response,
+            ClientRegistrationFinishParameters::default(),
+        )
+    })
+    .await?
+    .map_err(opaque_err)?;
+    let done = conn
+        .request(Body::RegisterFinish(pb::RegisterFinish {
+            registration_upload: finish.message.serialize().to_vec().into(),
+            display_name: profile.display_name.clone().unwrap_or_default(),
+            email: profile.email.clone().unwrap_or_default(),
+            device_name: profile.device_name.clone().unwrap_or_default(),
+        }))
+        .await?;
+    match done {
+        Response::Registered { account, token } => Ok((account, token)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Logs in, creating a new device for this home.
+pub async fn login(
+    conn: &Connection,
+    username: &Username,
+    password: Zeroizing<Vec<u8>>,
+    device_name: Option<String>,
+) -> Result<(Account, SessionToken), ClientError> {
+    let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, &password).map_err(opaque_err)?;
+    let challenge = conn
+        .request(Body::LoginStart(pb::LoginStart {
+            username: username.to_string(),
+            credential_request: start.message.serialize().to_vec().into(),
+        }))
+        .await?;
+    let Response::LoginChallenge(response) = challenge else {
+        return Err(unexpected(&challenge));
+    };
+    let state = start.state;
+    let finish = blocking(move || {
+        state.finish(
+            &mut OsRng,
+            &password,
+            *response,
+            ClientLoginFinishParameters::default(),
+        )
+    })
+    .await?
+    // The envelope does not open: wrong password, or no such user (indistinguishable).
+    .map_err(|_| ClientError::WrongPassword)?;
+    let done = conn
+        .request(Body::LoginFinish(pb::LoginFinish {
+            credential_finalization: finish.message.serialize().to_vec().into(),
+            device_name: device_name.unwrap_or_default(),
+        }))
+        .await?;
+    match done {
+        Response::LoggedIn { account, token } => Ok((account, token)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The stored form of a fresh account.
+pub fn stored(server: &str, account: &Account, token: SessionToken) -> StoredAccount {
+    StoredAccount {
+        server: server.to_owned(),
+        username: account.username.clone(),
+        user_id: account.user_id,
+        device_id: account.device_id,
+        display_name: account.display_name.clone(),
+        email: account.email.clone(),
+        token,
+        created_at: account.created_at,
+    }
+}
+
+/// An authenticated connection for the account in a home.
+pub struct Session {
+    pub conn: Connection,
+    pub account: Account,
+}
+
+/// Connects to the home's server and resumes its device session.
+pub async fn resume(home: &Home) -> Result<Session, ClientError> {
+    let stored = home.account()?.ok_or(ClientError::NoAccount)?;
+    // The server is pinned already; an unknown key here is refused, not trusted.
+    let conn = Connection::connect(&stored.server, home.known_servers(), &FirstUse::Refuse).await?;
+    let answer = conn
+        .request(Body::Authenticate(pb::Authenticate {
+            session_token: stored.token.expose().to_vec().into(),
+        }))
+        .await?;
+    match answer {
+        Response::Authenticated(account) => Ok(Session { conn, account }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The server's current view of this device's account.
+pub async fn whoami(conn: &Connection) -> Result<Account, ClientError> {
+    match conn.request(Body::Whoami(pb::WhoAmI {})).await? {
+        Response::Account(a) => Ok(a),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Ends this device's session on the server.
+pub async fn logout(conn: &Connection) -> Result<(), ClientError> {
+    match conn.request(Body::Logout(pb::Logout {})).await? {
+        Response::LoggedOut => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}

@@ -1,0 +1,336 @@
+//! One TLS connection to a server: the pinned handshake, protocol hello, and requests
+//! matched to answers by request id, so several may be in flight at once (P110).
+//! Frames the server sends unasked (request id 0) go to [`Connection::pushes`].
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hush_proto::fingerprint::Fingerprint;
+use hush_proto::pb::{self, client_frame::Body};
+use hush_proto::response::{Response, validate};
+use hush_proto::{PROTOCOL_VERSION, ServerFrameIn, frame};
+use rustls::pki_types::ServerName;
+use tokio::io::WriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::ClientError;
+use crate::trust::{FirstUse, KnownServers, RecordingVerifier};
+
+/// The port hushd listens on by default.
+pub const DEFAULT_PORT: u16 = 5535;
+/// ALPN id, as the server expects.
+pub const ALPN: &[u8] = b"hush/1";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waiters by request id; `None` once the connection is gone, so no new waiter hangs.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
+
+/// `HOST:PORT` as written in `known_servers`; a missing port means 5535.
+pub fn normalize_server(server: &str) -> Result<(String, String, u16), ClientError> {
+    let server = server.trim();
+    let bad = || ClientError::Invalid(format!("server {server:?} must look like HOST:PORT"));
+    if server.is_empty() || server.contains(char::is_whitespace) || server.contains('/') {
+        return Err(bad());
+    }
+    let (host, port) = if let Some(rest) = server.strip_prefix('[') {
+        // [v6]:port or [v6]
+        let (h, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => DEFAULT_PORT,
+            None => return Err(bad()),
+        };
+        (h.to_owned(), port)
+    } else {
+        match server.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().map_err(|_| bad())?),
+            Some(_) => return Err(bad()),
+            None => (server.to_owned(), DEFAULT_PORT),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let display = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok((display, host, port))
+}
+
+/// What the server said in its hello.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: u32,
+    pub software: String,
+    pub registration: String,
+    pub fingerprint: Fingerprint,
+}
+
+pub struct Connection {
+    server: String,
+    info: ServerInfo,
+    writer: tokio::sync::Mutex<FramedWrite<WriteHalf<TlsStream<TcpStream>>, LengthDelimitedCodec>>,
+    pending: Pending,
+    closed_reason: Arc<Mutex<Option<String>>>,
+    next_id: AtomicU64,
+    pushes: Mutex<Option<mpsc::Receiver<Response>>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(frame::LENGTH_PREFIX)
+        .max_frame_length(frame::MAX_FRAME_LEN)
+        .new_codec()
+}
+
+impl Connection {
+    /// Connects, checks the server key against the home's pins, and says hello.
+    pub async fn connect(
+        server: &str,
+        known: &KnownServers,
+        first_use: &FirstUse,
+    ) -> Result<Connection, ClientError> {
+        let (display, host, port) = normalize_server(server)?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            server: display.clone(),
+            reason,
+        };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = RecordingVerifier::new(&provider);
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| ClientError::Invalid(format!("{host:?} is not a valid host name")))?;
+        let tls = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| unreachable("TLS handshake timed out".into()))?
+        .map_err(|e| ClientError::Tls(format!("handshake with {display} failed: {e}")))?;
+        let presented = verifier
+            .presented()
+            .ok_or_else(|| ClientError::Tls("the server presented no certificate".into()))?;
+        // Nothing has been sent yet: refuse before the first request if the key is wrong.
+        known.check(&display, presented, first_use)?;
+
+        let (read_half, write_half) = tokio::io::split(tls);
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let closed_reason = Arc::new(Mutex::new(None));
+        let (push_tx, push_rx) = mpsc::channel(1024);
+        let reader = tokio::spawn(read_loop(
+            FramedRead::new(read_half, codec()),
+            Arc::clone(&pending),
+            Arc::clone(&closed_reason),
+            push_tx,
+        ));
+        let mut conn = Connection {
+            server: display,
+            info: ServerInfo {
+                version: 0,
+                software: String::new(),
+                registration: String::new(),
+                fingerprint: presented,
+            },
+            writer: tokio::sync::Mutex::new(FramedWrite::new(write_half, codec())),
+            pending,
+            closed_reason,
+            next_id: AtomicU64::new(1),
+            pushes: Mutex::new(Some(push_rx)),
+            reader,
+        };
+        let hello = Body::Hello(pb::Hello {
+            versions: vec![PROTOCOL_VERSION],
+            client: format!("hush {}", env!("CARGO_PKG_VERSION")),
+        });
+        match conn.request(hello).await? {
+            Response::HelloOk {
+                version,
+                server,
+                registration,
+            } => {
+                conn.info.version = version;
+                conn.info.software = server;
+                conn.info.registration = registration;
+            }
+            other => return Err(unexpected(&other)),
+        }
+        Ok(conn)
+    }
+
+    /// The server as `HOST:PORT`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// Frames the server sends unasked. Can be taken once.
+    pub fn pushes(&self) -> Option<mpsc::Receiver<Response>> {
+        self.pushes.lock().ok().and_then(|mut p| p.take())
+    }
+
+    /// Sends one request and waits for its answer. A server `Error` answer becomes
+    /// [`ClientError::Server`].
+    pub async fn request(&self, body: Body) -> Result<Response, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let registered = match self.pending.lock() {
+            Ok(mut p) => p.as_mut().map(|p| p.insert(id, tx)).is_some(),
+            Err(_) => false,
+        };
+        if !registered {
+            return Err(self.disconnected());
+        }
+        let frame = pb::ClientFrame {
+            request_id: id,
+            body: Some(body),
+        };
+        let sent = self
+            .writer
+            .lock()
+            .await
+            .send(frame::encode_body(&frame))
+            .await;
+        if sent.is_err() {
+            self.forget(id);
+            return Err(self.disconnected());
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Err(_) => {
+                self.forget(id);
+                Err(ClientError::Timeout(REQUEST_TIMEOUT.as_secs()))
+            }
+            Ok(Err(_)) => Err(self.disconnected()),
+            Ok(Ok(Response::Error(e))) => Err(ClientError::Server(e)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Closes the connection cleanly (TLS close_notify), so the server sees a goodbye
+    /// rather than a dropped line.
+    pub async fn close(self) {
+        let mut writer = self.writer.lock().await;
+        let _ = SinkExt::<Bytes>::close(&mut *writer).await;
+    }
+
+    fn forget(&self, id: u64) {
+        if let Ok(mut p) = self.pending.lock()
+            && let Some(p) = p.as_mut()
+        {
+            p.remove(&id);
+        }
+    }
+
+    fn disconnected(&self) -> ClientError {
+        ClientError::Disconnected(self.closed_reason.lock().ok().and_then(|r| r.clone()))
+    }
+}
+
+/// An answer of the wrong kind.
+pub fn unexpected(r: &Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected answer {}", r.kind()))
+}
+
+async fn read_loop<R>(
+    mut frames: FramedRead<R, LengthDelimitedCodec>,
+    pending: Pending,
+    closed_reason: Arc<Mutex<Option<String>>>,
+    pushes: mpsc::Sender<Response>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let reason = loop {
+        let bytes = match frames.next().await {
+            None => break None,
+            Some(Err(e)) => break Some(format!("read error: {e}")),
+            Some(Ok(b)) => b,
+        };
+        let resp =
+            match frame::decode::<ServerFrameIn>(&bytes, frame::MAX_FRAME_LEN).and_then(validate) {
+                Ok(r) => r,
+                Err(e) => break Some(format!("invalid frame from server: {e}")),
+            };
+        if let Response::Error(e) = &resp.body
+            && e.fatal
+            && let Ok(mut r) = closed_reason.lock()
+        {
+            *r = Some(e.to_string());
+        }
+        let waiter = pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.as_mut().and_then(|p| p.remove(&resp.request_id)));
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(resp.body);
+            }
+            None if resp.request_id == 0 => {
+                if pushes.send(resp.body).await.is_err() {
+                    tracing::debug!("push dropped: nobody listens");
+                }
+            }
+            None => tracing::debug!(id = resp.request_id, "answer to a forgotten request"),
+        }
+    };
+    if let Some(reason) = reason {
+        tracing::debug!(%reason, "connection closed");
+        if let Ok(mut r) = closed_reason.lock() {
+            r.get_or_insert(reason);
+        }
+    }
+    // Dropping the senders wakes every waiter with "disconnected".
+    if let Ok(mut p) = pending.lock() {
+        *p = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_normalize() {
+        assert_eq!(
+            normalize_server("example.org").unwrap().0,
+            "example.org:5535"
+        );
+        assert_eq!(normalize_server("127.0.0.1:9").unwrap().0, "127.0.0.1:9");
+        assert_eq!(normalize_server("[::1]:7").unwrap().0, "[::1]:7");
+        assert_eq!(normalize_server("[::1]").unwrap().1, "::1");
+        for bad in ["", "a b", "h:notaport", "::1", "http://x", ":5"] {
+            assert!(normalize_server(bad).is_err(), "{bad}");
+        }
+    }
+}

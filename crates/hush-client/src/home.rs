@@ -1,0 +1,204 @@
+//! The client's home directory: one account on one server. It holds `hush.db` (the
+//! account and, as features arrive, MLS state and history) and `known_servers` (pins).
+//! The directory is readable by its owner only.
+use std::path::{Path, PathBuf};
+
+use hush_proto::ids::{DeviceId, SessionToken, UserId, Username};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::ClientError;
+use crate::trust::KnownServers;
+
+/// Every migration of the local database, in order; index + 1 is its version.
+const MIGRATIONS: &[&str] = &["CREATE TABLE account (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        server       TEXT NOT NULL,
+        username     TEXT NOT NULL,
+        user_id      BLOB NOT NULL,
+        device_id    BLOB NOT NULL,
+        display_name TEXT,
+        email        TEXT,
+        token        BLOB NOT NULL,
+        created_at   INTEGER NOT NULL
+    ) STRICT;"];
+
+/// The account this home holds.
+#[derive(Debug, Clone)]
+pub struct StoredAccount {
+    pub server: String,
+    pub username: Username,
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub token: SessionToken,
+    pub created_at: i64,
+}
+
+pub struct Home {
+    dir: PathBuf,
+    db: Connection,
+    known: KnownServers,
+}
+
+fn home_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Home(e.to_string())
+}
+
+impl Home {
+    /// Opens (creating if needed) the home at `dir`.
+    pub fn open(dir: &Path) -> Result<Home, ClientError> {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| home_err(format!("creating {}: {e}", dir.display())))?;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| home_err(format!("restricting {}: {e}", dir.display())))?;
+        }
+        let path = dir.join("hush.db");
+        let mut db = Connection::open(&path)
+            .map_err(|e| home_err(format!("opening {}: {e}", path.display())))?;
+        db.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(home_err)?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(home_err)?;
+        migrate(&mut db)?;
+        Ok(Home {
+            dir: dir.to_owned(),
+            db,
+            known: KnownServers::new(dir),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn known_servers(&self) -> &KnownServers {
+        &self.known
+    }
+
+    pub fn account(&self) -> Result<Option<StoredAccount>, ClientError> {
+        let row = self
+            .db
+            .query_row(
+                "SELECT server, username, user_id, device_id, display_name, email, token, created_at
+                 FROM account WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get::<_, Vec<u8>>(6)?,
+                        r.get(7)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(home_err)?;
+        let Some((server, username, user_id, device_id, display_name, email, token, created_at)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let corrupt = |e: hush_proto::ProtoError| {
+            home_err(format!("the home's account record is damaged: {e}"))
+        };
+        Ok(Some(StoredAccount {
+            server,
+            username: Username::parse(&username).map_err(corrupt)?,
+            user_id: UserId::from_slice(&user_id).map_err(corrupt)?,
+            device_id: DeviceId::from_slice(&device_id).map_err(corrupt)?,
+            display_name,
+            email,
+            token: SessionToken::from_slice(&token).map_err(corrupt)?,
+            created_at,
+        }))
+    }
+
+    pub fn save_account(&self, a: &StoredAccount) -> Result<(), ClientError> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO account
+                 (id, server, username, user_id, device_id, display_name, email, token, created_at)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    a.server,
+                    a.username.as_str(),
+                    a.user_id.as_bytes().as_slice(),
+                    a.device_id.as_bytes().as_slice(),
+                    a.display_name,
+                    a.email,
+                    a.token.expose().as_slice(),
+                    a.created_at
+                ],
+            )
+            .map_err(home_err)?;
+        Ok(())
+    }
+
+    pub fn clear_account(&self) -> Result<(), ClientError> {
+        self.db
+            .execute("DELETE FROM account", [])
+            .map_err(home_err)?;
+        Ok(())
+    }
+}
+
+fn migrate(db: &mut Connection) -> Result<(), ClientError> {
+    let current: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(home_err)?;
+    if current > MIGRATIONS.len() as i64 {
+        return Err(home_err(
+            "this home was written by a newer hush; upgrade hush to use it",
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = db.transaction().map_err(home_err)?;
+        tx.execute_batch(sql).map_err(home_err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(home_err)?;
+        tx.commit().map_err(home_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_round_trips_and_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        assert!(home.account().unwrap().is_none());
+        let a = StoredAccount {
+            server: "h:1".into(),
+            username: Username::parse("ann").unwrap(),
+            user_id: UserId::from_bytes([1; 16]),
+            device_id: DeviceId::from_bytes([2; 16]),
+            display_name: Some("Ann".into()),
+            email: None,
+            token: SessionToken::from_bytes([3; 32]),
+            created_at: 5,
+        };
+        home.save_account(&a).unwrap();
+        drop(home);
+        let home = Home::open(dir.path()).unwrap();
+        let back = home.account().unwrap().unwrap();
+        assert_eq!(back.username, a.username);
+        assert_eq!(back.token, a.token);
+        home.clear_account().unwrap();
+        assert!(home.account().unwrap().is_none());
+    }
+}

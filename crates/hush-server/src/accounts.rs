@@ -1,0 +1,466 @@
+//! Accounts: OPAQUE registration and login (RFC 9807), device sessions, invites.
+//!
+//! The password never reaches the server: registration uploads an OPAQUE record, login
+//! proves knowledge of the password without revealing it. The server stores the
+//! record, a random per-device token's SHA-256, and nothing derived from the password
+//! that would allow an offline guess without its OPRF key.
+use std::net::IpAddr;
+
+use hush_proto::ErrorCode;
+use hush_proto::auth::OpaqueSuite;
+use hush_proto::ids::{DeviceId, InviteCode, SessionToken, UserId, Username};
+use hush_proto::response::Account;
+use hush_store::{NewDevice, NewInvite, NewUser, Session, Store, StoreError, UserRecord};
+use opaque_ke::{
+    CredentialFinalization, CredentialRequest, CredentialResponse, RegistrationRequest,
+    RegistrationResponse, RegistrationUpload, ServerLogin, ServerLoginParameters,
+    ServerRegistration, ServerSetup,
+};
+
+use crate::clock::{Entropy, EntropyRng, random};
+use crate::config::RegistrationMode;
+use crate::limits::FailureLimiter;
+use crate::{ServerConfig, ServerError, ServerState};
+
+const OPAQUE_SETUP: &str = "opaque_server_setup";
+/// Tracked keys per limiter; past this, expired entries are pruned.
+const LIMITER_CAP: usize = 100_000;
+
+/// A request the server turned down, with what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_secs: u32,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            retry_after_secs: 0,
+        }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => {
+                Refusal::new(ErrorCode::UsernameTaken, "that username is taken")
+            }
+            StoreError::InviteInvalid => Refusal::new(
+                ErrorCode::InviteInvalid,
+                "the invite code is unknown, expired or used up",
+            ),
+            StoreError::UserNotFound => Refusal::new(ErrorCode::AuthFailed, "no such account"),
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                Refusal::new(
+                    ErrorCode::Internal,
+                    "the server could not complete the request",
+                )
+            }
+        }
+    }
+}
+
+fn auth_failed() -> Refusal {
+    Refusal::new(ErrorCode::AuthFailed, "wrong username or password")
+}
+
+/// Server-wide account state: the OPAQUE key and the login limiters.
+pub struct Accounts {
+    setup: ServerSetup<OpaqueSuite>,
+    by_account: FailureLimiter<Username>,
+    by_address: FailureLimiter<IpAddr>,
+}
+
+impl Accounts {
+    pub(crate) async fn load(
+        store: &dyn Store,
+        entropy: &dyn Entropy,
+        config: &ServerConfig,
+    ) -> Result<Self, ServerError> {
+        let fresh = ServerSetup::<OpaqueSuite>::new(&mut EntropyRng(entropy));
+        let bytes = store
+            .secret_or_init(OPAQUE_SETUP, fresh.serialize().to_vec())
+            .await?;
+        let setup = ServerSetup::deserialize(&bytes)
+            .map_err(|_| ServerError::Internal("stored OPAQUE server setup is corrupt".into()))?;
+        let window = config.limits.login_window.as_secs() as i64;
+        Ok(Accounts {
+            setup,
+            by_account: FailureLimiter::new(
+                config.limits.login_failures_per_account,
+                window,
+                LIMITER_CAP,
+            ),
+            by_address: FailureLimiter::new(
+                config.limits.login_failures_per_address,
+                window,
+                LIMITER_CAP,
+            ),
+        })
+    }
+}
+
+/// What a connection remembers between `RegisterStart` and `RegisterFinish`.
+pub struct PendingRegistration {
+    username: Username,
+    invite: Option<[u8; 32]>,
+}
+
+/// What a connection remembers between `LoginStart` and `LoginFinish`.
+pub struct PendingLogin {
+    username: Username,
+    address: IpAddr,
+    state: ServerLogin<OpaqueSuite>,
+    user: Option<UserRecord>,
+}
+
+/// The identity of an authenticated connection.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user_id: UserId,
+    pub username: Username,
+    pub device_id: DeviceId,
+}
+
+pub fn account_of_session(s: &Session) -> Account {
+    Account {
+        user_id: s.user_id,
+        username: s.username.clone(),
+        display_name: s.display_name.clone(),
+        email: s.email.clone(),
+        device_id: s.device_id,
+        admin: s.admin,
+        created_at: s.created_at,
+    }
+}
+
+fn new_device(st: &ServerState, name: Option<String>) -> (NewDevice, SessionToken) {
+    let token = SessionToken::from_bytes(random(st.entropy.as_ref()));
+    let device = NewDevice {
+        device_id: DeviceId::from_bytes(random(st.entropy.as_ref())),
+        name,
+        token_digest: token.digest(),
+        created_at: st.clock.now_unix(),
+    };
+    (device, token)
+}
+
+/// P310–P313: checks the registration mode, invite and username, and answers the
+/// client's OPAQUE registration request.
+pub async fn register_start(
+    st: &ServerState,
+    username: Username,
+    request: RegistrationRequest<OpaqueSuite>,
+    invite: Option<InviteCode>,
+) -> Result<(RegistrationResponse<OpaqueSuite>, PendingRegistration), Refusal> {
+    let invite = match st.config.registration {
+        RegistrationMode::Closed => {
+            return Err(Refusal::new(
+                ErrorCode::RegistrationClosed,
+                "this server does not accept new accounts",
+            ));
+        }
+        RegistrationMode::Invite => {
+            let code = invite.ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::InviteRequired,
+                    "this server needs an invite code to register (--invite CODE)",
+                )
+            })?;
+            let digest = code.digest();
+            if !st.store.invite_usable(&digest, st.clock.now_unix()).await? {
+                return Err(StoreError::InviteInvalid.into());
+            }
+            Some(digest)
+        }
+        // An open server ignores an invite rather than spending it.
+        RegistrationMode::Open => None,
+    };
+    if st.store.user_by_name(&username).await?.is_some() {
+        return Err(StoreError::UsernameTaken.into());
+    }
+    let start = ServerRegistration::<OpaqueSuite>::start(
+        &st.accounts.setup,
+        request,
+        username.as_str().as_bytes(),
+    )
+    .map_err(|_| {
+        Refusal::new(
+            ErrorCode::InvalidArgument,
+            "invalid OPAQUE registration request",
+        )
+    })?;
+    Ok((start.message, PendingRegistration { username, invite }))
+}
+
+/// P314: stores the OPAQUE record and the first device, consuming the invite.
+pub async fn register_finish(
+    st: &ServerState,
+    pending: PendingRegistration,
+    upload: RegistrationUpload<OpaqueSuite>,
+    display_name: Option<String>,
+    email: Option<String>,
+    device_name: Option<String>,
+) -> Result<(Account, SessionToken, Authenticated), Refusal> {
+    let password_file = ServerRegistration::finish(upload).serialize().to_vec();
+    let (device, token) = new_device(st, device_name);
+    let user_id = UserId::from_bytes(random(st.entropy.as_ref()));
+    let created_at = st.clock.now_unix();
+    let device_id = device.device_id;
+    st.store
+        .create_user(NewUser {
+            user_id,
+            username: pending.username.clone(),
+            display_name: display_name.clone(),
+            email: email.clone(),
+            password_file,
+            created_at,
+            device,
+            invite: pending.invite,
+        })
+        .await?;
+    tracing::info!(user = %pending.username, device = %device_id, "registered a new account");
+    let account = Account {
+        user_id,
+        username: pending.username.clone(),
+        display_name,
+        email,
+        device_id,
+        admin: false,
+        created_at,
+    };
+    let auth = Authenticated {
+        user_id,
+        username: pending.username,
+        device_id,
+    };
+    Ok((account, token, auth))
+}
+
+fn rate_limited(retry_after_secs: u32) -> Refusal {
+    Refusal {
+        code: ErrorCode::RateLimited,
+        message: "too many failed logins".into(),
+        retry_after_secs,
+    }
+}
+
+/// P320–P321: rate limits, then answers the OPAQUE credential request. For an unknown
+/// username the answer is indistinguishable from a real one (RFC 9807 §10.9).
+pub async fn login_start(
+    st: &ServerState,
+    address: IpAddr,
+    username: Username,
+    request: CredentialRequest<OpaqueSuite>,
+) -> Result<(CredentialResponse<OpaqueSuite>, PendingLogin), Refusal> {
+    let now = st.clock.now_unix();
+    let acc = &st.accounts;
+    if let Err(wait) = acc.by_address.check(&address, now) {
+        tracing::warn!(%address, "login refused: too many failures from this address");
+        return Err(rate_limited(wait));
+    }
+    if let Err(wait) = acc.by_account.check(&username, now) {
+        tracing::warn!(user = %username, "login refused: too many failures for this account");
+        return Err(rate_limited(wait));
+    }
+    // Counted as a failure until LoginFinish proves the password: a client that learns
+    // it has the wrong password never sends LoginFinish.
+    acc.by_address.record_failure(&address, now);
+    acc.by_account.record_failure(&username, now);
+
+    let user = st.store.user_by_name(&username).await?;
+    let password_file = match &user {
+        Some(u) => Some(
+            ServerRegistration::deserialize(&u.password_file).map_err(|_| {
+                tracing::error!(user = %username, "stored OPAQUE record is corrupt");
+                Refusal::new(
+                    ErrorCode::Internal,
+                    "the server could not complete the request",
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let start = ServerLogin::start(
+        &mut EntropyRng(st.entropy.as_ref()),
+        &acc.setup,
+        password_file,
+        request,
+        username.as_str().as_bytes(),
+        ServerLoginParameters::default(),
+    )
+    .map_err(|_| {
+        Refusal::new(
+            ErrorCode::InvalidArgument,
+            "invalid OPAQUE credential request",
+        )
+    })?;
+    Ok((
+        start.message,
+        PendingLogin {
+            username,
+            address,
+            state: start.state,
+            user,
+        },
+    ))
+}
+
+/// P322–P323: checks the client's proof and creates a device for this login.
+pub async fn login_finish(
+    st: &ServerState,
+    pending: PendingLogin,
+    finalization: CredentialFinalization<OpaqueSuite>,
+    device_name: Option<String>,
+) -> Result<(Account, SessionToken, Authenticated), Refusal> {
+    let proved = pending
+        .state
+        .finish(finalization, ServerLoginParameters::default())
+        .is_ok();
+    let Some(user) = pending.user.filter(|_| proved) else {
+        tracing::warn!(user = %pending.username, address = %pending.address, "login failed");
+        return Err(auth_failed());
+    };
+    let acc = &st.accounts;
+    acc.by_account.clear(&pending.username);
+    acc.by_address.forgive_one(&pending.address);
+    if user.disabled {
+        tracing::warn!(user = %user.username, "login refused: account disabled");
+        return Err(Refusal::new(
+            ErrorCode::AccountDisabled,
+            "this account is disabled",
+        ));
+    }
+    let (device, token) = new_device(st, device_name);
+    let device_id = device.device_id;
+    st.store.add_device(user.user_id, device).await?;
+    tracing::info!(user = %user.username, device = %device_id, "logged in on a new device");
+    let account = Account {
+        user_id: user.user_id,
+        username: user.username.clone(),
+        display_name: user.display_name,
+        email: user.email,
+        device_id,
+        admin: user.admin,
+        created_at: user.created_at,
+    };
+    let auth = Authenticated {
+        user_id: user.user_id,
+        username: user.username,
+        device_id,
+    };
+    Ok((account, token, auth))
+}
+
+/// P324: resumes a device's session from its token.
+pub async fn authenticate(
+    st: &ServerState,
+    address: IpAddr,
+    token: &SessionToken,
+) -> Result<Session, Refusal> {
+    let now = st.clock.now_unix();
+    if let Err(wait) = st.accounts.by_address.check(&address, now) {
+        return Err(rate_limited(wait));
+    }
+    let Some(session) = st.store.session(&token.digest()).await? else {
+        st.accounts.by_address.record_failure(&address, now);
+        tracing::warn!(%address, "unknown session token");
+        return Err(Refusal::new(
+            ErrorCode::Unauthenticated,
+            "this device's session is no longer valid; log in again",
+        ));
+    };
+    if session.disabled {
+        return Err(Refusal::new(
+            ErrorCode::AccountDisabled,
+            "this account is disabled",
+        ));
+    }
+    Ok(session)
+}
+
+/// A fresh view of the connection's account, or why it is gone.
+pub async fn current(
+    st: &ServerState,
+    auth: &Authenticated,
+    token_digest: &[u8; 32],
+) -> Result<Session, Refusal> {
+    match st.store.session(token_digest).await? {
+        Some(s) if s.device_id == auth.device_id && !s.disabled => Ok(s),
+        Some(s) if s.disabled => Err(Refusal::new(
+            ErrorCode::AccountDisabled,
+            "this account is disabled",
+        )),
+        _ => Err(Refusal::new(
+            ErrorCode::Unauthenticated,
+            "this device's session is no longer valid; log in again",
+        )),
+    }
+}
+
+/// Creates an invite and returns its code, shown once: only its digest is stored.
+pub async fn create_invite(
+    store: &dyn Store,
+    entropy: &dyn Entropy,
+    now: i64,
+    uses: u32,
+    expires_at: Option<i64>,
+) -> Result<String, StoreError> {
+    let bytes: [u8; 15] = random(entropy);
+    // 24 characters of unpadded base32 (120 bits), grouped for reading aloud.
+    const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut bits = 0u32;
+    let mut nbits = 0;
+    let mut raw = String::new();
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 5 {
+            nbits -= 5;
+            raw.push(char::from(ALPHABET[((bits >> nbits) & 31) as usize]));
+        }
+    }
+    let code = raw
+        .as_bytes()
+        .chunks(6)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-");
+    let parsed = InviteCode::parse(&code).map_err(|e| StoreError::Backend(e.to_string()))?;
+    store
+        .create_invite(NewInvite {
+            digest: parsed.digest(),
+            uses,
+            expires_at,
+            created_at: now,
+        })
+        .await?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hush_store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn invite_codes_are_readable_and_stored_only_as_digests() {
+        let store = MemoryStore::new();
+        let code = create_invite(&store, &crate::OsEntropy, 0, 1, None)
+            .await
+            .unwrap();
+        assert_eq!(code.len(), 24 + 3, "{code}");
+        assert!(
+            code.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+        let digest = InviteCode::parse(&code).unwrap().digest();
+        assert!(store.invite_usable(&digest, 0).await.unwrap());
+    }
+}

@@ -1,0 +1,161 @@
+//! The server's TLS identity: a key and certificate created on first start (or supplied
+//! by the operator), and the fingerprint clients pin (P401).
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hush_proto::fingerprint::Fingerprint;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::ServerError;
+
+/// ALPN protocol id of hush over TLS.
+pub const ALPN: &[u8] = b"hush/1";
+
+pub struct TlsIdentity {
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    fingerprint: Fingerprint,
+}
+
+// Hand-written: the private key must never reach a log.
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(what: impl fmt::Display) -> ServerError {
+    ServerError::Identity(what.to_string())
+}
+
+/// The fingerprint of a certificate's public key.
+pub fn fingerprint_of(cert: &CertificateDer<'_>) -> Result<Fingerprint, String> {
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| format!("bad certificate: {e}"))?;
+    Ok(Fingerprint::of_spki(ee.subject_public_key_info().as_ref()))
+}
+
+/// Writes `data` to `path` atomically, readable only by the owner.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+impl TlsIdentity {
+    /// Paths of the self-generated identity inside a data dir.
+    pub fn default_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+        let dir = data_dir.join("tls");
+        (dir.join("cert.pem"), dir.join("key.pem"))
+    }
+
+    /// Loads the identity kept in `data_dir/tls`, creating a self-signed one on first
+    /// start. The same key (so the same fingerprint) is used on every later start.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, ServerError> {
+        let (cert_path, key_path) = Self::default_paths(data_dir);
+        match (cert_path.exists(), key_path.exists()) {
+            (true, true) => return Self::from_files(&cert_path, &key_path),
+            (false, false) => {}
+            _ => {
+                return Err(err(format!(
+                    "only one of {} and {} exists; restore the other or remove both to make a new identity (clients will then see a changed fingerprint)",
+                    cert_path.display(),
+                    key_path.display()
+                )));
+            }
+        }
+        let dir = cert_path.parent().ok_or_else(|| err("bad data dir"))?;
+        fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "hushd".to_owned()])
+                .map_err(|e| err(format!("generating a key: {e}")))?;
+        // Key first: a cert without its key is the state refused above.
+        write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
+            .map_err(|e| err(format!("writing {}: {e}", key_path.display())))?;
+        write_private(&cert_path, generated.cert.pem().as_bytes())
+            .map_err(|e| err(format!("writing {}: {e}", cert_path.display())))?;
+        tracing::info!(path = %cert_path.display(), "created a new TLS identity");
+        Self::from_files(&cert_path, &key_path)
+    }
+
+    /// Loads an operator-supplied PEM certificate chain and private key.
+    pub fn from_files(cert_path: &Path, key_path: &Path) -> Result<Self, ServerError> {
+        let certs = CertificateDer::pem_file_iter(cert_path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| err(format!("reading {}: {e}", cert_path.display())))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| err(format!("{} holds no certificate", cert_path.display())))?;
+        let fingerprint = fingerprint_of(leaf).map_err(err)?;
+        let key = PrivateKeyDer::from_pem_file(key_path)
+            .map_err(|e| err(format!("reading {}: {e}", key_path.display())))?;
+        Ok(TlsIdentity {
+            certs,
+            key,
+            fingerprint,
+        })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// A TLS 1.3-only server configuration for this identity.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.certs.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TlsIdentity::load_or_create(dir.path()).unwrap();
+        let second = TlsIdentity::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.fingerprint(), second.fingerprint());
+        assert!(first.server_config().is_ok());
+        assert!(!format!("{first:?}").contains("PRIVATE"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let (_, key) = TlsIdentity::default_paths(dir.path());
+            let mode = fs::metadata(key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "key readable by others: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn half_an_identity_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        TlsIdentity::load_or_create(dir.path()).unwrap();
+        let (cert, _) = TlsIdentity::default_paths(dir.path());
+        fs::remove_file(cert).unwrap();
+        let e = TlsIdentity::load_or_create(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only one of"), "{e}");
+    }
+}

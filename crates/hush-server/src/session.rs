@@ -1,0 +1,337 @@
+//! One connection's protocol loop: hello, then registration, login or session resume,
+//! then authenticated requests. Generic over the byte stream, so tests drive it over
+//! an in-memory pipe.
+//!
+//! Rules enforced here (docs/protocol.md): P101/P102 oversized, truncated or
+//! undecodable frames end the connection after an `Error` frame; P201–P203 hello and
+//! version negotiation; P110 every answer echoes its request id; P205 a connection
+//! must authenticate within `auth_timeout`.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hush_proto::pb::{self, server_frame::Body};
+use hush_proto::request::{Request, validate};
+use hush_proto::{ClientFrameIn, ErrorCode, ProtoError, SUPPORTED_VERSIONS, frame};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use crate::ServerState;
+use crate::accounts::{self, Authenticated, PendingLogin, PendingRegistration, Refusal};
+
+enum Phase {
+    AwaitHello,
+    Unauthenticated,
+    Registering(PendingRegistration),
+    LoggingIn(Box<PendingLogin>),
+    Authenticated {
+        auth: Authenticated,
+        token_digest: [u8; 32],
+    },
+}
+
+/// What handling one request produced.
+struct Reply {
+    body: Body,
+    /// Close the connection after sending.
+    close: bool,
+}
+
+impl Reply {
+    fn ok(body: Body) -> Self {
+        Reply { body, close: false }
+    }
+}
+
+fn error_body(
+    code: ErrorCode,
+    message: impl Into<String>,
+    fatal: bool,
+    retry_after_secs: u32,
+) -> Body {
+    Body::Error(pb::Error {
+        code: code.into(),
+        message: message.into(),
+        fatal,
+        retry_after_secs,
+    })
+}
+
+fn refusal(r: Refusal) -> Reply {
+    Reply::ok(error_body(r.code, r.message, false, r.retry_after_secs))
+}
+
+fn fatal(code: ErrorCode, message: impl Into<String>) -> Reply {
+    Reply {
+        body: error_body(code, message, true, 0),
+        close: true,
+    }
+}
+
+fn codec(max: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(frame::LENGTH_PREFIX)
+        .max_frame_length(max)
+        .new_codec()
+}
+
+/// Runs one connection until the peer leaves, breaks a rule, or the server shuts down.
+pub async fn run<R, W>(
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let limits = &state.config.limits;
+    let mut frames_in = FramedRead::new(reader, codec(limits.max_pre_auth_frame_len));
+    let mut frames_out = FramedWrite::new(writer, codec(limits.max_frame_len));
+    let auth_deadline = Instant::now() + limits.auth_timeout;
+    let mut phase = Phase::AwaitHello;
+
+    loop {
+        let authenticated = matches!(phase, Phase::Authenticated { .. });
+        let (request_id, reply) = tokio::select! {
+            _ = shutdown.changed() => (0, fatal(ErrorCode::ShuttingDown, "the server is shutting down")),
+            _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
+                tracing::info!(%peer, "closing: did not authenticate in time");
+                (0, fatal(ErrorCode::Timeout, format!(
+                    "authenticate within {} s of connecting", limits.auth_timeout.as_secs()
+                )))
+            }
+            next = frames_in.next() => match next {
+                None => break,
+                Some(Err(e)) => {
+                    let too_big = e
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>());
+                    let clean_eof = frames_in.read_buffer().is_empty()
+                        && matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset);
+                    if clean_eof {
+                        // Left between frames without a TLS close_notify: not an attack.
+                        tracing::debug!(%peer, error = %e, "peer left abruptly");
+                        break;
+                    } else if too_big {
+                        let max = frames_in.decoder().max_frame_length();
+                        tracing::warn!(%peer, max, "closing: oversized frame");
+                        (0, fatal(ErrorCode::FrameTooLarge, format!("frame exceeds the limit of {max} bytes")))
+                    } else {
+                        tracing::warn!(%peer, error = %e, "closing: truncated frame or read error");
+                        (0, fatal(ErrorCode::MalformedFrame, "truncated frame"))
+                    }
+                }
+                Some(Ok(bytes)) => match frame::decode::<ClientFrameIn>(&bytes, usize::MAX) {
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "closing: undecodable frame");
+                        (0, fatal(e.code(), e.to_string()))
+                    }
+                    Ok(raw) => match validate(raw) {
+                        Err(rejected) => {
+                            tracing::info!(%peer, error = %rejected.error, "rejected an invalid request");
+                            let reply = match rejected.error {
+                                ProtoError::Invalid { .. } => Reply::ok(error_body(
+                                    rejected.error.code(), rejected.error.to_string(), false, 0,
+                                )),
+                                other => fatal(other.code(), other.to_string()),
+                            };
+                            (rejected.request_id, reply)
+                        }
+                        Ok(req) => {
+                            tracing::debug!(%peer, kind = req.body.kind(), id = req.id, "request");
+                            (req.id, dispatch(&state, peer, &mut phase, req.body).await)
+                        }
+                    },
+                },
+            },
+        };
+        if matches!(phase, Phase::Authenticated { .. }) && !authenticated {
+            frames_in
+                .decoder_mut()
+                .set_max_frame_length(limits.max_frame_len);
+        }
+        let out = pb::ServerFrame {
+            request_id,
+            body: Some(reply.body),
+        };
+        if let Err(e) = frames_out.send(frame::encode_body(&out)).await {
+            tracing::debug!(%peer, error = %e, "peer went away");
+            return;
+        }
+        if reply.close {
+            break;
+        }
+    }
+    // Flush and send TLS close_notify; the peer may already be gone.
+    let _ = SinkExt::<Bytes>::close(&mut frames_out).await;
+}
+
+async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Request) -> Reply {
+    match (std::mem::replace(phase, Phase::Unauthenticated), req) {
+        (Phase::AwaitHello, Request::Hello { versions, client }) => {
+            let Some(version) = SUPPORTED_VERSIONS
+                .iter()
+                .rev()
+                .find(|v| versions.contains(v))
+            else {
+                tracing::info!(%peer, ?versions, "closing: no common protocol version");
+                *phase = Phase::AwaitHello;
+                return fatal(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "unsupported protocol version {versions:?}; this server speaks {SUPPORTED_VERSIONS:?}"
+                    ),
+                );
+            };
+            tracing::debug!(%peer, %client, version, "hello");
+            Reply::ok(Body::HelloOk(pb::HelloOk {
+                version: *version,
+                server: format!("hushd {}", env!("CARGO_PKG_VERSION")),
+                registration: st.config.registration.to_string(),
+            }))
+        }
+        (Phase::AwaitHello, _) => fatal(
+            ErrorCode::ProtocolViolation,
+            "the first frame must be hello",
+        ),
+        (_, Request::Hello { .. }) => fatal(ErrorCode::ProtocolViolation, "hello sent twice"),
+        (_, Request::Ping { payload }) => Reply::ok(Body::Pong(pb::Pong { payload })),
+        (
+            Phase::Unauthenticated | Phase::Registering(_) | Phase::LoggingIn(_),
+            Request::RegisterStart {
+                username,
+                request,
+                invite,
+            },
+        ) => match accounts::register_start(st, username, request, invite).await {
+            Ok((response, pending)) => {
+                *phase = Phase::Registering(pending);
+                Reply::ok(Body::RegisterChallenge(pb::RegisterChallenge {
+                    registration_response: Bytes::from(response.serialize().to_vec()),
+                }))
+            }
+            Err(r) => refusal(r),
+        },
+        (
+            Phase::Registering(pending),
+            Request::RegisterFinish {
+                upload,
+                display_name,
+                email,
+                device_name,
+            },
+        ) => {
+            match accounts::register_finish(st, pending, *upload, display_name, email, device_name)
+                .await
+            {
+                Ok((account, token, auth)) => {
+                    *phase = Phase::Authenticated {
+                        auth,
+                        token_digest: token.digest(),
+                    };
+                    Reply::ok(Body::Registered(pb::Registered {
+                        account: Some(account.to_pb()),
+                        session_token: Bytes::copy_from_slice(token.expose()),
+                    }))
+                }
+                Err(r) => refusal(r),
+            }
+        }
+        (
+            Phase::Unauthenticated | Phase::Registering(_) | Phase::LoggingIn(_),
+            Request::LoginStart { username, request },
+        ) => match accounts::login_start(st, peer.ip(), username, request).await {
+            Ok((response, pending)) => {
+                *phase = Phase::LoggingIn(Box::new(pending));
+                Reply::ok(Body::LoginChallenge(pb::LoginChallenge {
+                    credential_response: Bytes::from(response.serialize().to_vec()),
+                }))
+            }
+            Err(r) => refusal(r),
+        },
+        (
+            Phase::LoggingIn(pending),
+            Request::LoginFinish {
+                finalization,
+                device_name,
+            },
+        ) => match accounts::login_finish(st, *pending, finalization, device_name).await {
+            Ok((account, token, auth)) => {
+                *phase = Phase::Authenticated {
+                    auth,
+                    token_digest: token.digest(),
+                };
+                Reply::ok(Body::LoggedIn(pb::LoggedIn {
+                    account: Some(account.to_pb()),
+                    session_token: Bytes::copy_from_slice(token.expose()),
+                }))
+            }
+            Err(r) => refusal(r),
+        },
+        (
+            Phase::Unauthenticated | Phase::Registering(_) | Phase::LoggingIn(_),
+            Request::Authenticate { token },
+        ) => match accounts::authenticate(st, peer.ip(), &token).await {
+            Ok(session) => {
+                let account = accounts::account_of_session(&session);
+                *phase = Phase::Authenticated {
+                    auth: Authenticated {
+                        user_id: session.user_id,
+                        username: session.username,
+                        device_id: session.device_id,
+                    },
+                    token_digest: token.digest(),
+                };
+                Reply::ok(Body::Authenticated(pb::Authenticated {
+                    account: Some(account.to_pb()),
+                }))
+            }
+            Err(r) => refusal(r),
+        },
+        (Phase::Authenticated { auth, token_digest }, Request::WhoAmI) => {
+            let reply = match accounts::current(st, &auth, &token_digest).await {
+                Ok(session) => Reply::ok(Body::Account(
+                    accounts::account_of_session(&session).to_pb(),
+                )),
+                Err(r) => Reply {
+                    close: true,
+                    ..refusal(r)
+                },
+            };
+            *phase = Phase::Authenticated { auth, token_digest };
+            reply
+        }
+        (Phase::Authenticated { auth, .. }, Request::Logout) => {
+            match st.store.remove_device(auth.device_id).await {
+                Ok(()) => {
+                    tracing::info!(user = %auth.username, device = %auth.device_id, "logged out");
+                    Reply {
+                        body: Body::LoggedOut(pb::LoggedOut {}),
+                        close: true,
+                    }
+                }
+                Err(e) => refusal(e.into()),
+            }
+        }
+        (Phase::Authenticated { auth, token_digest }, _) => {
+            *phase = Phase::Authenticated { auth, token_digest };
+            refusal(Refusal::new(
+                ErrorCode::ProtocolViolation,
+                "already authenticated",
+            ))
+        }
+        (previous, _) => {
+            // Out-of-order step (e.g. RegisterFinish without RegisterStart); keep state.
+            *phase = previous;
+            refusal(Refusal::new(
+                ErrorCode::Unauthenticated,
+                "not authenticated, or this step is out of order",
+            ))
+        }
+    }
+}

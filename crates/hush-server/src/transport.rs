@@ -1,0 +1,98 @@
+//! Accepting connections: TCP, then a TLS 1.3 handshake with a deadline, then a
+//! [`session`](crate::session) per connection. Graceful shutdown stops accepting, tells
+//! every session, and waits (bounded) for them to close.
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{ServerState, session};
+
+/// Binds the listening socket (port 0 picks a free port; see `local_addr`).
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves connections on `listener` until `shutdown` completes. Takes a bound listener
+/// so callers (and tests) choose the address, including port 0.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
+    let mut sessions = JoinSet::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Reap finished sessions so the set stays small.
+        while sessions.try_join_next().is_some() {}
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = Arc::clone(&state);
+        let stop = stop_rx.clone();
+        sessions.spawn(async move {
+            let _permit = permit;
+            let timeout = state.config.limits.tls_handshake_timeout;
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let (reader, writer) = tokio::io::split(tls);
+            session::run(reader, writer, peer, state, stop).await;
+        });
+    }
+
+    tracing::info!(
+        sessions = sessions.len(),
+        "shutting down: no longer accepting"
+    );
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let grace = state.config.limits.shutdown_grace;
+    if tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            left = sessions.len(),
+            "sessions did not close in time; aborting them"
+        );
+        sessions.abort_all();
+    }
+    Ok(())
+}

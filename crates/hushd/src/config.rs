@@ -1,0 +1,290 @@
+//! hushd's settings: a TOML file parsed raw, flags laid over it, then resolved into one
+//! validated [`Settings`]. `hushd config example` prints [`example`], generated from the
+//! same defaults the server uses.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hush_server::{Limits, RegistrationMode, ServerConfig};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5535";
+pub const DEFAULT_DATA_DIR: &str = "./hushd-data";
+
+/// The config file as written; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub registration: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub log: Option<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub auth_timeout_secs: Option<u64>,
+    pub tls_handshake_timeout_secs: Option<u64>,
+    pub max_frame_bytes: Option<usize>,
+    pub login_failures_per_account: Option<u32>,
+    pub login_failures_per_address: Option<u32>,
+    pub login_window_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+}
+
+/// Where the server keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// Everything hushd runs with, validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: Database,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub log: String,
+    pub server: ServerConfig,
+}
+
+/// Flags that override the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub registration: Option<String>,
+    pub log: Option<String>,
+}
+
+pub fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+pub fn parse_database_url(url: &str) -> anyhow::Result<Database> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            bail!("database URL {url:?} names no file");
+        }
+        Ok(Database::Sqlite(PathBuf::from(path)))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Database::Postgres(url.to_owned()))
+    } else {
+        bail!("unsupported database URL {url:?}: use sqlite:PATH or postgres://...")
+    }
+}
+
+pub fn resolve(raw: RawConfig, flags: Overrides) -> anyhow::Result<Settings> {
+    let listen_text = flags
+        .listen
+        .or(raw.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen_text.parse().with_context(|| {
+        format!("--listen {listen_text:?} is not an address like 127.0.0.1:5535")
+    })?;
+    let data_dir = flags
+        .data_dir
+        .or(raw.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let database = match flags.database_url.or(raw.database_url) {
+        Some(url) => parse_database_url(&url)?,
+        None => Database::Sqlite(data_dir.join("hushd.db")),
+    };
+    let registration: RegistrationMode = flags
+        .registration
+        .or(raw.registration)
+        .unwrap_or_else(|| "open".to_owned())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("tls_cert and tls_key must be given together"),
+    };
+    let d = Limits::default();
+    let l = raw.limits;
+    let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
+    let limits = Limits {
+        auth_timeout: secs(l.auth_timeout_secs, d.auth_timeout),
+        tls_handshake_timeout: secs(l.tls_handshake_timeout_secs, d.tls_handshake_timeout),
+        max_frame_len: l.max_frame_bytes.unwrap_or(d.max_frame_len),
+        login_failures_per_account: l
+            .login_failures_per_account
+            .unwrap_or(d.login_failures_per_account),
+        login_failures_per_address: l
+            .login_failures_per_address
+            .unwrap_or(d.login_failures_per_address),
+        login_window: secs(l.login_window_secs, d.login_window),
+        max_connections: l.max_connections.unwrap_or(d.max_connections),
+        ..d
+    };
+    if limits.max_frame_len < 64 * 1024 || limits.max_frame_len > 64 * 1024 * 1024 {
+        bail!("limits.max_frame_bytes must be between 65536 and 67108864");
+    }
+    if limits.max_connections == 0 {
+        bail!("limits.max_connections must be at least 1");
+    }
+    Ok(Settings {
+        listen,
+        data_dir,
+        database,
+        tls,
+        log: flags.log.or(raw.log).unwrap_or_else(|| "info".to_owned()),
+        server: ServerConfig {
+            registration,
+            limits,
+        },
+    })
+}
+
+/// A commented example config with every setting at its default.
+pub fn example() -> String {
+    let d = Limits::default();
+    format!(
+        r#"# hushd configuration. Every setting is optional; flags override this file.
+
+# Address to accept client connections on.
+listen = "{DEFAULT_LISTEN}"
+
+# Where hushd keeps its database and TLS identity. Created on first start.
+data_dir = "{DEFAULT_DATA_DIR}"
+
+# sqlite:PATH (default: hushd.db inside data_dir) or postgres://user@host/db for a cluster.
+# database_url = "sqlite:{DEFAULT_DATA_DIR}/hushd.db"
+
+# Who may create accounts: "open", "invite" (codes from `hushd invite create`) or "closed".
+registration = "open"
+
+# A CA-signed certificate chain and key (PEM) instead of the self-generated identity.
+# Clients pin the public key, so keep the key when renewing the certificate.
+# tls_cert = "/etc/hushd/fullchain.pem"
+# tls_key = "/etc/hushd/privkey.pem"
+
+# Log filter, as in RUST_LOG: "info", "debug", "hush_server=debug,info".
+log = "info"
+
+[limits]
+# Seconds a connection may take to authenticate.
+auth_timeout_secs = {}
+# Seconds allowed for the TLS handshake.
+tls_handshake_timeout_secs = {}
+# Largest frame an authenticated client may send, in bytes.
+max_frame_bytes = {}
+# Failed logins allowed per account, and per source address, in each window.
+login_failures_per_account = {}
+login_failures_per_address = {}
+login_window_secs = {}
+# Concurrent connections.
+max_connections = {}
+"#,
+        d.auth_timeout.as_secs(),
+        d.tls_handshake_timeout.as_secs(),
+        d.max_frame_len,
+        d.login_failures_per_account,
+        d.login_failures_per_address,
+        d.login_window.as_secs(),
+        d.max_connections,
+    )
+}
+
+/// Parses a duration like `90s`, `30m`, `24h`, `7d` or `2w`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("duration {s:?} must start with a number, like 24h"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => bail!("duration {s:?} needs a unit: s, m, h, d or w (like 24h)"),
+    };
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .context("duration is too long")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_back_to_the_defaults() {
+        let raw: RawConfig = toml::from_str(&example()).unwrap();
+        let s = resolve(raw, Overrides::default()).unwrap();
+        let d = resolve(RawConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(s.listen, d.listen);
+        assert_eq!(s.data_dir, d.data_dir);
+        assert_eq!(s.database, d.database);
+        assert_eq!(s.server.registration, RegistrationMode::Open);
+        assert_eq!(s.server.limits.max_frame_len, d.server.limits.max_frame_len);
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let raw: RawConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\nregistration = \"closed\"").unwrap();
+        let s = resolve(
+            raw,
+            Overrides {
+                listen: Some("127.0.0.1:2".into()),
+                data_dir: Some("/tmp/x".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.server.registration, RegistrationMode::Closed);
+        assert_eq!(s.database, Database::Sqlite("/tmp/x/hushd.db".into()));
+    }
+
+    #[test]
+    fn bad_settings_are_explained() {
+        let e = resolve(
+            RawConfig::default(),
+            Overrides {
+                registration: Some("maybe".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("open, invite or closed"), "{e}");
+        assert!(
+            toml::from_str::<RawConfig>("lisen = 1").is_err(),
+            "unknown keys refused"
+        );
+        assert!(parse_database_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(1_209_600)
+        );
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}
