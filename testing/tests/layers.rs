@@ -9,14 +9,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("hush-crypto", &["hush-proto"]),
     ("hush-client", &["hush-crypto", "hush-proto"]),
     ("hush-tui", &["hush-client", "hush-crypto", "hush-proto"]),
-    ("hush-cli", &["hush-tui", "hush-client", "hush-crypto", "hush-proto"]),
+    (
+        "hush-cli",
+        &["hush-tui", "hush-client", "hush-crypto", "hush-proto"],
+    ),
     ("hush-store", &["hush-proto"]),
     ("hush-store-sqlite", &["hush-store", "hush-proto"]),
     ("hush-store-postgres", &["hush-store", "hush-proto"]),
     ("hush-server", &["hush-store", "hush-proto"]),
     (
         "hushd",
-        &["hush-server", "hush-store", "hush-store-sqlite", "hush-store-postgres", "hush-proto"],
+        &[
+            "hush-server",
+            "hush-store",
+            "hush-store-sqlite",
+            "hush-store-postgres",
+            "hush-proto",
+        ],
     ),
     ("hush-bench", &["hush-client", "hush-crypto", "hush-proto"]),
     ("hush-testing", &[]),
@@ -37,11 +46,21 @@ const CONFINED: &[(&str, &[&str])] = &[
 fn metadata() -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -66,9 +85,9 @@ fn workspace_dependencies_point_downwards_only() {
     let deps = normal_deps();
     let allowed: BTreeMap<_, _> = ALLOWED.iter().copied().collect();
     for (krate, ds) in &deps {
-        let ok = allowed
-            .get(krate.as_str())
-            .unwrap_or_else(|| panic!("{krate} is not in the layer table: add it to ARCHITECTURE.md and ALLOWED"));
+        let ok = allowed.get(krate.as_str()).unwrap_or_else(|| {
+            panic!("{krate} is not in the layer table: add it to ARCHITECTURE.md and ALLOWED")
+        });
         for d in ds.iter().filter(|d| deps.contains_key(*d)) {
             assert!(ok.contains(&d.as_str()), "{krate} must not depend on {d}");
         }
@@ -81,7 +100,10 @@ fn sql_tls_and_mls_stay_in_their_crates() {
     for (external, owners) in CONFINED {
         for (krate, ds) in &deps {
             if ds.iter().any(|d| d == external) {
-                assert!(owners.contains(&krate.as_str()), "{krate} must not use {external}");
+                assert!(
+                    owners.contains(&krate.as_str()),
+                    "{krate} must not use {external}"
+                );
             }
         }
     }
