@@ -125,6 +125,19 @@ random_id!(
     "device_id"
 );
 
+random_id!(
+    /// A conversation: one MLS group (a 1:1 chat is a two-user group), chosen at
+    /// random by its creator.
+    GroupId,
+    "group_id"
+);
+random_id!(
+    /// One message, chosen at random by its sender and carried inside the encrypted
+    /// content.
+    MessageId,
+    "message_id"
+);
+
 /// A display name (P302): up to 64 characters, no control characters. Empty means none.
 pub fn parse_display_name(s: &str) -> Result<Option<String>, ProtoError> {
     let s = s.trim();

@@ -21,6 +21,7 @@
 )]
 
 pub mod auth;
+pub mod content;
 pub mod fingerprint;
 pub mod frame;
 pub mod ids;

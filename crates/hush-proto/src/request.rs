@@ -8,7 +8,10 @@ use opaque_ke::{
 };
 
 use crate::auth::OpaqueSuite;
-use crate::ids::{InviteCode, SessionToken, Username, parse_display_name, parse_email};
+use crate::ids::{
+    DeviceId, GroupId, InviteCode, MessageId, SessionToken, Username, parse_display_name,
+    parse_email,
+};
 use crate::pb::{self, client_frame::Body};
 use crate::{ClientFrameIn, ProtoError};
 
@@ -16,6 +19,19 @@ use crate::{ClientFrameIn, ProtoError};
 pub const MAX_LABEL_LEN: usize = 64;
 /// Longest ping payload echoed.
 pub const MAX_PING_LEN: usize = 1024;
+
+/// Most one-time key packages one upload may carry (P410).
+pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = 100;
+/// Largest key package accepted, in bytes (P410).
+pub const MAX_KEY_PACKAGE_LEN: usize = 4096;
+/// Most users one claim may name (P411).
+pub const MAX_CLAIM_USERS: usize = 1000;
+/// Most devices in one group (P420).
+pub const MAX_GROUP_DEVICES: usize = 2000;
+/// Most mailbox entries one fetch returns (P440).
+pub const MAX_FETCH: u32 = 500;
+/// Most ids one ack or lookup may carry.
+pub const MAX_IDS: usize = 2000;
 
 /// A validated client frame.
 #[derive(Debug)]
@@ -59,6 +75,47 @@ pub enum Request {
     Ping {
         payload: Bytes,
     },
+    PublishKeyPackages {
+        key_packages: Vec<Bytes>,
+        last_resort: Option<Bytes>,
+    },
+    ClaimKeyPackages {
+        usernames: Vec<Username>,
+    },
+    KeyPackageStatus,
+    CreateGroup {
+        group_id: GroupId,
+        direct_peer: Option<Username>,
+        welcome: Bytes,
+        members: Vec<DeviceId>,
+    },
+    FindDirect {
+        peer: Username,
+    },
+    Commit {
+        group_id: GroupId,
+        epoch: u64,
+        commit: Bytes,
+        welcome: Option<Bytes>,
+        added: Vec<DeviceId>,
+        removed: Vec<DeviceId>,
+    },
+    Send {
+        group_id: GroupId,
+        epoch: u64,
+        ciphertext: Bytes,
+        client_message_id: MessageId,
+    },
+    Fetch {
+        after_id: u64,
+        limit: u32,
+    },
+    Ack {
+        ids: Vec<u64>,
+    },
+    LookupDevices {
+        devices: Vec<DeviceId>,
+    },
 }
 
 impl Request {
@@ -74,6 +131,16 @@ impl Request {
             Request::WhoAmI => "whoami",
             Request::Logout => "logout",
             Request::Ping { .. } => "ping",
+            Request::PublishKeyPackages { .. } => "publish_key_packages",
+            Request::ClaimKeyPackages { .. } => "claim_key_packages",
+            Request::KeyPackageStatus => "key_package_status",
+            Request::CreateGroup { .. } => "create_group",
+            Request::FindDirect { .. } => "find_direct",
+            Request::Commit { .. } => "commit",
+            Request::Send { .. } => "send",
+            Request::Fetch { .. } => "fetch",
+            Request::Ack { .. } => "ack",
+            Request::LookupDevices { .. } => "lookup_devices",
         }
     }
 }
@@ -111,6 +178,36 @@ fn opaque<T>(
     parsed: Result<T, opaque_ke::errors::ProtocolError>,
 ) -> Result<T, ProtoError> {
     parsed.map_err(|_| ProtoError::invalid(field, "is not a valid OPAQUE message"))
+}
+
+fn devices(field: &'static str, raw: &[Bytes], max: usize) -> Result<Vec<DeviceId>, ProtoError> {
+    if raw.len() > max {
+        return Err(ProtoError::invalid(
+            field,
+            format!("must list at most {max} devices"),
+        ));
+    }
+    let mut out: Vec<DeviceId> = raw
+        .iter()
+        .map(|d| DeviceId::from_slice(d))
+        .collect::<Result<_, _>>()?;
+    let n = out.len();
+    out.sort();
+    out.dedup();
+    if out.len() != n {
+        return Err(ProtoError::invalid(field, "lists a device twice"));
+    }
+    Ok(out)
+}
+
+fn blob(field: &'static str, b: Bytes, max: usize) -> Result<Bytes, ProtoError> {
+    if b.is_empty() || b.len() > max {
+        return Err(ProtoError::invalid(
+            field,
+            format!("must be 1 to {max} bytes"),
+        ));
+    }
+    Ok(b)
 }
 
 /// Validates a decoded client frame (P103, P2xx, P3xx).
@@ -201,6 +298,123 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             }
             Request::Ping { payload }
         }
+        Body::PublishKeyPackages(pb::PublishKeyPackages {
+            key_packages,
+            last_resort,
+        }) => {
+            if key_packages.len() > MAX_KEY_PACKAGES_PER_UPLOAD {
+                return Err(ProtoError::invalid(
+                    "key_packages",
+                    format!("at most {MAX_KEY_PACKAGES_PER_UPLOAD} per upload"),
+                ));
+            }
+            Request::PublishKeyPackages {
+                key_packages: key_packages
+                    .into_iter()
+                    .map(|k| blob("key_packages", k, MAX_KEY_PACKAGE_LEN))
+                    .collect::<Result<_, _>>()?,
+                last_resort: if last_resort.is_empty() {
+                    None
+                } else {
+                    Some(blob("last_resort", last_resort, MAX_KEY_PACKAGE_LEN)?)
+                },
+            }
+        }
+        Body::ClaimKeyPackages(pb::ClaimKeyPackages { usernames }) => {
+            if usernames.is_empty() || usernames.len() > MAX_CLAIM_USERS {
+                return Err(ProtoError::invalid(
+                    "usernames",
+                    format!("must name 1 to {MAX_CLAIM_USERS} users"),
+                ));
+            }
+            Request::ClaimKeyPackages {
+                usernames: usernames
+                    .iter()
+                    .map(|u| Username::parse(u))
+                    .collect::<Result<_, _>>()?,
+            }
+        }
+        Body::KeyPackageStatus(pb::KeyPackageStatus {}) => Request::KeyPackageStatus,
+        Body::CreateGroup(pb::CreateGroup {
+            group_id,
+            direct_peer,
+            welcome,
+            members,
+        }) => {
+            let members = devices("members", &members, MAX_GROUP_DEVICES)?;
+            if members.is_empty() {
+                return Err(ProtoError::invalid("members", "must include the creator"));
+            }
+            Request::CreateGroup {
+                group_id: GroupId::from_slice(&group_id)?,
+                direct_peer: if direct_peer.is_empty() {
+                    None
+                } else {
+                    Some(Username::parse(&direct_peer)?)
+                },
+                welcome: blob("welcome", welcome, crate::frame::MAX_FRAME_LEN)?,
+                members,
+            }
+        }
+        Body::FindDirect(pb::FindDirect { peer }) => Request::FindDirect {
+            peer: Username::parse(&peer)?,
+        },
+        Body::Commit(pb::Commit {
+            group_id,
+            epoch,
+            commit,
+            welcome,
+            added,
+            removed,
+        }) => {
+            let added = devices("added", &added, MAX_GROUP_DEVICES)?;
+            if added.is_empty() != welcome.is_empty() {
+                return Err(ProtoError::invalid(
+                    "welcome",
+                    "a commit that adds devices carries a Welcome, and only then",
+                ));
+            }
+            Request::Commit {
+                group_id: GroupId::from_slice(&group_id)?,
+                epoch,
+                commit: blob("commit", commit, crate::frame::MAX_FRAME_LEN)?,
+                welcome: if welcome.is_empty() {
+                    None
+                } else {
+                    Some(welcome)
+                },
+                added,
+                removed: devices("removed", &removed, MAX_GROUP_DEVICES)?,
+            }
+        }
+        Body::Send(pb::Send {
+            group_id,
+            epoch,
+            ciphertext,
+            client_message_id,
+        }) => Request::Send {
+            group_id: GroupId::from_slice(&group_id)?,
+            epoch,
+            ciphertext: blob("ciphertext", ciphertext, crate::frame::MAX_FRAME_LEN)?,
+            client_message_id: MessageId::from_slice(&client_message_id)?,
+        },
+        Body::Fetch(pb::Fetch { after_id, limit }) => Request::Fetch {
+            after_id,
+            limit: if limit == 0 {
+                100
+            } else {
+                limit.min(MAX_FETCH)
+            },
+        },
+        Body::Ack(pb::Ack { ids }) => {
+            if ids.len() > MAX_IDS {
+                return Err(ProtoError::invalid("ids", format!("at most {MAX_IDS}")));
+            }
+            Request::Ack { ids }
+        }
+        Body::LookupDevices(pb::LookupDevices { device_ids }) => Request::LookupDevices {
+            devices: devices("device_ids", &device_ids, MAX_IDS)?,
+        },
     })
 }
 

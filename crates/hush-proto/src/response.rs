@@ -5,7 +5,8 @@ use std::fmt;
 use opaque_ke::{CredentialResponse, RegistrationResponse};
 
 use crate::auth::OpaqueSuite;
-use crate::ids::{DeviceId, SessionToken, UserId, Username};
+use crate::ids::{DeviceId, GroupId, SessionToken, UserId, Username};
+pub use crate::pb::EntryKind;
 use crate::pb::{self, server_frame::Body};
 use crate::{ErrorCode, ProtoError, ServerFrameIn};
 
@@ -76,6 +77,56 @@ impl fmt::Display for ServerError {
     }
 }
 
+/// A key package the server handed out for one device.
+#[derive(Debug, Clone)]
+pub struct ClaimedKeyPackage {
+    pub device: DeviceId,
+    pub username: Username,
+    pub key_package: bytes::Bytes,
+}
+
+/// One entry of this device's mailbox.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: u64,
+    pub group_id: GroupId,
+    pub kind: EntryKind,
+    pub payload: bytes::Bytes,
+    pub sender_device: DeviceId,
+    pub group_seq: u64,
+    pub stored_at_ms: i64,
+}
+
+impl Entry {
+    pub fn to_pb(&self) -> pb::MailboxEntry {
+        pb::MailboxEntry {
+            id: self.id,
+            group_id: self.group_id.as_bytes().to_vec().into(),
+            kind: self.kind.into(),
+            payload: self.payload.clone(),
+            sender_device: self.sender_device.as_bytes().to_vec().into(),
+            group_seq: self.group_seq,
+            stored_at_ms: self.stored_at_ms,
+        }
+    }
+
+    fn from_pb(e: pb::MailboxEntry) -> Result<Self, ProtoError> {
+        let kind = EntryKind::try_from(e.kind)
+            .ok()
+            .filter(|k| *k != EntryKind::Unspecified)
+            .ok_or_else(|| ProtoError::invalid("kind", "unknown mailbox entry kind"))?;
+        Ok(Entry {
+            id: e.id,
+            group_id: GroupId::from_slice(&e.group_id)?,
+            kind,
+            payload: e.payload,
+            sender_device: DeviceId::from_slice(&e.sender_device)?,
+            group_seq: e.group_seq,
+            stored_at_ms: e.stored_at_ms,
+        })
+    }
+}
+
 #[non_exhaustive]
 pub enum Response {
     HelloOk {
@@ -98,6 +149,24 @@ pub enum Response {
     Account(Account),
     LoggedOut,
     Pong(bytes::Bytes),
+    KeyPackageCount(u32),
+    KeyPackages(Vec<ClaimedKeyPackage>),
+    GroupCreated {
+        epoch: u64,
+    },
+    DirectGroup(Option<(GroupId, u64)>),
+    CommitAccepted {
+        epoch: u64,
+        group_seq: u64,
+    },
+    Sent {
+        group_seq: u64,
+        stored_at_ms: i64,
+    },
+    Mailbox(Vec<Entry>),
+    Acked,
+    Devices(Vec<(DeviceId, Username)>),
+    MailboxChanged,
 }
 
 impl Response {
@@ -113,6 +182,16 @@ impl Response {
             Response::Account(_) => "account",
             Response::LoggedOut => "logged_out",
             Response::Pong(_) => "pong",
+            Response::KeyPackageCount(_) => "key_package_count",
+            Response::KeyPackages(_) => "key_packages",
+            Response::GroupCreated { .. } => "group_created",
+            Response::DirectGroup(_) => "direct_group",
+            Response::CommitAccepted { .. } => "commit_accepted",
+            Response::Sent { .. } => "sent",
+            Response::Mailbox(_) => "mailbox",
+            Response::Acked => "acked",
+            Response::Devices(_) => "devices",
+            Response::MailboxChanged => "mailbox_changed",
         }
     }
 }
@@ -187,6 +266,58 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
         Body::Account(a) => Response::Account(Account::from_pb(Some(a))?),
         Body::LoggedOut(pb::LoggedOut {}) => Response::LoggedOut,
         Body::Pong(pb::Pong { payload }) => Response::Pong(payload),
+        Body::KeyPackageCount(pb::KeyPackageCount { remaining }) => {
+            Response::KeyPackageCount(remaining)
+        }
+        Body::KeyPackages(pb::KeyPackages { packages }) => Response::KeyPackages(
+            packages
+                .into_iter()
+                .map(|p| {
+                    Ok(ClaimedKeyPackage {
+                        device: DeviceId::from_slice(&p.device_id)?,
+                        username: Username::parse(&p.username)?,
+                        key_package: p.key_package,
+                    })
+                })
+                .collect::<Result<_, ProtoError>>()?,
+        ),
+        Body::GroupCreated(pb::GroupCreated { epoch }) => Response::GroupCreated { epoch },
+        Body::DirectGroup(pb::DirectGroup { group_id, epoch }) => {
+            Response::DirectGroup(if group_id.is_empty() {
+                None
+            } else {
+                Some((GroupId::from_slice(&group_id)?, epoch))
+            })
+        }
+        Body::CommitAccepted(pb::CommitAccepted { epoch, group_seq }) => {
+            Response::CommitAccepted { epoch, group_seq }
+        }
+        Body::Sent(pb::Sent {
+            group_seq,
+            stored_at_ms,
+        }) => Response::Sent {
+            group_seq,
+            stored_at_ms,
+        },
+        Body::Mailbox(pb::Mailbox { entries }) => Response::Mailbox(
+            entries
+                .into_iter()
+                .map(Entry::from_pb)
+                .collect::<Result<_, _>>()?,
+        ),
+        Body::Acked(pb::Acked {}) => Response::Acked,
+        Body::Devices(pb::Devices { devices }) => Response::Devices(
+            devices
+                .into_iter()
+                .map(|d| {
+                    Ok((
+                        DeviceId::from_slice(&d.device_id)?,
+                        Username::parse(&d.username)?,
+                    ))
+                })
+                .collect::<Result<_, ProtoError>>()?,
+        ),
+        Body::MailboxChanged(pb::MailboxChanged {}) => Response::MailboxChanged,
     };
     Ok(ServerResponse {
         request_id: frame.request_id,

@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hush_proto::ids::{DeviceId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
-    NewDevice, NewInvite, NewUser, Session, Store, StoreError, UserRecord, UserSummary,
+    Delivered, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser,
+    Session, Store, StoreError, UserRecord, UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -120,6 +122,101 @@ fn set_flag(
         return Err(StoreError::UserNotFound);
     }
     Ok(())
+}
+
+fn kind_code(kind: EntryKind) -> i64 {
+    i32::from(kind) as i64
+}
+
+/// The group's epoch and whether `device` is a member, or why not.
+fn group_state(
+    conn: &Connection,
+    group: &GroupId,
+    device: &DeviceId,
+) -> Result<(u64, bool), StoreError> {
+    let epoch: Option<i64> = conn
+        .query_row(
+            "SELECT epoch FROM groups WHERE group_id = ?1",
+            [group.as_bytes().as_slice()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let epoch = epoch.ok_or(StoreError::GroupNotFound)?;
+    let member: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = ?1 AND device_id = ?2)",
+            params![group.as_bytes().as_slice(), device.as_bytes().as_slice()],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    Ok((epoch as u64, member))
+}
+
+fn members_of(conn: &Connection, group: &GroupId) -> Result<Vec<DeviceId>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT device_id FROM group_members WHERE group_id = ?1 ORDER BY device_id",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([group.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(DeviceId::from_bytes(id16(row.map_err(backend)?)?));
+    }
+    Ok(out)
+}
+
+fn device_exists(conn: &Connection, device: &DeviceId) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM devices WHERE device_id = ?1)",
+        [device.as_bytes().as_slice()],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
+/// Stores one message for `recipients`; returns its group sequence number.
+fn enqueue(
+    conn: &Connection,
+    group: &GroupId,
+    kind: EntryKind,
+    sender: &DeviceId,
+    payload: &[u8],
+    recipients: &[DeviceId],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let seq: i64 = conn
+        .query_row(
+            "UPDATE groups SET next_seq = next_seq + 1 WHERE group_id = ?1 RETURNING next_seq - 1",
+            [group.as_bytes().as_slice()],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    conn.execute(
+        "INSERT INTO messages (group_id, kind, sender_device, group_seq, payload, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            group.as_bytes().as_slice(),
+            kind_code(kind),
+            sender.as_bytes().as_slice(),
+            seq,
+            payload,
+            now_ms
+        ],
+    )
+    .map_err(backend)?;
+    let message = conn.last_insert_rowid();
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)")
+        .map_err(backend)?;
+    for d in recipients {
+        stmt.execute(params![d.as_bytes().as_slice(), message])
+            .map_err(backend)?;
+    }
+    Ok(seq as u64)
 }
 
 #[async_trait]
@@ -409,6 +506,448 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             tx.execute("DELETE FROM users WHERE user_id = ?1", [&id])
                 .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn publish_key_packages(
+        &self,
+        device: DeviceId,
+        packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<u32, StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            if !device_exists(&tx, &device)? {
+                return Err(StoreError::DeviceNotFound(device));
+            }
+            let d = device.as_bytes().as_slice();
+            {
+                let mut stmt = tx
+                    .prepare_cached("INSERT INTO key_packages (device_id, package, last_resort) VALUES (?1, ?2, 0)")
+                    .map_err(backend)?;
+                for p in &packages {
+                    stmt.execute(params![d, p]).map_err(backend)?;
+                }
+            }
+            if let Some(p) = last_resort {
+                tx.execute("DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1", [d])
+                    .map_err(backend)?;
+                tx.execute(
+                    "INSERT INTO key_packages (device_id, package, last_resort) VALUES (?1, ?2, 1)",
+                    params![d, p],
+                )
+                .map_err(backend)?;
+            }
+            let n: u32 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
+                    [d],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError> {
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
+                [device.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn claim_key_packages(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let devices: Vec<Vec<u8>> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT device_id FROM devices WHERE user_id = ?1 ORDER BY device_id",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map([user.as_bytes().as_slice()], |r| r.get(0))
+                    .map_err(backend)?;
+                rows.collect::<Result<_, _>>().map_err(backend)?
+            };
+            let mut out = Vec::new();
+            for d in devices {
+                // A one-time package first (oldest), else the last-resort one.
+                let row: Option<(i64, Vec<u8>, bool)> = tx
+                    .query_row(
+                        "SELECT id, package, last_resort FROM key_packages WHERE device_id = ?1
+                         ORDER BY last_resort, id LIMIT 1",
+                        [&d],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                if let Some((id, package, last_resort)) = row {
+                    if !last_resort {
+                        tx.execute("DELETE FROM key_packages WHERE id = ?1", [id])
+                            .map_err(backend)?;
+                    }
+                    out.push((DeviceId::from_bytes(id16(d)?), package));
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn device_owners(
+        &self,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(DeviceId, Username)>, StoreError> {
+        let devices = devices.to_vec();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT u.username FROM devices d JOIN users u ON u.user_id = d.user_id
+                     WHERE d.device_id = ?1",
+                )
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for d in devices {
+                let name: Option<String> = stmt
+                    .query_row([d.as_bytes().as_slice()], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                if let Some(name) = name {
+                    out.push((d, username(name)?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_group(&self, g: NewGroup) -> Result<Delivered, StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let gid = g.group_id.as_bytes().as_slice();
+            let exists: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM groups WHERE group_id = ?1)", [gid], |r| r.get(0))
+                .map_err(backend)?;
+            if exists {
+                return Err(StoreError::GroupExists);
+            }
+            let direct = g.direct.map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
+            if let Some((a, b)) = direct {
+                let taken: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM direct_groups WHERE user_a = ?1 AND user_b = ?2)",
+                        params![a.as_bytes().as_slice(), b.as_bytes().as_slice()],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                if taken {
+                    return Err(StoreError::GroupExists);
+                }
+            }
+            if !g.members.contains(&g.creator) {
+                return Err(StoreError::NotAMember);
+            }
+            for d in &g.members {
+                if !device_exists(&tx, d)? {
+                    return Err(StoreError::DeviceNotFound(*d));
+                }
+            }
+            tx.execute(
+                "INSERT INTO groups (group_id, epoch, next_seq, created_at) VALUES (?1, 1, 1, ?2)",
+                params![gid, g.now_ms],
+            )
+            .map_err(backend)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("INSERT INTO group_members (group_id, device_id) VALUES (?1, ?2)")
+                    .map_err(backend)?;
+                for d in &g.members {
+                    stmt.execute(params![gid, d.as_bytes().as_slice()]).map_err(backend)?;
+                }
+            }
+            if let Some((a, b)) = direct {
+                tx.execute(
+                    "INSERT INTO direct_groups (user_a, user_b, group_id) VALUES (?1, ?2, ?3)",
+                    params![a.as_bytes().as_slice(), b.as_bytes().as_slice(), gid],
+                )
+                .map_err(backend)?;
+            }
+            let recipients: Vec<DeviceId> = g.members.iter().copied().filter(|d| *d != g.creator).collect();
+            let seq = match &g.welcome {
+                Some(w) => enqueue(&tx, &g.group_id, EntryKind::Welcome, &g.creator, w, &recipients, g.now_ms)?,
+                None => 0,
+            };
+            tx.commit().map_err(backend)?;
+            Ok(Delivered {
+                epoch: 1,
+                group_seq: seq,
+                stored_at_ms: g.now_ms,
+                recipients,
+            })
+        })
+        .await
+    }
+
+    async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError> {
+        self.run(move |conn| {
+            let epoch: Option<i64> = conn
+                .query_row(
+                    "SELECT epoch FROM groups WHERE group_id = ?1",
+                    [group.as_bytes().as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            match epoch {
+                None => Ok(None),
+                Some(epoch) => Ok(Some(GroupRecord {
+                    group_id: group,
+                    epoch: epoch as u64,
+                    members: members_of(conn, &group)?,
+                })),
+            }
+        })
+        .await
+    }
+
+    async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError> {
+        let (a, b) = if a <= b { (a, b) } else { (b, a) };
+        self.run(move |conn| {
+            let id: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT group_id FROM direct_groups WHERE user_a = ?1 AND user_b = ?2",
+                    params![a.as_bytes().as_slice(), b.as_bytes().as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            id.map(|id| Ok(GroupId::from_bytes(id16(id)?))).transpose()
+        })
+        .await
+    }
+
+    async fn accept_commit(&self, c: NewCommit) -> Result<Delivered, StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let (epoch, member) = group_state(&tx, &c.group_id, &c.sender)?;
+            if !member {
+                return Err(StoreError::NotAMember);
+            }
+            if epoch != c.epoch {
+                return Err(StoreError::StaleEpoch { current: epoch });
+            }
+            for d in &c.added {
+                if !device_exists(&tx, d)? {
+                    return Err(StoreError::DeviceNotFound(*d));
+                }
+            }
+            let recipients: Vec<DeviceId> = members_of(&tx, &c.group_id)?
+                .into_iter()
+                .filter(|d| *d != c.sender)
+                .collect();
+            let seq = enqueue(
+                &tx,
+                &c.group_id,
+                EntryKind::Handshake,
+                &c.sender,
+                &c.commit,
+                &recipients,
+                c.now_ms,
+            )?;
+            if let Some(w) = &c.welcome {
+                enqueue(
+                    &tx,
+                    &c.group_id,
+                    EntryKind::Welcome,
+                    &c.sender,
+                    w,
+                    &c.added,
+                    c.now_ms,
+                )?;
+            }
+            let gid = c.group_id.as_bytes().as_slice();
+            for d in &c.added {
+                tx.execute(
+                    "INSERT OR IGNORE INTO group_members (group_id, device_id) VALUES (?1, ?2)",
+                    params![gid, d.as_bytes().as_slice()],
+                )
+                .map_err(backend)?;
+            }
+            for d in &c.removed {
+                tx.execute(
+                    "DELETE FROM group_members WHERE group_id = ?1 AND device_id = ?2",
+                    params![gid, d.as_bytes().as_slice()],
+                )
+                .map_err(backend)?;
+            }
+            tx.execute(
+                "UPDATE groups SET epoch = epoch + 1 WHERE group_id = ?1",
+                [gid],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            let mut wake = recipients;
+            wake.extend(c.added);
+            Ok(Delivered {
+                epoch: epoch + 1,
+                group_seq: seq,
+                stored_at_ms: c.now_ms,
+                recipients: wake,
+            })
+        })
+        .await
+    }
+
+    async fn enqueue_message(&self, m: NewMessage) -> Result<Delivered, StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let sender = m.sender.as_bytes().as_slice();
+            let earlier: Option<(i64, i64, i64)> = tx
+                .query_row(
+                    "SELECT epoch, group_seq, stored_at FROM sent_messages
+                     WHERE sender_device = ?1 AND client_message_id = ?2",
+                    params![sender, m.client_message_id.as_slice()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some((epoch, seq, at)) = earlier {
+                return Ok(Delivered {
+                    epoch: epoch as u64,
+                    group_seq: seq as u64,
+                    stored_at_ms: at,
+                    recipients: Vec::new(),
+                });
+            }
+            let (epoch, member) = group_state(&tx, &m.group_id, &m.sender)?;
+            if !member {
+                return Err(StoreError::NotAMember);
+            }
+            if epoch != m.epoch {
+                return Err(StoreError::StaleEpoch { current: epoch });
+            }
+            let recipients: Vec<DeviceId> = members_of(&tx, &m.group_id)?
+                .into_iter()
+                .filter(|d| *d != m.sender)
+                .collect();
+            let seq = enqueue(&tx, &m.group_id, EntryKind::Application, &m.sender, &m.ciphertext, &recipients, m.now_ms)?;
+            tx.execute(
+                "INSERT INTO sent_messages (sender_device, client_message_id, epoch, group_seq, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sender, m.client_message_id.as_slice(), epoch as i64, seq as i64, m.now_ms],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Delivered {
+                epoch,
+                group_seq: seq,
+                stored_at_ms: m.now_ms,
+                recipients,
+            })
+        })
+        .await
+    }
+
+    async fn fetch_mailbox(
+        &self,
+        device: DeviceId,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT d.id, m.group_id, m.kind, m.payload, m.sender_device, m.group_seq, m.stored_at
+                     FROM deliveries d JOIN messages m ON m.id = d.message_id
+                     WHERE d.device_id = ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![device.as_bytes().as_slice(), after_id as i64, limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, i32>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, i64>(6)?,
+                        ))
+                    },
+                )
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, group, kind, payload, sender, seq, at) = row.map_err(backend)?;
+                out.push(Entry {
+                    id: id as u64,
+                    group_id: GroupId::from_bytes(id16(group)?),
+                    kind: EntryKind::try_from(kind).map_err(|_| backend("stored entry kind"))?,
+                    payload: payload.into(),
+                    sender_device: DeviceId::from_bytes(id16(sender)?),
+                    group_seq: seq as u64,
+                    stored_at_ms: at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ack(&self, device: DeviceId, ids: &[u64]) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            {
+                let mut del = tx
+                    .prepare_cached(
+                        "DELETE FROM deliveries WHERE id = ?1 AND device_id = ?2 RETURNING message_id",
+                    )
+                    .map_err(backend)?;
+                let mut gc = tx
+                    .prepare_cached(
+                        "DELETE FROM messages WHERE id = ?1
+                         AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)",
+                    )
+                    .map_err(backend)?;
+                for id in ids {
+                    let msg: Option<i64> = del
+                        .query_row(params![id as i64, device.as_bytes().as_slice()], |r| r.get(0))
+                        .optional()
+                        .map_err(backend)?;
+                    if let Some(msg) = msg {
+                        gc.execute([msg]).map_err(backend)?;
+                    }
+                }
+            }
             tx.commit().map_err(backend)
         })
         .await

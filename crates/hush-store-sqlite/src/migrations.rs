@@ -5,7 +5,10 @@ use rusqlite::Connection;
 use hush_store::StoreError;
 
 /// Every migration, in order. Index + 1 is the schema version it brings.
-pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_messaging.sql"),
+];
 
 /// Applies the migrations the database has not seen, each in its own transaction.
 /// Refuses a database from a newer hushd rather than guessing at it.

@@ -4,9 +4,10 @@
 //! A failed check panics with the name of the check: this module is test support.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hush_proto::ids::{DeviceId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::response::EntryKind;
 
-use crate::{NewDevice, NewInvite, NewUser, Store, StoreError};
+use crate::{NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Store, StoreError};
 
 fn name(s: &str) -> Username {
     Username::parse(s).expect("valid test username")
@@ -40,6 +41,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     users_and_sessions(store).await;
     invites(store).await;
     administration(store).await;
+    messaging(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -235,4 +237,242 @@ async fn administration<S: Store + ?Sized>(store: &S) {
     let again = store.delete_user(&name("dan")).await;
     assert!(matches!(again, Err(StoreError::UserNotFound)));
     store.create_user(user(11, "dan")).await.unwrap();
+}
+
+fn dev(n: u8) -> DeviceId {
+    DeviceId::from_bytes([n; 16])
+}
+
+fn msg(group: GroupId, epoch: u64, sender: u8, id: u8, text: &[u8]) -> NewMessage {
+    NewMessage {
+        group_id: group,
+        epoch,
+        sender: dev(sender),
+        client_message_id: [id; 16],
+        ciphertext: text.to_vec(),
+        now_ms: 5_000,
+    }
+}
+
+async fn messaging<S: Store + ?Sized>(store: &S) {
+    // Users mia (device 20) and max (devices 21 and 22).
+    store.create_user(user(20, "mia")).await.unwrap();
+    store.create_user(user(21, "max")).await.unwrap();
+    let max = UserId::from_bytes([21; 16]);
+    let mia = UserId::from_bytes([20; 16]);
+    store.add_device(max, device(22)).await.unwrap();
+
+    // Key packages: one-time ones are consumed, the last-resort one is kept.
+    let n = store
+        .publish_key_packages(
+            dev(21),
+            vec![b"kp1".to_vec(), b"kp2".to_vec()],
+            Some(b"last".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    store
+        .publish_key_packages(dev(22), vec![b"kp3".to_vec()], None)
+        .await
+        .unwrap();
+    let unknown = store
+        .publish_key_packages(dev(99), vec![b"x".to_vec()], None)
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::DeviceNotFound(_))),
+        "{unknown:?}"
+    );
+    let claimed = store.claim_key_packages(max).await.unwrap();
+    assert_eq!(
+        claimed,
+        vec![(dev(21), b"kp1".to_vec()), (dev(22), b"kp3".to_vec())]
+    );
+    assert_eq!(store.key_package_count(dev(21)).await.unwrap(), 1);
+    let claimed = store.claim_key_packages(max).await.unwrap();
+    assert_eq!(
+        claimed,
+        vec![(dev(21), b"kp2".to_vec())],
+        "device 22 has none left"
+    );
+    for _ in 0..2 {
+        let claimed = store.claim_key_packages(max).await.unwrap();
+        assert_eq!(
+            claimed,
+            vec![(dev(21), b"last".to_vec())],
+            "last resort is not consumed"
+        );
+    }
+    assert_eq!(store.key_package_count(dev(21)).await.unwrap(), 0);
+
+    let owners = store
+        .device_owners(&[dev(21), dev(20), dev(99)])
+        .await
+        .unwrap();
+    assert_eq!(owners, vec![(dev(21), name("max")), (dev(20), name("mia"))]);
+
+    // A direct group: Welcome queued for everyone but the creator.
+    let g = GroupId::from_bytes([7; 16]);
+    let created = store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(20),
+            direct: Some((mia, max)),
+            members: vec![dev(20), dev(21), dev(22)],
+            welcome: Some(b"welcome".to_vec()),
+            now_ms: 4_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.epoch, 1);
+    assert_eq!(created.recipients, vec![dev(21), dev(22)]);
+    assert_eq!(
+        store.direct_group(max, mia).await.unwrap(),
+        Some(g),
+        "either order"
+    );
+    let again = store
+        .create_group(NewGroup {
+            group_id: GroupId::from_bytes([8; 16]),
+            creator: dev(21),
+            direct: Some((max, mia)),
+            members: vec![dev(21), dev(20)],
+            welcome: Some(b"w2".to_vec()),
+            now_ms: 4_000,
+        })
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::GroupExists)),
+        "one direct group per pair: {again:?}"
+    );
+    assert!(
+        store
+            .group(GroupId::from_bytes([8; 16]))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing left behind"
+    );
+    let record = store.group(g).await.unwrap().unwrap();
+    assert_eq!((record.epoch, record.members.len()), (1, 3));
+
+    let inbox = store.fetch_mailbox(dev(21), 0, 100).await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].kind, EntryKind::Welcome);
+    assert_eq!(&inbox[0].payload[..], b"welcome");
+    assert_eq!(inbox[0].sender_device, dev(20));
+    assert!(
+        store
+            .fetch_mailbox(dev(20), 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not to the creator"
+    );
+
+    // Application messages: epoch-checked, members only, idempotent.
+    let sent = store
+        .enqueue_message(msg(g, 1, 20, 1, b"m1"))
+        .await
+        .unwrap();
+    assert_eq!(sent.recipients, vec![dev(21), dev(22)]);
+    let retry = store
+        .enqueue_message(msg(g, 1, 20, 1, b"m1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        retry.group_seq, sent.group_seq,
+        "a retry is acknowledged again"
+    );
+    let stale = store.enqueue_message(msg(g, 0, 20, 2, b"old")).await;
+    assert!(
+        matches!(stale, Err(StoreError::StaleEpoch { current: 1 })),
+        "{stale:?}"
+    );
+    let outsider = store.enqueue_message(msg(g, 1, 1, 3, b"x")).await;
+    assert!(
+        matches!(outsider, Err(StoreError::NotAMember)),
+        "{outsider:?}"
+    );
+    let second = store
+        .enqueue_message(msg(g, 1, 21, 4, b"m2"))
+        .await
+        .unwrap();
+    assert!(second.group_seq > sent.group_seq, "one sequence per group");
+
+    let inbox = store.fetch_mailbox(dev(21), 0, 100).await.unwrap();
+    let payloads: Vec<&[u8]> = inbox.iter().map(|e| &e.payload[..]).collect();
+    assert_eq!(
+        payloads,
+        vec![&b"welcome"[..], b"m1"],
+        "in order, no duplicate, not own"
+    );
+    assert!(inbox[0].id < inbox[1].id);
+    let limited = store.fetch_mailbox(dev(21), inbox[0].id, 1).await.unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(&limited[0].payload[..], b"m1");
+
+    // Commits move the epoch; a stale commit is refused.
+    let commit = NewCommit {
+        group_id: g,
+        epoch: 1,
+        sender: dev(21),
+        commit: b"c1".to_vec(),
+        welcome: None,
+        added: vec![],
+        removed: vec![dev(22)],
+        now_ms: 6_000,
+    };
+    let done = store.accept_commit(commit.clone()).await.unwrap();
+    assert_eq!(done.epoch, 2);
+    assert_eq!(
+        done.recipients,
+        vec![dev(20), dev(22)],
+        "the removed device learns it"
+    );
+    let stale = store.accept_commit(commit).await;
+    assert!(
+        matches!(stale, Err(StoreError::StaleEpoch { current: 2 })),
+        "{stale:?}"
+    );
+    let gone = store.enqueue_message(msg(g, 2, 22, 5, b"x")).await;
+    assert!(
+        matches!(gone, Err(StoreError::NotAMember)),
+        "removed: {gone:?}"
+    );
+    assert_eq!(
+        store.group(g).await.unwrap().unwrap().members,
+        vec![dev(20), dev(21)]
+    );
+
+    // Acks delete; another device's ids are ignored.
+    let ids: Vec<u64> = inbox.iter().map(|e| e.id).collect();
+    store.ack(dev(20), &ids).await.unwrap();
+    assert_eq!(store.fetch_mailbox(dev(21), 0, 100).await.unwrap().len(), 2);
+    store.ack(dev(21), &ids).await.unwrap();
+    assert!(
+        store
+            .fetch_mailbox(dev(21), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.fetch_mailbox(dev(22), 0, 100).await.unwrap().len(),
+        4,
+        "welcome, m1, m2, commit"
+    );
+
+    // Removing a device drops its mailbox.
+    store.remove_device(dev(22)).await.unwrap();
+    assert!(
+        store
+            .fetch_mailbox(dev(22), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mia_inbox = store.fetch_mailbox(dev(20), 0, 100).await.unwrap();
+    let kinds: Vec<EntryKind> = mia_inbox.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EntryKind::Application, EntryKind::Handshake]);
 }

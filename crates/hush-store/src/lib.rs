@@ -13,7 +13,8 @@ pub mod memory;
 pub mod model;
 
 use async_trait::async_trait;
-use hush_proto::ids::{DeviceId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::response::Entry;
 
 pub use model::*;
 
@@ -27,6 +28,16 @@ pub enum StoreError {
     InviteInvalid,
     #[error("no such user")]
     UserNotFound,
+    #[error("the group is at epoch {current}; catch up and retry")]
+    StaleEpoch { current: u64 },
+    #[error("that group already exists")]
+    GroupExists,
+    #[error("no such group")]
+    GroupNotFound,
+    #[error("this device is not a member of the group")]
+    NotAMember,
+    #[error("unknown device {0}")]
+    DeviceNotFound(DeviceId),
     /// The backend failed (I/O, corruption, lost connection); the operation did not
     /// take effect.
     #[error("storage backend: {0}")]
@@ -72,4 +83,59 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a user, its devices and sessions.
     async fn delete_user(&self, name: &Username) -> Result<(), StoreError>;
+
+    /// Adds one-time key packages for a device and, if given, replaces its last-resort
+    /// package. Returns how many one-time packages it now has.
+    async fn publish_key_packages(
+        &self,
+        device: DeviceId,
+        packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<u32, StoreError>;
+
+    /// One-time key packages a device still has.
+    async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError>;
+
+    /// One key package for each device of `user` that has any: a one-time package
+    /// (consumed) or else the last-resort one (kept).
+    async fn claim_key_packages(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError>;
+
+    /// The users owning these devices; unknown devices are left out.
+    async fn device_owners(
+        &self,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(DeviceId, Username)>, StoreError>;
+
+    /// Registers a group at epoch 1 and queues its Welcome for every member but the
+    /// creator. `GroupExists` if the id is taken or the direct pair has a group.
+    async fn create_group(&self, group: NewGroup) -> Result<Delivered, StoreError>;
+
+    async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError>;
+
+    /// The 1:1 group of two users, if any.
+    async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError>;
+
+    /// Accepts a commit if the group is at `commit.epoch` and the sender is a member:
+    /// queues it for every current member but the sender, the Welcome for the added
+    /// devices, updates membership and moves the group to the next epoch, atomically.
+    async fn accept_commit(&self, commit: NewCommit) -> Result<Delivered, StoreError>;
+
+    /// Queues an application message for every member but the sender if the group is at
+    /// `msg.epoch`. A retry with the same client message id returns the first delivery
+    /// without queueing again.
+    async fn enqueue_message(&self, msg: NewMessage) -> Result<Delivered, StoreError>;
+
+    /// A device's mailbox entries after `after_id`, oldest first.
+    async fn fetch_mailbox(
+        &self,
+        device: DeviceId,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// Deletes entries from a device's mailbox; ids of other devices are ignored.
+    async fn ack(&self, device: DeviceId, ids: &[u64]) -> Result<(), StoreError>;
 }

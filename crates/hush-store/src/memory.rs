@@ -1,12 +1,31 @@
 //! An in-memory [`Store`]: the reference for the conformance suite and a fast store
 //! for server tests. Nothing survives a restart.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use hush_proto::ids::{DeviceId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::response::{Entry, EntryKind};
 
-use crate::{NewDevice, NewInvite, NewUser, Session, Store, StoreError, UserRecord, UserSummary};
+use crate::{
+    Delivered, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser,
+    Session, Store, StoreError, UserRecord, UserSummary,
+};
+
+struct Group {
+    epoch: u64,
+    next_seq: u64,
+    members: BTreeSet<DeviceId>,
+}
+
+struct Stored {
+    group: GroupId,
+    kind: EntryKind,
+    sender: DeviceId,
+    seq: u64,
+    payload: Vec<u8>,
+    at: i64,
+}
 
 #[derive(Default)]
 struct State {
@@ -14,6 +33,18 @@ struct State {
     users: HashMap<UserId, UserRecord>,
     devices: HashMap<DeviceId, (UserId, NewDevice)>,
     invites: HashMap<[u8; 32], NewInvite>,
+    key_packages: HashMap<DeviceId, (VecDeque<Vec<u8>>, Option<Vec<u8>>)>,
+    groups: HashMap<GroupId, Group>,
+    direct: HashMap<(UserId, UserId), GroupId>,
+    messages: HashMap<u64, Stored>,
+    /// Mailbox entry id → (device, message id); ordered, so per-device order holds.
+    deliveries: BTreeMap<u64, (DeviceId, u64)>,
+    next_id: u64,
+    sent: HashMap<(DeviceId, [u8; 16]), Delivered>,
+}
+
+fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
+    if a <= b { (a, b) } else { (b, a) }
 }
 
 impl State {
@@ -23,6 +54,51 @@ impl State {
             .find(|u| &u.username == name)
             .map(|u| u.user_id)
             .ok_or(StoreError::UserNotFound)
+    }
+
+    /// Stores one message for `recipients`, returning its group sequence number.
+    fn enqueue(
+        &mut self,
+        group: GroupId,
+        kind: EntryKind,
+        sender: DeviceId,
+        payload: Vec<u8>,
+        recipients: &[DeviceId],
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        let g = self
+            .groups
+            .get_mut(&group)
+            .ok_or(StoreError::GroupNotFound)?;
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        self.next_id += 1;
+        let msg = self.next_id;
+        self.messages.insert(
+            msg,
+            Stored {
+                group,
+                kind,
+                sender,
+                seq,
+                payload,
+                at,
+            },
+        );
+        for d in recipients {
+            self.next_id += 1;
+            self.deliveries.insert(self.next_id, (*d, msg));
+        }
+        Ok(seq)
+    }
+
+    fn forget_device(&mut self, device: DeviceId) {
+        self.devices.remove(&device);
+        self.key_packages.remove(&device);
+        for g in self.groups.values_mut() {
+            g.members.remove(&device);
+        }
+        self.deliveries.retain(|_, (d, _)| *d != device);
     }
 
     fn user_mut(&mut self, name: &Username) -> Result<&mut UserRecord, StoreError> {
@@ -131,7 +207,7 @@ impl Store for MemoryStore {
 
     async fn remove_device(&self, device: DeviceId) -> Result<(), StoreError> {
         self.with(|s| {
-            s.devices.remove(&device);
+            s.forget_device(device);
             Ok(())
         })
     }
@@ -189,7 +265,285 @@ impl Store for MemoryStore {
         self.with(|s| {
             let id = s.user_id(name)?;
             s.users.remove(&id);
-            s.devices.retain(|_, (owner, _)| *owner != id);
+            let owned: Vec<DeviceId> = s
+                .devices
+                .iter()
+                .filter(|(_, (owner, _))| *owner == id)
+                .map(|(d, _)| *d)
+                .collect();
+            for d in owned {
+                s.forget_device(d);
+            }
+            s.direct.retain(|(a, b), _| *a != id && *b != id);
+            Ok(())
+        })
+    }
+
+    async fn publish_key_packages(
+        &self,
+        device: DeviceId,
+        packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<u32, StoreError> {
+        self.with(|s| {
+            if !s.devices.contains_key(&device) {
+                return Err(StoreError::DeviceNotFound(device));
+            }
+            let entry = s.key_packages.entry(device).or_default();
+            entry.0.extend(packages);
+            if last_resort.is_some() {
+                entry.1 = last_resort;
+            }
+            Ok(entry.0.len() as u32)
+        })
+    }
+
+    async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError> {
+        self.with(|s| Ok(s.key_packages.get(&device).map_or(0, |k| k.0.len() as u32)))
+    }
+
+    async fn claim_key_packages(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+        self.with(|s| {
+            let mut devices: Vec<DeviceId> = s
+                .devices
+                .iter()
+                .filter(|(_, (owner, _))| *owner == user)
+                .map(|(d, _)| *d)
+                .collect();
+            devices.sort();
+            let mut out = Vec::new();
+            for d in devices {
+                if let Some((one_time, last)) = s.key_packages.get_mut(&d) {
+                    if let Some(kp) = one_time.pop_front().or_else(|| last.clone()) {
+                        out.push((d, kp));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn device_owners(
+        &self,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(DeviceId, Username)>, StoreError> {
+        self.with(|s| {
+            Ok(devices
+                .iter()
+                .filter_map(|d| {
+                    let (owner, _) = s.devices.get(d)?;
+                    Some((*d, s.users.get(owner)?.username.clone()))
+                })
+                .collect())
+        })
+    }
+
+    async fn create_group(&self, g: NewGroup) -> Result<Delivered, StoreError> {
+        self.with(|s| {
+            if s.groups.contains_key(&g.group_id) {
+                return Err(StoreError::GroupExists);
+            }
+            if let Some((a, b)) = g.direct {
+                if s.direct.contains_key(&pair(a, b)) {
+                    return Err(StoreError::GroupExists);
+                }
+            }
+            if !g.members.contains(&g.creator) {
+                return Err(StoreError::NotAMember);
+            }
+            if let Some(d) = g.members.iter().find(|d| !s.devices.contains_key(d)) {
+                return Err(StoreError::DeviceNotFound(*d));
+            }
+            s.groups.insert(
+                g.group_id,
+                Group {
+                    epoch: 1,
+                    next_seq: 1,
+                    members: g.members.iter().copied().collect(),
+                },
+            );
+            if let Some((a, b)) = g.direct {
+                s.direct.insert(pair(a, b), g.group_id);
+            }
+            let recipients: Vec<DeviceId> = g
+                .members
+                .iter()
+                .copied()
+                .filter(|d| *d != g.creator)
+                .collect();
+            let seq = match g.welcome {
+                Some(w) => s.enqueue(
+                    g.group_id,
+                    EntryKind::Welcome,
+                    g.creator,
+                    w,
+                    &recipients,
+                    g.now_ms,
+                )?,
+                None => 0,
+            };
+            Ok(Delivered {
+                epoch: 1,
+                group_seq: seq,
+                stored_at_ms: g.now_ms,
+                recipients,
+            })
+        })
+    }
+
+    async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError> {
+        self.with(|s| {
+            Ok(s.groups.get(&group).map(|g| GroupRecord {
+                group_id: group,
+                epoch: g.epoch,
+                members: g.members.iter().copied().collect(),
+            }))
+        })
+    }
+
+    async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError> {
+        self.with(|s| Ok(s.direct.get(&pair(a, b)).copied()))
+    }
+
+    async fn accept_commit(&self, c: NewCommit) -> Result<Delivered, StoreError> {
+        self.with(|s| {
+            let g = s.groups.get(&c.group_id).ok_or(StoreError::GroupNotFound)?;
+            if !g.members.contains(&c.sender) {
+                return Err(StoreError::NotAMember);
+            }
+            if g.epoch != c.epoch {
+                return Err(StoreError::StaleEpoch { current: g.epoch });
+            }
+            if let Some(d) = c.added.iter().find(|d| !s.devices.contains_key(d)) {
+                return Err(StoreError::DeviceNotFound(*d));
+            }
+            let recipients: Vec<DeviceId> = g
+                .members
+                .iter()
+                .copied()
+                .filter(|d| *d != c.sender)
+                .collect();
+            let seq = s.enqueue(
+                c.group_id,
+                EntryKind::Handshake,
+                c.sender,
+                c.commit,
+                &recipients,
+                c.now_ms,
+            )?;
+            if let Some(w) = c.welcome {
+                s.enqueue(
+                    c.group_id,
+                    EntryKind::Welcome,
+                    c.sender,
+                    w,
+                    &c.added,
+                    c.now_ms,
+                )?;
+            }
+            let g = s
+                .groups
+                .get_mut(&c.group_id)
+                .ok_or(StoreError::GroupNotFound)?;
+            g.members.extend(c.added.iter().copied());
+            for r in &c.removed {
+                g.members.remove(r);
+            }
+            g.epoch += 1;
+            let mut wake = recipients;
+            wake.extend(c.added);
+            Ok(Delivered {
+                epoch: g.epoch,
+                group_seq: seq,
+                stored_at_ms: c.now_ms,
+                recipients: wake,
+            })
+        })
+    }
+
+    async fn enqueue_message(&self, m: NewMessage) -> Result<Delivered, StoreError> {
+        self.with(|s| {
+            if let Some(done) = s.sent.get(&(m.sender, m.client_message_id)) {
+                return Ok(Delivered {
+                    recipients: Vec::new(),
+                    ..done.clone()
+                });
+            }
+            let g = s.groups.get(&m.group_id).ok_or(StoreError::GroupNotFound)?;
+            if !g.members.contains(&m.sender) {
+                return Err(StoreError::NotAMember);
+            }
+            if g.epoch != m.epoch {
+                return Err(StoreError::StaleEpoch { current: g.epoch });
+            }
+            let epoch = g.epoch;
+            let recipients: Vec<DeviceId> = g
+                .members
+                .iter()
+                .copied()
+                .filter(|d| *d != m.sender)
+                .collect();
+            let seq = s.enqueue(
+                m.group_id,
+                EntryKind::Application,
+                m.sender,
+                m.ciphertext,
+                &recipients,
+                m.now_ms,
+            )?;
+            let done = Delivered {
+                epoch,
+                group_seq: seq,
+                stored_at_ms: m.now_ms,
+                recipients,
+            };
+            s.sent.insert((m.sender, m.client_message_id), done.clone());
+            Ok(done)
+        })
+    }
+
+    async fn fetch_mailbox(
+        &self,
+        device: DeviceId,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.with(|s| {
+            Ok(s.deliveries
+                .range(after_id.saturating_add(1)..)
+                .filter(|(_, (d, _))| *d == device)
+                .take(limit as usize)
+                .filter_map(|(id, (_, msg))| {
+                    let m = s.messages.get(msg)?;
+                    Some(Entry {
+                        id: *id,
+                        group_id: m.group,
+                        kind: m.kind,
+                        payload: m.payload.clone().into(),
+                        sender_device: m.sender,
+                        group_seq: m.seq,
+                        stored_at_ms: m.at,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    async fn ack(&self, device: DeviceId, ids: &[u64]) -> Result<(), StoreError> {
+        self.with(|s| {
+            for id in ids {
+                if let Some((d, msg)) = s.deliveries.get(id).copied() {
+                    if d == device {
+                        s.deliveries.remove(id);
+                        if !s.deliveries.values().any(|(_, m)| *m == msg) {
+                            s.messages.remove(&msg);
+                        }
+                    }
+                }
+            }
             Ok(())
         })
     }

@@ -1,7 +1,7 @@
 //! Records passed to and from a [`Store`](crate::Store).
 use std::fmt;
 
-use hush_proto::ids::{DeviceId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
 
 /// A new device and its session.
 #[derive(Debug, Clone)]
@@ -96,4 +96,59 @@ pub struct NewInvite {
     /// Unix seconds; `None` never expires.
     pub expires_at: Option<i64>,
     pub created_at: i64,
+}
+
+/// A group its creator registers, with the Welcome for every other member.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub group_id: GroupId,
+    pub creator: DeviceId,
+    /// For a 1:1 conversation: the two users, in any order. At most one per pair.
+    pub direct: Option<(UserId, UserId)>,
+    /// Every device in the group after the creation commit, the creator's included.
+    pub members: Vec<DeviceId>,
+    pub welcome: Option<Vec<u8>>,
+    pub now_ms: i64,
+}
+
+/// A commit taking a group from `epoch` to `epoch + 1`.
+#[derive(Debug, Clone)]
+pub struct NewCommit {
+    pub group_id: GroupId,
+    pub epoch: u64,
+    pub sender: DeviceId,
+    pub commit: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    pub added: Vec<DeviceId>,
+    pub removed: Vec<DeviceId>,
+    pub now_ms: i64,
+}
+
+/// An application message for a group's current epoch.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub group_id: GroupId,
+    pub epoch: u64,
+    pub sender: DeviceId,
+    /// The sender's idempotency key: a retry returns the first delivery.
+    pub client_message_id: [u8; 16],
+    pub ciphertext: Vec<u8>,
+    pub now_ms: i64,
+}
+
+/// Where a stored message went: the devices to wake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub epoch: u64,
+    pub group_seq: u64,
+    pub stored_at_ms: i64,
+    pub recipients: Vec<DeviceId>,
+}
+
+/// A group as the server tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub group_id: GroupId,
+    pub epoch: u64,
+    pub members: Vec<DeviceId>,
 }

@@ -1,0 +1,303 @@
+//! One conversation = one MLS group. Handshake and application messages are
+//! PrivateMessages (the server sees neither content nor membership changes in clear);
+//! clients keep no past epochs, since the server orders every group (P503).
+use hush_proto::ids::{DeviceId, GroupId};
+use openmls::prelude::tls_codec::Deserialize;
+use openmls::prelude::{
+    GroupId as MlsGroupId, KeyPackage, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
+    MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
+    ProcessedMessageContent, SenderRatchetConfiguration, StagedWelcome,
+};
+
+use crate::identity::{Identity, device_of};
+use crate::{CIPHERSUITE, CryptoError, internal, rejected};
+
+/// How far ahead of the expected generation a message may be (messages the server
+/// dropped); beyond it decryption fails and is reported.
+const MAX_FORWARD_DISTANCE: u32 = 10_000;
+
+fn sender_ratchet() -> SenderRatchetConfiguration {
+    // No out-of-order tolerance: the server delivers each group in order.
+    SenderRatchetConfiguration::new(0, MAX_FORWARD_DISTANCE)
+}
+
+fn create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(0)
+        .sender_ratchet_configuration(sender_ratchet())
+        .build()
+}
+
+fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(0)
+        .sender_ratchet_configuration(sender_ratchet())
+        .build()
+}
+
+fn storage_err(e: impl std::fmt::Debug) -> CryptoError {
+    CryptoError::Storage(format!("{e:?}"))
+}
+
+/// What adding members produced: the commit for existing members and the Welcome for
+/// the new ones.
+pub struct Added {
+    pub commit: Vec<u8>,
+    pub welcome: Vec<u8>,
+}
+
+/// What a relayed message turned out to be, with its authenticated sender.
+#[derive(Debug)]
+pub enum Incoming {
+    Application {
+        sender: DeviceId,
+        plaintext: Vec<u8>,
+    },
+    /// A commit, already merged: the group moved to a new epoch.
+    Commit {
+        sender: DeviceId,
+        added: Vec<DeviceId>,
+        removed: Vec<DeviceId>,
+    },
+    /// A standalone proposal; hush does not use them, so it is ignored.
+    Proposal { sender: DeviceId },
+}
+
+pub struct Conversation {
+    group: MlsGroup,
+}
+
+fn group_id(id: GroupId) -> MlsGroupId {
+    MlsGroupId::from_slice(id.as_bytes())
+}
+
+impl Conversation {
+    /// Creates a group with this device as its only member, at epoch 0.
+    pub fn create<P: OpenMlsProvider>(
+        provider: &P,
+        identity: &Identity,
+        id: GroupId,
+    ) -> Result<Self, CryptoError> {
+        let group = MlsGroup::new_with_group_id(
+            provider,
+            identity.signer(),
+            &create_config(),
+            group_id(id),
+            identity.credential().clone(),
+        )
+        .map_err(|e| internal("creating a group", e))?;
+        Ok(Conversation { group })
+    }
+
+    /// Loads a group from local storage.
+    pub fn load<P: OpenMlsProvider>(
+        provider: &P,
+        id: GroupId,
+    ) -> Result<Option<Self>, CryptoError> {
+        Ok(MlsGroup::load(provider.storage(), &group_id(id))
+            .map_err(storage_err)?
+            .map(|group| Conversation { group }))
+    }
+
+    /// Joins a group from a Welcome (P504).
+    pub fn join<P: OpenMlsProvider>(provider: &P, welcome: &[u8]) -> Result<Self, CryptoError> {
+        let msg =
+            MlsMessageIn::tls_deserialize_exact(welcome).map_err(|e| rejected("welcome", e))?;
+        let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
+            return Err(CryptoError::Rejected("expected a Welcome message".into()));
+        };
+        let staged = StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None)
+            .map_err(|e| rejected("welcome", e))?;
+        let group = staged
+            .into_group(provider)
+            .map_err(|e| rejected("welcome", e))?;
+        Ok(Conversation { group })
+    }
+
+    pub fn id(&self) -> Result<GroupId, CryptoError> {
+        GroupId::from_slice(self.group.group_id().as_slice()).map_err(|e| internal("group id", e))
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.group.epoch().as_u64()
+    }
+
+    /// The devices in the group, from the authenticated MLS roster.
+    pub fn members(&self) -> Vec<DeviceId> {
+        self.group
+            .members()
+            .filter_map(|m| device_of(&m.credential).ok())
+            .collect()
+    }
+
+    /// Adds every key package's device in one commit (batched: openmls adds are
+    /// quadratic one by one). The commit stays pending until [`Self::merge_pending`].
+    pub fn add<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        identity: &Identity,
+        key_packages: &[KeyPackage],
+    ) -> Result<Added, CryptoError> {
+        let (commit, welcome, _) = self
+            .group
+            .add_members(provider, identity.signer(), key_packages)
+            .map_err(|e| internal("adding members", e))?;
+        Ok(Added {
+            commit: commit
+                .to_bytes()
+                .map_err(|e| internal("serializing a commit", e))?,
+            welcome: welcome
+                .to_bytes()
+                .map_err(|e| internal("serializing a welcome", e))?,
+        })
+    }
+
+    /// Applies this device's pending commit after the server accepted it.
+    pub fn merge_pending<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), CryptoError> {
+        self.group
+            .merge_pending_commit(provider)
+            .map_err(|e| internal("merging a commit", e))
+    }
+
+    /// Drops this device's pending commit after the server refused it.
+    pub fn discard_pending<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), CryptoError> {
+        self.group
+            .clear_pending_commit(provider.storage())
+            .map_err(storage_err)
+    }
+
+    /// Encrypts an application message for the current epoch.
+    pub fn encrypt<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        identity: &Identity,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let out = self
+            .group
+            .create_message(provider, identity.signer(), plaintext)
+            .map_err(|e| internal("encrypting", e))?;
+        out.to_bytes()
+            .map_err(|e| internal("serializing a message", e))
+    }
+
+    /// Decrypts and verifies a relayed handshake or application message (P505). A
+    /// commit is merged before this returns.
+    pub fn process<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        bytes: &[u8],
+    ) -> Result<Incoming, CryptoError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| rejected("message", e))?;
+        let protocol = msg
+            .try_into_protocol_message()
+            .map_err(|e| rejected("message", e))?;
+        if protocol.group_id() != self.group.group_id() {
+            return Err(CryptoError::Rejected(
+                "message belongs to another group".into(),
+            ));
+        }
+        let processed = self
+            .group
+            .process_message(provider, protocol)
+            .map_err(|e| rejected("message", e))?;
+        let sender = device_of(processed.credential())?;
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => Ok(Incoming::Application {
+                sender,
+                plaintext: app.into_bytes(),
+            }),
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let added = staged
+                    .add_proposals()
+                    .filter_map(|p| {
+                        device_of(p.add_proposal().key_package().leaf_node().credential()).ok()
+                    })
+                    .collect();
+                let removed = staged
+                    .remove_proposals()
+                    .filter_map(|p| self.group.member(p.remove_proposal().removed()).cloned())
+                    .filter_map(|c| device_of(&c).ok())
+                    .collect();
+                self.group
+                    .merge_staged_commit(provider, *staged)
+                    .map_err(|e| internal("merging a commit", e))?;
+                Ok(Incoming::Commit {
+                    sender,
+                    added,
+                    removed,
+                })
+            }
+            _ => Ok(Incoming::Proposal { sender }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::validate_key_package;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+
+    fn device(n: u8) -> (OpenMlsRustCrypto, Identity) {
+        let p = OpenMlsRustCrypto::default();
+        let id = Identity::generate(&p, DeviceId::from_bytes([n; 16])).unwrap();
+        (p, id)
+    }
+
+    #[test]
+    fn p505_two_devices_talk_and_replays_are_rejected() {
+        let (ap, alice) = device(1);
+        let (bp, bob) = device(2);
+        let kp_bytes = bob.key_packages(&bp, 1).unwrap().remove(0);
+        let kp = validate_key_package(&ap, &kp_bytes, bob.device()).unwrap();
+        assert!(
+            validate_key_package(&ap, &kp_bytes, alice.device()).is_err(),
+            "P502"
+        );
+
+        let gid = GroupId::from_bytes([9; 16]);
+        let mut a = Conversation::create(&ap, &alice, gid).unwrap();
+        let added = a.add(&ap, &alice, &[kp]).unwrap();
+        a.merge_pending(&ap).unwrap();
+        let mut b = Conversation::join(&bp, &added.welcome).unwrap();
+        assert_eq!(b.id().unwrap(), gid);
+        assert_eq!(a.epoch(), b.epoch());
+        let mut members = b.members();
+        members.sort();
+        assert_eq!(members, vec![alice.device(), bob.device()]);
+
+        let ct = a.encrypt(&ap, &alice, b"hello bob").unwrap();
+        match b.process(&bp, &ct).unwrap() {
+            Incoming::Application { sender, plaintext } => {
+                assert_eq!(sender, alice.device());
+                assert_eq!(plaintext, b"hello bob");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(b.process(&bp, &ct), Err(CryptoError::Rejected(_))),
+            "replay"
+        );
+        assert!(b.process(&bp, b"garbage").is_err());
+
+        let back = b.encrypt(&bp, &bob, b"hi alice").unwrap();
+        assert!(matches!(
+            a.process(&ap, &back).unwrap(),
+            Incoming::Application { .. }
+        ));
+
+        // State survives a reload from storage.
+        let mut b2 = Conversation::load(&bp, gid).unwrap().unwrap();
+        let ct2 = a.encrypt(&ap, &alice, b"again").unwrap();
+        assert!(matches!(
+            b2.process(&bp, &ct2).unwrap(),
+            Incoming::Application { .. }
+        ));
+    }
+}
