@@ -8,6 +8,7 @@
 //! 6 command not available in this version yet.
 mod output;
 mod prompt;
+mod receive;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +18,13 @@ use clap::{Args, Parser, Subcommand};
 use hush_client::ClientError;
 use hush_client::account::{self, Profile};
 use hush_client::connection::Connection;
+use hush_client::events::Event;
+use hush_client::history;
 use hush_client::home::Home;
 use hush_client::hush_proto::ErrorCode;
 use hush_client::hush_proto::fingerprint::Fingerprint;
 use hush_client::hush_proto::ids::Username;
+use hush_client::messaging::Messenger;
 use hush_client::trust::FirstUse;
 
 #[derive(Parser, Debug)]
@@ -94,6 +98,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send an end-to-end encrypted message.
+    Send {
+        /// A username (1:1 conversation).
+        target: String,
+        /// The message; "-" reads it from standard input.
+        text: String,
+    },
+    /// Fetch, decrypt, print and acknowledge new messages.
+    Recv {
+        /// Keep running and print messages as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Wait up to this many seconds for a message when none is waiting (with
+        /// --follow: stop after this long).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// Show a conversation's local history, newest last.
+    History {
+        target: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List conversations with unread counts.
+    Chats {
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Later(Later),
 }
@@ -101,14 +138,6 @@ enum Command {
 /// Commands of the product that later versions bring; they say so clearly.
 #[derive(Subcommand, Debug)]
 enum Later {
-    /// Send a message (not available yet).
-    Send(Rest),
-    /// Receive messages (not available yet).
-    Recv(Rest),
-    /// Show history (not available yet).
-    History(Rest),
-    /// List conversations (not available yet).
-    Chats(Rest),
     /// Manage groups (not available yet).
     Group(Rest),
     /// Manage channels (not available yet).
@@ -137,10 +166,6 @@ struct Rest {
 impl Later {
     fn name(&self) -> &'static str {
         match self {
-            Later::Send(_) => "send",
-            Later::Recv(_) => "recv",
-            Later::History(_) => "history",
-            Later::Chats(_) => "chats",
             Later::Group(_) => "group",
             Later::Channel(_) => "channel",
             Later::File(_) => "file",
@@ -341,6 +366,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let (account, token) =
                 account::register(&conn, &username, password, invite, &profile).await?;
             home.save_account(&account::stored(conn.server(), &account, token))?;
+            // The device's MLS identity and key packages, so others can reach it.
+            Messenger::open(&home, &conn, account.clone()).await?;
             println!(
                 "registered {} on {} (device {})",
                 account.username,
@@ -357,6 +384,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let (account, token) =
                 account::login(&conn, &username, password, device_name()).await?;
             home.save_account(&account::stored(conn.server(), &account, token))?;
+            // The device's MLS identity and key packages, so others can reach it.
+            Messenger::open(&home, &conn, account.clone()).await?;
             println!(
                 "logged in as {} on {} (new device {})",
                 account.username,
@@ -394,7 +423,91 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             session.conn.close().await;
         }
+        Command::Send { target, text } => {
+            let peer = conversation_target(&target)?;
+            let text = if text == "-" { read_stdin()? } else { text };
+            if text.is_empty() {
+                return Err(anyhow::anyhow!("the message is empty").into());
+            }
+            let session = account::resume(&home).await?;
+            let messenger = Messenger::open(&home, &session.conn, session.account.clone()).await?;
+            let event = messenger.send_text(&peer, &text).await?;
+            if let Event::Message { id, .. } = &event {
+                println!("sent {id} to {peer}");
+            }
+            session.conn.close().await;
+        }
+        Command::Recv {
+            follow,
+            json,
+            timeout,
+        } => {
+            receive::run(&home, follow, json, timeout).await?;
+        }
+        Command::History {
+            target,
+            limit,
+            json,
+        } => {
+            let name = target.trim_start_matches('#');
+            let name = if target.starts_with('#') {
+                target.clone()
+            } else {
+                name.to_owned()
+            };
+            for e in history::conversation(&home, &name, limit.max(1))? {
+                output::event(&e, json).context("writing output")?;
+            }
+        }
+        Command::Chats { json } => {
+            // Fresh unread counts if the server is reachable; the local view otherwise.
+            match account::resume(&home).await {
+                Ok(session) => {
+                    let messenger =
+                        Messenger::open(&home, &session.conn, session.account.clone()).await?;
+                    messenger.sync().await?;
+                    session.conn.close().await;
+                }
+                Err(
+                    e @ (ClientError::Unreachable { .. }
+                    | ClientError::Disconnected(_)
+                    | ClientError::Timeout(_)),
+                ) => {
+                    eprintln!("warning: {e}; showing what this home already has");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            for chat in history::chats(&home)? {
+                println!("{}", output::chat(&chat, json));
+            }
+        }
         Command::Later(_) => {}
     }
     Ok(())
+}
+
+/// A username for a 1:1 conversation; `#name` groups come with the groups feature.
+fn conversation_target(target: &str) -> Result<Username, Failure> {
+    if target.starts_with('#') {
+        return Err(Failure {
+            code: 6,
+            error: anyhow::anyhow!(
+                "group conversations ({target}) are not available in this version of hush yet"
+            ),
+        });
+    }
+    Ok(parse_username(target)?)
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the message from standard input")?;
+    Ok(text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text)
+        .to_owned())
 }

@@ -1,4 +1,8 @@
 //! What `hush` prints: plain text for people, one JSON object per line for scripts.
+use std::io::Write;
+
+use hush_client::events::{Event, rfc3339};
+use hush_client::history::Chat;
 use hush_client::hush_proto::fingerprint::Fingerprint;
 use hush_client::hush_proto::response::Account;
 use serde_json::json;
@@ -27,4 +31,35 @@ pub fn whoami_text(a: &Account, server: &str) -> String {
         s.push_str(", admin");
     }
     s
+}
+
+/// Prints one event and flushes, so `--follow` output reaches pipes at once.
+pub fn event(e: &Event, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", e.to_json())?;
+    } else {
+        writeln!(out, "{}", e.to_text())?;
+    }
+    out.flush()
+}
+
+pub fn chat(c: &Chat, json: bool) -> String {
+    if json {
+        json!({
+            "conversation": c.name,
+            "kind": c.kind,
+            "unread": c.unread,
+            "messages": c.messages,
+            "last_activity": c.last_activity_ms.map(rfc3339),
+        })
+        .to_string()
+    } else {
+        let unread = if c.unread > 0 {
+            format!(" ({} unread)", c.unread)
+        } else {
+            String::new()
+        };
+        format!("{}{unread}", c.name)
+    }
 }

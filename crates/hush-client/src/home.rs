@@ -10,7 +10,8 @@ use crate::ClientError;
 use crate::trust::KnownServers;
 
 /// Every migration of the local database, in order; index + 1 is its version.
-const MIGRATIONS: &[&str] = &["CREATE TABLE account (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE account (
         id           INTEGER PRIMARY KEY CHECK (id = 1),
         server       TEXT NOT NULL,
         username     TEXT NOT NULL,
@@ -20,7 +21,62 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE account (
         email        TEXT,
         token        BLOB NOT NULL,
         created_at   INTEGER NOT NULL
-    ) STRICT;"];
+    ) STRICT;",
+    MESSAGING,
+];
+
+/// Conversations, history, the outbox, and what this device has seen.
+const MESSAGING: &str = "
+    CREATE TABLE identity (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        public_key  BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE conversations (
+        group_id   BLOB PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        kind       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        next_seq   INTEGER NOT NULL DEFAULT 1
+    ) STRICT;
+    CREATE TABLE peer_devices (
+        device_id BLOB PRIMARY KEY,
+        username  TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE seen_seqs (
+        group_id  BLOB NOT NULL,
+        device_id BLOB NOT NULL,
+        last_seq  INTEGER NOT NULL,
+        PRIMARY KEY (group_id, device_id)
+    ) STRICT;
+    CREATE TABLE history (
+        id           INTEGER PRIMARY KEY,
+        group_id     BLOB NOT NULL,
+        kind         TEXT NOT NULL,
+        message_id   TEXT,
+        sender       TEXT,
+        device       TEXT,
+        sent_at      INTEGER NOT NULL,
+        text         TEXT NOT NULL,
+        outgoing     INTEGER NOT NULL DEFAULT 0,
+        state        TEXT NOT NULL,
+        unread       INTEGER NOT NULL DEFAULT 0,
+        streamed     INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX history_by_group ON history(group_id, id);
+    CREATE INDEX history_unstreamed ON history(id) WHERE streamed = 0;
+    CREATE TABLE outbox (
+        message_id BLOB PRIMARY KEY,
+        group_id   BLOB NOT NULL,
+        epoch      INTEGER NOT NULL,
+        ciphertext BLOB NOT NULL,
+        content    BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE sync_state (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        last_entry INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO sync_state (id, last_entry) VALUES (1, 0);
+";
 
 /// The account this home holds.
 #[derive(Debug, Clone)]
@@ -41,7 +97,7 @@ pub struct Home {
     known: KnownServers,
 }
 
-fn home_err(e: impl std::fmt::Display) -> ClientError {
+pub(crate) fn home_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Home(e.to_string())
 }
 
@@ -68,6 +124,7 @@ impl Home {
         )
         .map_err(home_err)?;
         migrate(&mut db)?;
+        crate::mls::migrate(&mut db).map_err(|e| home_err(format!("MLS storage: {e}")))?;
         Ok(Home {
             dir: dir.to_owned(),
             db,
@@ -77,6 +134,29 @@ impl Home {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The home's database: MLS state, history and the account share it.
+    pub(crate) fn db(&self) -> &Connection {
+        &self.db
+    }
+
+    /// Runs `f` in one write transaction: all of it is stored, or none.
+    pub(crate) async fn atomically<T, F>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: AsyncFnOnce() -> Result<T, ClientError>,
+    {
+        self.db.execute_batch("BEGIN IMMEDIATE").map_err(home_err)?;
+        match f().await {
+            Ok(v) => {
+                self.db.execute_batch("COMMIT").map_err(home_err)?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.db.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     pub fn known_servers(&self) -> &KnownServers {

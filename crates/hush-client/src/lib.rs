@@ -6,6 +6,10 @@
 //! - [`trust`]: server key pinning on first use (`known_servers`) and the TLS verifier.
 //! - [`connection`]: one TLS connection with pipelined, id-matched requests.
 //! - [`account`]: OPAQUE registration and login, session resume, logout.
+//! - [`messaging`]: MLS identity and key packages, mailbox sync, sending via the outbox.
+//! - [`history`]: local conversations, messages and security events.
+//! - [`events`]: the event stream's shape (`recv --json`).
+//! - [`mls`]: the openmls provider on the home's database.
 //!
 //! A new feature: a module named for its domain noun, built on [`connection::Connection`]
 //! requests, storing what it must in [`home::Home`].
@@ -16,7 +20,11 @@
 
 pub mod account;
 pub mod connection;
+pub mod events;
+pub mod history;
 pub mod home;
+pub mod messaging;
+pub mod mls;
 pub mod trust;
 
 use hush_proto::ErrorCode;
@@ -75,6 +83,8 @@ pub enum ClientError {
     NoAccount,
     #[error("{0}")]
     Invalid(String),
+    #[error("encryption: {0}")]
+    Crypto(String),
 }
 
 impl ClientError {

@@ -86,7 +86,7 @@ pub enum Request {
     CreateGroup {
         group_id: GroupId,
         direct_peer: Option<Username>,
-        welcome: Bytes,
+        welcome: Option<Bytes>,
         members: Vec<DeviceId>,
     },
     FindDirect {
@@ -352,7 +352,16 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                 } else {
                     Some(Username::parse(&direct_peer)?)
                 },
-                welcome: blob("welcome", welcome, crate::frame::MAX_FRAME_LEN)?,
+                welcome: match (welcome.is_empty(), members.len()) {
+                    (true, 1) => None,
+                    (true, _) => {
+                        return Err(ProtoError::invalid(
+                            "welcome",
+                            "a group with other members needs their Welcome",
+                        ));
+                    }
+                    (false, _) => Some(welcome),
+                },
                 members,
             }
         }

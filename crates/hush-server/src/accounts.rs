@@ -55,6 +55,21 @@ impl From<StoreError> for Refusal {
                 "the invite code is unknown, expired or used up",
             ),
             StoreError::UserNotFound => Refusal::new(ErrorCode::AuthFailed, "no such account"),
+            StoreError::StaleEpoch { current } => Refusal::new(
+                ErrorCode::StaleEpoch,
+                format!("the group is at epoch {current}; catch up and retry"),
+            ),
+            StoreError::GroupExists => {
+                Refusal::new(ErrorCode::GroupExists, "that conversation already exists")
+            }
+            StoreError::GroupNotFound => Refusal::new(ErrorCode::NotFound, "no such conversation"),
+            StoreError::NotAMember => Refusal::new(
+                ErrorCode::NotAMember,
+                "this device is not a member of that conversation",
+            ),
+            StoreError::DeviceNotFound(d) => {
+                Refusal::new(ErrorCode::NotFound, format!("unknown device {d}"))
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Refusal::new(

@@ -3,9 +3,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::{CryptoRng, RngCore};
 
-/// Wall-clock time in Unix seconds.
+/// Wall-clock time.
 pub trait Clock: Send + Sync + 'static {
-    fn now_unix(&self) -> i64;
+    /// Unix milliseconds.
+    fn now_ms(&self) -> i64;
+
+    /// Unix seconds.
+    fn now_unix(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
 }
 
 /// The system clock.
@@ -13,10 +19,10 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now_unix(&self) -> i64 {
+    fn now_ms(&self) -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 }

@@ -9,6 +9,8 @@
 //!   connection to a session; graceful shutdown.
 //! - [`session`]: the per-connection protocol loop, generic over any byte stream.
 //! - [`accounts`]: OPAQUE registration and login, sessions, invites.
+//! - [`messaging`]: key packages, groups, mailboxes (opaque MLS bytes only).
+//! - [`hub`]: wake-ups of connected devices when their mailbox fills.
 //! - [`limits`]: failed-login rate limits.
 //! - [`config`]: [`ServerConfig`] and [`RegistrationMode`].
 //! - [`clock`]: injected time and randomness.
@@ -23,8 +25,10 @@
 pub mod accounts;
 pub mod clock;
 pub mod config;
+pub mod hub;
 pub mod identity;
 pub mod limits;
+pub mod messaging;
 pub mod session;
 pub mod transport;
 
@@ -53,6 +57,9 @@ pub enum ServerError {
     Internal(String),
 }
 
+/// Key package claims a device may make per minute (P411).
+const CLAIMS_PER_MINUTE: u32 = 120;
+
 /// Everything sessions share.
 pub struct ServerState {
     pub(crate) store: Arc<dyn Store>,
@@ -60,6 +67,9 @@ pub struct ServerState {
     pub(crate) accounts: accounts::Accounts,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
+    pub(crate) hub: hub::Hub,
+    /// Key package claims per device (P411).
+    pub(crate) claims: limits::FailureLimiter<hush_proto::ids::DeviceId>,
 }
 
 impl ServerState {
@@ -78,6 +88,8 @@ impl ServerState {
             accounts,
             clock,
             entropy,
+            hub: hub::Hub::default(),
+            claims: limits::FailureLimiter::new(CLAIMS_PER_MINUTE, 60, 100_000),
         })
     }
 

@@ -21,6 +21,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::ServerState;
 use crate::accounts::{self, Authenticated, PendingLogin, PendingRegistration, Refusal};
+use crate::messaging;
 
 enum Phase {
     AwaitHello,
@@ -94,11 +95,16 @@ pub async fn run<R, W>(
     let mut frames_out = FramedWrite::new(writer, codec(limits.max_frame_len));
     let auth_deadline = Instant::now() + limits.auth_timeout;
     let mut phase = Phase::AwaitHello;
+    // Set once authenticated: changes when this device's mailbox gets entries.
+    let mut wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<u64>)> = None;
 
     loop {
         let authenticated = matches!(phase, Phase::Authenticated { .. });
         let (request_id, reply) = tokio::select! {
             _ = shutdown.changed() => (0, fatal(ErrorCode::ShuttingDown, "the server is shutting down")),
+            Some(()) = mailbox_changed(&mut wake) => {
+                (0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
+            }
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
                 tracing::info!(%peer, "closing: did not authenticate in time");
                 (0, fatal(ErrorCode::Timeout, format!(
@@ -150,10 +156,14 @@ pub async fn run<R, W>(
                 },
             },
         };
-        if matches!(phase, Phase::Authenticated { .. }) && !authenticated {
+        if let (Phase::Authenticated { auth, .. }, false) = (&phase, authenticated) {
             frames_in
                 .decoder_mut()
                 .set_max_frame_length(limits.max_frame_len);
+            wake = state
+                .hub
+                .subscribe(auth.device_id)
+                .map(|rx| (auth.device_id, rx));
         }
         let out = pb::ServerFrame {
             request_id,
@@ -161,6 +171,7 @@ pub async fn run<R, W>(
         };
         if let Err(e) = frames_out.send(frame::encode_body(&out)).await {
             tracing::debug!(%peer, error = %e, "peer went away");
+            release(&state, wake);
             return;
         }
         if reply.close {
@@ -169,6 +180,25 @@ pub async fn run<R, W>(
     }
     // Flush and send TLS close_notify; the peer may already be gone.
     let _ = SinkExt::<Bytes>::close(&mut frames_out).await;
+    release(&state, wake);
+}
+
+fn release(state: &ServerState, wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<u64>)>) {
+    if let Some((device, rx)) = wake {
+        drop(rx);
+        state.hub.release(device);
+    }
+}
+
+/// Resolves when the mailbox of the connection's device changed; never before
+/// authentication.
+async fn mailbox_changed(
+    wake: &mut Option<(hush_proto::ids::DeviceId, watch::Receiver<u64>)>,
+) -> Option<()> {
+    match wake {
+        Some((_, rx)) => rx.changed().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Request) -> Reply {
@@ -318,12 +348,60 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 Err(e) => refusal(e.into()),
             }
         }
-        (Phase::Authenticated { auth, token_digest }, _) => {
+        (Phase::Authenticated { auth, token_digest }, req) => {
+            let result = match req {
+                Request::PublishKeyPackages {
+                    key_packages,
+                    last_resort,
+                } => messaging::publish_key_packages(st, &auth, key_packages, last_resort).await,
+                Request::KeyPackageStatus => messaging::key_package_status(st, &auth).await,
+                Request::ClaimKeyPackages { usernames } => {
+                    messaging::claim_key_packages(st, &auth, usernames).await
+                }
+                Request::LookupDevices { devices } => messaging::lookup_devices(st, devices).await,
+                Request::CreateGroup {
+                    group_id,
+                    direct_peer,
+                    welcome,
+                    members,
+                } => {
+                    messaging::create_group(st, &auth, group_id, direct_peer, welcome, members)
+                        .await
+                }
+                Request::FindDirect { peer } => messaging::find_direct(st, &auth, peer).await,
+                Request::Commit {
+                    group_id,
+                    epoch,
+                    commit,
+                    welcome,
+                    added,
+                    removed,
+                } => {
+                    messaging::commit(st, &auth, group_id, epoch, commit, welcome, added, removed)
+                        .await
+                }
+                Request::Send {
+                    group_id,
+                    epoch,
+                    ciphertext,
+                    client_message_id,
+                } => {
+                    messaging::send(st, &auth, group_id, epoch, ciphertext, client_message_id).await
+                }
+                Request::Fetch { after_id, limit } => {
+                    messaging::fetch(st, &auth, after_id, limit).await
+                }
+                Request::Ack { ids } => messaging::ack(st, &auth, ids).await,
+                _ => Err(Refusal::new(
+                    ErrorCode::ProtocolViolation,
+                    "already authenticated",
+                )),
+            };
             *phase = Phase::Authenticated { auth, token_digest };
-            refusal(Refusal::new(
-                ErrorCode::ProtocolViolation,
-                "already authenticated",
-            ))
+            match result {
+                Ok(body) => Reply::ok(body),
+                Err(r) => refusal(r),
+            }
         }
         (previous, _) => {
             // Out-of-order step (e.g. RegisterFinish without RegisterStart); keep state.

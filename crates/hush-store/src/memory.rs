@@ -12,6 +12,9 @@ use crate::{
     Session, Store, StoreError, UserRecord, UserSummary,
 };
 
+/// One-time key packages, and the last-resort one.
+type KeyPackages = (VecDeque<Vec<u8>>, Option<Vec<u8>>);
+
 struct Group {
     epoch: u64,
     next_seq: u64,
@@ -33,7 +36,7 @@ struct State {
     users: HashMap<UserId, UserRecord>,
     devices: HashMap<DeviceId, (UserId, NewDevice)>,
     invites: HashMap<[u8; 32], NewInvite>,
-    key_packages: HashMap<DeviceId, (VecDeque<Vec<u8>>, Option<Vec<u8>>)>,
+    key_packages: HashMap<DeviceId, KeyPackages>,
     groups: HashMap<GroupId, Group>,
     direct: HashMap<(UserId, UserId), GroupId>,
     messages: HashMap<u64, Stored>,
@@ -316,10 +319,10 @@ impl Store for MemoryStore {
             devices.sort();
             let mut out = Vec::new();
             for d in devices {
-                if let Some((one_time, last)) = s.key_packages.get_mut(&d) {
-                    if let Some(kp) = one_time.pop_front().or_else(|| last.clone()) {
-                        out.push((d, kp));
-                    }
+                if let Some((one_time, last)) = s.key_packages.get_mut(&d)
+                    && let Some(kp) = one_time.pop_front().or_else(|| last.clone())
+                {
+                    out.push((d, kp));
                 }
             }
             Ok(out)
@@ -346,10 +349,10 @@ impl Store for MemoryStore {
             if s.groups.contains_key(&g.group_id) {
                 return Err(StoreError::GroupExists);
             }
-            if let Some((a, b)) = g.direct {
-                if s.direct.contains_key(&pair(a, b)) {
-                    return Err(StoreError::GroupExists);
-                }
+            if let Some((a, b)) = g.direct
+                && s.direct.contains_key(&pair(a, b))
+            {
+                return Err(StoreError::GroupExists);
             }
             if !g.members.contains(&g.creator) {
                 return Err(StoreError::NotAMember);
@@ -535,12 +538,12 @@ impl Store for MemoryStore {
     async fn ack(&self, device: DeviceId, ids: &[u64]) -> Result<(), StoreError> {
         self.with(|s| {
             for id in ids {
-                if let Some((d, msg)) = s.deliveries.get(id).copied() {
-                    if d == device {
-                        s.deliveries.remove(id);
-                        if !s.deliveries.values().any(|(_, m)| *m == msg) {
-                            s.messages.remove(&msg);
-                        }
+                if let Some((d, msg)) = s.deliveries.get(id).copied()
+                    && d == device
+                {
+                    s.deliveries.remove(id);
+                    if !s.deliveries.values().any(|(_, m)| *m == msg) {
+                        s.messages.remove(&msg);
                     }
                 }
             }

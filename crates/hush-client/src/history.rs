@@ -1,0 +1,149 @@
+//! Local history: conversations, messages and security events as stored in the home.
+//! Reads need no network; `recv` streams rows not yet streamed, `history` pages a
+//! conversation, `chats` counts unread.
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::ClientError;
+use crate::events::Event;
+use crate::home::{Home, home_err};
+
+/// A conversation with its unread count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    pub name: String,
+    pub kind: String,
+    pub unread: u32,
+    pub messages: u32,
+    pub last_activity_ms: Option<i64>,
+}
+
+const SELECT: &str = "SELECT h.id, h.kind, h.message_id, h.sender, h.device, h.sent_at, h.text,
+        h.outgoing, h.state, COALESCE(c.name, lower(hex(h.group_id)))
+    FROM history h LEFT JOIN conversations c ON c.group_id = h.group_id";
+
+fn rows(
+    db: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Event>, ClientError> {
+    let mut stmt = db.prepare_cached(sql).map_err(home_err)?;
+    let mapped = stmt
+        .query_map(params, |r| {
+            let row: i64 = r.get(0)?;
+            let kind: String = r.get(1)?;
+            let message_id: Option<String> = r.get(2)?;
+            let sender: Option<String> = r.get(3)?;
+            let device: Option<String> = r.get(4)?;
+            let at: i64 = r.get(5)?;
+            let text: String = r.get(6)?;
+            let outgoing: bool = r.get(7)?;
+            let state: String = r.get(8)?;
+            let conversation: String = r.get(9)?;
+            Ok(if kind == "message" {
+                Event::Message {
+                    row,
+                    id: message_id.unwrap_or_default(),
+                    conversation,
+                    from: sender.unwrap_or_default(),
+                    device: device.unwrap_or_default(),
+                    sent_at_ms: at,
+                    text,
+                    outgoing,
+                    state,
+                }
+            } else {
+                Event::Security {
+                    row,
+                    conversation,
+                    kind,
+                    from: sender,
+                    device,
+                    at_ms: at,
+                    reason: text,
+                }
+            })
+        })
+        .map_err(home_err)?;
+    mapped.collect::<Result<Vec<_>, _>>().map_err(home_err)
+}
+
+/// The event of one history row.
+pub fn by_row(home: &Home, row: i64) -> Result<Event, ClientError> {
+    rows(home.db(), &format!("{SELECT} WHERE h.id = ?1"), [row])?
+        .pop()
+        .ok_or_else(|| ClientError::Home(format!("history row {row} is missing")))
+}
+
+/// Events not yet handed to the `recv` stream, oldest first.
+pub fn unstreamed(home: &Home) -> Result<Vec<Event>, ClientError> {
+    rows(
+        home.db(),
+        &format!("{SELECT} WHERE h.streamed = 0 ORDER BY h.id"),
+        [],
+    )
+}
+
+/// Marks events as streamed and read.
+pub fn mark_streamed(home: &Home, events: &[Event]) -> Result<(), ClientError> {
+    let db = home.db();
+    let mut stmt = db
+        .prepare_cached("UPDATE history SET streamed = 1, unread = 0 WHERE id = ?1")
+        .map_err(home_err)?;
+    for e in events {
+        stmt.execute([e.row()]).map_err(home_err)?;
+    }
+    Ok(())
+}
+
+/// The newest `limit` events of a conversation, oldest first; marks them read.
+pub fn conversation(home: &Home, name: &str, limit: u32) -> Result<Vec<Event>, ClientError> {
+    let db = home.db();
+    let group: Option<Vec<u8>> = db
+        .query_row(
+            "SELECT group_id FROM conversations WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(home_err)?;
+    let group =
+        group.ok_or_else(|| ClientError::Invalid(format!("no conversation with {name}")))?;
+    let mut events = rows(
+        db,
+        &format!("{SELECT} WHERE h.group_id = ?1 ORDER BY h.id DESC LIMIT ?2"),
+        params![group, limit],
+    )?;
+    events.reverse();
+    db.execute(
+        "UPDATE history SET unread = 0 WHERE group_id = ?1 AND unread = 1",
+        [&group],
+    )
+    .map_err(home_err)?;
+    Ok(events)
+}
+
+/// Every conversation with its unread count, most recently active first.
+pub fn chats(home: &Home) -> Result<Vec<Chat>, ClientError> {
+    let db = home.db();
+    let mut stmt = db
+        .prepare_cached(
+            "SELECT c.name, c.kind,
+                    COALESCE(SUM(h.unread), 0), COUNT(h.id), MAX(h.sent_at)
+             FROM conversations c LEFT JOIN history h ON h.group_id = c.group_id
+             GROUP BY c.group_id
+             ORDER BY MAX(h.id) IS NULL, MAX(h.id) DESC, c.name",
+        )
+        .map_err(home_err)?;
+    let mapped = stmt
+        .query_map([], |r| {
+            Ok(Chat {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+                unread: r.get(2)?,
+                messages: r.get(3)?,
+                last_activity_ms: r.get(4)?,
+            })
+        })
+        .map_err(home_err)?;
+    mapped.collect::<Result<Vec<_>, _>>().map_err(home_err)
+}

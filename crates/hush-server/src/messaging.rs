@@ -1,0 +1,255 @@
+//! Key packages, groups and mailboxes: the relay's part of end-to-end encrypted
+//! messaging. Everything here handles opaque MLS bytes plus the routing header
+//! (group, epoch, devices); the server never sees message content (docs/protocol.md §4).
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use hush_proto::ErrorCode;
+use hush_proto::ids::{DeviceId, GroupId, MessageId, Username};
+use hush_proto::pb::{self, server_frame::Body};
+use hush_store::{NewCommit, NewGroup, NewMessage};
+
+use crate::ServerState;
+use crate::accounts::{Authenticated, Refusal};
+
+/// Most one-time key packages a device may keep on the server (P410).
+pub const MAX_STORED_KEY_PACKAGES: u32 = 500;
+
+/// P410: stores a device's key packages.
+pub async fn publish_key_packages(
+    st: &ServerState,
+    auth: &Authenticated,
+    packages: Vec<Bytes>,
+    last_resort: Option<Bytes>,
+) -> Result<Body, Refusal> {
+    let have = st.store.key_package_count(auth.device_id).await?;
+    if have.saturating_add(packages.len() as u32) > MAX_STORED_KEY_PACKAGES {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            format!("a device may keep at most {MAX_STORED_KEY_PACKAGES} key packages"),
+        ));
+    }
+    let remaining = st
+        .store
+        .publish_key_packages(
+            auth.device_id,
+            packages.into_iter().map(|p| p.to_vec()).collect(),
+            last_resort.map(|p| p.to_vec()),
+        )
+        .await?;
+    Ok(Body::KeyPackageCount(pb::KeyPackageCount { remaining }))
+}
+
+pub async fn key_package_status(st: &ServerState, auth: &Authenticated) -> Result<Body, Refusal> {
+    let remaining = st.store.key_package_count(auth.device_id).await?;
+    Ok(Body::KeyPackageCount(pb::KeyPackageCount { remaining }))
+}
+
+/// P411: one key package per device of each user, rate limited per device.
+pub async fn claim_key_packages(
+    st: &ServerState,
+    auth: &Authenticated,
+    usernames: Vec<Username>,
+) -> Result<Body, Refusal> {
+    let now = st.clock.now_unix();
+    if let Err(wait) = st.claims.check(&auth.device_id, now) {
+        return Err(Refusal {
+            code: ErrorCode::RateLimited,
+            message: "too many key package requests".into(),
+            retry_after_secs: wait,
+        });
+    }
+    st.claims.record_failure(&auth.device_id, now);
+    let mut packages = Vec::new();
+    for name in usernames {
+        let user = st
+            .store
+            .user_by_name(&name)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no user named {name}")))?;
+        for (device, kp) in st.store.claim_key_packages(user.user_id).await? {
+            packages.push(pb::DeviceKeyPackage {
+                device_id: device.as_bytes().to_vec().into(),
+                username: name.to_string(),
+                key_package: kp.into(),
+            });
+        }
+    }
+    Ok(Body::KeyPackages(pb::KeyPackages { packages }))
+}
+
+pub async fn lookup_devices(st: &ServerState, devices: Vec<DeviceId>) -> Result<Body, Refusal> {
+    let owners = st.store.device_owners(&devices).await?;
+    Ok(Body::Devices(pb::Devices {
+        devices: owners
+            .into_iter()
+            .map(|(d, name)| pb::DeviceOwner {
+                device_id: d.as_bytes().to_vec().into(),
+                username: name.to_string(),
+            })
+            .collect(),
+    }))
+}
+
+/// P420–P421: registers a group and queues its Welcome.
+pub async fn create_group(
+    st: &ServerState,
+    auth: &Authenticated,
+    group_id: GroupId,
+    direct_peer: Option<Username>,
+    welcome: Option<Bytes>,
+    members: Vec<DeviceId>,
+) -> Result<Body, Refusal> {
+    if !members.contains(&auth.device_id) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "members must include this device",
+        ));
+    }
+    let direct = match direct_peer {
+        None => None,
+        Some(peer) if peer == auth.username => {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "a direct conversation needs another user",
+            ));
+        }
+        Some(peer) => {
+            let peer = st.store.user_by_name(&peer).await?.ok_or_else(|| {
+                Refusal::new(ErrorCode::NotFound, format!("no user named {peer}"))
+            })?;
+            // P421: a direct group holds the devices of its two users only.
+            let owners = st.store.device_owners(&members).await?;
+            let allowed: HashSet<&str> = [auth.username.as_str(), peer.username.as_str()].into();
+            if owners.len() != members.len()
+                || owners.iter().any(|(_, u)| !allowed.contains(u.as_str()))
+            {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "a direct conversation holds only its two users' devices",
+                ));
+            }
+            Some((auth.user_id, peer.user_id))
+        }
+    };
+    let done = st
+        .store
+        .create_group(NewGroup {
+            group_id,
+            creator: auth.device_id,
+            direct,
+            members,
+            welcome: welcome.map(|w| w.to_vec()),
+            now_ms: st.clock.now_ms(),
+        })
+        .await?;
+    st.hub.wake(&done.recipients);
+    tracing::info!(device = %auth.device_id, group = %group_id, "group created");
+    Ok(Body::GroupCreated(pb::GroupCreated { epoch: done.epoch }))
+}
+
+pub async fn find_direct(
+    st: &ServerState,
+    auth: &Authenticated,
+    peer: Username,
+) -> Result<Body, Refusal> {
+    let peer = st
+        .store
+        .user_by_name(&peer)
+        .await?
+        .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no user named {peer}")))?;
+    let found = match st.store.direct_group(auth.user_id, peer.user_id).await? {
+        Some(g) => st.store.group(g).await?,
+        None => None,
+    };
+    Ok(Body::DirectGroup(match found {
+        Some(g) => pb::DirectGroup {
+            group_id: g.group_id.as_bytes().to_vec().into(),
+            epoch: g.epoch,
+        },
+        None => pb::DirectGroup::default(),
+    }))
+}
+
+/// P430: a commit for the group's current epoch.
+#[allow(clippy::too_many_arguments)]
+pub async fn commit(
+    st: &ServerState,
+    auth: &Authenticated,
+    group_id: GroupId,
+    epoch: u64,
+    commit: Bytes,
+    welcome: Option<Bytes>,
+    added: Vec<DeviceId>,
+    removed: Vec<DeviceId>,
+) -> Result<Body, Refusal> {
+    let done = st
+        .store
+        .accept_commit(NewCommit {
+            group_id,
+            epoch,
+            sender: auth.device_id,
+            commit: commit.to_vec(),
+            welcome: welcome.map(|w| w.to_vec()),
+            added,
+            removed,
+            now_ms: st.clock.now_ms(),
+        })
+        .await?;
+    st.hub.wake(&done.recipients);
+    Ok(Body::CommitAccepted(pb::CommitAccepted {
+        epoch: done.epoch,
+        group_seq: done.group_seq,
+    }))
+}
+
+/// P431: an application message, durable in every recipient's mailbox before the
+/// answer.
+pub async fn send(
+    st: &ServerState,
+    auth: &Authenticated,
+    group_id: GroupId,
+    epoch: u64,
+    ciphertext: Bytes,
+    client_message_id: MessageId,
+) -> Result<Body, Refusal> {
+    let done = st
+        .store
+        .enqueue_message(NewMessage {
+            group_id,
+            epoch,
+            sender: auth.device_id,
+            client_message_id: *client_message_id.as_bytes(),
+            ciphertext: ciphertext.to_vec(),
+            now_ms: st.clock.now_ms(),
+        })
+        .await?;
+    st.hub.wake(&done.recipients);
+    Ok(Body::Sent(pb::Sent {
+        group_seq: done.group_seq,
+        stored_at_ms: done.stored_at_ms,
+    }))
+}
+
+/// P440: this device's mailbox, oldest first.
+pub async fn fetch(
+    st: &ServerState,
+    auth: &Authenticated,
+    after_id: u64,
+    limit: u32,
+) -> Result<Body, Refusal> {
+    let entries = st
+        .store
+        .fetch_mailbox(auth.device_id, after_id, limit)
+        .await?;
+    Ok(Body::Mailbox(pb::Mailbox {
+        entries: entries.iter().map(|e| e.to_pb()).collect(),
+    }))
+}
+
+/// P441: the device has stored these entries durably; the server forgets them.
+pub async fn ack(st: &ServerState, auth: &Authenticated, ids: Vec<u64>) -> Result<Body, Refusal> {
+    st.store.ack(auth.device_id, &ids).await?;
+    Ok(Body::Acked(pb::Acked {}))
+}
