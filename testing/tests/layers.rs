@@ -39,8 +39,11 @@ const CONFINED: &[(&str, &[&str])] = &[
     // TLS and sockets.
     ("rustls", &["hush-server", "hush-client"]),
     ("tokio-rustls", &["hush-server", "hush-client"]),
-    // MLS: client-side only; the server relays opaque bytes.
+    // MLS: client-side only; the server relays opaque bytes. The protocol lives in
+    // hush-crypto; hush-client only binds openmls' storage to its database.
     ("openmls", &["hush-crypto"]),
+    ("openmls_sqlite_storage", &["hush-client"]),
+    ("openmls_rust_crypto", &["hush-crypto", "hush-client"]),
 ];
 
 fn metadata() -> serde_json::Value {
