@@ -228,6 +228,32 @@ impl Client {
         )
     }
 
+    /// `hush send TO TEXT`, asserting success.
+    #[track_caller]
+    pub fn send(&self, to: &str, text: &str) {
+        ok(&self.run("", &["send", to, text]));
+    }
+
+    /// `hush recv --json --timeout SECS`, parsed.
+    #[track_caller]
+    pub fn recv(&self, timeout_secs: u32) -> Vec<serde_json::Value> {
+        let out = self.run(
+            "",
+            &["recv", "--json", "--timeout", &timeout_secs.to_string()],
+        );
+        json_lines(&ok(&out))
+    }
+
+    /// `hush history PEER --json --limit N`, parsed.
+    #[track_caller]
+    pub fn history(&self, peer: &str, limit: u32) -> Vec<serde_json::Value> {
+        let out = self.run(
+            "",
+            &["history", peer, "--json", "--limit", &limit.to_string()],
+        );
+        json_lines(&ok(&out))
+    }
+
     /// `hush whoami --json`, parsed.
     pub fn whoami(&self) -> Result<serde_json::Value, Output> {
         let out = self.run("", &["whoami", "--json"]);
@@ -296,4 +322,22 @@ pub fn find_bytes(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
             .map(|data| data.windows(needle.len()).any(|w| w == needle))
             .unwrap_or(false)
     })
+}
+
+/// Parses one JSON object per line.
+#[track_caller]
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The texts of the `message` events, in order.
+pub fn texts(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }

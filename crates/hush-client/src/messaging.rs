@@ -371,8 +371,7 @@ impl<'a> Messenger<'a> {
         let incoming = match conv.process(&provider, &e.payload) {
             Ok(i) => i,
             Err(err) => {
-                let text = err.to_string();
-                let replay = text.to_lowercase().contains("reuse");
+                let replay = matches!(err, CryptoError::Replayed(_));
                 let from = self.owner(e.sender_device).await?;
                 return self.alert(
                     e.group_id,
@@ -386,9 +385,9 @@ impl<'a> Messenger<'a> {
                         from: Some(from),
                         device: Some(e.sender_device),
                         reason: if replay {
-                            format!("a message was delivered again (replay): {text}")
+                            format!("a message was delivered again (replay) and ignored: {err}")
                         } else {
-                            format!("a message failed to decrypt or verify: {text}")
+                            format!("a message failed to decrypt or verify: {err}")
                         },
                     },
                 );

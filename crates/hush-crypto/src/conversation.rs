@@ -205,7 +205,16 @@ impl Conversation {
         let processed = self
             .group
             .process_message(provider, protocol)
-            .map_err(|e| rejected("message", e))?;
+            .map_err(|e| {
+                // The server delivers each group in order and clients keep no old secrets,
+                // so a generation already consumed means the same message came again.
+                let detail = format!("{e:?}");
+                if detail.contains("TooDistantInThePast") || detail.contains("SecretReuseError") {
+                    CryptoError::Replayed(format!("message: {e}"))
+                } else {
+                    rejected("message", e)
+                }
+            })?;
         let sender = device_of(processed.credential())?;
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => Ok(Incoming::Application {
@@ -281,7 +290,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(
-            matches!(b.process(&bp, &ct), Err(CryptoError::Rejected(_))),
+            matches!(b.process(&bp, &ct), Err(CryptoError::Replayed(_))),
             "replay"
         );
         assert!(b.process(&bp, b"garbage").is_err());

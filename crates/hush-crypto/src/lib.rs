@@ -33,6 +33,9 @@ pub enum CryptoError {
     /// Bytes from a peer or the server that do not verify or decrypt.
     #[error("{0}")]
     Rejected(String),
+    /// A message whose ratchet generation was already used: delivered again.
+    #[error("{0}")]
+    Replayed(String),
     /// The local MLS state could not be read or written.
     #[error("MLS storage: {0}")]
     Storage(String),
