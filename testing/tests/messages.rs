@@ -321,3 +321,30 @@ async fn a_thousand_messages_each_way() {
         );
     }
 }
+
+#[test]
+fn a_message_the_server_drops_is_reported_as_a_gap() {
+    let server = Server::start(&[]);
+    let (ann, ben) = pair(&server);
+    for t in ["first", "second", "third"] {
+        ann.send("ben", t);
+    }
+    // The server "loses" the middle message.
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let dropped = db
+        .execute(
+            "DELETE FROM deliveries WHERE message_id =
+               (SELECT id FROM messages WHERE kind = 3 ORDER BY group_seq LIMIT 1 OFFSET 1)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(dropped, 1);
+    drop(db);
+
+    let events = ben.recv(5);
+    assert_eq!(texts(&events), ["first", "third"]);
+    let gaps: Vec<_> = events.iter().filter(|e| e["kind"] == "message_gap").collect();
+    assert_eq!(gaps.len(), 1, "{events:?}");
+    assert!(gaps[0]["reason"].as_str().unwrap().contains("1 message(s) from ann"), "{}", gaps[0]);
+}
