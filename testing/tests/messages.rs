@@ -344,7 +344,17 @@ fn a_message_the_server_drops_is_reported_as_a_gap() {
 
     let events = ben.recv(5);
     assert_eq!(texts(&events), ["first", "third"]);
-    let gaps: Vec<_> = events.iter().filter(|e| e["kind"] == "message_gap").collect();
+    let gaps: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "message_gap")
+        .collect();
     assert_eq!(gaps.len(), 1, "{events:?}");
-    assert!(gaps[0]["reason"].as_str().unwrap().contains("1 message(s) from ann"), "{}", gaps[0]);
+    assert!(
+        gaps[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 message(s) from ann"),
+        "{}",
+        gaps[0]
+    );
 }

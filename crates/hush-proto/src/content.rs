@@ -84,3 +84,62 @@ mod tests {
         assert!(Content::decode(b"\xff\xff").is_err());
     }
 }
+
+/// A group name (P531): the rules of a username, written with a leading `#`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupName(String);
+
+impl GroupName {
+    /// Parses `#team` or `team`.
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let bare = s.strip_prefix('#').unwrap_or(s);
+        crate::ids::Username::parse(bare)
+            .map(|_| GroupName(bare.to_owned()))
+            .map_err(|e| ProtoError::invalid("group name", e.to_string().replace("username: ", "")))
+    }
+
+    /// Without the `#`.
+    pub fn bare(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for GroupName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The validated signed state of a group (P530).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    pub name: GroupName,
+    pub admins: Vec<crate::ids::Username>,
+}
+
+impl GroupState {
+    pub fn encode(&self) -> Vec<u8> {
+        pb::GroupState {
+            name: self.name.bare().to_owned(),
+            admins: self.admins.iter().map(|a| a.to_string()).collect(),
+        }
+        .encode_to_vec()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
+        let raw =
+            pb::GroupState::decode(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+        Ok(GroupState {
+            name: GroupName::parse(&raw.name)?,
+            admins: raw
+                .admins
+                .iter()
+                .map(|a| crate::ids::Username::parse(a))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admins.iter().any(|a| a.as_str() == user)
+    }
+}
