@@ -112,7 +112,11 @@ fn stdin_text_and_bad_targets() {
         "no user named nobody",
     );
     hush_testing::fails(&ann.run("", &["send", "ann", "hi"]), 1, "yourself");
-    hush_testing::fails(&ann.run("", &["send", "#team", "hi"]), 6, "not available");
+    hush_testing::fails(
+        &ann.run("", &["send", "#team", "hi"]),
+        1,
+        "not in a group called #team",
+    );
     hush_testing::fails(
         &ann.run("", &["history", "zed", "--json"]),
         1,

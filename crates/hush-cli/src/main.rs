@@ -22,6 +22,7 @@ use hush_client::events::Event;
 use hush_client::history;
 use hush_client::home::Home;
 use hush_client::hush_proto::ErrorCode;
+use hush_client::hush_proto::content::GroupName;
 use hush_client::hush_proto::fingerprint::Fingerprint;
 use hush_client::hush_proto::ids::Username;
 use hush_client::messaging::Messenger;
@@ -131,15 +132,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Named groups (#name): create, add, remove, leave, members.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     #[command(flatten)]
     Later(Later),
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Create a group; you become its admin.
+    Create {
+        name: String,
+        /// Usernames to add, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
+    /// Add users (admins only).
+    Add {
+        name: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove users (admins only).
+    Remove {
+        name: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Leave a group (not available yet).
+    Leave { name: String },
+    /// Show the members, from the group's authenticated state.
+    Members {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Commands of the product that later versions bring; they say so clearly.
 #[derive(Subcommand, Debug)]
 enum Later {
-    /// Manage groups (not available yet).
-    Group(Rest),
     /// Manage channels (not available yet).
     Channel(Rest),
     /// Send and fetch files (not available yet).
@@ -166,7 +201,6 @@ struct Rest {
 impl Later {
     fn name(&self) -> &'static str {
         match self {
-            Later::Group(_) => "group",
             Later::Channel(_) => "channel",
             Later::File(_) => "file",
             Later::Verify(_) => "verify",
@@ -424,16 +458,59 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             session.conn.close().await;
         }
         Command::Send { target, text } => {
-            let peer = conversation_target(&target)?;
             let text = if text == "-" { read_stdin()? } else { text };
             if text.is_empty() {
                 return Err(anyhow::anyhow!("the message is empty").into());
             }
             let session = account::resume(&home).await?;
             let messenger = Messenger::open(&home, &session.conn, session.account.clone()).await?;
-            let event = messenger.send_text(&peer, &text).await?;
+            let event = if target.starts_with('#') {
+                messenger
+                    .send_to_group(&group_name(&target)?, &text)
+                    .await?
+            } else {
+                messenger
+                    .send_text(&parse_username(&target)?, &text)
+                    .await?
+            };
             if let Event::Message { id, .. } = &event {
-                println!("sent {id} to {peer}");
+                println!("sent {id} to {target}");
+            }
+            session.conn.close().await;
+        }
+        Command::Group { command } => {
+            if let GroupCommand::Leave { name } = &command {
+                return Err(Failure {
+                    code: 6,
+                    error: anyhow::anyhow!(
+                        "`hush group leave` is not available in this version of hush yet (ask an admin of {name} to remove you)"
+                    ),
+                });
+            }
+            let session = account::resume(&home).await?;
+            let m = Messenger::open(&home, &session.conn, session.account.clone()).await?;
+            match command {
+                GroupCommand::Create { name, members } => {
+                    let name = group_name(&name)?;
+                    m.create_group(&name, &usernames(&members)?).await?;
+                    println!("created {name}");
+                }
+                GroupCommand::Add { name, users } => {
+                    let name = group_name(&name)?;
+                    m.add_members(&name, &usernames(&users)?).await?;
+                    println!("added {} to {name}", users.join(", "));
+                }
+                GroupCommand::Remove { name, users } => {
+                    let name = group_name(&name)?;
+                    m.remove_members(&name, &usernames(&users)?).await?;
+                    println!("removed {} from {name}", users.join(", "));
+                }
+                GroupCommand::Members { name, json } => {
+                    for member in m.members(&group_name(&name)?).await? {
+                        println!("{}", output::member(&member, json));
+                    }
+                }
+                GroupCommand::Leave { .. } => {}
             }
             session.conn.close().await;
         }
@@ -486,17 +563,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A username for a 1:1 conversation; `#name` groups come with the groups feature.
-fn conversation_target(target: &str) -> Result<Username, Failure> {
-    if target.starts_with('#') {
-        return Err(Failure {
-            code: 6,
-            error: anyhow::anyhow!(
-                "group conversations ({target}) are not available in this version of hush yet"
-            ),
-        });
-    }
-    Ok(parse_username(target)?)
+fn group_name(s: &str) -> anyhow::Result<GroupName> {
+    GroupName::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn usernames(list: &[String]) -> anyhow::Result<Vec<Username>> {
+    list.iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| parse_username(u.trim()))
+        .collect()
 }
 
 fn read_stdin() -> anyhow::Result<String> {

@@ -63,3 +63,13 @@ pub fn chat(c: &Chat, json: bool) -> String {
         format!("{}{unread}", c.name)
     }
 }
+
+pub fn member(m: &hush_client::groups::Member, as_json: bool) -> String {
+    if as_json {
+        json!({"username": m.username, "admin": m.admin, "devices": m.devices}).to_string()
+    } else if m.admin {
+        format!("{} (admin)", m.username)
+    } else {
+        m.username.clone()
+    }
+}

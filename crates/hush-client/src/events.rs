@@ -20,6 +20,16 @@ pub enum Event {
         /// `sending` until the server acknowledged it, then `sent`; `received`.
         state: String,
     },
+    /// A membership change, rendered from authenticated MLS state.
+    Membership {
+        row: i64,
+        conversation: String,
+        /// `member_added`, `member_removed` or `member_left`.
+        kind: String,
+        member: String,
+        by: String,
+        at_ms: i64,
+    },
     Security {
         row: i64,
         conversation: String,
@@ -43,15 +53,17 @@ pub fn rfc3339(ms: i64) -> String {
 impl Event {
     pub fn row(&self) -> i64 {
         match self {
-            Event::Message { row, .. } | Event::Security { row, .. } => *row,
+            Event::Message { row, .. }
+            | Event::Security { row, .. }
+            | Event::Membership { row, .. } => *row,
         }
     }
 
     pub fn conversation(&self) -> &str {
         match self {
-            Event::Message { conversation, .. } | Event::Security { conversation, .. } => {
-                conversation
-            }
+            Event::Message { conversation, .. }
+            | Event::Security { conversation, .. }
+            | Event::Membership { conversation, .. } => conversation,
         }
     }
 
@@ -84,6 +96,20 @@ impl Event {
                 }
                 v
             }
+            Event::Membership {
+                conversation,
+                kind,
+                member,
+                by,
+                at_ms,
+                ..
+            } => json!({
+                "type": kind,
+                "conversation": conversation,
+                "member": member,
+                "by": by,
+                "at": rfc3339(*at_ms),
+            }),
             Event::Security {
                 conversation,
                 kind,
@@ -120,6 +146,21 @@ impl Event {
                 } else {
                     format!("[{when}] {conversation} <{from}> {text}")
                 }
+            }
+            Event::Membership {
+                conversation,
+                kind,
+                member,
+                by,
+                at_ms,
+                ..
+            } => {
+                let what = match kind.as_str() {
+                    "member_added" => format!("{by} added {member}"),
+                    "member_left" => format!("{member} left"),
+                    _ => format!("{by} removed {member}"),
+                };
+                format!("[{}] {conversation} -- {what}", rfc3339(*at_ms))
             }
             Event::Security {
                 conversation,

@@ -39,7 +39,16 @@ fn rows(
             let outgoing: bool = r.get(7)?;
             let state: String = r.get(8)?;
             let conversation: String = r.get(9)?;
-            Ok(if kind == "message" {
+            Ok(if kind.starts_with("member_") {
+                Event::Membership {
+                    row,
+                    conversation,
+                    kind,
+                    member: text,
+                    by: sender.unwrap_or_default(),
+                    at_ms: at,
+                }
+            } else if kind == "message" {
                 Event::Message {
                     row,
                     id: message_id.unwrap_or_default(),

@@ -21,6 +21,7 @@
 pub mod account;
 pub mod connection;
 pub mod events;
+pub mod groups;
 pub mod history;
 pub mod home;
 pub mod messaging;

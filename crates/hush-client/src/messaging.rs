@@ -37,7 +37,7 @@ impl From<CryptoError> for ClientError {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -60,10 +60,10 @@ struct Alert {
 
 /// Messaging for one authenticated device.
 pub struct Messenger<'a> {
-    home: &'a Home,
-    conn: &'a Connection,
-    account: Account,
-    identity: Identity,
+    pub(crate) home: &'a Home,
+    pub(crate) conn: &'a Connection,
+    pub(crate) account: Account,
+    pub(crate) identity: Identity,
 }
 
 impl<'a> Messenger<'a> {
@@ -235,7 +235,10 @@ impl<'a> Messenger<'a> {
     }
 
     /// Usernames of devices, from the local cache or else the server.
-    async fn owners(&self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, String>, ClientError> {
+    pub(crate) async fn owners(
+        &self,
+        devices: &[DeviceId],
+    ) -> Result<HashMap<DeviceId, String>, ClientError> {
         let db = self.home.db();
         let mut out = HashMap::new();
         let mut unknown = Vec::new();
@@ -280,12 +283,33 @@ impl<'a> Messenger<'a> {
         Ok(out)
     }
 
-    async fn owner(&self, device: DeviceId) -> Result<String, ClientError> {
+    pub(crate) async fn owner(&self, device: DeviceId) -> Result<String, ClientError> {
         Ok(self
             .owners(&[device])
             .await?
             .remove(&device)
             .unwrap_or_else(|| format!("unknown-device-{device}")))
+    }
+
+    pub(crate) fn alert_kind(
+        &self,
+        group: GroupId,
+        at_ms: i64,
+        kind: &'static str,
+        from: Option<String>,
+        device: Option<DeviceId>,
+        reason: String,
+    ) -> Result<usize, ClientError> {
+        self.alert(
+            group,
+            at_ms,
+            Alert {
+                kind,
+                from,
+                device,
+                reason,
+            },
+        )
     }
 
     fn alert(&self, group: GroupId, at_ms: i64, a: Alert) -> Result<usize, ClientError> {
@@ -338,8 +362,10 @@ impl<'a> Messenger<'a> {
             .map(String::as_str)
             .filter(|u| *u != self.account.username.as_str())
             .collect();
-        let (name, kind) = match users.iter().next() {
-            Some(peer) if users.len() == 1 => (peer.to_string(), "direct"),
+        let (name, kind) = match (conv.state(), users.iter().next()) {
+            // A named group carries its name in its signed state.
+            (Some(state), _) => (state.name.to_string(), "group"),
+            (None, Some(peer)) if users.len() == 1 => (peer.to_string(), "direct"),
             _ => (format!("#{}", &group.to_string()[..8]), "group"),
         };
         self.home
@@ -397,7 +423,8 @@ impl<'a> Messenger<'a> {
             Incoming::Application { sender, plaintext } => {
                 self.on_content(e, sender, &plaintext).await
             }
-            Incoming::Commit { .. } | Incoming::Proposal { .. } => Ok(0),
+            Incoming::Commit(commit) => self.on_commit(e, &mut conv, commit).await,
+            Incoming::Proposal { .. } => Ok(0),
         }
     }
 
@@ -594,6 +621,7 @@ impl<'a> Messenger<'a> {
                     .request(Body::CreateGroup(pb::CreateGroup {
                         group_id: group.as_bytes().to_vec().into(),
                         direct_peer: peer.to_string(),
+                        name: String::new(),
                         welcome: added.welcome.into(),
                         members: devices.iter().map(|d| d.as_bytes().to_vec().into()).collect(),
                     }))
@@ -638,7 +666,11 @@ impl<'a> Messenger<'a> {
     }
 
     /// Encrypts a message into the outbox and history, in one transaction.
-    async fn compose(&self, group: GroupId, text: &str) -> Result<(MessageId, i64), ClientError> {
+    pub(crate) async fn compose(
+        &self,
+        group: GroupId,
+        text: &str,
+    ) -> Result<(MessageId, i64), ClientError> {
         let provider = Provider::new(self.home.db());
         self.home
             .atomically(async || {
@@ -692,7 +724,7 @@ impl<'a> Messenger<'a> {
 
     /// Hands one outbox message to the server, re-encrypting it if the group moved to
     /// a new epoch meanwhile (P431).
-    async fn deliver(&self, message_id: MessageId) -> Result<(), ClientError> {
+    pub(crate) async fn deliver(&self, message_id: MessageId) -> Result<(), ClientError> {
         let db = self.home.db();
         let id = message_id.as_bytes().as_slice();
         for _ in 0..SEND_ATTEMPTS {

@@ -1,12 +1,15 @@
 //! One conversation = one MLS group. Handshake and application messages are
 //! PrivateMessages (the server sees neither content nor membership changes in clear);
 //! clients keep no past epochs, since the server orders every group (P503).
+use hush_proto::content::GroupState;
 use hush_proto::ids::{DeviceId, GroupId};
 use openmls::prelude::tls_codec::Deserialize;
 use openmls::prelude::{
-    GroupId as MlsGroupId, KeyPackage, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
+    Capabilities, Extension, ExtensionType, Extensions, GroupContext, GroupId as MlsGroupId,
+    KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
     MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
-    ProcessedMessageContent, SenderRatchetConfiguration, StagedWelcome,
+    ProcessedMessageContent, SenderRatchetConfiguration, StagedCommit, StagedWelcome,
+    UnknownExtension,
 };
 
 use crate::identity::{Identity, device_of};
@@ -21,14 +24,40 @@ fn sender_ratchet() -> SenderRatchetConfiguration {
     SenderRatchetConfiguration::new(0, MAX_FORWARD_DISTANCE)
 }
 
-fn create_config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
+/// The group context extension holding a named group's [`GroupState`] (P530).
+pub const GROUP_STATE_EXTENSION: u16 = 0xff01;
+
+/// What every hush leaf supports: the group state extension.
+pub fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        None,
+        Some(&[ExtensionType::Unknown(GROUP_STATE_EXTENSION)]),
+        None,
+        None,
+    )
+}
+
+fn state_extensions(state: &GroupState) -> Result<Extensions<GroupContext>, CryptoError> {
+    Extensions::single(Extension::Unknown(
+        GROUP_STATE_EXTENSION,
+        UnknownExtension(state.encode()),
+    ))
+    .map_err(|e| internal("group state extension", e))
+}
+
+fn create_config(state: Option<&GroupState>) -> Result<MlsGroupCreateConfig, CryptoError> {
+    let mut builder = MlsGroupCreateConfig::builder().capabilities(capabilities());
+    if let Some(state) = state {
+        builder = builder.with_group_context_extensions(state_extensions(state)?);
+    }
+    Ok(builder
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
         .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .max_past_epochs(0)
         .sender_ratchet_configuration(sender_ratchet())
-        .build()
+        .build())
 }
 
 fn join_config() -> MlsGroupJoinConfig {
@@ -58,14 +87,22 @@ pub enum Incoming {
         sender: DeviceId,
         plaintext: Vec<u8>,
     },
-    /// A commit, already merged: the group moved to a new epoch.
-    Commit {
-        sender: DeviceId,
-        added: Vec<DeviceId>,
-        removed: Vec<DeviceId>,
-    },
+    /// A commit, staged: the caller checks it against the group's policy, then
+    /// [`Conversation::merge`]s it or drops it (the group stays at its epoch).
+    Commit(Box<PendingCommit>),
     /// A standalone proposal; hush does not use them, so it is ignored.
     Proposal { sender: DeviceId },
+}
+
+/// A verified commit not yet applied.
+#[derive(Debug)]
+pub struct PendingCommit {
+    pub sender: DeviceId,
+    pub added: Vec<DeviceId>,
+    pub removed: Vec<DeviceId>,
+    /// The group state after the commit, if the commit changes it.
+    pub new_state: Option<GroupState>,
+    staged: StagedCommit,
 }
 
 pub struct Conversation {
@@ -83,15 +120,96 @@ impl Conversation {
         identity: &Identity,
         id: GroupId,
     ) -> Result<Self, CryptoError> {
+        Self::create_with(provider, identity, id, None)
+    }
+
+    /// Creates a named group whose signed state (name, admins) every member checks.
+    pub fn create_named<P: OpenMlsProvider>(
+        provider: &P,
+        identity: &Identity,
+        id: GroupId,
+        state: &GroupState,
+    ) -> Result<Self, CryptoError> {
+        Self::create_with(provider, identity, id, Some(state))
+    }
+
+    fn create_with<P: OpenMlsProvider>(
+        provider: &P,
+        identity: &Identity,
+        id: GroupId,
+        state: Option<&GroupState>,
+    ) -> Result<Self, CryptoError> {
         let group = MlsGroup::new_with_group_id(
             provider,
             identity.signer(),
-            &create_config(),
+            &create_config(state)?,
             group_id(id),
             identity.credential().clone(),
         )
         .map_err(|e| internal("creating a group", e))?;
         Ok(Conversation { group })
+    }
+
+    /// The signed state of a named group; `None` for a 1:1 conversation.
+    pub fn state(&self) -> Option<GroupState> {
+        self.group
+            .extensions()
+            .unknown(GROUP_STATE_EXTENSION)
+            .and_then(|ext| GroupState::decode(&ext.0).ok())
+    }
+
+    /// Removes every leaf of these devices in one commit, left pending.
+    pub fn remove<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        identity: &Identity,
+        devices: &[DeviceId],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let leaves: Vec<LeafNodeIndex> = self
+            .group
+            .members()
+            .filter(|m| device_of(&m.credential).is_ok_and(|d| devices.contains(&d)))
+            .map(|m| m.index)
+            .collect();
+        if leaves.is_empty() {
+            return Err(CryptoError::Missing(
+                "none of those devices is in the group".into(),
+            ));
+        }
+        let (commit, _, _) = self
+            .group
+            .remove_members(provider, identity.signer(), &leaves)
+            .map_err(|e| internal("removing members", e))?;
+        commit
+            .to_bytes()
+            .map_err(|e| internal("serializing a commit", e))
+    }
+
+    /// Replaces the group's signed state in a commit, left pending.
+    pub fn set_state<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        identity: &Identity,
+        state: &GroupState,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let (commit, _, _) = self
+            .group
+            .update_group_context_extensions(provider, state_extensions(state)?, identity.signer())
+            .map_err(|e| internal("updating the group state", e))?;
+        commit
+            .to_bytes()
+            .map_err(|e| internal("serializing a commit", e))
+    }
+
+    /// Applies a commit the caller accepted.
+    pub fn merge<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        commit: PendingCommit,
+    ) -> Result<(), CryptoError> {
+        self.group
+            .merge_staged_commit(provider, commit.staged)
+            .map_err(|e| internal("merging a commit", e))
     }
 
     /// Loads a group from local storage.
@@ -233,14 +351,21 @@ impl Conversation {
                     .filter_map(|p| self.group.member(p.remove_proposal().removed()).cloned())
                     .filter_map(|c| device_of(&c).ok())
                     .collect();
-                self.group
-                    .merge_staged_commit(provider, *staged)
-                    .map_err(|e| internal("merging a commit", e))?;
-                Ok(Incoming::Commit {
+                let after = staged
+                    .group_context()
+                    .extensions()
+                    .unknown(GROUP_STATE_EXTENSION)
+                    .map(|ext| GroupState::decode(&ext.0))
+                    .transpose()
+                    .map_err(|e| rejected("group state", e))?;
+                let new_state = after.filter(|s| Some(s) != self.state().as_ref());
+                Ok(Incoming::Commit(Box::new(PendingCommit {
                     sender,
                     added,
                     removed,
-                })
+                    new_state,
+                    staged: *staged,
+                })))
             }
             _ => Ok(Incoming::Proposal { sender }),
         }

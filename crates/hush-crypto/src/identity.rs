@@ -117,7 +117,8 @@ impl Identity {
         provider: &P,
         last_resort: bool,
     ) -> Result<Vec<u8>, CryptoError> {
-        let mut builder = KeyPackage::builder();
+        let mut builder =
+            KeyPackage::builder().leaf_node_capabilities(crate::conversation::capabilities());
         if last_resort {
             builder = builder.mark_as_last_resort();
         }

@@ -85,12 +85,16 @@ pub enum Request {
     KeyPackageStatus,
     CreateGroup {
         group_id: GroupId,
+        name: Option<crate::content::GroupName>,
         direct_peer: Option<Username>,
         welcome: Option<Bytes>,
         members: Vec<DeviceId>,
     },
     FindDirect {
         peer: Username,
+    },
+    FindGroup {
+        name: crate::content::GroupName,
     },
     Commit {
         group_id: GroupId,
@@ -136,6 +140,7 @@ impl Request {
             Request::KeyPackageStatus => "key_package_status",
             Request::CreateGroup { .. } => "create_group",
             Request::FindDirect { .. } => "find_direct",
+            Request::FindGroup { .. } => "find_group",
             Request::Commit { .. } => "commit",
             Request::Send { .. } => "send",
             Request::Fetch { .. } => "fetch",
@@ -340,13 +345,25 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             direct_peer,
             welcome,
             members,
+            name,
         }) => {
             let members = devices("members", &members, MAX_GROUP_DEVICES)?;
             if members.is_empty() {
                 return Err(ProtoError::invalid("members", "must include the creator"));
             }
+            if !name.is_empty() && !direct_peer.is_empty() {
+                return Err(ProtoError::invalid(
+                    "name",
+                    "a group is either named or direct",
+                ));
+            }
             Request::CreateGroup {
                 group_id: GroupId::from_slice(&group_id)?,
+                name: if name.is_empty() {
+                    None
+                } else {
+                    Some(crate::content::GroupName::parse(&name)?)
+                },
                 direct_peer: if direct_peer.is_empty() {
                     None
                 } else {
@@ -367,6 +384,9 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         }
         Body::FindDirect(pb::FindDirect { peer }) => Request::FindDirect {
             peer: Username::parse(&peer)?,
+        },
+        Body::FindGroup(pb::FindGroup { name }) => Request::FindGroup {
+            name: crate::content::GroupName::parse(&name)?,
         },
         Body::Commit(pb::Commit {
             group_id,

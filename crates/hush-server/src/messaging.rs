@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use hush_proto::ErrorCode;
+use hush_proto::content::GroupName;
 use hush_proto::ids::{DeviceId, GroupId, MessageId, Username};
 use hush_proto::pb::{self, server_frame::Body};
 use hush_store::{NewCommit, NewGroup, NewMessage};
@@ -97,6 +98,7 @@ pub async fn create_group(
     st: &ServerState,
     auth: &Authenticated,
     group_id: GroupId,
+    name: Option<GroupName>,
     direct_peer: Option<Username>,
     welcome: Option<Bytes>,
     members: Vec<DeviceId>,
@@ -139,6 +141,7 @@ pub async fn create_group(
             group_id,
             creator: auth.device_id,
             direct,
+            name: name.map(|n| n.bare().to_owned()),
             members,
             welcome: welcome.map(|w| w.to_vec()),
             now_ms: st.clock.now_ms(),
@@ -160,6 +163,21 @@ pub async fn find_direct(
         .await?
         .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no user named {peer}")))?;
     let found = match st.store.direct_group(auth.user_id, peer.user_id).await? {
+        Some(g) => st.store.group(g).await?,
+        None => None,
+    };
+    Ok(Body::DirectGroup(match found {
+        Some(g) => pb::DirectGroup {
+            group_id: g.group_id.as_bytes().to_vec().into(),
+            epoch: g.epoch,
+        },
+        None => pb::DirectGroup::default(),
+    }))
+}
+
+/// P422: the named group, for members and would-be members.
+pub async fn find_group(st: &ServerState, name: GroupName) -> Result<Body, Refusal> {
+    let found = match st.store.named_group(name.bare()).await? {
         Some(g) => st.store.group(g).await?,
         None => None,
     };

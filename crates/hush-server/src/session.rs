@@ -361,13 +361,23 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 Request::LookupDevices { devices } => messaging::lookup_devices(st, devices).await,
                 Request::CreateGroup {
                     group_id,
+                    name,
                     direct_peer,
                     welcome,
                     members,
                 } => {
-                    messaging::create_group(st, &auth, group_id, direct_peer, welcome, members)
-                        .await
+                    messaging::create_group(
+                        st,
+                        &auth,
+                        group_id,
+                        name,
+                        direct_peer,
+                        welcome,
+                        members,
+                    )
+                    .await
                 }
+                Request::FindGroup { name } => messaging::find_group(st, name).await,
                 Request::FindDirect { peer } => messaging::find_direct(st, &auth, peer).await,
                 Request::Commit {
                     group_id,

@@ -664,6 +664,14 @@ impl Store for SqliteStore {
                     return Err(StoreError::GroupExists);
                 }
             }
+            if let Some(name) = &g.name {
+                let taken: bool = tx
+                    .query_row("SELECT EXISTS (SELECT 1 FROM group_names WHERE name = ?1)", [name], |r| r.get(0))
+                    .map_err(backend)?;
+                if taken {
+                    return Err(StoreError::GroupExists);
+                }
+            }
             if !g.members.contains(&g.creator) {
                 return Err(StoreError::NotAMember);
             }
@@ -684,6 +692,10 @@ impl Store for SqliteStore {
                 for d in &g.members {
                     stmt.execute(params![gid, d.as_bytes().as_slice()]).map_err(backend)?;
                 }
+            }
+            if let Some(name) = &g.name {
+                tx.execute("INSERT INTO group_names (name, group_id) VALUES (?1, ?2)", params![name, gid])
+                    .map_err(backend)?;
             }
             if let Some((a, b)) = direct {
                 tx.execute(
@@ -726,6 +738,22 @@ impl Store for SqliteStore {
                     members: members_of(conn, &group)?,
                 })),
             }
+        })
+        .await
+    }
+
+    async fn named_group(&self, name: &str) -> Result<Option<GroupId>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            let id: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT group_id FROM group_names WHERE name = ?1",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            id.map(|id| Ok(GroupId::from_bytes(id16(id)?))).transpose()
         })
         .await
     }

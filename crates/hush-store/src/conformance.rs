@@ -318,6 +318,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             group_id: g,
             creator: dev(20),
             direct: Some((mia, max)),
+            name: None,
             members: vec![dev(20), dev(21), dev(22)],
             welcome: Some(b"welcome".to_vec()),
             now_ms: 4_000,
@@ -336,6 +337,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             group_id: GroupId::from_bytes([8; 16]),
             creator: dev(21),
             direct: Some((max, mia)),
+            name: None,
             members: vec![dev(21), dev(20)],
             welcome: Some(b"w2".to_vec()),
             now_ms: 4_000,
@@ -353,6 +355,28 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             .is_none(),
         "nothing left behind"
     );
+    // Named groups: one per name.
+    let team = GroupId::from_bytes([9; 16]);
+    let named = |id: GroupId| NewGroup {
+        group_id: id,
+        creator: dev(21),
+        direct: None,
+        name: Some("team".into()),
+        members: vec![dev(21)],
+        welcome: None,
+        now_ms: 4_000,
+    };
+    store.create_group(named(team)).await.unwrap();
+    let dup = store
+        .create_group(named(GroupId::from_bytes([10; 16])))
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::GroupExists)),
+        "names are unique: {dup:?}"
+    );
+    assert_eq!(store.named_group("team").await.unwrap(), Some(team));
+    assert_eq!(store.named_group("other").await.unwrap(), None);
+
     let record = store.group(g).await.unwrap().unwrap();
     assert_eq!((record.epoch, record.members.len()), (1, 3));
 

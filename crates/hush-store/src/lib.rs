@@ -115,6 +115,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError>;
 
+    /// The named group called `name` (without '#'), if any.
+    async fn named_group(&self, name: &str) -> Result<Option<GroupId>, StoreError>;
+
     /// The 1:1 group of two users, if any.
     async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError>;
 

@@ -39,6 +39,7 @@ struct State {
     key_packages: HashMap<DeviceId, KeyPackages>,
     groups: HashMap<GroupId, Group>,
     direct: HashMap<(UserId, UserId), GroupId>,
+    names: HashMap<String, GroupId>,
     messages: HashMap<u64, Stored>,
     /// Mailbox entry id → (device, message id); ordered, so per-device order holds.
     deliveries: BTreeMap<u64, (DeviceId, u64)>,
@@ -354,6 +355,11 @@ impl Store for MemoryStore {
             {
                 return Err(StoreError::GroupExists);
             }
+            if let Some(name) = &g.name
+                && s.names.contains_key(name)
+            {
+                return Err(StoreError::GroupExists);
+            }
             if !g.members.contains(&g.creator) {
                 return Err(StoreError::NotAMember);
             }
@@ -370,6 +376,9 @@ impl Store for MemoryStore {
             );
             if let Some((a, b)) = g.direct {
                 s.direct.insert(pair(a, b), g.group_id);
+            }
+            if let Some(name) = &g.name {
+                s.names.insert(name.clone(), g.group_id);
             }
             let recipients: Vec<DeviceId> = g
                 .members
@@ -405,6 +414,10 @@ impl Store for MemoryStore {
                 members: g.members.iter().copied().collect(),
             }))
         })
+    }
+
+    async fn named_group(&self, name: &str) -> Result<Option<GroupId>, StoreError> {
+        self.with(|s| Ok(s.names.get(name).copied()))
     }
 
     async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError> {

@@ -105,6 +105,8 @@ pub struct NewGroup {
     pub creator: DeviceId,
     /// For a 1:1 conversation: the two users, in any order. At most one per pair.
     pub direct: Option<(UserId, UserId)>,
+    /// For a named group: its name without '#', unique on the server.
+    pub name: Option<String>,
     /// Every device in the group after the creation commit, the creator's included.
     pub members: Vec<DeviceId>,
     pub welcome: Option<Vec<u8>>,

@@ -1,0 +1,304 @@
+//! Named groups end to end: membership every member can verify, and a policy every
+//! member enforces whatever the server relays.
+use std::time::Duration;
+
+use hush_testing::{Client, Server, fails, json_lines, ok, texts};
+
+const PW: &str = "correct horse battery";
+
+fn users(server: &Server, names: &[&str]) -> Vec<Client> {
+    names
+        .iter()
+        .map(|n| {
+            let c = Client::new();
+            ok(&c.register(server, n, PW, &[]));
+            c
+        })
+        .collect()
+}
+
+fn device_of(c: &Client) -> String {
+    c.whoami().unwrap()["device"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_three_member_group_talks() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["ann", "ben", "cat"]);
+    let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
+    ok(&ann.run("", &["group", "create", "team", "--members", "ben,cat"]));
+    fails(
+        &ben.run("", &["group", "create", "team"]),
+        1,
+        "already exists",
+    );
+
+    ann.send("#team", "hello team");
+    for c in [ben, cat] {
+        let events = c.recv(5);
+        assert_eq!(texts(&events), ["hello team"]);
+        let m = events.iter().find(|e| e["type"] == "message").unwrap();
+        assert_eq!(m["conversation"], "#team");
+        assert_eq!(m["from"], "ann");
+    }
+    ben.send("#team", "hi from ben");
+    assert_eq!(texts(&ann.recv(5)), ["hi from ben"]);
+    assert_eq!(texts(&cat.recv(5)), ["hi from ben"]);
+
+    let members = json_lines(&ok(&cat.run("", &["group", "members", "#team", "--json"])));
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ann", "ben", "cat"]);
+    assert_eq!(members[0]["admin"], true);
+    assert_eq!(members[1]["admin"], false);
+    assert_eq!(
+        texts(&ann.history("#team", 10)),
+        ["hello team", "hi from ben"]
+    );
+}
+
+#[test]
+fn adds_and_removals_show_who_did_them_and_a_removed_member_cannot_decrypt() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["ann", "ben", "cat"]);
+    let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
+    ok(&ann.run("", &["group", "create", "team", "--members", "ben"]));
+    ok(&ann.run("", &["group", "add", "team", "cat"]));
+    let ben_events = ben.recv(5);
+    let added: Vec<_> = ben_events
+        .iter()
+        .filter(|e| e["type"] == "member_added")
+        .collect();
+    assert_eq!(added.len(), 1, "{ben_events:?}");
+    assert_eq!(
+        (added[0]["member"].as_str(), added[0]["by"].as_str()),
+        (Some("cat"), Some("ann"))
+    );
+
+    ok(&ann.run("", &["group", "remove", "team", "cat"]));
+    let cat_events = cat.recv(5);
+    assert!(
+        cat_events
+            .iter()
+            .any(|e| e["type"] == "member_removed" && e["member"] == "cat" && e["by"] == "ann"),
+        "{cat_events:?}"
+    );
+    ann.send("#team", "after cat left");
+
+    // The server does not route it to cat; feed cat the ciphertext anyway (before ben
+    // acknowledges it and the server forgets it).
+    let cat_device = hex(&device_of(cat));
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let n = db
+        .execute(
+            "INSERT INTO deliveries (device_id, message_id)
+             SELECT ?1, id FROM messages WHERE kind = 3 ORDER BY id DESC LIMIT 1",
+            [cat_device],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    assert_eq!(texts(&ben.recv(5)), ["after cat left"]);
+    let events = cat.recv(5);
+    assert!(
+        texts(&events).is_empty(),
+        "a removed member read a later message: {events:?}"
+    );
+    assert!(events.iter().any(|e| e["type"] == "security"), "{events:?}");
+    assert!(!format!("{events:?}").contains("after cat left"));
+}
+
+#[test]
+fn non_admins_cannot_change_membership_even_through_the_server() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["ann", "ben", "cat"]);
+    let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
+    ok(&ann.run("", &["group", "create", "team", "--members", "ben,cat"]));
+    ben.recv(5);
+    cat.recv(5);
+    // The honest client refuses.
+    fails(
+        &ben.run("", &["group", "remove", "team", "cat"]),
+        1,
+        "only admins",
+    );
+
+    // A modified client commits the removal anyway, and the server relays it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use hush_client::account;
+        use hush_client::home::Home;
+        use hush_client::messaging::Messenger;
+        let home = Home::open(ben.home.path()).unwrap();
+        let session = account::resume(&home).await.unwrap();
+        let m = Messenger::open(&home, &session.conn, session.account.clone())
+            .await
+            .unwrap();
+        let name = hush_client::hush_proto::content::GroupName::parse("#team").unwrap();
+        let members = m.members(&name).await.unwrap();
+        assert_eq!(members.len(), 3);
+        let group = m.group_id(&name).unwrap();
+        let cat_device =
+            hush_client::hush_proto::ids::DeviceId::parse_hex(&device_of(cat)).unwrap();
+        m.remove_devices(group, &[cat_device]).await.unwrap();
+    });
+
+    for c in [ann, cat] {
+        let events = c.recv(5);
+        let rejected: Vec<_> = events
+            .iter()
+            .filter(|e| e["kind"] == "commit_rejected")
+            .collect();
+        assert_eq!(rejected.len(), 1, "{events:?}");
+        assert_eq!(rejected[0]["from"], "ben");
+        assert!(
+            rejected[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not an admin")
+        );
+        assert!(!events.iter().any(|e| e["type"] == "member_removed"));
+    }
+    let members = json_lines(&ok(&ann.run("", &["group", "members", "#team", "--json"])));
+    assert_eq!(
+        members.len(),
+        3,
+        "cat is still a member for ann: {members:?}"
+    );
+}
+
+#[test]
+fn concurrent_commits_by_two_admin_devices_converge() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["ann", "ben", "dan", "eve"]);
+    let (ann, ben) = (&v[0], &v[1]);
+    let ann2 = Client::new();
+    ok(&ann2.login(&server, "ann", PW));
+    ok(&ann.run("", &["group", "create", "team", "--members", "ben"]));
+    ann2.recv(5);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use hush_client::account;
+        use hush_client::home::Home;
+        use hush_client::hush_proto::ids::Username;
+        use hush_client::messaging::Messenger;
+        let (h1, h2) = (
+            Home::open(ann.home.path()).unwrap(),
+            Home::open(ann2.home.path()).unwrap(),
+        );
+        let (s1, s2) = (
+            account::resume(&h1).await.unwrap(),
+            account::resume(&h2).await.unwrap(),
+        );
+        let m1 = Messenger::open(&h1, &s1.conn, s1.account.clone())
+            .await
+            .unwrap();
+        let m2 = Messenger::open(&h2, &s2.conn, s2.account.clone())
+            .await
+            .unwrap();
+        let team = hush_client::hush_proto::content::GroupName::parse("team").unwrap();
+        let (dan, eve) = (
+            [Username::parse("dan").unwrap()],
+            [Username::parse("eve").unwrap()],
+        );
+        let (a, b) = tokio::join!(m1.add_members(&team, &dan), m2.add_members(&team, &eve));
+        a.unwrap();
+        b.unwrap();
+    });
+
+    // Everyone converged on one epoch: each can talk to all.
+    for (i, c) in [ann, ben, &v[2], &v[3], &ann2].into_iter().enumerate() {
+        c.recv(1);
+        c.send("#team", &format!("from {i}"));
+    }
+    for c in [ann, ben, &v[2], &v[3], &ann2] {
+        let events = c.recv(5);
+        assert!(
+            !events.iter().any(|e| e["type"] == "security"),
+            "{events:?}"
+        );
+    }
+    let history = texts(&ben.history("#team", 50));
+    for i in 0..5 {
+        assert!(history.contains(&format!("from {i}")), "{history:?}");
+    }
+    let members = json_lines(&ok(&v[3].run("", &["group", "members", "#team", "--json"])));
+    assert_eq!(members.len(), 4, "ann, ben, dan, eve: {members:?}");
+}
+
+/// A 200-member group in one process: created with one batched add, and one message
+/// reaches every member.
+#[tokio::test(flavor = "current_thread")]
+async fn a_two_hundred_member_group() {
+    use hush_client::account::{self, Profile};
+    use hush_client::connection::Connection;
+    use hush_client::home::Home;
+    use hush_client::hush_proto::content::GroupName;
+    use hush_client::hush_proto::fingerprint::Fingerprint;
+    use hush_client::hush_proto::ids::Username;
+    use hush_client::messaging::Messenger;
+    use hush_client::trust::FirstUse;
+
+    const N: usize = 200;
+    let server = Server::start(&[]);
+    let fp = Fingerprint::parse(&server.fingerprint).unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..N).map(|_| tempfile::tempdir().unwrap()).collect();
+    let names: Vec<Username> = (0..N)
+        .map(|i| Username::parse(&format!("user{i:03}")).unwrap())
+        .collect();
+    let homes: Vec<Home> = dirs.iter().map(|d| Home::open(d.path()).unwrap()).collect();
+    for (home, name) in homes.iter().zip(&names) {
+        let conn = Connection::connect(&server.addr, home.known_servers(), &FirstUse::Expect(fp))
+            .await
+            .unwrap();
+        let password = zeroize::Zeroizing::new(b"a long enough password".to_vec());
+        let (acct, token) = account::register(&conn, name, password, None, &Profile::default())
+            .await
+            .unwrap();
+        home.save_account(&account::stored(conn.server(), &acct, token))
+            .unwrap();
+        Messenger::open(home, &conn, acct).await.unwrap();
+    }
+    let team = GroupName::parse("#big").unwrap();
+    {
+        let s = account::resume(&homes[0]).await.unwrap();
+        let m = Messenger::open(&homes[0], &s.conn, s.account.clone())
+            .await
+            .unwrap();
+        m.create_group(&team, &names[1..]).await.unwrap();
+        m.send_to_group(&team, "hello, all 200").await.unwrap();
+    }
+    for home in &homes[1..] {
+        let s = account::resume(home).await.unwrap();
+        let m = Messenger::open(home, &s.conn, s.account.clone())
+            .await
+            .unwrap();
+        m.sync().await.unwrap();
+        let events = hush_client::history::conversation(home, "#big", 10).unwrap();
+        let got: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                hush_client::events::Event::Message { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, ["hello, all 200"]);
+    }
+}
+
+fn hex(device: &str) -> Vec<u8> {
+    (0..device.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&device[i..i + 2], 16).unwrap())
+        .collect()
+}
