@@ -302,3 +302,40 @@ fn hex(device: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&device[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[test]
+fn admins_promote_and_the_promoted_can_then_manage_members() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["ann", "ben", "cat"]);
+    let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
+    ok(&ann.run("", &["group", "create", "team", "--members", "ben"]));
+    fails(
+        &ben.run("", &["group", "promote", "team", "ben"]),
+        1,
+        "only admins",
+    );
+    ok(&ann.run("", &["group", "promote", "team", "ben"]));
+    let events = ben.recv(5);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "member_promoted" && e["member"] == "ben" && e["by"] == "ann"),
+        "{events:?}"
+    );
+    ok(&ben.run("", &["group", "add", "team", "cat"]));
+    cat.recv(5);
+    let members = json_lines(&ok(&cat.run("", &["group", "members", "team", "--json"])));
+    let admins: Vec<&str> = members
+        .iter()
+        .filter(|m| m["admin"] == true)
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(admins, ["ann", "ben"]);
+    let events = ann.recv(5);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "member_added" && e["member"] == "cat" && e["by"] == "ben"),
+        "{events:?}"
+    );
+}

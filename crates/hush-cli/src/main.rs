@@ -162,6 +162,12 @@ enum GroupCommand {
         #[arg(required = true)]
         users: Vec<String>,
     },
+    /// Make users admins (admins only).
+    Promote {
+        name: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
     /// Leave a group (not available yet).
     Leave { name: String },
     /// Show the members, from the group's authenticated state.
@@ -504,6 +510,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     let name = group_name(&name)?;
                     m.remove_members(&name, &usernames(&users)?).await?;
                     println!("removed {} from {name}", users.join(", "));
+                }
+                GroupCommand::Promote { name, users } => {
+                    let name = group_name(&name)?;
+                    m.promote(&name, &usernames(&users)?).await?;
+                    println!("{} now administer {name}", users.join(", "));
                 }
                 GroupCommand::Members { name, json } => {
                     for member in m.members(&group_name(&name)?).await? {

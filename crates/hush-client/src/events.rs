@@ -24,7 +24,7 @@ pub enum Event {
     Membership {
         row: i64,
         conversation: String,
-        /// `member_added`, `member_removed` or `member_left`.
+        /// `member_added`, `member_removed`, `member_left` or `member_promoted`.
         kind: String,
         member: String,
         by: String,
@@ -158,6 +158,7 @@ impl Event {
                 let what = match kind.as_str() {
                     "member_added" => format!("{by} added {member}"),
                     "member_left" => format!("{member} left"),
+                    "member_promoted" => format!("{by} made {member} an admin"),
                     _ => format!("{by} removed {member}"),
                 };
                 format!("[{}] {conversation} -- {what}", rfc3339(*at_ms))

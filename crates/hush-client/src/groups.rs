@@ -337,6 +337,45 @@ impl Messenger<'_> {
         Ok(())
     }
 
+    /// Makes `users` admins of `#name` (admins only), in a commit of the signed state.
+    pub async fn promote(&self, name: &GroupName, users: &[Username]) -> Result<(), ClientError> {
+        self.sync().await?;
+        let group = self.group_id(name)?;
+        let provider = Provider::new(self.home.db());
+        {
+            let conv = Conversation::load(&provider, group)?.ok_or_else(|| {
+                ClientError::Invalid("the group is missing from this home".into())
+            })?;
+            self.require_admin(&conv, name)?;
+            let roster = self.roster(&conv).await?;
+            if let Some(u) = users.iter().find(|u| !roster.contains_key(u.as_str())) {
+                return Err(ClientError::Invalid(format!("{u} is not in {name}")));
+            }
+        }
+        self.commit(group, async |conv: &mut Conversation| {
+            let mut state = self.require_admin(conv, name)?;
+            for u in users {
+                if !state.is_admin(u.as_str()) {
+                    state.admins.push(u.clone());
+                }
+            }
+            let commit = conv.set_state(&provider, &self.identity, &state)?;
+            Ok((commit, None, Vec::new(), Vec::new()))
+        })
+        .await?;
+        let now = crate::messaging::now_ms();
+        for u in users {
+            self.membership_event(
+                group,
+                now,
+                "member_promoted",
+                u.as_str(),
+                self.account.username.as_str(),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Removes every device of `users` from `#name` in one commit.
     pub async fn remove_members(
         &self,
@@ -485,6 +524,17 @@ impl Messenger<'_> {
                 reason,
             );
         }
+        let promoted: Vec<String> = commit
+            .new_state
+            .as_ref()
+            .map(|s| {
+                s.admins
+                    .iter()
+                    .filter(|a| !state.is_admin(a.as_str()))
+                    .map(|a| a.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
         let before = self.roster(conv).await?;
         conv.merge(&provider, *commit)?;
         let after = self.roster(conv).await?;
@@ -499,6 +549,9 @@ impl Messenger<'_> {
                 "member_removed"
             };
             events += self.membership_event(group, e.stored_at_ms, kind, u, &by)?;
+        }
+        for u in &promoted {
+            events += self.membership_event(group, e.stored_at_ms, "member_promoted", u, &by)?;
         }
         Ok(events)
     }

@@ -8,8 +8,8 @@ use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, GroupContext, GroupId as MlsGroupId,
     KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
     MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
-    ProcessedMessageContent, SenderRatchetConfiguration, StagedCommit, StagedWelcome,
-    UnknownExtension,
+    ProcessedMessageContent, RequiredCapabilitiesExtension, SenderRatchetConfiguration,
+    StagedCommit, StagedWelcome, UnknownExtension,
 };
 
 use crate::identity::{Identity, device_of};
@@ -39,10 +39,16 @@ pub fn capabilities() -> Capabilities {
 }
 
 fn state_extensions(state: &GroupState) -> Result<Extensions<GroupContext>, CryptoError> {
-    Extensions::single(Extension::Unknown(
-        GROUP_STATE_EXTENSION,
-        UnknownExtension(state.encode()),
-    ))
+    // Members must support the extension, so that the state can change later.
+    let required = RequiredCapabilitiesExtension::new(
+        &[ExtensionType::Unknown(GROUP_STATE_EXTENSION)],
+        &[],
+        &[],
+    );
+    Extensions::from_vec(vec![
+        Extension::RequiredCapabilities(required),
+        Extension::Unknown(GROUP_STATE_EXTENSION, UnknownExtension(state.encode())),
+    ])
     .map_err(|e| internal("group state extension", e))
 }
 
