@@ -339,3 +339,40 @@ fn admins_promote_and_the_promoted_can_then_manage_members() {
         "{events:?}"
     );
 }
+
+#[test]
+fn anyone_may_leave_and_the_others_see_it() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["ann", "ben", "cat"]);
+    let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
+    ok(&ann.run("", &["group", "create", "team", "--members", "ben,cat"]));
+    ben.recv(5);
+    cat.recv(5);
+    // cat is no admin, and leaves.
+    ok(&cat.run("", &["group", "leave", "team"]));
+    let events = ann.recv(5);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "member_left" && e["member"] == "cat"),
+        "{events:?}"
+    );
+    // ben (no admin either) sends next: his client commits cat's departure first.
+    ben.send("#team", "bye cat");
+    let events = ann.recv(5);
+    assert_eq!(texts(&events), ["bye cat"]);
+    assert!(
+        !events.iter().any(|e| e["type"] == "security"),
+        "{events:?}"
+    );
+    let members = json_lines(&ok(&ann.run("", &["group", "members", "team", "--json"])));
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ann", "ben"]);
+    // cat's home no longer reads the group.
+    let after = cat.recv(1);
+    assert!(texts(&after).is_empty(), "{after:?}");
+    assert!(!after.iter().any(|e| e["type"] == "security"), "{after:?}");
+}

@@ -168,7 +168,7 @@ enum GroupCommand {
         #[arg(required = true)]
         users: Vec<String>,
     },
-    /// Leave a group (not available yet).
+    /// Leave a group; its other members see you go.
     Leave { name: String },
     /// Show the members, from the group's authenticated state.
     Members {
@@ -485,14 +485,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             session.conn.close().await;
         }
         Command::Group { command } => {
-            if let GroupCommand::Leave { name } = &command {
-                return Err(Failure {
-                    code: 6,
-                    error: anyhow::anyhow!(
-                        "`hush group leave` is not available in this version of hush yet (ask an admin of {name} to remove you)"
-                    ),
-                });
-            }
             let session = account::resume(&home).await?;
             let m = Messenger::open(&home, &session.conn, session.account.clone()).await?;
             match command {
@@ -521,7 +513,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         println!("{}", output::member(&member, json));
                     }
                 }
-                GroupCommand::Leave { .. } => {}
+                GroupCommand::Leave { name } => {
+                    let name = group_name(&name)?;
+                    m.leave(&name).await?;
+                    println!("left {name}");
+                }
             }
             session.conn.close().await;
         }

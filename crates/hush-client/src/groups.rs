@@ -4,7 +4,7 @@
 //! reported, whatever the server relays.
 use std::collections::{BTreeMap, BTreeSet};
 
-use hush_crypto::conversation::{Conversation, PendingCommit};
+use hush_crypto::conversation::{Conversation, PendingCommit, PendingProposal};
 use hush_crypto::identity::validate_key_package;
 use hush_proto::ErrorCode;
 use hush_proto::content::{GroupName, GroupState};
@@ -455,6 +455,138 @@ impl Messenger<'_> {
             .collect())
     }
 
+    pub(crate) fn has_left(&self, group: GroupId) -> Result<bool, ClientError> {
+        let kind: Option<String> = self
+            .home
+            .db()
+            .query_row(
+                "SELECT kind FROM conversations WHERE group_id = ?1",
+                [group.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(home_err)?;
+        Ok(kind.as_deref() == Some("left"))
+    }
+
+    /// Leaves `#name`: this user's devices propose their removal, which the next commit
+    /// by any member applies; this home stops reading the group at once.
+    pub async fn leave(&self, name: &GroupName) -> Result<(), ClientError> {
+        self.sync().await?;
+        let group = self.group_id(name)?;
+        let provider = Provider::new(self.home.db());
+        for _ in 0..COMMIT_ATTEMPTS {
+            let mut conv = Conversation::load(&provider, group)?.ok_or_else(|| {
+                ClientError::Invalid("the group is missing from this home".into())
+            })?;
+            let owners = self.owners(&conv.members()).await?;
+            let mine: Vec<DeviceId> = owners
+                .iter()
+                .filter(|(_, u)| u.as_str() == self.account.username.as_str())
+                .map(|(d, _)| *d)
+                .collect();
+            let epoch = conv.epoch();
+            let proposals = conv.propose_removal(&provider, &self.identity, &mine)?;
+            let mut stale = false;
+            for p in proposals {
+                let sent = self
+                    .conn
+                    .request(Body::Send(pb::Send {
+                        group_id: group.as_bytes().to_vec().into(),
+                        epoch,
+                        ciphertext: p.into(),
+                        client_message_id: group_id16().as_bytes().to_vec().into(),
+                    }))
+                    .await;
+                match sent {
+                    Ok(Response::Sent { .. }) => {}
+                    Ok(other) => return Err(unexpected(&other)),
+                    Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
+                        stale = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if stale {
+                self.sync().await?;
+                continue;
+            }
+            let now = crate::messaging::now_ms();
+            self.home
+                .db()
+                .execute(
+                    "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
+                    [group.as_bytes().as_slice()],
+                )
+                .map_err(home_err)?;
+            let me = self.account.username.as_str();
+            self.membership_event(group, now, "member_left", me, me)?;
+            return Ok(());
+        }
+        Err(ClientError::Invalid(
+            "the group kept changing; try again".into(),
+        ))
+    }
+
+    /// A member asked to leave (or an admin proposed a removal): checked against the
+    /// policy, then queued for the next commit.
+    pub(crate) async fn on_proposal(
+        &self,
+        e: &Entry,
+        conv: &mut Conversation,
+        p: PendingProposal,
+    ) -> Result<usize, ClientError> {
+        let provider = Provider::new(self.home.db());
+        let mut all = p.removes.clone();
+        all.push(p.sender);
+        let owners = self.owners(&all).await?;
+        let user = |d: &DeviceId| {
+            owners
+                .get(d)
+                .cloned()
+                .unwrap_or_else(|| format!("unknown-device-{d}"))
+        };
+        let by = user(&p.sender);
+        let removes: BTreeSet<String> = p.removes.iter().map(user).collect();
+        let admin = conv.state().is_some_and(|s| s.is_admin(&by));
+        if p.removes.is_empty() || (!admin && removes.iter().any(|u| *u != by)) {
+            return self.alert_kind(
+                e.group_id,
+                e.stored_at_ms,
+                "proposal_rejected",
+                Some(by.clone()),
+                Some(p.sender),
+                format!("{by} proposed a change the group's policy does not allow"),
+            );
+        }
+        let before = self.roster(conv).await?;
+        conv.accept_proposal(&provider, p)?;
+        let mut events = 0;
+        for u in removes
+            .iter()
+            .filter(|u| **u == by && before.contains_key(*u))
+        {
+            events += self.membership_event(e.group_id, e.stored_at_ms, "member_left", u, &by)?;
+        }
+        Ok(events)
+    }
+
+    /// Commits proposals others queued (a member leaving), so messages can be sent.
+    async fn commit_pending_proposals(&self, group: GroupId) -> Result<(), ClientError> {
+        let provider = Provider::new(self.home.db());
+        let pending =
+            Conversation::load(&provider, group)?.is_some_and(|c| c.has_pending_proposals());
+        if pending {
+            self.commit(group, async |conv: &mut Conversation| {
+                let (commit, removed) = conv.commit_pending(&provider, &self.identity)?;
+                Ok((commit, None, Vec::new(), removed))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Sends a text to the named group.
     pub async fn send_to_group(
         &self,
@@ -464,6 +596,7 @@ impl Messenger<'_> {
         self.flush_outbox().await?;
         self.sync().await?;
         let group = self.group_id(name)?;
+        self.commit_pending_proposals(group).await?;
         let (message_id, row) = self.compose(group, text).await?;
         self.deliver(message_id).await?;
         crate::history::by_row(self.home, row)
@@ -486,6 +619,7 @@ impl Messenger<'_> {
         };
         let mut all = commit.added.clone();
         all.extend(commit.removed.iter().copied());
+        all.extend(commit.removal_proposers.iter().map(|(_, p)| *p));
         all.push(commit.sender);
         let owners = self.owners(&all).await?;
         let user = |d: &DeviceId| {
@@ -497,7 +631,18 @@ impl Messenger<'_> {
         let by = user(&commit.sender);
         let added: BTreeSet<String> = commit.added.iter().map(user).collect();
         let removed: BTreeSet<String> = commit.removed.iter().map(user).collect();
-        let touches_others = added.iter().chain(removed.iter()).any(|u| *u != by);
+        // A removal proposed by the removed user's own device is that user leaving:
+        // anyone may commit it.
+        let left: BTreeSet<String> = commit
+            .removal_proposers
+            .iter()
+            .filter(|(gone, proposer)| user(gone) == user(proposer))
+            .map(|(gone, _)| user(gone))
+            .collect();
+        let touches_others = added
+            .iter()
+            .chain(removed.iter().filter(|u| !left.contains(*u)))
+            .any(|u| *u != by);
         let admin = state.is_admin(&by);
         let refusal = if commit
             .new_state
@@ -543,12 +688,11 @@ impl Messenger<'_> {
             events += self.membership_event(group, e.stored_at_ms, "member_added", u, &by)?;
         }
         for u in removed.iter().filter(|u| !after.contains_key(*u)) {
-            let kind = if *u == by {
-                "member_left"
-            } else {
-                "member_removed"
-            };
-            events += self.membership_event(group, e.stored_at_ms, kind, u, &by)?;
+            if left.contains(u) {
+                // Reported when the user's own proposal arrived.
+                continue;
+            }
+            events += self.membership_event(group, e.stored_at_ms, "member_removed", u, &by)?;
         }
         for u in &promoted {
             events += self.membership_event(group, e.stored_at_ms, "member_promoted", u, &by)?;

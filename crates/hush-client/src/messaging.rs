@@ -380,6 +380,10 @@ impl<'a> Messenger<'a> {
     }
 
     async fn on_message(&self, e: &Entry) -> Result<usize, ClientError> {
+        if self.has_left(e.group_id)? {
+            // This device left; traffic until the others commit its removal is ignored.
+            return Ok(0);
+        }
         let provider = Provider::new(self.home.db());
         let Some(mut conv) = Conversation::load(&provider, e.group_id)? else {
             let from = self.owner(e.sender_device).await?;
@@ -424,7 +428,7 @@ impl<'a> Messenger<'a> {
                 self.on_content(e, sender, &plaintext).await
             }
             Incoming::Commit(commit) => self.on_commit(e, &mut conv, commit).await,
-            Incoming::Proposal { .. } => Ok(0),
+            Incoming::Proposal(proposal) => self.on_proposal(e, &mut conv, *proposal).await,
         }
     }
 

@@ -8,8 +8,8 @@ use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, GroupContext, GroupId as MlsGroupId,
     KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
     MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
-    ProcessedMessageContent, RequiredCapabilitiesExtension, SenderRatchetConfiguration,
-    StagedCommit, StagedWelcome, UnknownExtension,
+    ProcessedMessageContent, Proposal, QueuedProposal, RequiredCapabilitiesExtension, Sender,
+    SenderRatchetConfiguration, StagedCommit, StagedWelcome, UnknownExtension,
 };
 
 use crate::identity::{Identity, device_of};
@@ -96,8 +96,18 @@ pub enum Incoming {
     /// A commit, staged: the caller checks it against the group's policy, then
     /// [`Conversation::merge`]s it or drops it (the group stays at its epoch).
     Commit(Box<PendingCommit>),
-    /// A standalone proposal; hush does not use them, so it is ignored.
-    Proposal { sender: DeviceId },
+    /// A standalone proposal, verified but not yet stored: the caller checks it against
+    /// the group's policy, then [`Conversation::accept_proposal`]s it or drops it.
+    Proposal(Box<PendingProposal>),
+}
+
+/// A verified proposal not yet queued. hush uses only removals (members leaving).
+#[derive(Debug)]
+pub struct PendingProposal {
+    pub sender: DeviceId,
+    /// The devices it would remove; empty for proposals of other kinds.
+    pub removes: Vec<DeviceId>,
+    proposal: QueuedProposal,
 }
 
 /// A verified commit not yet applied.
@@ -106,6 +116,9 @@ pub struct PendingCommit {
     pub sender: DeviceId,
     pub added: Vec<DeviceId>,
     pub removed: Vec<DeviceId>,
+    /// For each removed device, the device that proposed the removal (the committer
+    /// for removals made in the commit itself).
+    pub removal_proposers: Vec<(DeviceId, DeviceId)>,
     /// The group state after the commit, if the commit changes it.
     pub new_state: Option<GroupState>,
     staged: StagedCommit,
@@ -189,6 +202,89 @@ impl Conversation {
         commit
             .to_bytes()
             .map_err(|e| internal("serializing a commit", e))
+    }
+
+    fn device_at(&self, leaf: LeafNodeIndex) -> Option<DeviceId> {
+        self.group.member(leaf).and_then(|c| device_of(c).ok())
+    }
+
+    /// Proposes removing these devices (the caller's own, when leaving); one proposal
+    /// message each, to send as application traffic.
+    pub fn propose_removal<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        identity: &Identity,
+        devices: &[DeviceId],
+    ) -> Result<Vec<Vec<u8>>, CryptoError> {
+        let leaves: Vec<LeafNodeIndex> = self
+            .group
+            .members()
+            .filter(|m| device_of(&m.credential).is_ok_and(|d| devices.contains(&d)))
+            .map(|m| m.index)
+            .collect();
+        let mut out = Vec::new();
+        for leaf in leaves {
+            let msg = if leaf == self.group.own_leaf_index() {
+                self.group
+                    .leave_group(provider, identity.signer())
+                    .map_err(|e| internal("leaving", e))?
+            } else {
+                self.group
+                    .propose_remove_member(provider, identity.signer(), leaf)
+                    .map_err(|e| internal("proposing a removal", e))?
+                    .0
+            };
+            out.push(
+                msg.to_bytes()
+                    .map_err(|e| internal("serializing a proposal", e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Queues a proposal the caller accepted; the next commit by anyone includes it.
+    pub fn accept_proposal<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        p: PendingProposal,
+    ) -> Result<(), CryptoError> {
+        self.group
+            .store_pending_proposal(provider.storage(), p.proposal)
+            .map_err(storage_err)
+    }
+
+    pub fn has_pending_proposals(&self) -> bool {
+        self.group.pending_proposals().next().is_some()
+    }
+
+    /// Commits the queued proposals, left pending; returns the commit and the devices
+    /// it removes.
+    pub fn commit_pending<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        identity: &Identity,
+    ) -> Result<(Vec<u8>, Vec<DeviceId>), CryptoError> {
+        let removed: Vec<DeviceId> = self
+            .group
+            .pending_proposals()
+            .filter_map(|p| match p.proposal() {
+                Proposal::Remove(r) => Some(r.removed()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|leaf| self.device_at(leaf))
+            .collect();
+        let (commit, _, _) = self
+            .group
+            .commit_to_pending_proposals(provider, identity.signer())
+            .map_err(|e| internal("committing proposals", e))?;
+        Ok((
+            commit
+                .to_bytes()
+                .map_err(|e| internal("serializing a commit", e))?,
+            removed,
+        ))
     }
 
     /// Replaces the group's signed state in a commit, left pending.
@@ -352,11 +448,19 @@ impl Conversation {
                         device_of(p.add_proposal().key_package().leaf_node().credential()).ok()
                     })
                     .collect();
-                let removed = staged
-                    .remove_proposals()
-                    .filter_map(|p| self.group.member(p.remove_proposal().removed()).cloned())
-                    .filter_map(|c| device_of(&c).ok())
-                    .collect();
+                let mut removed = Vec::new();
+                let mut removal_proposers = Vec::new();
+                for p in staged.remove_proposals() {
+                    let Some(gone) = self.device_at(p.remove_proposal().removed()) else {
+                        continue;
+                    };
+                    let proposer = match p.sender() {
+                        Sender::Member(leaf) => self.device_at(*leaf).unwrap_or(sender),
+                        _ => sender,
+                    };
+                    removed.push(gone);
+                    removal_proposers.push((gone, proposer));
+                }
                 let after = staged
                     .group_context()
                     .extensions()
@@ -369,11 +473,25 @@ impl Conversation {
                     sender,
                     added,
                     removed,
+                    removal_proposers,
                     new_state,
                     staged: *staged,
                 })))
             }
-            _ => Ok(Incoming::Proposal { sender }),
+            ProcessedMessageContent::ProposalMessage(proposal) => {
+                let removes = match proposal.proposal() {
+                    Proposal::Remove(r) => self.device_at(r.removed()).into_iter().collect(),
+                    _ => Vec::new(),
+                };
+                Ok(Incoming::Proposal(Box::new(PendingProposal {
+                    sender,
+                    removes,
+                    proposal: *proposal,
+                })))
+            }
+            _ => Err(CryptoError::Rejected(
+                "an unexpected kind of MLS message".into(),
+            )),
         }
     }
 }
