@@ -174,15 +174,16 @@ fn non_admins_cannot_change_membership_even_through_the_server() {
 }
 
 #[test]
-fn concurrent_commits_by_two_admin_devices_converge() {
+fn concurrent_commits_by_two_admins_converge() {
     let server = Server::start(&[]);
     let v = users(&server, &["ann", "ben", "dan", "eve"]);
     let (ann, ben) = (&v[0], &v[1]);
-    let ann2 = Client::new();
-    ok(&ann2.login(&server, "ann", PW));
     ok(&ann.run("", &["group", "create", "team", "--members", "ben"]));
-    ann2.recv(5);
+    ok(&ann.run("", &["group", "promote", "team", "ben"]));
+    ben.recv(5);
 
+    // Both admins add someone at the same epoch; the server takes one commit first,
+    // the other client catches up and rebuilds its commit.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -194,7 +195,7 @@ fn concurrent_commits_by_two_admin_devices_converge() {
         use hush_client::messaging::Messenger;
         let (h1, h2) = (
             Home::open(ann.home.path()).unwrap(),
-            Home::open(ann2.home.path()).unwrap(),
+            Home::open(ben.home.path()).unwrap(),
         );
         let (s1, s2) = (
             account::resume(&h1).await.unwrap(),
@@ -217,20 +218,22 @@ fn concurrent_commits_by_two_admin_devices_converge() {
     });
 
     // Everyone converged on one epoch: each can talk to all.
-    for (i, c) in [ann, ben, &v[2], &v[3], &ann2].into_iter().enumerate() {
+    for (i, c) in v.iter().enumerate() {
         c.recv(1);
         c.send("#team", &format!("from {i}"));
     }
-    for c in [ann, ben, &v[2], &v[3], &ann2] {
+    for c in &v {
         let events = c.recv(5);
         assert!(
             !events.iter().any(|e| e["type"] == "security"),
             "{events:?}"
         );
     }
-    let history = texts(&ben.history("#team", 50));
-    for i in 0..5 {
-        assert!(history.contains(&format!("from {i}")), "{history:?}");
+    for c in &v {
+        let history = texts(&c.history("#team", 50));
+        for i in 0..4 {
+            assert!(history.contains(&format!("from {i}")), "{history:?}");
+        }
     }
     let members = json_lines(&ok(&v[3].run("", &["group", "members", "#team", "--json"])));
     assert_eq!(members.len(), 4, "ann, ben, dan, eve: {members:?}");

@@ -256,6 +256,7 @@ impl Messenger<'_> {
             match outcome {
                 // Someone else's commit won this epoch: catch up, then rebuild ours.
                 Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
+                    tracing::info!(group = %group, "another commit won this epoch; rebuilding ours");
                     self.sync().await?;
                 }
                 other => return other,

@@ -25,7 +25,7 @@ pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = 100;
 /// Largest key package accepted, in bytes (P410).
 pub const MAX_KEY_PACKAGE_LEN: usize = 4096;
 /// Most users one claim may name (P411).
-pub const MAX_CLAIM_USERS: usize = 1000;
+pub const MAX_CLAIM_USERS: usize = 2000;
 /// Most devices in one group (P420).
 pub const MAX_GROUP_DEVICES: usize = 2000;
 /// Most mailbox entries one fetch returns (P440).
