@@ -379,3 +379,35 @@ fn anyone_may_leave_and_the_others_see_it() {
     assert!(texts(&after).is_empty(), "{after:?}");
     assert!(!after.iter().any(|e| e["type"] == "security"), "{after:?}");
 }
+
+#[test]
+fn a_new_device_joins_its_users_conversations() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["ann", "ben"]);
+    let (ann, ben) = (&v[0], &v[1]);
+    ok(&ann.run("", &["group", "create", "team", "--members", "ben"]));
+    ann.send("ben", "direct before");
+    ben.recv(5);
+
+    // ann logs in on a laptop; her first device adopts it on its next sync.
+    let laptop = Client::new();
+    ok(&laptop.login(&server, "ann", PW));
+    ann.recv(1);
+    ben.send("#team", "to the team");
+    ben.send("ann", "to ann");
+    let events = laptop.recv(5);
+    let got = texts(&events);
+    assert!(
+        got.contains(&"to the team".to_owned()) && got.contains(&"to ann".to_owned()),
+        "{events:?}"
+    );
+    assert_eq!(texts(&ann.recv(5)), ["to the team", "to ann"]);
+    // Ben's client says so: ann has a new device in the group.
+    let history = ben.history("#team", 20);
+    assert!(
+        history
+            .iter()
+            .any(|e| e["kind"] == "new_device" && e["from"] == "ann"),
+        "{history:?}"
+    );
+}

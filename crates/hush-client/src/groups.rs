@@ -257,7 +257,7 @@ impl Messenger<'_> {
                 // Someone else's commit won this epoch: catch up, then rebuild ours.
                 Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
                     tracing::info!(group = %group, "another commit won this epoch; rebuilding ours");
-                    self.sync().await?;
+                    self.catch_up().await?;
                 }
                 other => return other,
             }
@@ -454,6 +454,79 @@ impl Messenger<'_> {
                 devices,
             })
             .collect())
+    }
+
+    /// P534: adds this user's devices that are missing from its conversations (a new
+    /// login), so every device of a user is in that user's groups.
+    pub(crate) async fn adopt_new_devices(&self) -> Result<(), ClientError> {
+        let answer = self
+            .conn
+            .request(Body::ListDevices(pb::ListDevices {
+                usernames: vec![self.account.username.to_string()],
+            }))
+            .await?;
+        let Response::Devices(listed) = answer else {
+            return Err(unexpected(&answer));
+        };
+        let mine: BTreeSet<DeviceId> = listed.into_iter().map(|(d, _)| d).collect();
+        if mine.len() < 2 {
+            return Ok(());
+        }
+        let groups: Vec<Vec<u8>> = {
+            let mut stmt = self
+                .home
+                .db()
+                .prepare("SELECT group_id FROM conversations WHERE kind IN ('direct', 'group')")
+                .map_err(home_err)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
+            rows.collect::<Result<_, _>>().map_err(home_err)?
+        };
+        let provider = Provider::new(self.home.db());
+        for g in groups {
+            let group = GroupId::from_slice(&g).map_err(|e| home_err(e.to_string()))?;
+            let Some(conv) = Conversation::load(&provider, group)? else {
+                continue;
+            };
+            let roster: BTreeSet<DeviceId> = conv.members().into_iter().collect();
+            if mine.is_subset(&roster) {
+                continue;
+            }
+            let (packages, devices) = self
+                .key_packages(std::slice::from_ref(&self.account.username))
+                .await?;
+            let wanted: Vec<_> = packages
+                .into_iter()
+                .zip(devices)
+                .filter(|(_, d)| !roster.contains(d))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let mut wanted = Some(wanted);
+            let result = self
+                .commit(group, async |conv: &mut Conversation| {
+                    let now: BTreeSet<DeviceId> = conv.members().into_iter().collect();
+                    let (kps, ds): (Vec<_>, Vec<_>) = wanted
+                        .take()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(_, d)| !now.contains(d))
+                        .unzip();
+                    if kps.is_empty() {
+                        return Err(ClientError::Invalid("already adopted".into()));
+                    }
+                    let added = conv.add(&provider, &self.identity, &kps)?;
+                    Ok((added.commit, Some(added.welcome), ds, Vec::new()))
+                })
+                .await;
+            match result {
+                Ok(_) => tracing::info!(group = %group, "added this user's new devices"),
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "could not add this user's new devices")
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn has_left(&self, group: GroupId) -> Result<bool, ClientError> {
@@ -682,6 +755,7 @@ impl Messenger<'_> {
             })
             .unwrap_or_default();
         let before = self.roster(conv).await?;
+        let commit_added_devices = commit.added.clone();
         conv.merge(&provider, *commit)?;
         let after = self.roster(conv).await?;
         let mut events = 0;
@@ -694,6 +768,19 @@ impl Messenger<'_> {
                 continue;
             }
             events += self.membership_event(group, e.stored_at_ms, "member_removed", u, &by)?;
+        }
+        for d in &commit_added_devices {
+            let owner = user(d);
+            if before.contains_key(&owner) {
+                events += self.alert_kind(
+                    group,
+                    e.stored_at_ms,
+                    "new_device",
+                    Some(owner.clone()),
+                    Some(*d),
+                    format!("{owner} has a new device {d} in this conversation (added by {by})"),
+                )?;
+            }
         }
         for u in &promoted {
             events += self.membership_event(group, e.stored_at_ms, "member_promoted", u, &by)?;

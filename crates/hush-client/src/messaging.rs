@@ -176,9 +176,18 @@ impl<'a> Messenger<'a> {
             .map_err(home_err)
     }
 
-    /// Fetches, processes and acknowledges everything in this device's mailbox.
+    /// Fetches, processes and acknowledges everything in this device's mailbox, adds
+    /// this user's new devices to its conversations, and tops up key packages.
     /// Returns how many history events it added.
     pub async fn sync(&self) -> Result<usize, ClientError> {
+        let added = self.catch_up().await?;
+        self.adopt_new_devices().await?;
+        self.top_up().await?;
+        Ok(added)
+    }
+
+    /// Fetches, processes and acknowledges everything in this device's mailbox.
+    pub(crate) async fn catch_up(&self) -> Result<usize, ClientError> {
         let mut added = 0;
         loop {
             let answer = self
@@ -210,7 +219,6 @@ impl<'a> Messenger<'a> {
                 break;
             }
         }
-        self.top_up().await?;
         Ok(added)
     }
 

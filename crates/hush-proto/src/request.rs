@@ -120,6 +120,9 @@ pub enum Request {
     LookupDevices {
         devices: Vec<DeviceId>,
     },
+    ListDevices {
+        usernames: Vec<Username>,
+    },
 }
 
 impl Request {
@@ -146,6 +149,7 @@ impl Request {
             Request::Fetch { .. } => "fetch",
             Request::Ack { .. } => "ack",
             Request::LookupDevices { .. } => "lookup_devices",
+            Request::ListDevices { .. } => "list_devices",
         }
     }
 }
@@ -444,6 +448,20 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         Body::LookupDevices(pb::LookupDevices { device_ids }) => Request::LookupDevices {
             devices: devices("device_ids", &device_ids, MAX_IDS)?,
         },
+        Body::ListDevices(pb::ListDevices { usernames }) => {
+            if usernames.is_empty() || usernames.len() > MAX_CLAIM_USERS {
+                return Err(ProtoError::invalid(
+                    "usernames",
+                    format!("must name 1 to {MAX_CLAIM_USERS} users"),
+                ));
+            }
+            Request::ListDevices {
+                usernames: usernames
+                    .iter()
+                    .map(|u| Username::parse(u))
+                    .collect::<Result<_, _>>()?,
+            }
+        }
     })
 }
 

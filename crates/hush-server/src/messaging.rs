@@ -80,6 +80,24 @@ pub async fn claim_key_packages(
     Ok(Body::KeyPackages(pb::KeyPackages { packages }))
 }
 
+/// P413: every device of these users (for a user's devices to adopt new ones).
+pub async fn list_devices(st: &ServerState, usernames: Vec<Username>) -> Result<Body, Refusal> {
+    let mut devices = Vec::new();
+    for name in usernames {
+        let user =
+            st.store.user_by_name(&name).await?.ok_or_else(|| {
+                Refusal::new(ErrorCode::NotFound, format!("no user named {name}"))
+            })?;
+        for d in st.store.devices_of(user.user_id).await? {
+            devices.push(pb::DeviceOwner {
+                device_id: d.as_bytes().to_vec().into(),
+                username: name.to_string(),
+            });
+        }
+    }
+    Ok(Body::Devices(pb::Devices { devices }))
+}
+
 pub async fn lookup_devices(st: &ServerState, devices: Vec<DeviceId>) -> Result<Body, Refusal> {
     let owners = st.store.device_owners(&devices).await?;
     Ok(Body::Devices(pb::Devices {

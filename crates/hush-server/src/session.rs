@@ -378,6 +378,7 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                     .await
                 }
                 Request::FindGroup { name } => messaging::find_group(st, name).await,
+                Request::ListDevices { usernames } => messaging::list_devices(st, usernames).await,
                 Request::FindDirect { peer } => messaging::find_direct(st, &auth, peer).await,
                 Request::Commit {
                     group_id,

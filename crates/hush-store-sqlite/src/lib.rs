@@ -612,6 +612,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceId>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT device_id FROM devices WHERE user_id = ?1 ORDER BY device_id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([user.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(DeviceId::from_bytes(id16(row.map_err(backend)?)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn device_owners(
         &self,
         devices: &[DeviceId],

@@ -103,6 +103,9 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
     ) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError>;
 
+    /// Every device of a user, in id order.
+    async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceId>, StoreError>;
+
     /// The users owning these devices; unknown devices are left out.
     async fn device_owners(
         &self,

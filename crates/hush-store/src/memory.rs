@@ -330,6 +330,19 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceId>, StoreError> {
+        self.with(|s| {
+            let mut out: Vec<DeviceId> = s
+                .devices
+                .iter()
+                .filter(|(_, (owner, _))| *owner == user)
+                .map(|(d, _)| *d)
+                .collect();
+            out.sort();
+            Ok(out)
+        })
+    }
+
     async fn device_owners(
         &self,
         devices: &[DeviceId],
