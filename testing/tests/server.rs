@@ -102,7 +102,7 @@ fn unreachable_server_and_missing_account_have_distinct_exit_codes() {
     fails(&out, 5, "cannot reach");
     let out = c.run(PW, &["send", "ben", "hi"]);
     fails(&out, 3, "not logged in");
-    let out = c.run(PW, &["tui"]);
+    let out = c.run(PW, &["file", "send", "ben", "notes.txt"]);
     fails(&out, 6, "not available");
 }
 

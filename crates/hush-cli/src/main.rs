@@ -132,6 +132,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The interactive client (also what `hush` alone starts on a terminal).
+    Tui,
     /// Named groups (#name): create, add, remove, leave, members.
     Group {
         #[command(subcommand)]
@@ -194,8 +196,6 @@ enum Later {
     Devices(Rest),
     /// Server administration (not available yet).
     Admin(Rest),
-    /// The interactive client (not available yet).
-    Tui(Rest),
 }
 
 #[derive(Args, Debug)]
@@ -213,7 +213,6 @@ impl Later {
             Later::TwoFa(_) => "2fa",
             Later::Devices(_) => "devices",
             Later::Admin(_) => "admin",
-            Later::Tui(_) => "tui",
         }
     }
 }
@@ -261,14 +260,32 @@ impl From<ClientError> for Failure {
     }
 }
 
+/// Whether this run draws the interactive client (which must not log to its terminal).
+fn interactive_ui(cli: &Cli) -> bool {
+    matches!(cli.command, Some(Command::Tui)) || (cli.command.is_none() && prompt::interactive())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = std::env::var("HUSH_LOG").unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt()
+    let log_file = interactive_ui(&cli)
+        .then(|| home_dir(&cli.global).ok())
+        .flatten()
+        .and_then(|dir| {
+            std::fs::create_dir_all(&dir).ok()?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("hush.log"))
+                .ok()
+        });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    let _ = match log_file {
+        Some(file) => builder.with_writer(std::sync::Mutex::new(file)).try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -360,7 +377,10 @@ fn device_name() -> Option<String> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
     let Some(command) = cli.command else {
-        // `hush` alone: the interactive client, once it exists.
+        if prompt::interactive() {
+            let home = Home::open(&home_dir(&global)?)?;
+            return Ok(hush_tui::run(&home).await?);
+        }
         use clap::CommandFactory;
         Cli::command().print_help().ok();
         return Ok(());
@@ -520,6 +540,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             session.conn.close().await;
+        }
+        Command::Tui => {
+            hush_tui::run(&home).await?;
         }
         Command::Recv {
             follow,

@@ -1,0 +1,225 @@
+//! The interactive client's state, input and drawing, without a terminal.
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use hush_client::events::Event;
+use hush_tui::app::{Action, App, STATUS};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+fn typed(app: &mut App, text: &str) -> Option<Action> {
+    let mut last = None;
+    for c in text.chars() {
+        last = app.on_key(key(KeyCode::Char(c)));
+    }
+    last
+}
+
+fn message(conversation: &str, from: &str, text: &str) -> Event {
+    Event::Message {
+        row: 1,
+        id: "00".repeat(16),
+        conversation: conversation.into(),
+        from: from.into(),
+        device: "11".repeat(16),
+        sent_at_ms: 1_767_225_600_000,
+        text: text.into(),
+        outgoing: false,
+        state: "received".into(),
+    }
+}
+
+fn screen(terminal: &Terminal<TestBackend>) -> String {
+    let buf = terminal.backend().buffer();
+    let width = buf.area.width as usize;
+    buf.content()
+        .chunks(width)
+        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn typing_with_editing_keys_then_sending() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    assert_eq!(typed(&mut app, "/msg ben"), None);
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    assert_eq!(app.current().name, "ben");
+
+    typed(&mut app, "helo wrld");
+    for _ in 0..3 {
+        app.on_key(key(KeyCode::Left));
+    }
+    app.on_key(key(KeyCode::Char('o')));
+    app.on_key(key(KeyCode::Home));
+    app.on_key(key(KeyCode::Right));
+    app.on_key(key(KeyCode::Right));
+    app.on_key(key(KeyCode::Right));
+    app.on_key(key(KeyCode::Char('l')));
+    assert_eq!(app.input, "hello world");
+    app.on_key(key(KeyCode::End));
+    app.on_key(key(KeyCode::Backspace));
+    assert_eq!(app.input, "hello worl");
+    app.on_key(ctrl('w'));
+    assert_eq!(app.input, "hello ");
+    typed(&mut app, "there");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Send {
+            target: "ben".into(),
+            text: "hello there".into()
+        })
+    );
+    assert_eq!(app.input, "");
+
+    // Input history.
+    app.on_key(key(KeyCode::Up));
+    assert_eq!(app.input, "hello there");
+    app.on_key(key(KeyCode::Up));
+    assert_eq!(app.input, "/msg ben");
+    app.on_key(key(KeyCode::Down));
+    assert_eq!(app.input, "hello there");
+    app.on_key(key(KeyCode::Down));
+    assert_eq!(app.input, "");
+    app.on_key(ctrl('u'));
+}
+
+#[test]
+fn switching_conversations_and_unread_counts() {
+    let mut app = App::new("ann", "h:1");
+    app.select("ben");
+    app.on_event(&message("cat", "cat", "psst"), true);
+    app.on_event(&message("cat", "cat", "psst again"), true);
+    app.on_event(&message("ben", "ben", "in view"), true);
+    let cat = app.conversations.iter().find(|c| c.name == "cat").unwrap();
+    assert_eq!(cat.unread, 2);
+    assert!(app.bell, "a message out of view rings the bell");
+    assert_eq!(
+        app.current().unread,
+        0,
+        "the conversation in view stays read"
+    );
+
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.current().name, "cat");
+    assert_eq!(app.current().unread, 0);
+    app.on_key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT));
+    assert_eq!(app.current().name, "ben");
+    app.on_key(ctrl('n'));
+    app.on_key(ctrl('n'));
+    assert_eq!(app.current().name, STATUS, "wraps around");
+    typed(&mut app, "no target");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        None,
+        "status is not a conversation"
+    );
+}
+
+#[test]
+fn slash_commands_and_their_errors() {
+    let mut app = App::new("ann", "h:1");
+    let run = |app: &mut App, line: &str| {
+        typed(app, line);
+        app.on_key(key(KeyCode::Enter))
+    };
+    assert_eq!(run(&mut app, "/frobnicate"), None);
+    assert!(
+        app.current()
+            .lines
+            .last()
+            .unwrap()
+            .text
+            .contains("unknown command /frobnicate")
+    );
+    assert_eq!(run(&mut app, "/join team"), None);
+    assert_eq!(app.current().name, "#team");
+    assert_eq!(
+        run(&mut app, "/members"),
+        Some(Action::Members("#team".into()))
+    );
+    assert_eq!(
+        run(&mut app, "/history 5"),
+        Some(Action::History {
+            target: "#team".into(),
+            limit: 5
+        })
+    );
+    assert_eq!(run(&mut app, "/history x"), None);
+    assert!(
+        app.current()
+            .lines
+            .last()
+            .unwrap()
+            .text
+            .contains("usage: /history")
+    );
+    assert_eq!(run(&mut app, "/file notes.txt"), None);
+    assert!(
+        app.current()
+            .lines
+            .last()
+            .unwrap()
+            .text
+            .contains("not available")
+    );
+    assert_eq!(run(&mut app, "/verify"), None);
+    assert!(
+        app.current()
+            .lines
+            .last()
+            .unwrap()
+            .text
+            .contains("bad arguments")
+    );
+    assert_eq!(
+        run(&mut app, "/msg cat hi there"),
+        Some(Action::Send {
+            target: "cat".into(),
+            text: "hi there".into()
+        })
+    );
+    run(&mut app, "/help");
+    assert!(
+        app.current()
+            .lines
+            .iter()
+            .any(|l| l.text.starts_with("/join #NAME"))
+    );
+    assert_eq!(run(&mut app, "/exit"), Some(Action::Quit));
+    assert_eq!(app.on_key(ctrl('c')), Some(Action::Quit));
+}
+
+#[test]
+fn draws_at_80x24_and_survives_resizes() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    app.select("ben");
+    app.on_event(&message("ben", "ben", "hello ann"), true);
+    app.on_event(&message("cat", "cat", "unread one"), true);
+    typed(&mut app, "draft");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    let text = screen(&terminal);
+    assert!(text.contains("ben: hello ann"), "{text}");
+    assert!(
+        text.contains("cat (1)"),
+        "unread count in the list:\n{text}"
+    );
+    assert!(text.contains("to ben"), "{text}");
+    assert!(text.contains("draft"), "{text}");
+    assert!(text.contains("ann @ 127.0.0.1:5535 | connecting"), "{text}");
+    assert!(text.lines().count() == 24 && text.lines().all(|l| l.chars().count() == 80));
+
+    for (w, h) in [(40, 12), (20, 6), (120, 40), (1, 1)] {
+        terminal.backend_mut().resize(w, h);
+        terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    }
+    let text = screen(&terminal);
+    assert_eq!(text.chars().count(), 1);
+}
