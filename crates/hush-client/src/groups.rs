@@ -40,19 +40,8 @@ fn group_id16() -> GroupId {
 impl Messenger<'_> {
     /// The local group called `name`.
     pub fn group_id(&self, name: &GroupName) -> Result<GroupId, ClientError> {
-        let id: Option<Vec<u8>> = self
-            .home
-            .db()
-            .query_row(
-                "SELECT group_id FROM conversations WHERE name = ?1 AND kind = 'group'",
-                [name.to_string()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(home_err)?;
-        let id = id
-            .ok_or_else(|| ClientError::Invalid(format!("you are not in a group called {name}")))?;
-        GroupId::from_slice(&id).map_err(|e| home_err(e.to_string()))
+        self.conversation_id(&name.to_string(), "group")?
+            .ok_or_else(|| ClientError::Invalid(format!("you are not in a group called {name}")))
     }
 
     fn membership_event(
@@ -614,13 +603,8 @@ impl Messenger<'_> {
         let provider = Provider::new(self.home.db());
         let mut all = p.removes.clone();
         all.push(p.sender);
-        let owners = self.owners(&all).await?;
-        let user = |d: &DeviceId| {
-            owners
-                .get(d)
-                .cloned()
-                .unwrap_or_else(|| format!("unknown-device-{d}"))
-        };
+        let names = self.names(&all).await?;
+        let user = |d: &DeviceId| names.of(d);
         let by = user(&p.sender);
         let removes: BTreeSet<String> = p.removes.iter().map(user).collect();
         let admin = conv.state().is_some_and(|s| s.is_admin(&by));
@@ -695,13 +679,8 @@ impl Messenger<'_> {
         all.extend(commit.removed.iter().copied());
         all.extend(commit.removal_proposers.iter().map(|(_, p)| *p));
         all.push(commit.sender);
-        let owners = self.owners(&all).await?;
-        let user = |d: &DeviceId| {
-            owners
-                .get(d)
-                .cloned()
-                .unwrap_or_else(|| format!("unknown-device-{d}"))
-        };
+        let names = self.names(&all).await?;
+        let user = |d: &DeviceId| names.of(d);
         let by = user(&commit.sender);
         let added: BTreeSet<String> = commit.added.iter().map(user).collect();
         let removed: BTreeSet<String> = commit.removed.iter().map(user).collect();

@@ -50,6 +50,18 @@ fn random16() -> [u8; 16] {
     b
 }
 
+/// Device → username, from [`Messenger::names`].
+pub(crate) struct Names(HashMap<DeviceId, String>);
+
+impl Names {
+    pub(crate) fn of(&self, device: &DeviceId) -> String {
+        self.0
+            .get(device)
+            .cloned()
+            .unwrap_or_else(|| format!("unknown-device-{device}"))
+    }
+}
+
 /// A security event about to be written to history.
 struct Alert {
     kind: &'static str,
@@ -292,11 +304,12 @@ impl<'a> Messenger<'a> {
     }
 
     pub(crate) async fn owner(&self, device: DeviceId) -> Result<String, ClientError> {
-        Ok(self
-            .owners(&[device])
-            .await?
-            .remove(&device)
-            .unwrap_or_else(|| format!("unknown-device-{device}")))
+        Ok(self.names(&[device]).await?.of(&device))
+    }
+
+    /// Usernames of devices, as a lookup that names unknown devices plainly.
+    pub(crate) async fn names(&self, devices: &[DeviceId]) -> Result<Names, ClientError> {
+        Ok(Names(self.owners(devices).await?))
     }
 
     pub(crate) fn alert_kind(
@@ -528,13 +541,18 @@ impl<'a> Messenger<'a> {
         Ok(added + 1)
     }
 
-    fn local_direct(&self, peer: &Username) -> Result<Option<GroupId>, ClientError> {
+    /// The local conversation called `name` of `kind` (`direct` or `group`).
+    pub(crate) fn conversation_id(
+        &self,
+        name: &str,
+        kind: &str,
+    ) -> Result<Option<GroupId>, ClientError> {
         let id: Option<Vec<u8>> = self
             .home
             .db()
             .query_row(
-                "SELECT group_id FROM conversations WHERE name = ?1 AND kind = 'direct'",
-                [peer.as_str()],
+                "SELECT group_id FROM conversations WHERE name = ?1 AND kind = ?2",
+                [name, kind],
                 |r| r.get(0),
             )
             .optional()
@@ -552,7 +570,7 @@ impl<'a> Messenger<'a> {
             ));
         }
         for attempt in 0..3 {
-            if let Some(g) = self.local_direct(peer)? {
+            if let Some(g) = self.conversation_id(peer.as_str(), "direct")? {
                 return Ok(g);
             }
             let answer = self
