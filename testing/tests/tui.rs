@@ -54,6 +54,7 @@ fn tui_in_tmux_sends_and_receives_live() {
         return;
     }
     let server = Server::start(&[]);
+    let addr = server.addr.clone();
     let ann = Client::new();
     ok(&ann.register(&server, "ann", PW, &[]));
     let ben = Client::new();
@@ -95,6 +96,16 @@ fn tui_in_tmux_sends_and_receives_live() {
     let s = wait_for(&name, "ben: right back at you");
     assert!(s.contains("ann @ 127.0.0.1:"), "status line:\n{s}");
 
+    // The server goes away: the status line says so; it comes back: the UI reconnects
+    // by itself and what was sent meanwhile arrives once.
+    let (_, data) = server.stop();
+    wait_for(&name, "offline");
+    let server = Server::start_in(data, &addr, &[]);
+    ben.send("ann", "after the restart");
+    let s = wait_for(&name, "ben: after the restart");
+    assert_eq!(s.matches("after the restart").count(), 1, "{s}");
+    wait_for(&name, "online");
+
     tmux(&["send-keys", "-t", &name, "/exit", "Enter"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while tmux(&["has-session", "-t", &name]).status.success() {
@@ -103,4 +114,5 @@ fn tui_in_tmux_sends_and_receives_live() {
     }
     // The UI logged to its file, not to the terminal.
     assert!(ann.home.path().join("hush.log").exists());
+    drop(server);
 }
