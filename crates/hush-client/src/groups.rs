@@ -44,6 +44,17 @@ impl Messenger<'_> {
             .ok_or_else(|| ClientError::Invalid(format!("you are not in a group called {name}")))
     }
 
+    /// A conversation's MLS group from this home's storage.
+    pub(crate) fn load_group(
+        &self,
+        provider: &Provider<'_>,
+        group: GroupId,
+    ) -> Result<Conversation, ClientError> {
+        Conversation::load(provider, group)?.ok_or_else(|| {
+            ClientError::Invalid("the conversation is missing from this home".into())
+        })
+    }
+
     fn membership_event(
         &self,
         group: GroupId,
@@ -74,7 +85,7 @@ impl Messenger<'_> {
     }
 
     /// Claims and verifies a key package for every device of `users`, except this one.
-    async fn key_packages(
+    pub(crate) async fn key_packages(
         &self,
         users: &[Username],
     ) -> Result<(Vec<openmls_kp::KeyPackage>, Vec<DeviceId>), ClientError> {
@@ -216,9 +227,7 @@ impl Messenger<'_> {
             let outcome = self
                 .home
                 .atomically(async || {
-                    let mut conv = Conversation::load(&provider, group)?.ok_or_else(|| {
-                        ClientError::Invalid("the group is missing from this home".into())
-                    })?;
+                    let mut conv = self.load_group(&provider, group)?;
                     let epoch = conv.epoch();
                     let (commit, welcome, added, removed) = build(&mut conv).await?;
                     let answer = self
@@ -288,9 +297,7 @@ impl Messenger<'_> {
         let group = self.group_id(name)?;
         let provider = Provider::new(self.home.db());
         {
-            let conv = Conversation::load(&provider, group)?.ok_or_else(|| {
-                ClientError::Invalid("the group is missing from this home".into())
-            })?;
+            let conv = self.load_group(&provider, group)?;
             self.require_admin(&conv, name)?;
             let roster = self.roster(&conv).await?;
             if let Some(u) = users.iter().find(|u| roster.contains_key(u.as_str())) {
@@ -333,9 +340,7 @@ impl Messenger<'_> {
         let group = self.group_id(name)?;
         let provider = Provider::new(self.home.db());
         {
-            let conv = Conversation::load(&provider, group)?.ok_or_else(|| {
-                ClientError::Invalid("the group is missing from this home".into())
-            })?;
+            let conv = self.load_group(&provider, group)?;
             self.require_admin(&conv, name)?;
             let roster = self.roster(&conv).await?;
             if let Some(u) = users.iter().find(|u| !roster.contains_key(u.as_str())) {
@@ -375,8 +380,7 @@ impl Messenger<'_> {
         self.sync().await?;
         let group = self.group_id(name)?;
         let provider = Provider::new(self.home.db());
-        let conv = Conversation::load(&provider, group)?
-            .ok_or_else(|| ClientError::Invalid("the group is missing from this home".into()))?;
+        let conv = self.load_group(&provider, group)?;
         self.require_admin(&conv, name)?;
         let owners = self.owners(&conv.members()).await?;
         let targets: Vec<DeviceId> = owners
@@ -430,8 +434,7 @@ impl Messenger<'_> {
         self.sync().await?;
         let group = self.group_id(name)?;
         let provider = Provider::new(self.home.db());
-        let conv = Conversation::load(&provider, group)?
-            .ok_or_else(|| ClientError::Invalid("the group is missing from this home".into()))?;
+        let conv = self.load_group(&provider, group)?;
         let state = conv.state();
         Ok(self
             .roster(&conv)
@@ -539,9 +542,7 @@ impl Messenger<'_> {
         let group = self.group_id(name)?;
         let provider = Provider::new(self.home.db());
         for _ in 0..COMMIT_ATTEMPTS {
-            let mut conv = Conversation::load(&provider, group)?.ok_or_else(|| {
-                ClientError::Invalid("the group is missing from this home".into())
-            })?;
+            let mut conv = self.load_group(&provider, group)?;
             let owners = self.owners(&conv.members()).await?;
             let mine: Vec<DeviceId> = owners
                 .iter()

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use hush_crypto::CryptoError;
 use hush_crypto::conversation::{Conversation, Incoming};
-use hush_crypto::identity::{Identity, validate_key_package};
+use hush_crypto::identity::Identity;
 use hush_proto::ErrorCode;
 use hush_proto::content::Content;
 use hush_proto::ids::{DeviceId, GroupId, MessageId, Username};
@@ -607,40 +607,12 @@ impl<'a> Messenger<'a> {
     }
 
     async fn create_direct(&self, peer: &Username) -> Result<GroupId, ClientError> {
-        let answer = self
-            .conn
-            .request(Body::ClaimKeyPackages(pb::ClaimKeyPackages {
-                usernames: vec![peer.to_string(), self.account.username.to_string()],
-            }))
+        let (packages, others) = self
+            .key_packages(&[peer.clone(), self.account.username.clone()])
             .await?;
-        let Response::KeyPackages(claimed) = answer else {
-            return Err(unexpected(&answer));
-        };
-        let provider = Provider::new(self.home.db());
-        let mut packages = Vec::new();
         let mut devices = vec![self.account.device_id];
-        for c in claimed
-            .iter()
-            .filter(|c| c.device != self.account.device_id)
-        {
-            match validate_key_package(&provider, &c.key_package, c.device) {
-                Ok(kp) => {
-                    packages.push(kp);
-                    devices.push(c.device);
-                }
-                Err(e) => {
-                    tracing::warn!(device = %c.device, error = %e, "skipping an invalid key package")
-                }
-            }
-        }
-        if !claimed
-            .iter()
-            .any(|c| &c.username == peer && devices.contains(&c.device))
-        {
-            return Err(ClientError::Invalid(format!(
-                "{peer} has no device that can receive messages yet"
-            )));
-        }
+        devices.extend(others);
+        let provider = Provider::new(self.home.db());
         let group = GroupId::from_bytes(random16());
         self.home
             .atomically(async || {
@@ -666,13 +638,6 @@ impl<'a> Messenger<'a> {
                     params![group.as_bytes().as_slice(), peer.as_str(), now_ms()],
                 )
                 .map_err(home_err)?;
-                for c in &claimed {
-                    db.execute(
-                        "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
-                        params![c.device.as_bytes().as_slice(), c.username.as_str()],
-                    )
-                    .map_err(home_err)?;
-                }
                 Ok(group)
             })
             .await
@@ -705,8 +670,7 @@ impl<'a> Messenger<'a> {
         self.home
             .atomically(async || {
                 let db = self.home.db();
-                let mut conv = Conversation::load(&provider, group)?
-                    .ok_or_else(|| ClientError::Invalid("the conversation is missing from this home".into()))?;
+                let mut conv = self.load_group(&provider, group)?;
                 let g = group.as_bytes().as_slice();
                 let seq: i64 = db
                     .query_row(
@@ -817,9 +781,7 @@ impl<'a> Messenger<'a> {
                     )
                     .map_err(home_err)?;
                 let group = GroupId::from_slice(&group).map_err(|e| home_err(e.to_string()))?;
-                let mut conv = Conversation::load(&provider, group)?.ok_or_else(|| {
-                    ClientError::Invalid("the conversation is missing from this home".into())
-                })?;
+                let mut conv = self.load_group(&provider, group)?;
                 let ciphertext = conv.encrypt(&provider, &self.identity, &content)?;
                 db.execute(
                     "UPDATE outbox SET epoch = ?1, ciphertext = ?2 WHERE message_id = ?3",
