@@ -128,3 +128,27 @@ fn config_example_is_valid_and_bad_config_is_explained() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: "));
 }
+
+#[test]
+fn only_a_server_admin_can_shut_the_server_down() {
+    let mut server = Server::start(&[]);
+    let ann = Client::new();
+    ok(&ann.register(&server, "ann", PW, &[]));
+    let ben = Client::new();
+    ok(&ben.register(&server, "ben", PW, &[]));
+    fails(
+        &ben.run("", &["admin", "shutdown"]),
+        3,
+        "only server admins",
+    );
+    assert!(server.is_running());
+    ok(&server.admin(&["user", "promote", "ann"]));
+    let out = ok(&ann.run("", &["admin", "shutdown"]));
+    assert!(out.contains("shutting down"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.is_running() {
+        assert!(std::time::Instant::now() < deadline, "hushd kept running");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fails(&ben.run("", &["admin", "kick", "ben"]), 6, "not available");
+}

@@ -134,6 +134,11 @@ enum Command {
     },
     /// The interactive client (also what `hush` alone starts on a terminal).
     Tui,
+    /// Server administration (server admins only; checked by the server).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Named groups (#name): create, add, remove, leave, members.
     Group {
         #[command(subcommand)]
@@ -141,6 +146,14 @@ enum Command {
     },
     #[command(flatten)]
     Later(Later),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Stop the server gracefully.
+    Shutdown,
+    /// Disconnect a user (not available yet).
+    Kick { user: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,8 +207,6 @@ enum Later {
     TwoFa(Rest),
     /// Manage devices (not available yet).
     Devices(Rest),
-    /// Server administration (not available yet).
-    Admin(Rest),
 }
 
 #[derive(Args, Debug)]
@@ -212,7 +223,6 @@ impl Later {
             Later::Verify(_) => "verify",
             Later::TwoFa(_) => "2fa",
             Later::Devices(_) => "devices",
-            Later::Admin(_) => "admin",
         }
     }
 }
@@ -234,6 +244,7 @@ impl From<anyhow::Error> for Failure {
                         | ErrorCode::AccountDisabled
                         | ErrorCode::Unauthenticated
                         | ErrorCode::RateLimited
+                        | ErrorCode::Forbidden
                 ) =>
             {
                 3
@@ -544,6 +555,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tui => {
             hush_tui::run(&home).await?;
         }
+        Command::Admin { command } => match command {
+            AdminCommand::Shutdown => {
+                let session = account::resume(&home).await?;
+                account::admin_shutdown(&session.conn).await?;
+                println!("the server at {} is shutting down", session.conn.server());
+            }
+            AdminCommand::Kick { .. } => {
+                return Err(Failure {
+                    code: 6,
+                    error: anyhow::anyhow!(
+                        "`hush admin kick` is not available in this version of hush yet"
+                    ),
+                });
+            }
+        },
         Command::Recv {
             follow,
             json,

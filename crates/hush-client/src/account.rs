@@ -174,3 +174,15 @@ pub async fn logout(conn: &Connection) -> Result<(), ClientError> {
         other => Err(unexpected(&other)),
     }
 }
+
+/// Asks the server to shut down gracefully; the server refuses unless this account is
+/// a server admin (P601).
+pub async fn admin_shutdown(conn: &Connection) -> Result<(), ClientError> {
+    match conn
+        .request(Body::AdminShutdown(pb::AdminShutdown {}))
+        .await?
+    {
+        Response::ShutdownStarted => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}

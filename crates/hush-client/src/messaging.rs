@@ -135,6 +135,10 @@ impl<'a> Messenger<'a> {
         &self.account
     }
 
+    pub fn connection(&self) -> &Connection {
+        self.conn
+    }
+
     async fn publish_key_packages(&self, with_last_resort: bool) -> Result<u32, ClientError> {
         let provider = Provider::new(self.home.db());
         let (packages, last_resort) = self

@@ -123,6 +123,7 @@ pub enum Request {
     ListDevices {
         usernames: Vec<Username>,
     },
+    AdminShutdown,
 }
 
 impl Request {
@@ -150,6 +151,7 @@ impl Request {
             Request::Ack { .. } => "ack",
             Request::LookupDevices { .. } => "lookup_devices",
             Request::ListDevices { .. } => "list_devices",
+            Request::AdminShutdown => "admin_shutdown",
         }
     }
 }
@@ -448,6 +450,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         Body::LookupDevices(pb::LookupDevices { device_ids }) => Request::LookupDevices {
             devices: devices("device_ids", &device_ids, MAX_IDS)?,
         },
+        Body::AdminShutdown(pb::AdminShutdown {}) => Request::AdminShutdown,
         Body::ListDevices(pb::ListDevices { usernames }) => {
             if usernames.is_empty() || usernames.len() > MAX_CLAIM_USERS {
                 return Err(ProtoError::invalid(

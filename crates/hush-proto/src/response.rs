@@ -167,6 +167,7 @@ pub enum Response {
     Acked,
     Devices(Vec<(DeviceId, Username)>),
     MailboxChanged,
+    ShutdownStarted,
 }
 
 impl Response {
@@ -192,6 +193,7 @@ impl Response {
             Response::Acked => "acked",
             Response::Devices(_) => "devices",
             Response::MailboxChanged => "mailbox_changed",
+            Response::ShutdownStarted => "shutdown_started",
         }
     }
 }
@@ -318,6 +320,7 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
                 .collect::<Result<_, ProtoError>>()?,
         ),
         Body::MailboxChanged(pb::MailboxChanged {}) => Response::MailboxChanged,
+        Body::ShutdownStarted(pb::ShutdownStarted {}) => Response::ShutdownStarted,
     };
     Ok(ServerResponse {
         request_id: frame.request_id,

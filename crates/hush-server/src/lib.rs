@@ -68,6 +68,8 @@ pub struct ServerState {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
     pub(crate) hub: hub::Hub,
+    /// Set when an admin asks the server to stop (P601).
+    pub(crate) stop_requested: tokio::sync::watch::Sender<bool>,
     /// Key package claims per device (P411).
     pub(crate) claims: limits::FailureLimiter<hush_proto::ids::DeviceId>,
 }
@@ -89,6 +91,7 @@ impl ServerState {
             clock,
             entropy,
             hub: hub::Hub::default(),
+            stop_requested: tokio::sync::watch::channel(false).0,
             claims: limits::FailureLimiter::new(CLAIMS_PER_MINUTE, 60, 100_000),
         })
     }

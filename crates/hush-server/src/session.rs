@@ -379,6 +379,18 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 }
                 Request::FindGroup { name } => messaging::find_group(st, name).await,
                 Request::ListDevices { usernames } => messaging::list_devices(st, usernames).await,
+                Request::AdminShutdown => match accounts::current(st, &auth, &token_digest).await {
+                    Ok(s) if s.admin => {
+                        tracing::warn!(user = %auth.username, "admin asked the server to shut down");
+                        st.stop_requested.send_replace(true);
+                        Ok(Body::ShutdownStarted(pb::ShutdownStarted {}))
+                    }
+                    Ok(_) => Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "only server admins may do that",
+                    )),
+                    Err(r) => Err(r),
+                },
                 Request::FindDirect { peer } => messaging::find_direct(st, &auth, peer).await,
                 Request::Commit {
                     group_id,

@@ -28,11 +28,16 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
     let mut sessions = JoinSet::new();
+    let mut admin_stop = state.stop_requested.subscribe();
     tokio::pin!(shutdown);
 
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,
+            _ = admin_stop.changed() => {
+                tracing::info!("shutdown requested by an admin");
+                break;
+            }
             p = Arc::clone(&permits).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
@@ -40,6 +45,10 @@ pub async fn serve(
         };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
+            _ = admin_stop.changed() => {
+                tracing::info!("shutdown requested by an admin");
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {

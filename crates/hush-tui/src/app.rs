@@ -42,6 +42,7 @@ pub enum Action {
     Send { target: String, text: String },
     Members(String),
     History { target: String, limit: u32 },
+    Shutdown,
     Quit,
 }
 
@@ -69,7 +70,7 @@ const HELP: &[&str] = &[
     "/history [N]      reload the last N messages (default 100)",
     "/file PATH        send a file (not available yet)",
     "/verify USER      compare safety numbers (not available yet)",
-    "/shutdown         stop the server (admins; not available yet)",
+    "/shutdown         stop the server (server admins only)",
     "/help             this list;  /exit  quit",
     "Tab/Shift-Tab or Ctrl-N/Ctrl-P switch conversations; PgUp/PgDn scroll; Up/Down recall input",
 ];
@@ -375,10 +376,7 @@ impl App {
                 self.say("/verify is not available in this version of hush yet.");
                 None
             }
-            ("shutdown", []) => {
-                self.say("/shutdown is not available in this version of hush yet.");
-                None
-            }
+            ("shutdown", []) => Some(Action::Shutdown),
             ("help", []) => {
                 for h in HELP {
                     self.say(h);

@@ -59,6 +59,10 @@ async fn perform(
                 Err(e) => app.say(&format!("not sent: {e}")),
             }
         }
+        Action::Shutdown => match account::admin_shutdown(m.connection()).await {
+            Ok(()) => app.say("the server is shutting down"),
+            Err(e) => app.say(&format!("not done: {e}")),
+        },
         Action::Members(group) => match GroupName::parse(&group) {
             Ok(name) => match m.members(&name).await {
                 Ok(members) => {

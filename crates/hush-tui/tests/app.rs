@@ -192,6 +192,7 @@ fn slash_commands_and_their_errors() {
             .iter()
             .any(|l| l.text.starts_with("/join #NAME"))
     );
+    assert_eq!(run(&mut app, "/shutdown"), Some(Action::Shutdown));
     assert_eq!(run(&mut app, "/exit"), Some(Action::Quit));
     assert_eq!(app.on_key(ctrl('c')), Some(Action::Quit));
 }
