@@ -17,6 +17,15 @@ fn users(server: &Server, names: &[&str]) -> Vec<Client> {
         .collect()
 }
 
+/// ann, ben and cat in `#team` (ann its admin), every member caught up.
+fn team(server: &Server) -> Vec<Client> {
+    let v = users(server, &["ann", "ben", "cat"]);
+    ok(&v[0].run("", &["group", "create", "team", "--members", "ben,cat"]));
+    v[1].recv(5);
+    v[2].recv(5);
+    v
+}
+
 fn device_of(c: &Client) -> String {
     c.whoami().unwrap()["device"].as_str().unwrap().to_owned()
 }
@@ -114,11 +123,8 @@ fn adds_and_removals_show_who_did_them_and_a_removed_member_cannot_decrypt() {
 #[test]
 fn non_admins_cannot_change_membership_even_through_the_server() {
     let server = Server::start(&[]);
-    let v = users(&server, &["ann", "ben", "cat"]);
+    let v = team(&server);
     let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
-    ok(&ann.run("", &["group", "create", "team", "--members", "ben,cat"]));
-    ben.recv(5);
-    cat.recv(5);
     // The honest client refuses.
     fails(
         &ben.run("", &["group", "remove", "team", "cat"]),
@@ -346,11 +352,8 @@ fn admins_promote_and_the_promoted_can_then_manage_members() {
 #[test]
 fn anyone_may_leave_and_the_others_see_it() {
     let server = Server::start(&[]);
-    let v = users(&server, &["ann", "ben", "cat"]);
+    let v = team(&server);
     let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
-    ok(&ann.run("", &["group", "create", "team", "--members", "ben,cat"]));
-    ben.recv(5);
-    cat.recv(5);
     // cat is no admin, and leaves.
     ok(&cat.run("", &["group", "leave", "team"]));
     let events = ann.recv(5);

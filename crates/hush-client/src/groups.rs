@@ -287,23 +287,31 @@ impl Messenger<'_> {
         Ok(state)
     }
 
+    /// Catches up, then checks this user administers `#name`; returns the group and
+    /// its roster (user → devices) for the change about to be made.
+    async fn as_admin(
+        &self,
+        name: &GroupName,
+    ) -> Result<(GroupId, BTreeMap<String, usize>), ClientError> {
+        self.sync().await?;
+        let group = self.group_id(name)?;
+        let provider = Provider::new(self.home.db());
+        let conv = self.load_group(&provider, group)?;
+        self.require_admin(&conv, name)?;
+        Ok((group, self.roster(&conv).await?))
+    }
+
     /// Adds every device of `users` to `#name` in one commit.
     pub async fn add_members(
         &self,
         name: &GroupName,
         users: &[Username],
     ) -> Result<(), ClientError> {
-        self.sync().await?;
-        let group = self.group_id(name)?;
-        let provider = Provider::new(self.home.db());
-        {
-            let conv = self.load_group(&provider, group)?;
-            self.require_admin(&conv, name)?;
-            let roster = self.roster(&conv).await?;
-            if let Some(u) = users.iter().find(|u| roster.contains_key(u.as_str())) {
-                return Err(ClientError::Invalid(format!("{u} is already in {name}")));
-            }
+        let (group, roster) = self.as_admin(name).await?;
+        if let Some(u) = users.iter().find(|u| roster.contains_key(u.as_str())) {
+            return Err(ClientError::Invalid(format!("{u} is already in {name}")));
         }
+        let provider = Provider::new(self.home.db());
         let (packages, _) = self.key_packages(users).await?;
         let mut packages = Some(packages);
         self.commit(group, async |conv: &mut Conversation| {
@@ -336,17 +344,11 @@ impl Messenger<'_> {
 
     /// Makes `users` admins of `#name` (admins only), in a commit of the signed state.
     pub async fn promote(&self, name: &GroupName, users: &[Username]) -> Result<(), ClientError> {
-        self.sync().await?;
-        let group = self.group_id(name)?;
-        let provider = Provider::new(self.home.db());
-        {
-            let conv = self.load_group(&provider, group)?;
-            self.require_admin(&conv, name)?;
-            let roster = self.roster(&conv).await?;
-            if let Some(u) = users.iter().find(|u| !roster.contains_key(u.as_str())) {
-                return Err(ClientError::Invalid(format!("{u} is not in {name}")));
-            }
+        let (group, roster) = self.as_admin(name).await?;
+        if let Some(u) = users.iter().find(|u| !roster.contains_key(u.as_str())) {
+            return Err(ClientError::Invalid(format!("{u} is not in {name}")));
         }
+        let provider = Provider::new(self.home.db());
         self.commit(group, async |conv: &mut Conversation| {
             let mut state = self.require_admin(conv, name)?;
             for u in users {
