@@ -1,5 +1,7 @@
 //! Named groups end to end: membership every member can verify, and a policy every
 //! member enforces whatever the server relays.
+mod inproc;
+
 use std::time::Duration;
 
 use hush_testing::{Client, Server, fails, json_lines, ok, texts};
@@ -138,21 +140,18 @@ fn non_admins_cannot_change_membership_even_through_the_server() {
         .build()
         .unwrap();
     rt.block_on(async {
-        use hush_client::account;
-        use hush_client::home::Home;
-        use hush_client::messaging::Messenger;
-        let home = Home::open(ben.home.path()).unwrap();
-        let session = account::resume(&home).await.unwrap();
-        let m = Messenger::open(&home, &session.conn, session.account.clone())
+        let m = hush_client::Client::open(ben.home.path(), Default::default())
             .await
             .unwrap();
         let name = hush_client::hush_proto::content::GroupName::parse("#team").unwrap();
         let members = m.members(&name).await.unwrap();
         assert_eq!(members.len(), 3);
-        let group = m.group_id(&name).unwrap();
         let cat_device =
             hush_client::hush_proto::ids::DeviceId::parse_hex(&device_of(cat)).unwrap();
-        m.remove_devices(group, &[cat_device]).await.unwrap();
+        m.remove_devices_unchecked(&name, &[cat_device])
+            .await
+            .unwrap();
+        m.close().await;
     });
 
     for c in [ann, cat] {
@@ -195,22 +194,11 @@ fn concurrent_commits_by_two_admins_converge() {
         .build()
         .unwrap();
     rt.block_on(async {
-        use hush_client::account;
-        use hush_client::home::Home;
         use hush_client::hush_proto::ids::Username;
-        use hush_client::messaging::Messenger;
-        let (h1, h2) = (
-            Home::open(ann.home.path()).unwrap(),
-            Home::open(ben.home.path()).unwrap(),
-        );
-        let (s1, s2) = (
-            account::resume(&h1).await.unwrap(),
-            account::resume(&h2).await.unwrap(),
-        );
-        let m1 = Messenger::open(&h1, &s1.conn, s1.account.clone())
+        let m1 = hush_client::Client::open(ann.home.path(), Default::default())
             .await
             .unwrap();
-        let m2 = Messenger::open(&h2, &s2.conn, s2.account.clone())
+        let m2 = hush_client::Client::open(ben.home.path(), Default::default())
             .await
             .unwrap();
         let team = hush_client::hush_proto::content::GroupName::parse("team").unwrap();
@@ -221,6 +209,8 @@ fn concurrent_commits_by_two_admins_converge() {
         let (a, b) = tokio::join!(m1.add_members(&team, &dan), m2.add_members(&team, &eve));
         a.unwrap();
         b.unwrap();
+        m1.close().await;
+        m2.close().await;
     });
 
     // Everyone converged on one epoch: each can talk to all.
@@ -247,61 +237,31 @@ fn concurrent_commits_by_two_admins_converge() {
 
 /// A 200-member group in one process: created with one batched add, and one message
 /// reaches every member.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_hundred_member_group() {
-    use hush_client::account::{self, Profile};
-    use hush_client::connection::Connection;
-    use hush_client::home::Home;
     use hush_client::hush_proto::content::GroupName;
-    use hush_client::hush_proto::fingerprint::Fingerprint;
-    use hush_client::hush_proto::ids::Username;
-    use hush_client::messaging::Messenger;
-    use hush_client::trust::FirstUse;
 
     const N: usize = 200;
     let server = Server::start(&[]);
-    let fp = Fingerprint::parse(&server.fingerprint).unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..N).map(|_| tempfile::tempdir().unwrap()).collect();
-    let names: Vec<Username> = (0..N)
-        .map(|i| Username::parse(&format!("user{i:03}")).unwrap())
-        .collect();
-    let homes: Vec<Home> = dirs.iter().map(|d| Home::open(d.path()).unwrap()).collect();
-    for (home, name) in homes.iter().zip(&names) {
-        let conn = Connection::connect(&server.addr, home.known_servers(), &FirstUse::Expect(fp))
-            .await
-            .unwrap();
-        let password = zeroize::Zeroizing::new(b"a long enough password".to_vec());
-        let (acct, token) = account::register(&conn, name, password, None, &Profile::default())
-            .await
-            .unwrap();
-        home.save_account(&account::stored(conn.server(), &acct, token))
-            .unwrap();
-        Messenger::open(home, &conn, acct).await.unwrap();
+    let names: Vec<String> = (0..N).map(|i| format!("user{i:03}")).collect();
+    let mut clients = Vec::new();
+    for (dir, name) in dirs.iter().zip(&names) {
+        clients.push(inproc::register(&server, dir.path(), name, Default::default()).await);
     }
     let team = GroupName::parse("#big").unwrap();
-    {
-        let s = account::resume(&homes[0]).await.unwrap();
-        let m = Messenger::open(&homes[0], &s.conn, s.account.clone())
-            .await
-            .unwrap();
-        m.create_group(&team, &names[1..]).await.unwrap();
-        m.send_to_group(&team, "hello, all 200").await.unwrap();
+    let users: Vec<_> = names[1..].iter().map(|n| inproc::user(n)).collect();
+    clients[0].create_group(&team, &users).await.unwrap();
+    clients[0]
+        .send(&inproc::to("#big"), "hello, all 200")
+        .await
+        .unwrap();
+    for c in &clients[1..] {
+        c.sync().await.unwrap();
+        assert_eq!(inproc::texts(c, "#big").await, ["hello, all 200"]);
     }
-    for home in &homes[1..] {
-        let s = account::resume(home).await.unwrap();
-        let m = Messenger::open(home, &s.conn, s.account.clone())
-            .await
-            .unwrap();
-        m.sync().await.unwrap();
-        let events = hush_client::history::conversation(home, "#big", 10).unwrap();
-        let got: Vec<_> = events
-            .iter()
-            .filter_map(|e| match e {
-                hush_client::events::Event::Message { text, .. } => Some(text.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(got, ["hello, all 200"]);
+    for c in clients {
+        c.close().await;
     }
 }
 

@@ -1,5 +1,7 @@
 //! End-to-end encrypted direct messages through a real hushd, with real hush processes
 //! (and, for volume, the client library in-process against the same real server).
+mod inproc;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -268,37 +270,19 @@ fn a_receiving_client_restarts_mid_conversation_and_continues() {
     );
 }
 
-/// 1,000 messages each way through the real server, via the client library: none lost,
-/// none duplicated, both histories in order.
-#[tokio::test(flavor = "current_thread")]
+/// 1,000 messages each way through the real server, via the client engine: none
+/// lost, none duplicated, both histories in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_messages_each_way() {
-    use hush_client::account;
-    use hush_client::history;
-    use hush_client::home::Home;
-    use hush_client::hush_proto::ids::Username;
-    use hush_client::messaging::Messenger;
-
     const N: usize = 1000;
     let server = Server::start(&[]);
-    let (ann_c, ben_c) = pair(&server);
-    let ann_home = Home::open(ann_c.home.path()).unwrap();
-    let ben_home = Home::open(ben_c.home.path()).unwrap();
-    let ann_s = account::resume(&ann_home).await.unwrap();
-    let ben_s = account::resume(&ben_home).await.unwrap();
-    let ann = Messenger::open(&ann_home, &ann_s.conn, ann_s.account.clone())
-        .await
-        .unwrap();
-    let ben = Messenger::open(&ben_home, &ben_s.conn, ben_s.account.clone())
-        .await
-        .unwrap();
-    let (to_ben, to_ann) = (
-        Username::parse("ben").unwrap(),
-        Username::parse("ann").unwrap(),
-    );
-
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ann = inproc::register(&server, da.path(), "ann", Default::default()).await;
+    let ben = inproc::register(&server, db.path(), "ben", Default::default()).await;
+    let (to_ben, to_ann) = (inproc::to("ben"), inproc::to("ann"));
     for i in 0..N {
-        ann.send_text(&to_ben, &format!("a{i}")).await.unwrap();
-        ben.send_text(&to_ann, &format!("b{i}")).await.unwrap();
+        ann.send(&to_ben, &format!("a{i}")).await.unwrap();
+        ben.send(&to_ann, &format!("b{i}")).await.unwrap();
     }
     ann.sync().await.unwrap();
     ben.sync().await.unwrap();
@@ -306,21 +290,12 @@ async fn a_thousand_messages_each_way() {
     let expected: Vec<String> = (0..N)
         .flat_map(|i| [format!("a{i}"), format!("b{i}")])
         .collect();
-    for (home, peer) in [(&ann_home, "ben"), (&ben_home, "ann")] {
-        let events = history::conversation(home, peer, (3 * N) as u32).unwrap();
-        let got: Vec<String> = events
-            .iter()
-            .filter_map(|e| match e {
-                hush_client::events::Event::Message { text, .. } => Some(text.clone()),
-                _ => None,
-            })
-            .collect();
+    for (client, peer) in [(&ann, "ben"), (&ben, "ann")] {
+        let got = inproc::texts(client, peer).await;
         assert_eq!(got.len(), 2 * N, "{peer}: every message exactly once");
         assert_eq!(got, expected, "{peer}: in order");
         assert!(
-            events
-                .iter()
-                .all(|e| matches!(e, hush_client::events::Event::Message { .. })),
+            inproc::security(client, peer).await.is_empty(),
             "no security events"
         );
     }

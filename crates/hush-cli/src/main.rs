@@ -15,18 +15,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use hush_client::ClientError;
-use hush_client::account::{self, Profile};
-use hush_client::connection::Connection;
+use hush_client::account::Profile;
 use hush_client::events::Event;
-use hush_client::history;
-use hush_client::home::Home;
 use hush_client::hush_proto::ErrorCode;
 use hush_client::hush_proto::content::GroupName;
 use hush_client::hush_proto::fingerprint::Fingerprint;
 use hush_client::hush_proto::ids::Username;
-use hush_client::messaging::Messenger;
+use hush_client::hush_proto::response::Account;
 use hush_client::trust::FirstUse;
+use hush_client::{Client, ClientError, ClientOptions, Enrolment, Target};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -339,21 +336,26 @@ fn first_use(global: &Global) -> anyhow::Result<FirstUse> {
     )
 }
 
-/// Connects under the user's trust choice; on a terminal, an unknown server's
-/// fingerprint is shown and the user asked.
-async fn connect(server: &str, home: &Home, global: &Global) -> Result<Connection, Failure> {
+/// Registers or logs in under the user's trust choice; on a terminal, an unknown
+/// server's fingerprint is shown and the user asked (nothing is sent before).
+async fn enrol(
+    dir: &std::path::Path,
+    server: &str,
+    global: &Global,
+    enrolment: impl Fn() -> Enrolment,
+) -> Result<(Client, Account), Failure> {
     let policy = first_use(global)?;
-    match Connection::connect(server, home.known_servers(), &policy).await {
+    match Client::enrol(dir, server, policy, enrolment(), ClientOptions::default()).await {
         Err(ClientError::UnknownServer { server, presented }) if prompt::interactive() => {
             if prompt::confirm_server(&server, presented)? {
-                Ok(
-                    Connection::connect(
-                        &server,
-                        home.known_servers(),
-                        &FirstUse::Expect(presented),
-                    )
-                    .await?,
+                Ok(Client::enrol(
+                    dir,
+                    &server,
+                    FirstUse::Expect(presented),
+                    enrolment(),
+                    ClientOptions::default(),
                 )
+                .await?)
             } else {
                 Err(anyhow::anyhow!("server key not trusted; nothing was sent").into())
             }
@@ -366,17 +368,6 @@ fn parse_username(s: &str) -> anyhow::Result<Username> {
     Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn empty_home(home: &Home) -> anyhow::Result<()> {
-    if let Some(a) = home.account()? {
-        anyhow::bail!(
-            "this home already holds {} on {}; run `hush logout` first or use another --home",
-            a.username,
-            a.server
-        );
-    }
-    Ok(())
-}
-
 fn device_name() -> Option<String> {
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty());
     Some(format!(
@@ -385,12 +376,16 @@ fn device_name() -> Option<String> {
     ))
 }
 
+async fn open(dir: &std::path::Path) -> Result<Client, Failure> {
+    Ok(Client::open(dir, ClientOptions::default()).await?)
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
     let Some(command) = cli.command else {
         if prompt::interactive() {
-            let home = Home::open(&home_dir(&global)?)?;
-            return Ok(hush_tui::run(&home).await?);
+            let client = open(&home_dir(&global)?).await?;
+            return Ok(hush_tui::run(client).await?);
         }
         use clap::CommandFactory;
         Cli::command().print_help().ok();
@@ -405,7 +400,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             ),
         });
     }
-    let home = Home::open(&home_dir(&global)?)?;
+    let dir = home_dir(&global)?;
     match command {
         Command::Register {
             server,
@@ -414,7 +409,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             email,
             invite,
         } => {
-            empty_home(&home)?;
             let username = match username {
                 Some(u) => parse_username(&u)?,
                 None if prompt::interactive() => parse_username(&prompt::username()?)?,
@@ -428,138 +422,123 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if password.len() < 8 {
                 return Err(anyhow::anyhow!("the password must be at least 8 characters").into());
             }
-            let conn = connect(&server, &home, &global).await?;
             let profile = Profile {
                 display_name,
                 email,
                 device_name: device_name(),
             };
-            let (account, token) =
-                account::register(&conn, &username, password, invite, &profile).await?;
-            home.save_account(&account::stored(conn.server(), &account, token))?;
-            // The device's MLS identity and key packages, so others can reach it.
-            Messenger::open(&home, &conn, account.clone()).await?;
+            let (client, account) = enrol(&dir, &server, &global, || Enrolment::Register {
+                username: username.clone(),
+                password: password.clone(),
+                invite: invite.clone(),
+                profile: profile.clone(),
+            })
+            .await?;
+            let server = client.stored_account().await?.server;
+            // Closing waits for the first sync, which publishes this device's key
+            // packages so others can reach it.
+            client.close().await;
             println!(
-                "registered {} on {} (device {})",
-                account.username,
-                conn.server(),
-                account.device_id
+                "registered {} on {server} (device {})",
+                account.username, account.device_id
             );
-            conn.close().await;
         }
         Command::Login { server, username } => {
-            empty_home(&home)?;
             let username = parse_username(&username)?;
             let password = prompt::password(global.password_stdin, false)?;
-            let conn = connect(&server, &home, &global).await?;
-            let (account, token) =
-                account::login(&conn, &username, password, device_name()).await?;
-            home.save_account(&account::stored(conn.server(), &account, token))?;
-            // The device's MLS identity and key packages, so others can reach it.
-            Messenger::open(&home, &conn, account.clone()).await?;
+            let (client, account) = enrol(&dir, &server, &global, || Enrolment::Login {
+                username: username.clone(),
+                password: password.clone(),
+                device_name: device_name(),
+            })
+            .await?;
+            let server = client.stored_account().await?.server;
+            client.close().await;
             println!(
-                "logged in as {} on {} (new device {})",
-                account.username,
-                conn.server(),
-                account.device_id
+                "logged in as {} on {server} (new device {})",
+                account.username, account.device_id
             );
-            conn.close().await;
         }
         Command::Logout { force } => {
-            let stored = home.account()?.ok_or(ClientError::NoAccount)?;
-            let outcome = async {
-                let session = account::resume(&home).await?;
-                account::logout(&session.conn).await
+            let client = open(&dir).await?;
+            let stored = client.stored_account().await?;
+            if let Some(warning) = client.logout(force).await? {
+                eprintln!("warning: {warning}; forgetting the account locally anyway");
             }
-            .await;
-            match outcome {
-                Ok(()) => {}
-                Err(e) if force => eprintln!("warning: {e}; forgetting the account locally anyway"),
-                Err(e) => return Err(e.into()),
-            }
-            home.clear_account()?;
+            client.close().await;
             println!("logged out {} from {}", stored.username, stored.server);
         }
         Command::Whoami { json } => {
-            let session = account::resume(&home).await?;
-            let account = account::whoami(&session.conn).await?;
-            let info = session.conn.info();
+            let client = open(&dir).await?;
+            let me = client.whoami().await?;
             if json {
                 println!(
                     "{}",
-                    output::whoami_json(&account, session.conn.server(), info.fingerprint)
+                    output::whoami_json(&me.account, &me.server, me.fingerprint)
                 );
             } else {
-                println!("{}", output::whoami_text(&account, session.conn.server()));
+                println!("{}", output::whoami_text(&me.account, &me.server));
             }
-            session.conn.close().await;
+            client.close().await;
         }
         Command::Send { target, text } => {
             let text = if text == "-" { read_stdin()? } else { text };
             if text.is_empty() {
                 return Err(anyhow::anyhow!("the message is empty").into());
             }
-            let session = account::resume(&home).await?;
-            let messenger = Messenger::open(&home, &session.conn, session.account.clone()).await?;
-            let event = if target.starts_with('#') {
-                messenger
-                    .send_to_group(&group_name(&target)?, &text)
-                    .await?
-            } else {
-                messenger
-                    .send_text(&parse_username(&target)?, &text)
-                    .await?
-            };
+            let to = Target::parse(&target)?;
+            let client = open(&dir).await?;
+            let event = client.send(&to, &text).await?;
             if let Event::Message { id, .. } = &event {
                 println!("sent {id} to {target}");
             }
-            session.conn.close().await;
+            client.close().await;
         }
         Command::Group { command } => {
-            let session = account::resume(&home).await?;
-            let m = Messenger::open(&home, &session.conn, session.account.clone()).await?;
+            let client = open(&dir).await?;
             match command {
                 GroupCommand::Create { name, members } => {
                     let name = group_name(&name)?;
-                    m.create_group(&name, &usernames(&members)?).await?;
+                    client.create_group(&name, &usernames(&members)?).await?;
                     println!("created {name}");
                 }
                 GroupCommand::Add { name, users } => {
                     let name = group_name(&name)?;
-                    m.add_members(&name, &usernames(&users)?).await?;
+                    client.add_members(&name, &usernames(&users)?).await?;
                     println!("added {} to {name}", users.join(", "));
                 }
                 GroupCommand::Remove { name, users } => {
                     let name = group_name(&name)?;
-                    m.remove_members(&name, &usernames(&users)?).await?;
+                    client.remove_members(&name, &usernames(&users)?).await?;
                     println!("removed {} from {name}", users.join(", "));
                 }
                 GroupCommand::Promote { name, users } => {
                     let name = group_name(&name)?;
-                    m.promote(&name, &usernames(&users)?).await?;
+                    client.promote(&name, &usernames(&users)?).await?;
                     println!("{} now administer {name}", users.join(", "));
                 }
                 GroupCommand::Members { name, json } => {
-                    for member in m.members(&group_name(&name)?).await? {
+                    for member in client.members(&group_name(&name)?).await? {
                         println!("{}", output::member(&member, json));
                     }
                 }
                 GroupCommand::Leave { name } => {
                     let name = group_name(&name)?;
-                    m.leave(&name).await?;
+                    client.leave(&name).await?;
                     println!("left {name}");
                 }
             }
-            session.conn.close().await;
+            client.close().await;
         }
         Command::Tui => {
-            hush_tui::run(&home).await?;
+            hush_tui::run(open(&dir).await?).await?;
         }
         Command::Admin { command } => match command {
             AdminCommand::Shutdown => {
-                let session = account::resume(&home).await?;
-                account::admin_shutdown(&session.conn).await?;
-                println!("the server at {} is shutting down", session.conn.server());
+                let client = open(&dir).await?;
+                let server = client.admin_shutdown().await?;
+                client.close().await;
+                println!("the server at {server} is shutting down");
             }
             AdminCommand::Kick { .. } => {
                 return Err(Failure {
@@ -575,32 +554,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             json,
             timeout,
         } => {
-            receive::run(&home, follow, json, timeout).await?;
+            let client = open(&dir).await?;
+            let result = receive::run(&client, follow, json, timeout).await;
+            client.close().await;
+            result?;
         }
         Command::History {
             target,
             limit,
             json,
         } => {
-            let name = target.trim_start_matches('#');
-            let name = if target.starts_with('#') {
-                target.clone()
-            } else {
-                name.to_owned()
-            };
-            for e in history::conversation(&home, &name, limit.max(1))? {
+            let client = Client::open(&dir, ClientOptions::offline()).await?;
+            for e in client.history(&target, limit.max(1)).await? {
                 output::event(&e, json).context("writing output")?;
             }
+            client.close().await;
         }
         Command::Chats { json } => {
+            let client = open(&dir).await?;
             // Fresh unread counts if the server is reachable; the local view otherwise.
-            match account::resume(&home).await {
-                Ok(session) => {
-                    let messenger =
-                        Messenger::open(&home, &session.conn, session.account.clone()).await?;
-                    messenger.sync().await?;
-                    session.conn.close().await;
-                }
+            match client.sync().await {
+                Ok(_) => {}
                 Err(
                     e @ (ClientError::Unreachable { .. }
                     | ClientError::Disconnected(_)
@@ -610,9 +584,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 Err(e) => return Err(e.into()),
             }
-            for chat in history::chats(&home)? {
+            for chat in client.chats().await? {
                 println!("{}", output::chat(&chat, json));
             }
+            client.close().await;
         }
         Command::Later(_) => {}
     }

@@ -64,7 +64,7 @@ pub fn chat(c: &Chat, json: bool) -> String {
     }
 }
 
-pub fn member(m: &hush_client::groups::Member, as_json: bool) -> String {
+pub fn member(m: &hush_client::Member, as_json: bool) -> String {
     if as_json {
         json!({"username": m.username, "admin": m.admin, "devices": m.devices}).to_string()
     } else if m.admin {

@@ -1,103 +1,79 @@
-//! `hush recv`: catch up with the mailbox, print what is new, and with `--follow` keep
-//! listening, reconnecting with backoff when the connection drops.
+//! `hush recv`: print what is new in this home's history (the engine has caught up with
+//! the mailbox by then) and, with `--follow`, keep printing the engine's events as they
+//! come. Reconnecting is the engine's; this only reports it on stderr.
 use std::time::Duration;
 
-use hush_client::ClientError;
-use hush_client::account;
-use hush_client::history;
-use hush_client::home::Home;
-use hush_client::hush_proto::response::Response;
-use hush_client::messaging::Messenger;
+use hush_client::events::{ConnectionState, Event};
+use hush_client::{Client, ClientError};
 use tokio::time::Instant;
 
 use crate::output;
 
-/// Prints events not yet streamed and marks them; returns how many.
-fn print_new(home: &Home, json: bool) -> Result<usize, ClientError> {
-    let events = history::unstreamed(home)?;
-    for e in &events {
-        output::event(e, json).map_err(|e| ClientError::Invalid(format!("writing output: {e}")))?;
-    }
-    history::mark_streamed(home, &events)?;
-    Ok(events.len())
-}
-
-enum Outcome {
-    Done,
-    /// The connection dropped while following.
-    Lost(ClientError),
-}
-
-async fn session_once(
-    home: &Home,
-    follow: bool,
-    json: bool,
-    deadline: Option<Instant>,
-    printed: &mut usize,
-) -> Result<Outcome, ClientError> {
-    let session = account::resume(home).await?;
-    let mut pushes = session
-        .conn
-        .pushes()
-        .ok_or_else(|| ClientError::Invalid("push stream already taken".into()))?;
-    let messenger = Messenger::open(home, &session.conn, session.account.clone()).await?;
-    messenger.flush_outbox().await?;
-    messenger.sync().await?;
-    *printed += print_new(home, json)?;
-    loop {
-        if !follow && (*printed > 0 || deadline.is_none()) {
-            return Ok(Outcome::Done);
-        }
-        let next = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, pushes.recv()).await {
-                Ok(p) => p,
-                Err(_) => return Ok(Outcome::Done),
-            },
-            None => pushes.recv().await,
-        };
-        match next {
-            Some(Response::MailboxChanged) => {
-                messenger.sync().await?;
-                *printed += print_new(home, json)?;
-            }
-            Some(_) => {}
-            None => return Ok(Outcome::Lost(ClientError::Disconnected(None))),
-        }
-    }
+fn print(e: &Event, json: bool) -> Result<(), ClientError> {
+    output::event(e, json).map_err(|e| ClientError::Invalid(format!("writing output: {e}")))
 }
 
 pub async fn run(
-    home: &Home,
+    client: &Client,
     follow: bool,
     json: bool,
     timeout: Option<u64>,
 ) -> Result<(), ClientError> {
     let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    // Subscribe first, so nothing falls between the catch-up and the stream.
+    let mut events = client.events();
+    match client.sync().await {
+        Ok(_) => {}
+        Err(
+            e @ (ClientError::Unreachable { .. }
+            | ClientError::Disconnected(_)
+            | ClientError::Timeout(_)),
+        ) if follow => eprintln!("warning: {e}; retrying in the background"),
+        Err(e) => return Err(e),
+    }
+    let mut last = 0;
     let mut printed = 0;
-    let mut backoff = Duration::from_millis(250);
+    let waiting = client.unstreamed().await?;
+    for e in &waiting {
+        print(e, json)?;
+        last = last.max(e.row().unwrap_or(0));
+        printed += 1;
+    }
+    client
+        .mark_streamed(waiting.iter().filter_map(Event::row).collect())
+        .await?;
     loop {
-        let outcome = match session_once(home, follow, json, deadline, &mut printed).await {
-            Ok(o) => o,
-            Err(
-                e @ (ClientError::Unreachable { .. }
-                | ClientError::Disconnected(_)
-                | ClientError::Timeout(_)),
-            ) if follow => Outcome::Lost(e),
-            Err(e) => return Err(e),
+        if !follow && (printed > 0 || deadline.is_none()) {
+            return Ok(());
+        }
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, events.next()).await {
+                Ok(e) => e,
+                Err(_) => return Ok(()),
+            },
+            None => events.next().await,
         };
-        match outcome {
-            Outcome::Done => return Ok(()),
-            Outcome::Lost(e) => {
-                if !follow {
-                    return Err(e);
-                }
-                if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
-                    return Ok(());
-                }
-                eprintln!("warning: {e}; reconnecting in {} ms", backoff.as_millis());
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+        let Some(event) = next else {
+            return Ok(());
+        };
+        match &event {
+            // This home's own outgoing messages are not news.
+            Event::Message { outgoing: true, .. } => {}
+            e if e.row().is_some_and(|r| r > last) => {
+                print(e, json)?;
+                last = e.row().unwrap_or(last);
+                printed += 1;
+                client.mark_streamed(vec![last]).await?;
             }
+            Event::Connection(ConnectionState::Offline {
+                reason,
+                retry_in_ms,
+            }) => eprintln!("warning: {reason}; reconnecting in {retry_in_ms} ms"),
+            Event::Connection(ConnectionState::Failed { reason }) => {
+                return Err(ClientError::Invalid(reason.clone()));
+            }
+            Event::LocalError { message } => eprintln!("warning: {message}"),
+            _ => {}
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Accounts from the client side: OPAQUE registration and login (the password never
-//! leaves this process), session resume with the device token, whoami and logout.
+//! leaves this process), whoami and logout. The engine resumes sessions with the
+//! device token.
 use hush_proto::auth::OpaqueSuite;
 use hush_proto::ids::{SessionToken, Username};
 use hush_proto::pb::{self, client_frame::Body};
@@ -13,8 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::ClientError;
 use crate::connection::{Connection, unexpected};
-use crate::home::{Home, StoredAccount};
-use crate::trust::FirstUse;
+use crate::home::StoredAccount;
 
 /// Profile details given at registration.
 #[derive(Debug, Default, Clone)]
@@ -38,7 +38,7 @@ fn opaque_err(e: opaque_ke::errors::ProtocolError) -> ClientError {
 }
 
 /// Creates an account; this connection becomes its first device's session.
-pub async fn register(
+pub(crate) async fn register(
     conn: &Connection,
     username: &Username,
     password: Zeroizing<Vec<u8>>,
@@ -83,7 +83,7 @@ pub async fn register(
 }
 
 /// Logs in, creating a new device for this home.
-pub async fn login(
+pub(crate) async fn login(
     conn: &Connection,
     username: &Username,
     password: Zeroizing<Vec<u8>>,
@@ -124,7 +124,7 @@ pub async fn login(
 }
 
 /// The stored form of a fresh account.
-pub fn stored(server: &str, account: &Account, token: SessionToken) -> StoredAccount {
+pub(crate) fn stored(server: &str, account: &Account, token: SessionToken) -> StoredAccount {
     StoredAccount {
         server: server.to_owned(),
         username: account.username.clone(),
@@ -137,30 +137,8 @@ pub fn stored(server: &str, account: &Account, token: SessionToken) -> StoredAcc
     }
 }
 
-/// An authenticated connection for the account in a home.
-pub struct Session {
-    pub conn: Connection,
-    pub account: Account,
-}
-
-/// Connects to the home's server and resumes its device session.
-pub async fn resume(home: &Home) -> Result<Session, ClientError> {
-    let stored = home.account()?.ok_or(ClientError::NoAccount)?;
-    // The server is pinned already; an unknown key here is refused, not trusted.
-    let conn = Connection::connect(&stored.server, home.known_servers(), &FirstUse::Refuse).await?;
-    let answer = conn
-        .request(Body::Authenticate(pb::Authenticate {
-            session_token: stored.token.expose().to_vec().into(),
-        }))
-        .await?;
-    match answer {
-        Response::Authenticated(account) => Ok(Session { conn, account }),
-        other => Err(unexpected(&other)),
-    }
-}
-
 /// The server's current view of this device's account.
-pub async fn whoami(conn: &Connection) -> Result<Account, ClientError> {
+pub(crate) async fn whoami(conn: &Connection) -> Result<Account, ClientError> {
     match conn.request(Body::Whoami(pb::WhoAmI {})).await? {
         Response::Account(a) => Ok(a),
         other => Err(unexpected(&other)),
@@ -168,7 +146,7 @@ pub async fn whoami(conn: &Connection) -> Result<Account, ClientError> {
 }
 
 /// Ends this device's session on the server.
-pub async fn logout(conn: &Connection) -> Result<(), ClientError> {
+pub(crate) async fn logout(conn: &Connection) -> Result<(), ClientError> {
     match conn.request(Body::Logout(pb::Logout {})).await? {
         Response::LoggedOut => Ok(()),
         other => Err(unexpected(&other)),
@@ -177,7 +155,7 @@ pub async fn logout(conn: &Connection) -> Result<(), ClientError> {
 
 /// Asks the server to shut down gracefully; the server refuses unless this account is
 /// a server admin (P601).
-pub async fn admin_shutdown(conn: &Connection) -> Result<(), ClientError> {
+pub(crate) async fn admin_shutdown(conn: &Connection) -> Result<(), ClientError> {
     match conn
         .request(Body::AdminShutdown(pb::AdminShutdown {}))
         .await?

@@ -1,6 +1,8 @@
 //! One TLS connection to a server: the pinned handshake, protocol hello, and requests
 //! matched to answers by request id, so several may be in flight at once (P110).
-//! Frames the server sends unasked (request id 0) go to [`Connection::pushes`].
+//! Frames the server sends unasked (request id 0) never queue: a `MailboxChanged` sets
+//! a pending flag ([`Connection::mailbox_changed`]), so an undrained push can never
+//! block the reader (P442).
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use hush_proto::{PROTOCOL_VERSION, ServerFrameIn, frame};
 use rustls::pki_types::ServerName;
 use tokio::io::WriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -30,6 +32,12 @@ pub const DEFAULT_PORT: u16 = 5535;
 pub const ALPN: &[u8] = b"hush/1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The fault rules a connection obeys: none outside tests.
+#[cfg(feature = "fault-injection")]
+pub(crate) type FaultRules = crate::faults::Faults;
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) type FaultRules = ();
 
 /// Waiters by request id; `None` once the connection is gone, so no new waiter hangs.
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
@@ -84,7 +92,11 @@ pub struct Connection {
     pending: Pending,
     closed_reason: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
-    pushes: Mutex<Option<mpsc::Receiver<Response>>>,
+    /// Set by a `MailboxChanged` push; many pushes fold into one permit.
+    wake: Arc<Notify>,
+    closed: watch::Receiver<bool>,
+    #[cfg(feature = "fault-injection")]
+    faults: crate::faults::Faults,
     reader: JoinHandle<()>,
 }
 
@@ -108,6 +120,18 @@ impl Connection {
         known: &KnownServers,
         first_use: &FirstUse,
     ) -> Result<Connection, ClientError> {
+        Self::connect_with(server, known, first_use, Default::default()).await
+    }
+
+    /// [`Connection::connect`] with the client's fault rules (tests only).
+    pub(crate) async fn connect_with(
+        server: &str,
+        known: &KnownServers,
+        first_use: &FirstUse,
+        faults: FaultRules,
+    ) -> Result<Connection, ClientError> {
+        #[cfg(not(feature = "fault-injection"))]
+        let () = faults;
         let (display, host, port) = normalize_server(server)?;
         let unreachable = |reason: String| ClientError::Unreachable {
             server: display.clone(),
@@ -146,12 +170,18 @@ impl Connection {
         let (read_half, write_half) = tokio::io::split(tls);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let closed_reason = Arc::new(Mutex::new(None));
-        let (push_tx, push_rx) = mpsc::channel(1024);
+        let wake = Arc::new(Notify::new());
+        let (closed_tx, closed_rx) = watch::channel(false);
         let reader = tokio::spawn(read_loop(
             FramedRead::new(read_half, codec()),
-            Arc::clone(&pending),
-            Arc::clone(&closed_reason),
-            push_tx,
+            Reader {
+                pending: Arc::clone(&pending),
+                closed_reason: Arc::clone(&closed_reason),
+                wake: Arc::clone(&wake),
+                closed: closed_tx,
+                #[cfg(feature = "fault-injection")]
+                faults: faults.clone(),
+            },
         ));
         let mut conn = Connection {
             server: display,
@@ -165,7 +195,10 @@ impl Connection {
             pending,
             closed_reason,
             next_id: AtomicU64::new(1),
-            pushes: Mutex::new(Some(push_rx)),
+            wake,
+            closed: closed_rx,
+            #[cfg(feature = "fault-injection")]
+            faults,
             reader,
         };
         let hello = Body::Hello(pb::Hello {
@@ -196,9 +229,36 @@ impl Connection {
         &self.info
     }
 
-    /// Frames the server sends unasked. Can be taken once.
-    pub fn pushes(&self) -> Option<mpsc::Receiver<Response>> {
-        self.pushes.lock().ok().and_then(|mut p| p.take())
+    /// Resolves when the server said the mailbox changed since the last call (P442).
+    /// Pushes that came while nobody waited are kept as one pending wake-up.
+    pub async fn mailbox_changed(&self) {
+        self.wake.notified().await
+    }
+
+    /// Sets the pending wake-up by hand (to retry a sync).
+    pub fn mark_mailbox_changed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Why the connection closed, if it said.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.closed_reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Resolves once the connection is gone (closed by either side or failed).
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// The test-only seam that drops chosen answers (see [`crate::faults`]).
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> &crate::faults::Faults {
+        &self.faults
     }
 
     /// Sends one request and waits for its answer. A server `Error` answer becomes
@@ -263,12 +323,18 @@ pub fn unexpected(r: &Response) -> ClientError {
     ClientError::Protocol(format!("unexpected answer {}", r.kind()))
 }
 
-async fn read_loop<R>(
-    mut frames: FramedRead<R, LengthDelimitedCodec>,
+/// What the reader task shares with the connection.
+struct Reader {
     pending: Pending,
     closed_reason: Arc<Mutex<Option<String>>>,
-    pushes: mpsc::Sender<Response>,
-) where
+    wake: Arc<Notify>,
+    closed: watch::Sender<bool>,
+    #[cfg(feature = "fault-injection")]
+    faults: crate::faults::Faults,
+}
+
+async fn read_loop<R>(mut frames: FramedRead<R, LengthDelimitedCodec>, r: Reader)
+where
     R: tokio::io::AsyncRead + Unpin,
 {
     let reason = loop {
@@ -282,13 +348,22 @@ async fn read_loop<R>(
                 Ok(r) => r,
                 Err(e) => break Some(format!("invalid frame from server: {e}")),
             };
+        #[cfg(feature = "fault-injection")]
+        match r.faults.on_answer(resp.body.kind()) {
+            Some(crate::faults::Action::Cut) => {
+                break Some("fault injected: connection cut".into());
+            }
+            Some(crate::faults::Action::Swallow) => continue,
+            None => {}
+        }
         if let Response::Error(e) = &resp.body
             && e.fatal
-            && let Ok(mut r) = closed_reason.lock()
+            && let Ok(mut reason) = r.closed_reason.lock()
         {
-            *r = Some(e.to_string());
+            *reason = Some(e.to_string());
         }
-        let waiter = pending
+        let waiter = r
+            .pending
             .lock()
             .ok()
             .and_then(|mut p| p.as_mut().and_then(|p| p.remove(&resp.request_id)));
@@ -296,29 +371,98 @@ async fn read_loop<R>(
             Some(tx) => {
                 let _ = tx.send(resp.body);
             }
-            None if resp.request_id == 0 => {
-                if pushes.send(resp.body).await.is_err() {
-                    tracing::debug!("push dropped: nobody listens");
-                }
-            }
+            None if resp.request_id == 0 => match resp.body {
+                // A flag, not a queue: a busy client never blocks this reader (P442).
+                Response::MailboxChanged => r.wake.notify_one(),
+                other => tracing::debug!(kind = other.kind(), "ignoring an unasked frame"),
+            },
             None => tracing::debug!(id = resp.request_id, "answer to a forgotten request"),
         }
     };
     if let Some(reason) = reason {
         tracing::debug!(%reason, "connection closed");
-        if let Ok(mut r) = closed_reason.lock() {
+        if let Ok(mut r) = r.closed_reason.lock() {
             r.get_or_insert(reason);
         }
     }
     // Dropping the senders wakes every waiter with "disconnected".
-    if let Ok(mut p) = pending.lock() {
+    if let Ok(mut p) = r.pending.lock() {
         *p = None;
     }
+    let _ = r.closed.send(true);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// Regression: the push queue (1,024 slots) blocked the reader when nobody drained
+    /// it, so answers stopped arriving. Pushes now fold into one pending wake-up.
+    #[tokio::test]
+    async fn an_undrained_push_queue_never_blocks_the_reader() {
+        let (mut server, client) = tokio::io::duplex(1 << 20);
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let (answer_tx, answer_rx) = oneshot::channel();
+        pending
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .insert(7, answer_tx);
+        let wake = Arc::new(Notify::new());
+        let (closed_tx, mut closed_rx) = watch::channel(false);
+        let reader = tokio::spawn(read_loop(
+            FramedRead::new(client, codec()),
+            Reader {
+                pending: Arc::clone(&pending),
+                closed_reason: Arc::new(Mutex::new(None)),
+                wake: Arc::clone(&wake),
+                closed: closed_tx,
+                #[cfg(feature = "fault-injection")]
+                faults: Default::default(),
+            },
+        ));
+        let frame = |id: u64, body| {
+            let f = pb::ServerFrame {
+                request_id: id,
+                body: Some(body),
+            };
+            frame::encode(&f)
+        };
+        for _ in 0..5_000 {
+            let push = frame(
+                0,
+                pb::server_frame::Body::MailboxChanged(pb::MailboxChanged {}),
+            );
+            server.write_all(&push).await.unwrap();
+        }
+        let pong = frame(
+            7,
+            pb::server_frame::Body::Pong(pb::Pong {
+                payload: Bytes::from_static(b"x"),
+            }),
+        );
+        server.write_all(&pong).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer_rx)
+            .await
+            .expect("the answer arrives behind 5,000 undrained pushes")
+            .unwrap();
+        assert!(matches!(answer, Response::Pong(_)));
+        // The pushes folded into one wake-up, not 5,000.
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("a pending wake-up");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), wake.notified())
+                .await
+                .is_err(),
+            "only one"
+        );
+        drop(server);
+        closed_rx.wait_for(|c| *c).await.unwrap();
+        reader.await.unwrap();
+    }
 
     #[test]
     fn server_addresses_normalize() {

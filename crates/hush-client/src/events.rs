@@ -1,11 +1,164 @@
-//! What happened, as front ends show it: the `recv --json` stream, `history`, the UI.
-//! Every event is a row of the local history first, so nothing printed is ever lost.
+//! What happened, as front ends show it: the typed [`Event`] stream of
+//! [`crate::Client::events`], `recv --json`, `history` and the UI. Every message,
+//! membership change and security event is a row of the local history first (its
+//! `row`), so nothing shown is ever lost; connection changes and local errors are
+//! only on the live stream.
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// One history row as an event.
+pub use hush_crypto::Rejection;
+
+/// Where an outgoing message is; incoming ones are `Received`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    /// In the local outbox, not yet acknowledged by the server.
+    Sending,
+    /// Durable on the server.
+    Sent,
+    Received,
+}
+
+impl MessageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Sending => "sending",
+            MessageState::Sent => "sent",
+            MessageState::Received => "received",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> MessageState {
+        match s {
+            "sending" => MessageState::Sending,
+            "sent" => MessageState::Sent,
+            _ => MessageState::Received,
+        }
+    }
+}
+
+/// A membership change, rendered from authenticated MLS state (P531).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipKind {
+    Added,
+    Removed,
+    Left,
+    Promoted,
+}
+
+impl MembershipKind {
+    /// The `type` of the JSON line and the history row's kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipKind::Added => "member_added",
+            MembershipKind::Removed => "member_removed",
+            MembershipKind::Left => "member_left",
+            MembershipKind::Promoted => "member_promoted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MembershipKind> {
+        Some(match s {
+            "member_added" => MembershipKind::Added,
+            "member_removed" => MembershipKind::Removed,
+            "member_left" => MembershipKind::Left,
+            "member_promoted" => MembershipKind::Promoted,
+            _ => return None,
+        })
+    }
+}
+
+/// What a security event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecurityKind {
+    /// A relayed message or Welcome that does not decrypt, verify or parse (P505).
+    MessageRejected,
+    /// The same message again (P505, P520).
+    MessageReplayed,
+    /// Messages from a sender that never arrived (P520).
+    MessageGap,
+    /// A commit that breaks the group's signed policy, not merged (P530).
+    CommitRejected,
+    /// A proposal the policy does not allow (P533).
+    ProposalRejected,
+    /// A user in this conversation has a new device (P534).
+    NewDevice,
+    /// A kind this version does not know (written by a newer hush).
+    Other,
+}
+
+impl SecurityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityKind::MessageRejected => "message_rejected",
+            SecurityKind::MessageReplayed => "message_replayed",
+            SecurityKind::MessageGap => "message_gap",
+            SecurityKind::CommitRejected => "commit_rejected",
+            SecurityKind::ProposalRejected => "proposal_rejected",
+            SecurityKind::NewDevice => "new_device",
+            SecurityKind::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> SecurityKind {
+        match s {
+            "message_rejected" => SecurityKind::MessageRejected,
+            "message_replayed" => SecurityKind::MessageReplayed,
+            "message_gap" => SecurityKind::MessageGap,
+            "commit_rejected" => SecurityKind::CommitRejected,
+            "proposal_rejected" => SecurityKind::ProposalRejected,
+            "new_device" => SecurityKind::NewDevice,
+            _ => SecurityKind::Other,
+        }
+    }
+}
+
+pub(crate) fn rejection_from_str(s: &str) -> Option<Rejection> {
+    [
+        Rejection::Signature,
+        Rejection::Decryption,
+        Rejection::Epoch,
+        Rejection::Duplicate,
+        Rejection::Malformed,
+        Rejection::InvalidChange,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == s)
+}
+
+/// The engine's link to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    Connecting,
+    /// Authenticated, caught up, and listening.
+    Online,
+    /// Lost or unreachable; the engine retries by itself.
+    Offline {
+        reason: String,
+        retry_in_ms: u64,
+    },
+    /// The engine stopped trying: the server refused this device (revoked, disabled,
+    /// changed key) or the home is unusable. Commands fail with `reason`.
+    Failed {
+        reason: String,
+    },
+}
+
+impl ConnectionState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Online => "online",
+            ConnectionState::Offline { .. } => "offline",
+            ConnectionState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// One thing that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     Message {
         /// Row id in the local history.
@@ -17,15 +170,13 @@ pub enum Event {
         sent_at_ms: i64,
         text: String,
         outgoing: bool,
-        /// `sending` until the server acknowledged it, then `sent`; `received`.
-        state: String,
+        state: MessageState,
     },
     /// A membership change, rendered from authenticated MLS state.
     Membership {
         row: i64,
         conversation: String,
-        /// `member_added`, `member_removed`, `member_left` or `member_promoted`.
-        kind: String,
+        kind: MembershipKind,
         member: String,
         by: String,
         at_ms: i64,
@@ -33,13 +184,26 @@ pub enum Event {
     Security {
         row: i64,
         conversation: String,
-        /// `message_rejected`, `message_replayed`, `message_gap`, ...
-        kind: String,
+        kind: SecurityKind,
+        /// For rejected messages: what was wrong with them.
+        rejection: Option<Rejection>,
         from: Option<String>,
         device: Option<String>,
         at_ms: i64,
         reason: String,
     },
+    /// An outgoing message changed state (the server acknowledged it).
+    Delivery {
+        row: i64,
+        id: String,
+        conversation: String,
+        state: MessageState,
+    },
+    /// The engine's link to the server changed.
+    Connection(ConnectionState),
+    /// This device failed to process something (storage, a bug). Not the peer's fault:
+    /// the entry stays on the server unacknowledged and is retried.
+    LocalError { message: String },
 }
 
 /// RFC 3339 in UTC, seconds precision: `2026-01-01T00:00:00Z`.
@@ -51,19 +215,23 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 impl Event {
-    pub fn row(&self) -> i64 {
+    /// The history row this event is, for the events that are history.
+    pub fn row(&self) -> Option<i64> {
         match self {
             Event::Message { row, .. }
             | Event::Security { row, .. }
-            | Event::Membership { row, .. } => *row,
+            | Event::Membership { row, .. } => Some(*row),
+            _ => None,
         }
     }
 
-    pub fn conversation(&self) -> &str {
+    pub fn conversation(&self) -> Option<&str> {
         match self {
             Event::Message { conversation, .. }
             | Event::Security { conversation, .. }
-            | Event::Membership { conversation, .. } => conversation,
+            | Event::Membership { conversation, .. }
+            | Event::Delivery { conversation, .. } => Some(conversation),
+            _ => None,
         }
     }
 
@@ -92,7 +260,7 @@ impl Event {
                 });
                 if *outgoing {
                     v["outgoing"] = json!(true);
-                    v["state"] = json!(state);
+                    v["state"] = json!(state.as_str());
                 }
                 v
             }
@@ -104,7 +272,7 @@ impl Event {
                 at_ms,
                 ..
             } => json!({
-                "type": kind,
+                "type": kind.as_str(),
                 "conversation": conversation,
                 "member": member,
                 "by": by,
@@ -113,20 +281,54 @@ impl Event {
             Event::Security {
                 conversation,
                 kind,
+                rejection,
                 from,
                 device,
                 at_ms,
                 reason,
                 ..
+            } => {
+                let mut v = json!({
+                    "type": "security",
+                    "kind": kind.as_str(),
+                    "conversation": conversation,
+                    "from": from,
+                    "device": device,
+                    "at": rfc3339(*at_ms),
+                    "reason": reason,
+                });
+                if let Some(r) = rejection {
+                    v["rejection"] = json!(r.as_str());
+                }
+                v
+            }
+            Event::Delivery {
+                id,
+                conversation,
+                state,
+                ..
             } => json!({
-                "type": "security",
-                "kind": kind,
+                "type": "delivery",
+                "id": id,
                 "conversation": conversation,
-                "from": from,
-                "device": device,
-                "at": rfc3339(*at_ms),
-                "reason": reason,
+                "state": state.as_str(),
             }),
+            Event::Connection(state) => {
+                let mut v = json!({"type": "connection", "state": state.as_str()});
+                match state {
+                    ConnectionState::Offline {
+                        reason,
+                        retry_in_ms,
+                    } => {
+                        v["reason"] = json!(reason);
+                        v["retry_in_ms"] = json!(retry_in_ms);
+                    }
+                    ConnectionState::Failed { reason } => v["reason"] = json!(reason),
+                    _ => {}
+                }
+                v
+            }
+            Event::LocalError { message } => json!({"type": "local_error", "message": message}),
         }
     }
 
@@ -155,11 +357,11 @@ impl Event {
                 at_ms,
                 ..
             } => {
-                let what = match kind.as_str() {
-                    "member_added" => format!("{by} added {member}"),
-                    "member_left" => format!("{member} left"),
-                    "member_promoted" => format!("{by} made {member} an admin"),
-                    _ => format!("{by} removed {member}"),
+                let what = match kind {
+                    MembershipKind::Added => format!("{by} added {member}"),
+                    MembershipKind::Left => format!("{member} left"),
+                    MembershipKind::Promoted => format!("{by} made {member} an admin"),
+                    MembershipKind::Removed => format!("{by} removed {member}"),
                 };
                 format!("[{}] {conversation} -- {what}", rfc3339(*at_ms))
             }
@@ -170,9 +372,25 @@ impl Event {
                 at_ms,
                 ..
             } => format!(
-                "[{}] {conversation} !! security ({kind}): {reason}",
-                rfc3339(*at_ms)
+                "[{}] {conversation} !! security ({}): {reason}",
+                rfc3339(*at_ms),
+                kind.as_str()
             ),
+            Event::Delivery {
+                id,
+                conversation,
+                state,
+                ..
+            } => format!("{conversation}: message {id} is {}", state.as_str()),
+            Event::Connection(state) => match state {
+                ConnectionState::Offline {
+                    reason,
+                    retry_in_ms,
+                } => format!("offline: {reason}; retrying in {} ms", retry_in_ms),
+                ConnectionState::Failed { reason } => format!("stopped: {reason}"),
+                other => other.as_str().to_owned(),
+            },
+            Event::LocalError { message } => format!("local error: {message}"),
         }
     }
 }
@@ -192,7 +410,7 @@ mod tests {
             sent_at_ms: 1_767_225_600_000,
             text: "hi".into(),
             outgoing: false,
-            state: "received".into(),
+            state: MessageState::Received,
         };
         let v = e.to_json();
         assert_eq!(v["type"], "message");
@@ -202,5 +420,53 @@ mod tests {
         }
         assert!(v.get("outgoing").is_none());
         assert_eq!(e.to_text(), "[2026-01-01T00:00:00Z] alice: hi");
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for k in [
+            MembershipKind::Added,
+            MembershipKind::Removed,
+            MembershipKind::Left,
+            MembershipKind::Promoted,
+        ] {
+            assert_eq!(MembershipKind::parse(k.as_str()), Some(k));
+        }
+        for k in [
+            SecurityKind::MessageRejected,
+            SecurityKind::MessageReplayed,
+            SecurityKind::MessageGap,
+            SecurityKind::CommitRejected,
+            SecurityKind::ProposalRejected,
+            SecurityKind::NewDevice,
+        ] {
+            assert_eq!(SecurityKind::parse(k.as_str()), k);
+        }
+        assert_eq!(SecurityKind::parse("from_the_future"), SecurityKind::Other);
+        for r in [
+            Rejection::Signature,
+            Rejection::Decryption,
+            Rejection::Duplicate,
+        ] {
+            assert_eq!(rejection_from_str(r.as_str()), Some(r));
+        }
+    }
+
+    #[test]
+    fn security_json_carries_the_typed_rejection() {
+        let e = Event::Security {
+            row: 2,
+            conversation: "bob".into(),
+            kind: SecurityKind::MessageRejected,
+            rejection: Some(Rejection::Decryption),
+            from: Some("bob".into()),
+            device: None,
+            at_ms: 0,
+            reason: "did not decrypt".into(),
+        };
+        let v = e.to_json();
+        assert_eq!(v["type"], "security");
+        assert_eq!(v["kind"], "message_rejected");
+        assert_eq!(v["rejection"], "decryption");
     }
 }

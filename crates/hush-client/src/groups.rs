@@ -1,7 +1,11 @@
-//! Named groups (`#team`): creating, adding and removing members, and the policy every
-//! member enforces on commits. The policy lives in the group's signed MLS state
-//! (name and admins, P530): a commit that breaks it is refused by every client and
-//! reported, whatever the server relays.
+//! Named groups (`#team`) and membership in every conversation: creating, adding and
+//! removing members, leaving, the devices of a user following that user (P534), and
+//! the policy every member enforces on commits. The policy lives in the group's
+//! signed MLS state (name and admins, P530): a commit that breaks it is refused by
+//! every client and reported, whatever the server relays.
+//!
+//! Every commit goes through [`Messenger::commit`]: recorded, then sent, then settled
+//! ([`crate::handshake`]), rebuilt at the new epoch when another commit won.
 use std::collections::{BTreeMap, BTreeSet};
 
 use hush_crypto::conversation::{Conversation, PendingCommit, PendingProposal};
@@ -11,13 +15,15 @@ use hush_proto::content::{GroupName, GroupState};
 use hush_proto::ids::{DeviceId, GroupId, Username};
 use hush_proto::pb::{self, client_frame::Body};
 use hush_proto::response::{Entry, Response};
-use rand::RngCore;
 use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
 
 use crate::ClientError;
 use crate::connection::unexpected;
+use crate::events::{MembershipKind, SecurityKind};
+use crate::handshake::{Effects, Request};
 use crate::home::home_err;
-use crate::messaging::Messenger;
+use crate::messaging::{Alert, Lookup, Messenger, Names, now_ms, random16, stored_group};
 use crate::mls::Provider;
 
 /// Tries of one commit across concurrent commits by others (P430).
@@ -31,15 +37,29 @@ pub struct Member {
     pub admin: bool,
 }
 
-fn group_id16() -> GroupId {
-    let mut b = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    GroupId::from_bytes(b)
+/// A commit built at the group's current epoch, with what it means locally.
+pub(crate) struct Built {
+    pub commit: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+    pub added: Vec<DeviceId>,
+    pub removed: Vec<DeviceId>,
+    pub effects: Effects,
+}
+
+type KeyPackage = hush_crypto::openmls::prelude::KeyPackage;
+
+/// Users of a roster (user → devices).
+fn roster(conv: &Conversation, names: &Names) -> BTreeMap<String, usize> {
+    let mut users = BTreeMap::new();
+    for d in conv.members() {
+        *users.entry(names.of(&d)).or_insert(0) += 1;
+    }
+    users
 }
 
 impl Messenger<'_> {
     /// The local group called `name`.
-    pub fn group_id(&self, name: &GroupName) -> Result<GroupId, ClientError> {
+    pub(crate) fn group_id(&self, name: &GroupName) -> Result<GroupId, ClientError> {
         self.conversation_id(&name.to_string(), "group")?
             .ok_or_else(|| ClientError::Invalid(format!("you are not in a group called {name}")))
     }
@@ -55,11 +75,12 @@ impl Messenger<'_> {
         })
     }
 
+    /// Writes a membership event (inside the caller's transaction).
     fn membership_event(
         &self,
         group: GroupId,
         at_ms: i64,
-        kind: &str,
+        kind: MembershipKind,
         member: &str,
         by: &str,
     ) -> Result<usize, ClientError> {
@@ -68,27 +89,28 @@ impl Messenger<'_> {
             .execute(
                 "INSERT INTO history (group_id, kind, sender, sent_at, text, state, unread)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'received', 1)",
-                params![group.as_bytes().as_slice(), kind, by, at_ms, member],
+                params![
+                    group.as_bytes().as_slice(),
+                    kind.as_str(),
+                    by,
+                    at_ms,
+                    member
+                ],
             )
             .map_err(home_err)?;
         Ok(1)
     }
 
-    /// Users of the roster (device → user), from MLS state.
-    async fn roster(&self, conv: &Conversation) -> Result<BTreeMap<String, usize>, ClientError> {
-        let owners = self.owners(&conv.members()).await?;
-        let mut users = BTreeMap::new();
-        for name in owners.values() {
-            *users.entry(name.clone()).or_insert(0) += 1;
-        }
-        Ok(users)
+    /// Users of the roster (user → devices), from MLS state.
+    async fn roster_of(&self, conv: &Conversation) -> Result<BTreeMap<String, usize>, ClientError> {
+        Ok(roster(conv, &self.names(&conv.members()).await?))
     }
 
     /// Claims and verifies a key package for every device of `users`, except this one.
     pub(crate) async fn key_packages(
         &self,
         users: &[Username],
-    ) -> Result<(Vec<openmls_kp::KeyPackage>, Vec<DeviceId>), ClientError> {
+    ) -> Result<(Vec<KeyPackage>, Vec<DeviceId>), ClientError> {
         let answer = self
             .conn
             .request(Body::ClaimKeyPackages(pb::ClaimKeyPackages {
@@ -98,9 +120,10 @@ impl Messenger<'_> {
         let Response::KeyPackages(claimed) = answer else {
             return Err(unexpected(&answer));
         };
-        let provider = Provider::new(self.home.db());
+        let provider = self.provider();
         let mut packages = Vec::new();
         let mut devices = Vec::new();
+        let mut owners = Vec::new();
         for c in claimed
             .iter()
             .filter(|c| c.device != self.account.device_id)
@@ -109,19 +132,24 @@ impl Messenger<'_> {
                 Ok(kp) => {
                     packages.push(kp);
                     devices.push(c.device);
-                    self.home
-                        .db()
-                        .execute(
-                            "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
-                            params![c.device.as_bytes().as_slice(), c.username.as_str()],
-                        )
-                        .map_err(home_err)?;
+                    owners.push((c.device, c.username.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(device = %c.device, error = %e, "skipping an invalid key package")
                 }
             }
         }
+        let db = self.home.db();
+        self.home.write(|| {
+            for (d, u) in &owners {
+                db.execute(
+                    "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
+                    params![d.as_bytes().as_slice(), u.as_str()],
+                )
+                .map_err(home_err)?;
+            }
+            Ok(())
+        })?;
         for u in users.iter().filter(|u| **u != self.account.username) {
             if !claimed
                 .iter()
@@ -136,8 +164,8 @@ impl Messenger<'_> {
     }
 
     /// Creates `#name` with this user as its admin, adding every device of `members` and
-    /// this user's other devices in one batched commit (P420, P422).
-    pub async fn create_group(
+    /// this user's other devices in one batched commit (P420, P422, P423).
+    pub(crate) async fn create_group(
         &self,
         name: &GroupName,
         members: &[Username],
@@ -157,107 +185,93 @@ impl Messenger<'_> {
             name: name.clone(),
             admins: vec![self.account.username.clone()],
         };
-        let group = group_id16();
-        let provider = Provider::new(self.home.db());
-        let now = crate::messaging::now_ms();
-        self.home
-            .atomically(async || {
-                let mut conv = Conversation::create_named(&provider, &self.identity, group, &state)?;
-                let welcome = if packages.is_empty() {
-                    None
-                } else {
-                    Some(conv.add(&provider, &self.identity, &packages)?.welcome)
-                };
-                let mut all = vec![self.account.device_id];
-                all.extend(devices.iter().copied());
-                let answer = self
-                    .conn
-                    .request(Body::CreateGroup(pb::CreateGroup {
-                        group_id: group.as_bytes().to_vec().into(),
-                        direct_peer: String::new(),
-                        name: name.bare().to_owned(),
-                        welcome: welcome.clone().unwrap_or_default().into(),
-                        members: all.iter().map(|d| d.as_bytes().to_vec().into()).collect(),
-                    }))
-                    .await
-                    .map_err(|e| match e {
-                        ClientError::Server(se) if se.code == ErrorCode::GroupExists => {
-                            ClientError::Invalid(format!("a group called {name} already exists"))
-                        }
-                        other => other,
-                    })?;
-                let Response::GroupCreated { .. } = answer else {
-                    return Err(unexpected(&answer));
-                };
-                if welcome.is_some() {
-                    conv.merge_pending(&provider)?;
-                }
-                self.home
-                    .db()
-                    .execute(
-                        "INSERT OR REPLACE INTO conversations (group_id, name, kind, created_at) VALUES (?1, ?2, 'group', ?3)",
-                        params![group.as_bytes().as_slice(), name.to_string(), now],
-                    )
-                    .map_err(home_err)?;
-                for u in &users {
-                    self.membership_event(group, now, "member_added", u.as_str(), self.account.username.as_str())?;
-                }
-                Ok(())
-            })
-            .await
+        let group = GroupId::from_bytes(random16());
+        let provider = self.provider();
+        let added: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        self.home.write(|| {
+            let mut conv = Conversation::create_named(&provider, self.identity, group, &state)?;
+            let welcome = if packages.is_empty() {
+                None
+            } else {
+                Some(conv.add(&provider, self.identity, &packages)?.welcome)
+            };
+            let mut all = vec![self.account.device_id];
+            all.extend(devices.iter().copied());
+            let request = pb::CreateGroup {
+                group_id: group.as_bytes().to_vec().into(),
+                direct_peer: String::new(),
+                name: name.bare().to_owned(),
+                welcome: welcome.unwrap_or_default().into(),
+                members: all.iter().map(|d| d.as_bytes().to_vec().into()).collect(),
+                client_key: random16().to_vec().into(),
+            };
+            self.record_handshake(
+                group,
+                Request::Create(request),
+                &Effects::conversation(&name.to_string(), "group")
+                    .with_events(MembershipKind::Added, &added),
+            )
+        })?;
+        self.settle(group).await.map_err(|e| match e {
+            ClientError::Server(se) if se.code == ErrorCode::GroupExists => {
+                ClientError::Invalid(format!("a group called {name} already exists"))
+            }
+            other => other,
+        })
     }
 
-    /// Commits a change built by `build` at the group's current epoch, rebuilding it
-    /// after a concurrent commit won (P430). Returns the devices added and removed.
-    async fn commit<F>(
+    /// Commits a change at the group's current epoch: `prepare` gathers what the change
+    /// needs from the network, `build` stages it (or returns `None` when nothing is left
+    /// to do), and the commit is recorded, sent and settled; after a concurrent commit
+    /// won, it is built again (P430, P532). Returns whether a commit was made.
+    pub(crate) async fn commit<P>(
         &self,
         group: GroupId,
-        mut build: F,
-    ) -> Result<(Vec<DeviceId>, Vec<DeviceId>), ClientError>
-    where
-        F: AsyncFnMut(
-            &mut Conversation,
-        ) -> Result<
-            (Vec<u8>, Option<Vec<u8>>, Vec<DeviceId>, Vec<DeviceId>),
-            ClientError,
-        >,
-    {
-        let provider = Provider::new(self.home.db());
+        mut prepare: impl AsyncFnMut() -> Result<P, ClientError>,
+        mut build: impl FnMut(&mut Conversation, P) -> Result<Option<Built>, ClientError>,
+    ) -> Result<bool, ClientError> {
+        let provider = self.provider();
         for _ in 0..COMMIT_ATTEMPTS {
-            let outcome = self
-                .home
-                .atomically(async || {
-                    let mut conv = self.load_group(&provider, group)?;
-                    let epoch = conv.epoch();
-                    let (commit, welcome, added, removed) = build(&mut conv).await?;
-                    let answer = self
-                        .conn
-                        .request(Body::Commit(pb::Commit {
-                            group_id: group.as_bytes().to_vec().into(),
-                            epoch,
-                            commit: commit.into(),
-                            welcome: welcome.unwrap_or_default().into(),
-                            added: added.iter().map(|d| d.as_bytes().to_vec().into()).collect(),
-                            removed: removed
-                                .iter()
-                                .map(|d| d.as_bytes().to_vec().into())
-                                .collect(),
-                        }))
-                        .await?;
-                    let Response::CommitAccepted { .. } = answer else {
-                        return Err(unexpected(&answer));
-                    };
-                    conv.merge_pending(&provider)?;
-                    Ok((added, removed))
-                })
-                .await;
-            match outcome {
-                // Someone else's commit won this epoch: catch up, then rebuild ours.
+            // Ours from an earlier try must be settled before a new one is built.
+            self.settle(group).await?;
+            let input = prepare().await?;
+            let recorded = self.home.write(|| {
+                let mut conv = self.load_group(&provider, group)?;
+                let epoch = conv.epoch();
+                let Some(b) = build(&mut conv, input)? else {
+                    return Ok(false);
+                };
+                let request = pb::Commit {
+                    group_id: group.as_bytes().to_vec().into(),
+                    epoch,
+                    commit: b.commit.into(),
+                    welcome: b.welcome.unwrap_or_default().into(),
+                    added: b
+                        .added
+                        .iter()
+                        .map(|d| d.as_bytes().to_vec().into())
+                        .collect(),
+                    removed: b
+                        .removed
+                        .iter()
+                        .map(|d| d.as_bytes().to_vec().into())
+                        .collect(),
+                    client_key: random16().to_vec().into(),
+                };
+                self.record_handshake(group, Request::Commit(request), &b.effects)?;
+                Ok(true)
+            })?;
+            if !recorded {
+                return Ok(false);
+            }
+            match self.settle(group).await {
+                Ok(()) => return Ok(true),
+                // Someone else's commit won this epoch: catch up, then build ours again.
                 Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
                     tracing::info!(group = %group, "another commit won this epoch; rebuilding ours");
                     self.catch_up().await?;
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
         Err(ClientError::Invalid(
@@ -295,14 +309,13 @@ impl Messenger<'_> {
     ) -> Result<(GroupId, BTreeMap<String, usize>), ClientError> {
         self.sync().await?;
         let group = self.group_id(name)?;
-        let provider = Provider::new(self.home.db());
-        let conv = self.load_group(&provider, group)?;
+        let conv = self.load_group(&self.provider(), group)?;
         self.require_admin(&conv, name)?;
-        Ok((group, self.roster(&conv).await?))
+        Ok((group, self.roster_of(&conv).await?))
     }
 
     /// Adds every device of `users` to `#name` in one commit.
-    pub async fn add_members(
+    pub(crate) async fn add_members(
         &self,
         name: &GroupName,
         users: &[Username],
@@ -311,135 +324,151 @@ impl Messenger<'_> {
         if let Some(u) = users.iter().find(|u| roster.contains_key(u.as_str())) {
             return Err(ClientError::Invalid(format!("{u} is already in {name}")));
         }
-        let provider = Provider::new(self.home.db());
-        let (packages, _) = self.key_packages(users).await?;
-        let mut packages = Some(packages);
-        self.commit(group, async |conv: &mut Conversation| {
-            let taken = packages.take();
-            let kps = match taken {
-                Some(k) => k,
-                // A rebuild after a lost race needs fresh packages: those were used.
-                None => self.key_packages(users).await?.0,
-            };
-            let devices: Vec<DeviceId> = kps
-                .iter()
-                .filter_map(|kp| hush_crypto::identity::device_of(kp.leaf_node().credential()).ok())
-                .collect();
-            let added = conv.add(&provider, &self.identity, &kps)?;
-            Ok((added.commit, Some(added.welcome), devices, Vec::new()))
-        })
+        let provider = self.provider();
+        let added: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        self.commit(
+            group,
+            async || Ok(self.key_packages(users).await?.0),
+            |conv, kps: Vec<KeyPackage>| {
+                let devices: Vec<DeviceId> = kps
+                    .iter()
+                    .filter_map(|kp| {
+                        hush_crypto::identity::device_of(kp.leaf_node().credential()).ok()
+                    })
+                    .collect();
+                let a = conv.add(&provider, self.identity, &kps)?;
+                Ok(Some(Built {
+                    commit: a.commit,
+                    welcome: Some(a.welcome),
+                    added: devices,
+                    removed: Vec::new(),
+                    effects: Effects::events("adding members", MembershipKind::Added, &added),
+                }))
+            },
+        )
         .await?;
-        let now = crate::messaging::now_ms();
-        for u in users {
-            self.membership_event(
-                group,
-                now,
-                "member_added",
-                u.as_str(),
-                self.account.username.as_str(),
-            )?;
-        }
         Ok(())
     }
 
     /// Makes `users` admins of `#name` (admins only), in a commit of the signed state.
-    pub async fn promote(&self, name: &GroupName, users: &[Username]) -> Result<(), ClientError> {
+    pub(crate) async fn promote(
+        &self,
+        name: &GroupName,
+        users: &[Username],
+    ) -> Result<(), ClientError> {
         let (group, roster) = self.as_admin(name).await?;
         if let Some(u) = users.iter().find(|u| !roster.contains_key(u.as_str())) {
             return Err(ClientError::Invalid(format!("{u} is not in {name}")));
         }
-        let provider = Provider::new(self.home.db());
-        self.commit(group, async |conv: &mut Conversation| {
-            let mut state = self.require_admin(conv, name)?;
-            for u in users {
-                if !state.is_admin(u.as_str()) {
-                    state.admins.push(u.clone());
+        let provider = self.provider();
+        let promoted: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        self.commit(
+            group,
+            async || Ok(()),
+            |conv, ()| {
+                let mut state = self.require_admin(conv, name)?;
+                let new: Vec<String> = users
+                    .iter()
+                    .filter(|u| !state.is_admin(u.as_str()))
+                    .map(|u| u.to_string())
+                    .collect();
+                if new.is_empty() {
+                    return Ok(None);
                 }
-            }
-            let commit = conv.set_state(&provider, &self.identity, &state)?;
-            Ok((commit, None, Vec::new(), Vec::new()))
-        })
+                for u in users {
+                    if !state.is_admin(u.as_str()) {
+                        state.admins.push(u.clone());
+                    }
+                }
+                let commit = conv.set_state(&provider, self.identity, &state)?;
+                Ok(Some(Built {
+                    commit,
+                    welcome: None,
+                    added: Vec::new(),
+                    removed: Vec::new(),
+                    effects: Effects::events("promoting", MembershipKind::Promoted, &promoted),
+                }))
+            },
+        )
         .await?;
-        let now = crate::messaging::now_ms();
-        for u in users {
-            self.membership_event(
-                group,
-                now,
-                "member_promoted",
-                u.as_str(),
-                self.account.username.as_str(),
-            )?;
-        }
         Ok(())
     }
 
     /// Removes every device of `users` from `#name` in one commit.
-    pub async fn remove_members(
+    pub(crate) async fn remove_members(
         &self,
         name: &GroupName,
         users: &[Username],
     ) -> Result<(), ClientError> {
         self.sync().await?;
         let group = self.group_id(name)?;
-        let provider = Provider::new(self.home.db());
-        let conv = self.load_group(&provider, group)?;
+        let conv = self.load_group(&self.provider(), group)?;
         self.require_admin(&conv, name)?;
-        let owners = self.owners(&conv.members()).await?;
-        let targets: Vec<DeviceId> = owners
-            .iter()
-            .filter(|(_, u)| users.iter().any(|x| x.as_str() == u.as_str()))
-            .map(|(d, _)| *d)
+        let owners = self.names(&conv.members()).await?;
+        let targets: Vec<DeviceId> = conv
+            .members()
+            .into_iter()
+            .filter(|d| users.iter().any(|x| x.as_str() == owners.of(d)))
             .collect();
         if let Some(u) = users
             .iter()
-            .find(|u| !owners.values().any(|o| o == u.as_str()))
+            .find(|u| !conv.members().iter().any(|d| owners.of(d) == u.as_str()))
         {
             return Err(ClientError::Invalid(format!("{u} is not in {name}")));
         }
-        self.remove_devices(group, &targets).await?;
-        let now = crate::messaging::now_ms();
-        for u in users {
-            self.membership_event(
-                group,
-                now,
-                "member_removed",
-                u.as_str(),
-                self.account.username.as_str(),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Commits the removal of these devices, whoever asks (policy is for receivers).
-    pub async fn remove_devices(
-        &self,
-        group: GroupId,
-        devices: &[DeviceId],
-    ) -> Result<(), ClientError> {
-        let provider = Provider::new(self.home.db());
-        self.commit(group, async |conv: &mut Conversation| {
-            let current: BTreeSet<DeviceId> = conv.members().into_iter().collect();
-            let targets: Vec<DeviceId> = devices
-                .iter()
-                .copied()
-                .filter(|d| current.contains(d))
-                .collect();
-            let commit = conv.remove(&provider, &self.identity, &targets)?;
-            Ok((commit, None, Vec::new(), targets))
-        })
+        let removed: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        self.remove_devices(
+            group,
+            &targets,
+            Effects::events("removing members", MembershipKind::Removed, &removed),
+        )
         .await?;
         Ok(())
     }
 
+    /// Commits the removal of these devices, whoever asks (policy is for receivers).
+    pub(crate) async fn remove_devices(
+        &self,
+        group: GroupId,
+        devices: &[DeviceId],
+        effects: Effects,
+    ) -> Result<bool, ClientError> {
+        let provider = self.provider();
+        let mut effects = Some(effects);
+        self.commit(
+            group,
+            async || Ok(()),
+            |conv, ()| {
+                let current: BTreeSet<DeviceId> = conv.members().into_iter().collect();
+                let targets: Vec<DeviceId> = devices
+                    .iter()
+                    .copied()
+                    .filter(|d| current.contains(d))
+                    .collect();
+                if targets.is_empty() {
+                    return Ok(None);
+                }
+                let commit = conv.remove(&provider, self.identity, &targets)?;
+                Ok(Some(Built {
+                    commit,
+                    welcome: None,
+                    added: Vec::new(),
+                    removed: targets,
+                    effects: effects.take().unwrap_or_default(),
+                }))
+            },
+        )
+        .await
+    }
+
     /// The roster of `#name` from MLS state, with admin flags from the signed state.
-    pub async fn members(&self, name: &GroupName) -> Result<Vec<Member>, ClientError> {
+    pub(crate) async fn members(&self, name: &GroupName) -> Result<Vec<Member>, ClientError> {
         self.sync().await?;
         let group = self.group_id(name)?;
-        let provider = Provider::new(self.home.db());
-        let conv = self.load_group(&provider, group)?;
+        let conv = self.load_group(&self.provider(), group)?;
         let state = conv.state();
         Ok(self
-            .roster(&conv)
+            .roster_of(&conv)
             .await?
             .into_iter()
             .map(|(username, devices)| Member {
@@ -450,118 +479,304 @@ impl Messenger<'_> {
             .collect())
     }
 
-    /// P534: adds this user's devices that are missing from its conversations (a new
-    /// login), so every device of a user is in that user's groups.
-    pub(crate) async fn adopt_new_devices(&self) -> Result<(), ClientError> {
+    /// Every device of `users` as the server lists them (P413), remembered as theirs.
+    async fn list_devices(
+        &self,
+        users: &[String],
+    ) -> Result<BTreeMap<String, BTreeSet<DeviceId>>, ClientError> {
         let answer = self
             .conn
             .request(Body::ListDevices(pb::ListDevices {
-                usernames: vec![self.account.username.to_string()],
+                usernames: users.to_vec(),
             }))
             .await?;
         let Response::Devices(listed) = answer else {
             return Err(unexpected(&answer));
         };
-        let mine: BTreeSet<DeviceId> = listed.into_iter().map(|(d, _)| d).collect();
-        if mine.len() < 2 {
-            return Ok(());
+        let mut out: BTreeMap<String, BTreeSet<DeviceId>> = BTreeMap::new();
+        for (d, u) in listed {
+            out.entry(u.to_string()).or_default().insert(d);
         }
-        let groups: Vec<Vec<u8>> = {
+        let db = self.home.db();
+        self.home.write(|| {
+            for (u, devices) in &out {
+                for d in devices {
+                    db.execute(
+                        "INSERT OR IGNORE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
+                        params![d.as_bytes().as_slice(), u],
+                    )
+                    .map_err(home_err)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// P534: every device of a user belongs to that user's conversations. Adds this
+    /// user's devices missing from its conversations, and in 1:1 conversations the
+    /// peer's too (a new login on either side), in one commit per conversation.
+    pub(crate) async fn reconcile_devices(&self) -> Result<(), ClientError> {
+        let convs: Vec<(Vec<u8>, String, String)> = {
             let mut stmt = self
                 .home
                 .db()
-                .prepare("SELECT group_id FROM conversations WHERE kind IN ('direct', 'group')")
+                .prepare("SELECT group_id, name, kind FROM conversations WHERE kind IN ('direct', 'group')")
                 .map_err(home_err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(home_err)?;
             rows.collect::<Result<_, _>>().map_err(home_err)?
         };
-        let provider = Provider::new(self.home.db());
-        for g in groups {
-            let group = GroupId::from_slice(&g).map_err(|e| home_err(e.to_string()))?;
+        if convs.is_empty() {
+            return Ok(());
+        }
+        let me = self.account.username.to_string();
+        let mut users: BTreeSet<String> = convs
+            .iter()
+            .filter(|(_, _, kind)| kind == "direct")
+            .map(|(_, name, _)| name.clone())
+            .collect();
+        users.insert(me.clone());
+        let users: Vec<String> = users.into_iter().collect();
+        let listed = match self.list_devices(&users).await {
+            Ok(l) => l,
+            // A peer whose account is gone: reconcile this user's own devices only.
+            Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => {
+                self.list_devices(std::slice::from_ref(&me)).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let provider = self.provider();
+        for (g, name, kind) in convs {
+            let group = stored_group(&g)?;
             let Some(conv) = Conversation::load(&provider, group)? else {
                 continue;
             };
             let roster: BTreeSet<DeviceId> = conv.members().into_iter().collect();
-            if mine.is_subset(&roster) {
-                continue;
+            let mut wanted: Vec<String> = vec![me.clone()];
+            if kind == "direct" {
+                wanted.push(name.clone());
             }
-            let (packages, devices) = self
-                .key_packages(std::slice::from_ref(&self.account.username))
-                .await?;
-            let wanted: Vec<_> = packages
-                .into_iter()
-                .zip(devices)
-                .filter(|(_, d)| !roster.contains(d))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let mut wanted = Some(wanted);
-            let result = self
-                .commit(group, async |conv: &mut Conversation| {
-                    let now: BTreeSet<DeviceId> = conv.members().into_iter().collect();
-                    let (kps, ds): (Vec<_>, Vec<_>) = wanted
-                        .take()
-                        .unwrap_or_default()
+            let missing: BTreeMap<DeviceId, String> = wanted
+                .iter()
+                .flat_map(|u| {
+                    listed
+                        .get(u)
                         .into_iter()
-                        .filter(|(_, d)| !now.contains(d))
-                        .unzip();
-                    if kps.is_empty() {
-                        return Err(ClientError::Invalid("already adopted".into()));
-                    }
-                    let added = conv.add(&provider, &self.identity, &kps)?;
-                    Ok((added.commit, Some(added.welcome), ds, Vec::new()))
+                        .flatten()
+                        .filter(|d| !roster.contains(d))
+                        .map(move |d| (*d, u.clone()))
                 })
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let owners: Vec<Username> = missing
+                .values()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|u| Username::parse(u).ok())
+                .collect();
+            let result = self
+                .commit(
+                    group,
+                    async || self.key_packages(&owners).await,
+                    |conv, (kps, devices): (Vec<KeyPackage>, Vec<DeviceId>)| {
+                        let now: BTreeSet<DeviceId> = conv.members().into_iter().collect();
+                        let (kps, ds): (Vec<_>, Vec<_>) = kps
+                            .into_iter()
+                            .zip(devices)
+                            .filter(|(_, d)| missing.contains_key(d) && !now.contains(d))
+                            .unzip();
+                        if kps.is_empty() {
+                            return Ok(None);
+                        }
+                        let a = conv.add(&provider, self.identity, &kps)?;
+                        let alerts = ds
+                            .iter()
+                            .filter_map(|d| {
+                                let owner = missing.get(d)?;
+                                Some((
+                                    SecurityKind::NewDevice.as_str().to_owned(),
+                                    owner.clone(),
+                                    d.to_string(),
+                                    format!(
+                                        "{owner} has a new device {d} in this conversation (added by {me})"
+                                    ),
+                                ))
+                            })
+                            .collect();
+                        Ok(Some(Built {
+                            commit: a.commit,
+                            welcome: Some(a.welcome),
+                            added: ds,
+                            removed: Vec::new(),
+                            effects: Effects {
+                                alerts,
+                                what: "adding new devices".into(),
+                                ..Effects::default()
+                            },
+                        }))
+                    },
+                )
                 .await;
             match result {
-                Ok(_) => tracing::info!(group = %group, "added this user's new devices"),
+                Ok(true) => tracing::info!(group = %group, "added new devices"),
+                Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(group = %group, error = %e, "could not add this user's new devices")
+                    tracing::warn!(group = %group, error = %e, "could not add new devices")
                 }
             }
         }
         Ok(())
     }
 
+    /// Whether this home left the group and told the others already; traffic for it is
+    /// then ignored. While the leave is still pending, traffic is processed, so the
+    /// removal proposals can follow the group's epoch.
     pub(crate) fn has_left(&self, group: GroupId) -> Result<bool, ClientError> {
+        let g = group.as_bytes().as_slice();
         let kind: Option<String> = self
             .home
             .db()
             .query_row(
                 "SELECT kind FROM conversations WHERE group_id = ?1",
-                [group.as_bytes().as_slice()],
+                [g],
                 |r| r.get(0),
             )
             .optional()
             .map_err(home_err)?;
-        Ok(kind.as_deref() == Some("left"))
+        if kind.as_deref() != Some("left") {
+            return Ok(false);
+        }
+        let pending: bool = self
+            .home
+            .db()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pending_leaves WHERE group_id = ?1)",
+                [g],
+                |r| r.get(0),
+            )
+            .map_err(home_err)?;
+        Ok(!pending)
     }
 
-    /// Leaves `#name`: this user's devices propose their removal, which the next commit
-    /// by any member applies; this home stops reading the group at once.
-    pub async fn leave(&self, name: &GroupName) -> Result<(), ClientError> {
+    /// Leaves `#name`: recorded at once (the group leaves `chats`), then this user's
+    /// devices propose their removal, which the next commit by any member applies.
+    /// The last admin must promote a successor first, so no group is orphaned.
+    pub(crate) async fn leave(&self, name: &GroupName) -> Result<(), ClientError> {
         self.sync().await?;
         let group = self.group_id(name)?;
-        let provider = Provider::new(self.home.db());
+        let conv = self.load_group(&self.provider(), group)?;
+        let names = self.names(&conv.members()).await?;
+        let users = roster(&conv, &names);
+        let me = self.account.username.as_str();
+        if let Some(state) = conv.state()
+            && state.is_admin(me)
+        {
+            let other_admins = users.keys().any(|u| u != me && state.is_admin(u));
+            let others = users.keys().any(|u| u != me);
+            if others && !other_admins {
+                return Err(ClientError::Invalid(format!(
+                    "you are the only admin of {name}; make someone else an admin first \
+                     (`hush group promote {name} USER`), then leave"
+                )));
+            }
+        }
+        let db = self.home.db();
+        let g = group.as_bytes().as_slice();
+        self.home.write(|| {
+            db.execute(
+                "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
+                [g],
+            )
+            .map_err(home_err)?;
+            db.execute(
+                "INSERT OR IGNORE INTO pending_leaves (group_id) VALUES (?1)",
+                [g],
+            )
+            .map_err(home_err)?;
+            self.membership_event(group, now_ms(), MembershipKind::Left, me, me)?;
+            Ok(())
+        })?;
+        self.send_leave(group).await
+    }
+
+    /// Sends this user's removal proposals for a left group, following the group's
+    /// epoch; done when the server holds them.
+    async fn send_leave(&self, group: GroupId) -> Result<(), ClientError> {
+        let conv = self.load_group(&self.provider(), group)?;
+        let names = self.names(&conv.members()).await?;
+        let mine: Vec<DeviceId> = conv
+            .members()
+            .into_iter()
+            .filter(|d| names.of(d) == self.account.username.as_str())
+            .collect();
+        self.propose_removal(group, &mine).await?;
+        self.home.write(|| {
+            self.home
+                .db()
+                .execute(
+                    "DELETE FROM pending_leaves WHERE group_id = ?1",
+                    [group.as_bytes().as_slice()],
+                )
+                .map_err(home_err)?;
+            Ok(())
+        })
+    }
+
+    /// Finishes leaves an interrupted run left pending.
+    pub(crate) async fn flush_leaves(&self) -> Result<(), ClientError> {
+        let groups: Vec<Vec<u8>> = {
+            let mut stmt = self
+                .home
+                .db()
+                .prepare("SELECT group_id FROM pending_leaves")
+                .map_err(home_err)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
+            rows.collect::<Result<_, _>>().map_err(home_err)?
+        };
+        for g in groups {
+            self.send_leave(stored_group(&g)?).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends Remove proposals for these devices of this user as group traffic (P533).
+    /// Each proposal's message id is derived from the group, epoch and device, so a
+    /// retry after a lost answer is stored once.
+    pub(crate) async fn propose_removal(
+        &self,
+        group: GroupId,
+        devices: &[DeviceId],
+    ) -> Result<(), ClientError> {
+        let provider = self.provider();
         for _ in 0..COMMIT_ATTEMPTS {
-            let mut conv = self.load_group(&provider, group)?;
-            let owners = self.owners(&conv.members()).await?;
-            let mine: Vec<DeviceId> = owners
-                .iter()
-                .filter(|(_, u)| u.as_str() == self.account.username.as_str())
-                .map(|(d, _)| *d)
-                .collect();
-            let epoch = conv.epoch();
-            let proposals = conv.propose_removal(&provider, &self.identity, &mine)?;
+            let (epoch, proposals) = self.home.write(|| {
+                let mut conv = self.load_group(&provider, group)?;
+                let epoch = conv.epoch();
+                Ok((
+                    epoch,
+                    conv.propose_removal(&provider, self.identity, devices)?,
+                ))
+            })?;
             let mut stale = false;
-            for p in proposals {
+            for (i, p) in proposals.into_iter().enumerate() {
+                let id = Sha256::new()
+                    .chain_update(b"hush leave proposal")
+                    .chain_update(group.as_bytes())
+                    .chain_update(epoch.to_be_bytes())
+                    .chain_update(self.account.device_id.as_bytes())
+                    .chain_update((i as u64).to_be_bytes())
+                    .finalize();
                 let sent = self
                     .conn
                     .request(Body::Send(pb::Send {
                         group_id: group.as_bytes().to_vec().into(),
                         epoch,
                         ciphertext: p.into(),
-                        client_message_id: group_id16().as_bytes().to_vec().into(),
+                        client_message_id: id[..16].to_vec().into(),
                     }))
                     .await;
                 match sent {
@@ -574,117 +789,176 @@ impl Messenger<'_> {
                     Err(e) => return Err(e),
                 }
             }
-            if stale {
-                self.sync().await?;
-                continue;
+            if !stale {
+                return Ok(());
             }
-            let now = crate::messaging::now_ms();
-            self.home
-                .db()
-                .execute(
-                    "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
-                    [group.as_bytes().as_slice()],
-                )
-                .map_err(home_err)?;
-            let me = self.account.username.as_str();
-            self.membership_event(group, now, "member_left", me, me)?;
-            return Ok(());
+            self.catch_up().await?;
         }
         Err(ClientError::Invalid(
             "the group kept changing; try again".into(),
         ))
     }
 
+    /// Before this device logs out: it proposes its own removal from every
+    /// conversation with anyone else in it, so members stop encrypting to a dead leaf
+    /// once the next of them commits. Best effort: a conversation that fails is logged.
+    pub(crate) async fn leave_all_for_logout(&self) -> Result<(), ClientError> {
+        self.sync().await?;
+        let groups: Vec<Vec<u8>> = {
+            let mut stmt = self
+                .home
+                .db()
+                .prepare("SELECT group_id FROM conversations WHERE kind IN ('direct', 'group')")
+                .map_err(home_err)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
+            rows.collect::<Result<_, _>>().map_err(home_err)?
+        };
+        let provider = self.provider();
+        let me = self.account.device_id;
+        for g in groups {
+            let group = stored_group(&g)?;
+            let Some(conv) = Conversation::load(&provider, group)? else {
+                continue;
+            };
+            if conv.members().iter().all(|d| *d == me) {
+                continue;
+            }
+            if let Err(e) = self.propose_removal(group, &[me]).await {
+                tracing::warn!(group = %group, error = %e, "could not propose this device's removal");
+            }
+        }
+        Ok(())
+    }
+
     /// A member asked to leave (or an admin proposed a removal): checked against the
     /// policy, then queued for the next commit.
-    pub(crate) async fn on_proposal(
+    pub(crate) fn on_proposal(
         &self,
         e: &Entry,
+        lookup: &Lookup<'_>,
         conv: &mut Conversation,
         p: PendingProposal,
     ) -> Result<usize, ClientError> {
-        let provider = Provider::new(self.home.db());
-        let mut all = p.removes.clone();
+        let provider = self.provider();
+        let mut all = conv.members();
         all.push(p.sender);
-        let names = self.names(&all).await?;
+        let names = lookup.resolve(&all)?;
         let user = |d: &DeviceId| names.of(d);
         let by = user(&p.sender);
         let removes: BTreeSet<String> = p.removes.iter().map(user).collect();
-        let admin = conv.state().is_some_and(|s| s.is_admin(&by));
+        let state = conv.state();
+        let admin = state.as_ref().is_some_and(|s| s.is_admin(&by));
         if p.removes.is_empty() || (!admin && removes.iter().any(|u| *u != by)) {
-            return self.alert_kind(
+            return self.alert(
                 e.group_id,
                 e.stored_at_ms,
-                "proposal_rejected",
-                Some(by.clone()),
-                Some(p.sender),
-                format!("{by} proposed a change the group's policy does not allow"),
+                Alert {
+                    kind: SecurityKind::ProposalRejected,
+                    rejection: None,
+                    from: Some(by.clone()),
+                    device: Some(p.sender),
+                    reason: format!("{by} proposed a change the group's policy does not allow"),
+                },
             );
         }
-        let before = self.roster(conv).await?;
+        // A user has left once none of its devices would remain.
+        let remaining: BTreeSet<String> = conv
+            .members()
+            .iter()
+            .filter(|d| !p.removes.contains(d))
+            .map(user)
+            .collect();
+        let gone: Vec<String> = removes
+            .iter()
+            .filter(|u| **u == by && !remaining.contains(*u))
+            .cloned()
+            .collect();
         conv.accept_proposal(&provider, p)?;
         let mut events = 0;
-        for u in removes
-            .iter()
-            .filter(|u| **u == by && before.contains_key(*u))
-        {
-            events += self.membership_event(e.group_id, e.stored_at_ms, "member_left", u, &by)?;
+        if state.is_some() {
+            for u in &gone {
+                events += self.membership_event(
+                    e.group_id,
+                    e.stored_at_ms,
+                    MembershipKind::Left,
+                    u,
+                    &by,
+                )?;
+            }
         }
         Ok(events)
     }
 
     /// Commits proposals others queued (a member leaving), so messages can be sent.
-    async fn commit_pending_proposals(&self, group: GroupId) -> Result<(), ClientError> {
-        let provider = Provider::new(self.home.db());
+    pub(crate) async fn commit_pending_proposals(&self, group: GroupId) -> Result<(), ClientError> {
+        let provider = self.provider();
         let pending =
             Conversation::load(&provider, group)?.is_some_and(|c| c.has_pending_proposals());
         if pending {
-            self.commit(group, async |conv: &mut Conversation| {
-                let (commit, removed) = conv.commit_pending(&provider, &self.identity)?;
-                Ok((commit, None, Vec::new(), removed))
-            })
+            self.commit(
+                group,
+                async || Ok(()),
+                |conv, ()| {
+                    if !conv.has_pending_proposals() {
+                        return Ok(None);
+                    }
+                    let (commit, removed) = conv.commit_pending(&provider, self.identity)?;
+                    Ok(Some(Built {
+                        commit,
+                        welcome: None,
+                        added: Vec::new(),
+                        removed,
+                        effects: Effects {
+                            what: "committing departures".into(),
+                            ..Effects::default()
+                        },
+                    }))
+                },
+            )
             .await?;
         }
         Ok(())
     }
 
-    /// Sends a text to the named group.
-    pub async fn send_to_group(
+    /// Sends a text to the named group; returns the history row.
+    pub(crate) async fn send_to_group(
         &self,
         name: &GroupName,
         text: &str,
-    ) -> Result<crate::events::Event, ClientError> {
+    ) -> Result<i64, ClientError> {
+        crate::messaging::check_text(text)?;
         self.flush_outbox().await?;
         self.sync().await?;
         let group = self.group_id(name)?;
-        self.commit_pending_proposals(group).await?;
-        let (message_id, row) = self.compose(group, text).await?;
-        self.deliver(message_id).await?;
-        crate::history::by_row(self.home, row)
+        self.send_in(group, text).await
     }
 
     /// P530: checks a relayed commit against the group's signed policy, then applies
-    /// it and records who changed what, or refuses it and reports why.
-    pub(crate) async fn on_commit(
+    /// it and records who changed what, or refuses it and reports why. In a 1:1
+    /// conversation (no policy) it is applied, and a known user's new device reported.
+    pub(crate) fn on_commit(
         &self,
         e: &Entry,
+        lookup: &Lookup<'_>,
         conv: &mut Conversation,
         commit: Box<PendingCommit>,
     ) -> Result<usize, ClientError> {
-        let provider = Provider::new(self.home.db());
+        let provider = self.provider();
         let group = e.group_id;
+        let mut all = conv.members();
+        all.extend(commit.added.iter().copied());
+        all.extend(commit.removal_proposers.iter().map(|(_, p)| *p));
+        all.push(commit.sender);
+        let names = lookup.resolve(&all)?;
+        let user = |d: &DeviceId| names.of(d);
+        let by = user(&commit.sender);
+        let before = roster(conv, &names);
+        let added_devices = commit.added.clone();
         let Some(state) = conv.state() else {
             // A 1:1 conversation has no roles.
             conv.merge(&provider, *commit)?;
-            return Ok(0);
+            return self.new_devices(group, e.stored_at_ms, &added_devices, &before, &names, &by);
         };
-        let mut all = commit.added.clone();
-        all.extend(commit.removed.iter().copied());
-        all.extend(commit.removal_proposers.iter().map(|(_, p)| *p));
-        all.push(commit.sender);
-        let names = self.names(&all).await?;
-        let user = |d: &DeviceId| names.of(d);
-        let by = user(&commit.sender);
         let added: BTreeSet<String> = commit.added.iter().map(user).collect();
         let removed: BTreeSet<String> = commit.removed.iter().map(user).collect();
         // A removal proposed by the removed user's own device is that user leaving:
@@ -716,13 +990,16 @@ impl Messenger<'_> {
         };
         if let Some(reason) = refusal {
             // Not merged: this device stays at the epoch the policy allows.
-            return self.alert_kind(
+            return self.alert(
                 group,
                 e.stored_at_ms,
-                "commit_rejected",
-                Some(by),
-                Some(commit.sender),
-                reason,
+                Alert {
+                    kind: SecurityKind::CommitRejected,
+                    rejection: None,
+                    from: Some(by),
+                    device: Some(commit.sender),
+                    reason,
+                },
             );
         }
         let promoted: Vec<String> = commit
@@ -736,41 +1013,58 @@ impl Messenger<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let before = self.roster(conv).await?;
-        let commit_added_devices = commit.added.clone();
         conv.merge(&provider, *commit)?;
-        let after = self.roster(conv).await?;
+        let after = roster(conv, &names);
         let mut events = 0;
         for u in added.iter().filter(|u| !before.contains_key(*u)) {
-            events += self.membership_event(group, e.stored_at_ms, "member_added", u, &by)?;
+            events +=
+                self.membership_event(group, e.stored_at_ms, MembershipKind::Added, u, &by)?;
         }
         for u in removed.iter().filter(|u| !after.contains_key(*u)) {
             if left.contains(u) {
                 // Reported when the user's own proposal arrived.
                 continue;
             }
-            events += self.membership_event(group, e.stored_at_ms, "member_removed", u, &by)?;
+            events +=
+                self.membership_event(group, e.stored_at_ms, MembershipKind::Removed, u, &by)?;
         }
-        for d in &commit_added_devices {
-            let owner = user(d);
-            if before.contains_key(&owner) {
-                events += self.alert_kind(
-                    group,
-                    e.stored_at_ms,
-                    "new_device",
-                    Some(owner.clone()),
-                    Some(*d),
-                    format!("{owner} has a new device {d} in this conversation (added by {by})"),
-                )?;
-            }
-        }
+        events += self.new_devices(group, e.stored_at_ms, &added_devices, &before, &names, &by)?;
         for u in &promoted {
-            events += self.membership_event(group, e.stored_at_ms, "member_promoted", u, &by)?;
+            events +=
+                self.membership_event(group, e.stored_at_ms, MembershipKind::Promoted, u, &by)?;
         }
         Ok(events)
     }
-}
 
-mod openmls_kp {
-    pub use hush_crypto::openmls::prelude::KeyPackage;
+    /// P534: a device added for a user already in the conversation is reported.
+    fn new_devices(
+        &self,
+        group: GroupId,
+        at_ms: i64,
+        added: &[DeviceId],
+        before: &BTreeMap<String, usize>,
+        names: &Names,
+        by: &str,
+    ) -> Result<usize, ClientError> {
+        let mut events = 0;
+        for d in added.iter().filter(|d| **d != self.account.device_id) {
+            let owner = names.of(d);
+            if before.contains_key(&owner) {
+                events += self.alert(
+                    group,
+                    at_ms,
+                    Alert {
+                        kind: SecurityKind::NewDevice,
+                        rejection: None,
+                        from: Some(owner.clone()),
+                        device: Some(*d),
+                        reason: format!(
+                            "{owner} has a new device {d} in this conversation (added by {by})"
+                        ),
+                    },
+                )?;
+            }
+        }
+        Ok(events)
+    }
 }

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::ClientError;
-use crate::events::Event;
+use crate::events::{Event, MembershipKind, MessageState, SecurityKind, rejection_from_str};
 use crate::home::{Home, home_err};
 
 /// A conversation with its unread count.
@@ -18,7 +18,7 @@ pub struct Chat {
 }
 
 const SELECT: &str = "SELECT h.id, h.kind, h.message_id, h.sender, h.device, h.sent_at, h.text,
-        h.outgoing, h.state, COALESCE(c.name, lower(hex(h.group_id)))
+        h.outgoing, h.state, COALESCE(c.name, lower(hex(h.group_id))), h.rejection
     FROM history h LEFT JOIN conversations c ON c.group_id = h.group_id";
 
 fn rows(
@@ -39,7 +39,8 @@ fn rows(
             let outgoing: bool = r.get(7)?;
             let state: String = r.get(8)?;
             let conversation: String = r.get(9)?;
-            Ok(if kind.starts_with("member_") {
+            let rejection: Option<String> = r.get(10)?;
+            Ok(if let Some(kind) = MembershipKind::parse(&kind) {
                 Event::Membership {
                     row,
                     conversation,
@@ -58,13 +59,14 @@ fn rows(
                     sent_at_ms: at,
                     text,
                     outgoing,
-                    state,
+                    state: MessageState::parse(&state),
                 }
             } else {
                 Event::Security {
                     row,
                     conversation,
-                    kind,
+                    kind: SecurityKind::parse(&kind),
+                    rejection: rejection.as_deref().and_then(rejection_from_str),
                     from: sender,
                     device,
                     at_ms: at,
@@ -92,14 +94,30 @@ pub fn unstreamed(home: &Home) -> Result<Vec<Event>, ClientError> {
     )
 }
 
+/// Events after history row `row`, oldest first (what the engine publishes).
+pub fn after(home: &Home, row: i64) -> Result<Vec<Event>, ClientError> {
+    rows(
+        home.db(),
+        &format!("{SELECT} WHERE h.id > ?1 ORDER BY h.id"),
+        [row],
+    )
+}
+
+/// The newest history row id (0 for none).
+pub fn last_row(home: &Home) -> Result<i64, ClientError> {
+    home.db()
+        .query_row("SELECT COALESCE(MAX(id), 0) FROM history", [], |r| r.get(0))
+        .map_err(home_err)
+}
+
 /// Marks events as streamed and read.
-pub fn mark_streamed(home: &Home, events: &[Event]) -> Result<(), ClientError> {
+pub fn mark_streamed(home: &Home, rows: &[i64]) -> Result<(), ClientError> {
     let db = home.db();
     let mut stmt = db
         .prepare_cached("UPDATE history SET streamed = 1, unread = 0 WHERE id = ?1")
         .map_err(home_err)?;
-    for e in events {
-        stmt.execute([e.row()]).map_err(home_err)?;
+    for row in rows {
+        stmt.execute([row]).map_err(home_err)?;
     }
     Ok(())
 }
@@ -139,6 +157,7 @@ pub fn chats(home: &Home) -> Result<Vec<Chat>, ClientError> {
             "SELECT c.name, c.kind,
                     COALESCE(SUM(h.unread), 0), COUNT(h.id), MAX(h.sent_at)
              FROM conversations c LEFT JOIN history h ON h.group_id = c.group_id
+             WHERE c.kind <> 'left'
              GROUP BY c.group_id
              ORDER BY MAX(h.id) IS NULL, MAX(h.id) DESC, c.name",
         )

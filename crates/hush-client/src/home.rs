@@ -23,7 +23,23 @@ const MIGRATIONS: &[&str] = &[
         created_at   INTEGER NOT NULL
     ) STRICT;",
     MESSAGING,
+    HANDSHAKES,
 ];
+
+/// Handshakes recorded before they are sent (P423, P433) and leaves not yet delivered.
+const HANDSHAKES: &str = "
+    CREATE TABLE pending_handshakes (
+        group_id    BLOB PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        request     BLOB NOT NULL,
+        effects     TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE pending_leaves (
+        group_id BLOB PRIMARY KEY
+    ) STRICT;
+    ALTER TABLE history ADD COLUMN rejection TEXT;
+";
 
 /// Conversations, history, the outbox, and what this device has seen.
 const MESSAGING: &str = "
@@ -97,6 +113,34 @@ pub struct Home {
     known: KnownServers,
 }
 
+/// An open write transaction; rolled back on drop unless committed (also on unwind).
+struct Transaction<'a> {
+    db: &'a Connection,
+    done: bool,
+}
+
+impl<'a> Transaction<'a> {
+    fn begin(db: &'a Connection) -> Result<Self, ClientError> {
+        db.execute_batch("BEGIN IMMEDIATE").map_err(home_err)?;
+        Ok(Transaction { db, done: false })
+    }
+
+    fn commit(mut self) -> Result<(), ClientError> {
+        self.done = true;
+        self.db.execute_batch("COMMIT").map_err(home_err)
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self.db.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(error = %e, "rolling back a local transaction failed");
+        }
+    }
+}
+
 pub(crate) fn home_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Home(e.to_string())
 }
@@ -141,22 +185,18 @@ impl Home {
         &self.db
     }
 
-    /// Runs `f` in one write transaction: all of it is stored, or none.
-    pub(crate) async fn atomically<T, F>(&self, f: F) -> Result<T, ClientError>
-    where
-        F: AsyncFnOnce() -> Result<T, ClientError>,
-    {
-        self.db.execute_batch("BEGIN IMMEDIATE").map_err(home_err)?;
-        match f().await {
-            Ok(v) => {
-                self.db.execute_batch("COMMIT").map_err(home_err)?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = self.db.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+    /// Runs `f` in one write transaction: all of it is stored, or none. `f` is
+    /// synchronous on purpose: no network I/O ever happens inside a local transaction,
+    /// so the write lock is held for milliseconds and a dropped future cannot leave a
+    /// transaction open.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let tx = Transaction::begin(&self.db)?;
+        let value = f()?;
+        tx.commit()?;
+        Ok(value)
     }
 
     pub fn known_servers(&self) -> &KnownServers {
@@ -280,5 +320,42 @@ mod tests {
         assert_eq!(back.token, a.token);
         home.clear_account().unwrap();
         assert!(home.account().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let count = |h: &Home| -> i64 {
+            h.db()
+                .query_row("SELECT COUNT(*) FROM pending_leaves", [], |r| r.get(0))
+                .unwrap()
+        };
+        let failed: Result<(), ClientError> = home.write(|| {
+            home.db()
+                .execute("INSERT INTO pending_leaves (group_id) VALUES (x'01')", [])
+                .map_err(home_err)?;
+            Err(ClientError::Invalid("changed my mind".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(count(&home), 0, "rolled back");
+        home.write(|| {
+            home.db()
+                .execute("INSERT INTO pending_leaves (group_id) VALUES (x'01')", [])
+                .map_err(home_err)
+        })
+        .unwrap();
+        assert_eq!(count(&home), 1, "committed");
+        // A second process on the same home is not locked out between writes.
+        let other = Home::open(dir.path()).unwrap();
+        other
+            .write(|| {
+                other
+                    .db()
+                    .execute("DELETE FROM pending_leaves", [])
+                    .map_err(home_err)
+            })
+            .unwrap();
+        assert_eq!(count(&home), 0);
     }
 }

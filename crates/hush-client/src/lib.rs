@@ -1,32 +1,48 @@
 //! The hush client library: everything a front end (the `hush` CLI, the terminal UI,
-//! a bot) needs, so they all behave the same.
+//! a bot) needs, so they all behave the same. Front ends use [`Client`] only: an owned
+//! handle to the home's engine, with typed commands and a typed event stream.
 //!
 //! Modules:
+//! - [`client`]: [`Client`], the handle, and its commands.
+//! - `engine`: the task that owns the home and the connection: connect, authenticate,
+//!   settle, sync, send the outbox, reconnect with backoff, keep alive, publish events.
+//! - [`events`]: the typed [`events::Event`] stream (`recv --json` is its serialization).
 //! - [`home`]: the client's home directory: the local database and the account in it.
 //! - [`trust`]: server key pinning on first use (`known_servers`) and the TLS verifier.
 //! - [`connection`]: one TLS connection with pipelined, id-matched requests.
-//! - [`account`]: OPAQUE registration and login, session resume, logout.
-//! - [`messaging`]: MLS identity and key packages, mailbox sync, sending via the outbox.
+//! - [`account`]: OPAQUE registration and login, whoami, logout.
+//! - `messaging`: MLS identity and key packages, mailbox sync, sending via the outbox.
+//! - `groups`: named groups, membership, the commit policy, a user's devices (P534).
+//! - `handshake`: creations and commits recorded before they are sent (P423, P433).
 //! - [`history`]: local conversations, messages and security events.
-//! - [`events`]: the event stream's shape (`recv --json`).
-//! - [`mls`]: the openmls provider on the home's database.
+//! - `mls`: the openmls provider on the home's database.
+//! - `faults` (feature `fault-injection`, tests only): drops chosen server answers.
 //!
-//! A new feature: a module named for its domain noun, built on [`connection::Connection`]
-//! requests, storing what it must in [`home::Home`].
+//! A new feature: a command on [`Client`] that runs a method of the engine's
+//! `Messenger` (a module named for its domain noun), storing what it must in
+//! [`home::Home`] inside `Home::write` and never awaiting the network inside it.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
 pub mod account;
+pub mod client;
 pub mod connection;
+mod engine;
 pub mod events;
-pub mod groups;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
+mod groups;
+mod handshake;
 pub mod history;
 pub mod home;
-pub mod messaging;
-pub mod mls;
+mod messaging;
+mod mls;
 pub mod trust;
+
+pub use client::{Client, ClientOptions, Enrolment, Events, Target, WhoAmI};
+pub use groups::Member;
 
 use hush_proto::ErrorCode;
 use hush_proto::fingerprint::Fingerprint;
@@ -86,6 +102,11 @@ pub enum ClientError {
     Invalid(String),
     #[error("encryption: {0}")]
     Crypto(String),
+    /// Internal: devices whose owners must be looked up before a local transaction can
+    /// finish; it is rolled back and run again. Never reaches a front end.
+    #[doc(hidden)]
+    #[error("internal: device owners unknown")]
+    NeedLookup(Vec<hush_proto::ids::DeviceId>),
 }
 
 impl ClientError {

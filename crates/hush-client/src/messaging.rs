@@ -1,26 +1,28 @@
 //! End-to-end encrypted conversations from the client side: the device's MLS identity
 //! and key packages, catching up with the mailbox, and sending through a durable
-//! outbox.
+//! outbox. The engine ([`crate::engine`]) drives these with its connection.
 //!
 //! Every step that changes MLS state also writes history (or the outbox) in the same
 //! local transaction, and the server entry is acknowledged only after that commit: a
-//! crash loses nothing and processes nothing twice.
+//! crash loses nothing and processes nothing twice. No request goes out while a local
+//! transaction is open ([`Home::write`] takes a synchronous closure).
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
-use hush_crypto::CryptoError;
 use hush_crypto::conversation::{Conversation, Incoming};
 use hush_crypto::identity::Identity;
+use hush_crypto::{CryptoError, Rejection};
 use hush_proto::ErrorCode;
 use hush_proto::content::Content;
 use hush_proto::ids::{DeviceId, GroupId, MessageId, Username};
 use hush_proto::pb::{self, client_frame::Body};
-use hush_proto::response::{Account, Entry, Response};
+use hush_proto::response::{Account, Entry, EntryKind, Response};
 use rand::RngCore;
 use rusqlite::{OptionalExtension, params};
 
 use crate::ClientError;
 use crate::connection::{Connection, unexpected};
-use crate::events::Event;
+use crate::events::SecurityKind;
 use crate::home::{Home, home_err};
 use crate::mls::Provider;
 
@@ -44,13 +46,17 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn random16() -> [u8; 16] {
+pub(crate) fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
     b
 }
 
-/// Device → username, from [`Messenger::names`].
+pub(crate) fn stored_group(id: &[u8]) -> Result<GroupId, ClientError> {
+    GroupId::from_slice(id).map_err(|e| home_err(format!("stored group id: {e}")))
+}
+
+/// Device → username, as far as this home knows.
 pub(crate) struct Names(HashMap<DeviceId, String>);
 
 impl Names {
@@ -62,37 +68,85 @@ impl Names {
     }
 }
 
-/// A security event about to be written to history.
-struct Alert {
-    kind: &'static str,
-    from: Option<String>,
-    device: Option<DeviceId>,
-    reason: String,
+/// Name lookups inside a local transaction: devices this home does not know yet are
+/// noted, so the caller can roll back, ask the server outside the transaction, and
+/// process again (no network I/O inside a transaction).
+pub(crate) struct Lookup<'a> {
+    db: &'a rusqlite::Connection,
+    misses: RefCell<BTreeSet<DeviceId>>,
+    /// Set on the try after the server was asked: unknown devices stay unknown.
+    last_try: bool,
 }
 
-/// Messaging for one authenticated device.
-pub struct Messenger<'a> {
+impl<'a> Lookup<'a> {
+    pub(crate) fn new(db: &'a rusqlite::Connection, last_try: bool) -> Self {
+        Lookup {
+            db,
+            misses: RefCell::new(BTreeSet::new()),
+            last_try,
+        }
+    }
+
+    pub(crate) fn resolve(&self, devices: &[DeviceId]) -> Result<Names, ClientError> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT username FROM peer_devices WHERE device_id = ?1")
+            .map_err(home_err)?;
+        let mut out = HashMap::new();
+        for d in devices {
+            let name: Option<String> = stmt
+                .query_row([d.as_bytes().as_slice()], |r| r.get(0))
+                .optional()
+                .map_err(home_err)?;
+            match name {
+                Some(n) => {
+                    out.insert(*d, n);
+                }
+                None if !self.last_try => {
+                    self.misses.borrow_mut().insert(*d);
+                }
+                None => {}
+            }
+        }
+        Ok(Names(out))
+    }
+
+    /// Fails with [`ClientError::NeedLookup`] (rolling the transaction back) if a
+    /// device was unknown on a try that may still ask the server.
+    pub(crate) fn finish(&self) -> Result<(), ClientError> {
+        let misses = self.misses.borrow();
+        if misses.is_empty() {
+            Ok(())
+        } else {
+            Err(ClientError::NeedLookup(misses.iter().copied().collect()))
+        }
+    }
+}
+
+/// A security event about to be written to history.
+pub(crate) struct Alert {
+    pub kind: SecurityKind,
+    pub rejection: Option<Rejection>,
+    pub from: Option<String>,
+    pub device: Option<DeviceId>,
+    pub reason: String,
+}
+
+/// Messaging for one authenticated device over one connection.
+pub(crate) struct Messenger<'a> {
     pub(crate) home: &'a Home,
     pub(crate) conn: &'a Connection,
-    pub(crate) account: Account,
-    pub(crate) identity: Identity,
+    pub(crate) account: &'a Account,
+    pub(crate) identity: &'a Identity,
 }
 
-impl<'a> Messenger<'a> {
-    /// Loads this device's MLS identity, creating it (and publishing key packages) on
-    /// first use.
-    pub async fn open(
-        home: &'a Home,
-        conn: &'a Connection,
-        account: Account,
-    ) -> Result<Self, ClientError> {
-        let db = home.db();
-        let stored: Option<Vec<u8>> = db
-            .query_row("SELECT public_key FROM identity WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(home_err)?;
+/// Loads this device's MLS identity, creating it on first use. Key packages follow on
+/// the first sync ([`Messenger::top_up`]), so a lost answer cannot leave a device
+/// unreachable.
+pub(crate) fn load_identity(home: &Home, account: &Account) -> Result<Identity, ClientError> {
+    let db = home.db();
+    let provider = Provider::new(db);
+    home.write(|| {
         db.execute(
             "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
             params![
@@ -101,58 +155,43 @@ impl<'a> Messenger<'a> {
             ],
         )
         .map_err(home_err)?;
-        let provider = Provider::new(db);
-        let (identity, fresh) = match stored {
-            Some(pk) => (Identity::load(&provider, account.device_id, &pk)?, false),
+        let stored: Option<Vec<u8>> = db
+            .query_row("SELECT public_key FROM identity WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(home_err)?;
+        match stored {
+            Some(pk) => Ok(Identity::load(&provider, account.device_id, &pk)?),
             None => {
-                let identity = home
-                    .atomically(async || {
-                        let identity = Identity::generate(&provider, account.device_id)?;
-                        db.execute(
-                            "INSERT INTO identity (id, public_key) VALUES (1, ?1)",
-                            [identity.public_key()],
-                        )
-                        .map_err(home_err)?;
-                        Ok(identity)
-                    })
-                    .await?;
-                (identity, true)
+                let identity = Identity::generate(&provider, account.device_id)?;
+                db.execute(
+                    "INSERT INTO identity (id, public_key) VALUES (1, ?1)",
+                    [identity.public_key()],
+                )
+                .map_err(home_err)?;
+                Ok(identity)
             }
-        };
-        let me = Messenger {
-            home,
-            conn,
-            account,
-            identity,
-        };
-        if fresh {
-            me.publish_key_packages(true).await?;
         }
-        Ok(me)
-    }
+    })
+}
 
-    pub fn account(&self) -> &Account {
-        &self.account
-    }
-
-    pub fn connection(&self) -> &Connection {
-        self.conn
+impl<'a> Messenger<'a> {
+    pub(crate) fn provider(&self) -> Provider<'a> {
+        Provider::new(self.home.db())
     }
 
     async fn publish_key_packages(&self, with_last_resort: bool) -> Result<u32, ClientError> {
-        let provider = Provider::new(self.home.db());
-        let (packages, last_resort) = self
-            .home
-            .atomically(async || {
-                let packages = self.identity.key_packages(&provider, KEY_PACKAGE_BATCH)?;
-                let last = if with_last_resort {
-                    Some(self.identity.last_resort_key_package(&provider)?)
-                } else {
-                    None
-                };
-                Ok((packages, last))
-            })
-            .await?;
+        let provider = self.provider();
+        let (packages, last_resort) = self.home.write(|| {
+            let packages = self.identity.key_packages(&provider, KEY_PACKAGE_BATCH)?;
+            let last = if with_last_resort {
+                Some(self.identity.last_resort_key_package(&provider)?)
+            } else {
+                None
+            };
+            Ok((packages, last))
+        })?;
         let answer = self
             .conn
             .request(Body::PublishKeyPackages(pb::PublishKeyPackages {
@@ -166,15 +205,16 @@ impl<'a> Messenger<'a> {
         }
     }
 
-    /// Uploads key packages when the server runs low on this device's.
-    async fn top_up(&self) -> Result<(), ClientError> {
+    /// Uploads key packages when the server runs low on this device's; with none left
+    /// (a new device, or one whose first upload was lost) the last-resort one too.
+    pub(crate) async fn top_up(&self) -> Result<(), ClientError> {
         match self
             .conn
             .request(Body::KeyPackageStatus(pb::KeyPackageStatus {}))
             .await?
         {
             Response::KeyPackageCount(n) if n < KEY_PACKAGE_LOW => {
-                self.publish_key_packages(false).await?;
+                self.publish_key_packages(n == 0).await?;
                 Ok(())
             }
             Response::KeyPackageCount(_) => Ok(()),
@@ -182,28 +222,23 @@ impl<'a> Messenger<'a> {
         }
     }
 
-    fn last_entry(&self) -> Result<u64, ClientError> {
-        self.home
-            .db()
-            .query_row("SELECT last_entry FROM sync_state WHERE id = 1", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|v| v as u64)
-            .map_err(home_err)
-    }
-
     /// Fetches, processes and acknowledges everything in this device's mailbox, adds
-    /// this user's new devices to its conversations, and tops up key packages.
-    /// Returns how many history events it added.
-    pub async fn sync(&self) -> Result<usize, ClientError> {
+    /// missing devices to its conversations, and tops up key packages. Returns how many
+    /// history events it added.
+    pub(crate) async fn sync(&self) -> Result<usize, ClientError> {
         let added = self.catch_up().await?;
-        self.adopt_new_devices().await?;
+        self.flush_leaves().await?;
+        self.reconcile_devices().await?;
         self.top_up().await?;
         Ok(added)
     }
 
-    /// Fetches, processes and acknowledges everything in this device's mailbox.
+    /// Settles recorded handshakes, then fetches, processes and acknowledges
+    /// everything in this device's mailbox.
     pub(crate) async fn catch_up(&self) -> Result<usize, ClientError> {
+        // A commit of ours the server may have accepted decides the epoch the next
+        // entries are at: settle it first.
+        self.settle_all().await?;
         let mut added = 0;
         loop {
             let answer = self
@@ -221,10 +256,9 @@ impl<'a> Messenger<'a> {
             }
             let mut ids = Vec::with_capacity(entries.len());
             for e in &entries {
-                // Entries at or below the mark were stored before a crash cut the ack.
-                if e.id > self.last_entry()? {
-                    added += self.process(e).await?;
-                }
+                // A local failure stops here: this entry and the rest stay on the
+                // server, unacknowledged, and are tried again (P441).
+                added += self.process(e).await?;
                 ids.push(e.id);
             }
             match self.conn.request(Body::Ack(pb::Ack { ids })).await? {
@@ -238,142 +272,151 @@ impl<'a> Messenger<'a> {
         Ok(added)
     }
 
-    /// Processes one entry in one local transaction (P505, P520).
+    /// Processes one entry in one local transaction (P505, P520), asking the server
+    /// for unknown devices' owners between tries.
     async fn process(&self, e: &Entry) -> Result<usize, ClientError> {
-        self.home
-            .atomically(async || {
-                let added = match e.kind {
-                    hush_proto::response::EntryKind::Welcome => self.on_welcome(e).await?,
-                    _ => self.on_message(e).await?,
-                };
-                self.home
-                    .db()
-                    .execute(
-                        "UPDATE sync_state SET last_entry = ?1 WHERE id = 1",
-                        [e.id as i64],
-                    )
+        for last_try in [false, true] {
+            let db = self.home.db();
+            let lookup = Lookup::new(db, last_try);
+            let outcome = self.home.write(|| {
+                let mark: i64 = db
+                    .query_row("SELECT last_entry FROM sync_state WHERE id = 1", [], |r| {
+                        r.get(0)
+                    })
                     .map_err(home_err)?;
-                Ok(added)
-            })
-            .await
-    }
-
-    /// Usernames of devices, from the local cache or else the server.
-    pub(crate) async fn owners(
-        &self,
-        devices: &[DeviceId],
-    ) -> Result<HashMap<DeviceId, String>, ClientError> {
-        let db = self.home.db();
-        let mut out = HashMap::new();
-        let mut unknown = Vec::new();
-        for d in devices {
-            let name: Option<String> = db
-                .query_row(
-                    "SELECT username FROM peer_devices WHERE device_id = ?1",
-                    [d.as_bytes().as_slice()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(home_err)?;
-            match name {
-                Some(n) => {
-                    out.insert(*d, n);
+                // At or below the mark: stored before a crash cut the ack, or by
+                // another process on this home.
+                if e.id as i64 <= mark {
+                    return Ok(0);
                 }
-                None => unknown.push(*d),
+                let added = match e.kind {
+                    EntryKind::Welcome => self.on_welcome(e, &lookup)?,
+                    _ => self.on_message(e, &lookup)?,
+                };
+                lookup.finish()?;
+                db.execute(
+                    "UPDATE sync_state SET last_entry = ?1 WHERE id = 1",
+                    [e.id as i64],
+                )
+                .map_err(home_err)?;
+                Ok(added)
+            });
+            match outcome {
+                Err(ClientError::NeedLookup(devices)) => self.learn_owners(&devices).await?,
+                other => return other,
             }
         }
-        if !unknown.is_empty() {
-            let answer = self
-                .conn
-                .request(Body::LookupDevices(pb::LookupDevices {
-                    device_ids: unknown
-                        .iter()
-                        .map(|d| d.as_bytes().to_vec().into())
-                        .collect(),
-                }))
-                .await?;
-            let Response::Devices(found) = answer else {
-                return Err(unexpected(&answer));
-            };
-            for (d, name) in found {
+        Err(ClientError::Home(
+            "internal: device names still unknown on the last try".into(),
+        ))
+    }
+
+    /// Asks the server who owns these devices and remembers the answer (P412).
+    pub(crate) async fn learn_owners(&self, devices: &[DeviceId]) -> Result<(), ClientError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let answer = self
+            .conn
+            .request(Body::LookupDevices(pb::LookupDevices {
+                device_ids: devices
+                    .iter()
+                    .map(|d| d.as_bytes().to_vec().into())
+                    .collect(),
+            }))
+            .await?;
+        let Response::Devices(found) = answer else {
+            return Err(unexpected(&answer));
+        };
+        let db = self.home.db();
+        self.home.write(|| {
+            for (d, name) in &found {
                 db.execute(
                     "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
                     params![d.as_bytes().as_slice(), name.as_str()],
                 )
                 .map_err(home_err)?;
-                out.insert(d, name.to_string());
             }
-        }
-        Ok(out)
+            Ok(())
+        })
     }
 
-    pub(crate) async fn owner(&self, device: DeviceId) -> Result<String, ClientError> {
-        Ok(self.names(&[device]).await?.of(&device))
-    }
-
-    /// Usernames of devices, as a lookup that names unknown devices plainly.
+    /// Usernames of devices, from this home or else the server.
     pub(crate) async fn names(&self, devices: &[DeviceId]) -> Result<Names, ClientError> {
-        Ok(Names(self.owners(devices).await?))
+        let first = Lookup::new(self.home.db(), false);
+        let names = first.resolve(devices)?;
+        let misses: Vec<DeviceId> = first.misses.borrow().iter().copied().collect();
+        if misses.is_empty() {
+            return Ok(names);
+        }
+        self.learn_owners(&misses).await?;
+        Lookup::new(self.home.db(), true).resolve(devices)
     }
 
-    pub(crate) fn alert_kind(
-        &self,
-        group: GroupId,
-        at_ms: i64,
-        kind: &'static str,
-        from: Option<String>,
-        device: Option<DeviceId>,
-        reason: String,
-    ) -> Result<usize, ClientError> {
-        self.alert(
-            group,
-            at_ms,
-            Alert {
-                kind,
-                from,
-                device,
-                reason,
-            },
-        )
-    }
-
-    fn alert(&self, group: GroupId, at_ms: i64, a: Alert) -> Result<usize, ClientError> {
-        tracing::warn!(group = %group, kind = a.kind, reason = %a.reason, "security event");
+    /// Writes a security event to history (inside the caller's transaction).
+    pub(crate) fn alert(&self, group: GroupId, at_ms: i64, a: Alert) -> Result<usize, ClientError> {
+        tracing::warn!(group = %group, kind = a.kind.as_str(), reason = %a.reason, "security event");
         self.home
             .db()
             .execute(
-                "INSERT INTO history (group_id, kind, sender, device, sent_at, text, state, unread)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 1)",
+                "INSERT INTO history (group_id, kind, sender, device, sent_at, text, state, unread, rejection)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 1, ?7)",
                 params![
                     group.as_bytes().as_slice(),
-                    a.kind,
+                    a.kind.as_str(),
                     a.from,
                     a.device.map(|d| d.to_string()),
                     at_ms,
-                    a.reason
+                    a.reason,
+                    a.rejection.map(|r| r.as_str())
                 ],
             )
             .map_err(home_err)?;
         Ok(1)
     }
 
-    async fn on_welcome(&self, e: &Entry) -> Result<usize, ClientError> {
-        let provider = Provider::new(self.home.db());
+    /// A peer's bytes were refused: reported with the typed reason, never dropped.
+    fn rejected(
+        &self,
+        e: &Entry,
+        lookup: &Lookup<'_>,
+        rejection: Rejection,
+        reason: String,
+    ) -> Result<usize, ClientError> {
+        let from = lookup.resolve(&[e.sender_device])?.of(&e.sender_device);
+        let kind = if rejection == Rejection::Duplicate {
+            SecurityKind::MessageReplayed
+        } else {
+            SecurityKind::MessageRejected
+        };
+        self.alert(
+            e.group_id,
+            e.stored_at_ms,
+            Alert {
+                kind,
+                rejection: Some(rejection),
+                from: Some(from),
+                device: Some(e.sender_device),
+                reason,
+            },
+        )
+    }
+
+    fn on_welcome(&self, e: &Entry, lookup: &Lookup<'_>) -> Result<usize, ClientError> {
+        let provider = self.provider();
         let conv = match Conversation::join(&provider, &e.payload) {
             Ok(c) => c,
-            Err(err) => {
-                let from = self.owner(e.sender_device).await?;
-                return self.alert(
-                    e.group_id,
-                    e.stored_at_ms,
-                    Alert {
-                        kind: "message_rejected",
-                        from: Some(from),
-                        device: Some(e.sender_device),
-                        reason: format!("could not join a conversation: {err}"),
-                    },
-                );
-            }
+            Err(err) => match err.peer_fault() {
+                Some(r) => {
+                    return self.rejected(
+                        e,
+                        lookup,
+                        r,
+                        format!("could not join a conversation: {err}"),
+                    );
+                }
+                None => return Err(err.into()),
+            },
         };
         let group = conv.id()?;
         let others: Vec<DeviceId> = conv
@@ -381,11 +424,11 @@ impl<'a> Messenger<'a> {
             .into_iter()
             .filter(|d| *d != self.account.device_id)
             .collect();
-        let owners = self.owners(&others).await?;
-        let users: BTreeSet<&str> = owners
-            .values()
-            .map(String::as_str)
-            .filter(|u| *u != self.account.username.as_str())
+        let owners = lookup.resolve(&others)?;
+        let users: BTreeSet<String> = others
+            .iter()
+            .map(|d| owners.of(d))
+            .filter(|u| u != self.account.username.as_str())
             .collect();
         let (name, kind) = match (conv.state(), users.iter().next()) {
             // A named group carries its name in its signed state.
@@ -404,67 +447,61 @@ impl<'a> Messenger<'a> {
         Ok(0)
     }
 
-    async fn on_message(&self, e: &Entry) -> Result<usize, ClientError> {
+    fn on_message(&self, e: &Entry, lookup: &Lookup<'_>) -> Result<usize, ClientError> {
         if self.has_left(e.group_id)? {
             // This device left; traffic until the others commit its removal is ignored.
             return Ok(0);
         }
-        let provider = Provider::new(self.home.db());
+        let provider = self.provider();
         let Some(mut conv) = Conversation::load(&provider, e.group_id)? else {
-            let from = self.owner(e.sender_device).await?;
-            return self.alert(
-                e.group_id,
-                e.stored_at_ms,
-                Alert {
-                    kind: "message_rejected",
-                    from: Some(from),
-                    device: Some(e.sender_device),
-                    reason: "a message for a conversation this device is not in".into(),
-                },
+            return self.rejected(
+                e,
+                lookup,
+                Rejection::Malformed,
+                "a message for a conversation this device is not in".into(),
             );
         };
         let incoming = match conv.process(&provider, &e.payload) {
             Ok(i) => i,
-            Err(err) => {
-                let replay = matches!(err, CryptoError::Replayed(_));
-                let from = self.owner(e.sender_device).await?;
-                return self.alert(
-                    e.group_id,
-                    e.stored_at_ms,
-                    Alert {
-                        kind: if replay {
-                            "message_replayed"
-                        } else {
-                            "message_rejected"
-                        },
-                        from: Some(from),
-                        device: Some(e.sender_device),
-                        reason: if replay {
-                            format!("a message was delivered again (replay) and ignored: {err}")
-                        } else {
-                            format!("a message failed to decrypt or verify: {err}")
-                        },
-                    },
-                );
-            }
+            Err(err) => match err.peer_fault() {
+                Some(Rejection::Duplicate) => {
+                    return self.rejected(
+                        e,
+                        lookup,
+                        Rejection::Duplicate,
+                        format!("a replayed message (delivered again) was dropped: {err}"),
+                    );
+                }
+                Some(r) => {
+                    return self.rejected(
+                        e,
+                        lookup,
+                        r,
+                        format!("a message failed to decrypt or verify: {err}"),
+                    );
+                }
+                // Our storage or code failed: not the sender's fault, and not acked.
+                None => return Err(err.into()),
+            },
         };
         match incoming {
             Incoming::Application { sender, plaintext } => {
-                self.on_content(e, sender, &plaintext).await
+                self.on_content(e, lookup, sender, &plaintext)
             }
-            Incoming::Commit(commit) => self.on_commit(e, &mut conv, commit).await,
-            Incoming::Proposal(proposal) => self.on_proposal(e, &mut conv, *proposal).await,
+            Incoming::Commit(commit) => self.on_commit(e, lookup, &mut conv, commit),
+            Incoming::Proposal(proposal) => self.on_proposal(e, lookup, &mut conv, *proposal),
         }
     }
 
-    async fn on_content(
+    fn on_content(
         &self,
         e: &Entry,
+        lookup: &Lookup<'_>,
         sender: DeviceId,
         plaintext: &[u8],
     ) -> Result<usize, ClientError> {
         let db = self.home.db();
-        let from = self.owner(sender).await?;
+        let from = lookup.resolve(&[sender])?.of(&sender);
         let content = match Content::decode(plaintext) {
             Ok(c) => c,
             Err(err) => {
@@ -472,7 +509,8 @@ impl<'a> Messenger<'a> {
                     e.group_id,
                     e.stored_at_ms,
                     Alert {
-                        kind: "message_rejected",
+                        kind: SecurityKind::MessageRejected,
+                        rejection: Some(Rejection::Malformed),
                         from: Some(from),
                         device: Some(sender),
                         reason: format!("unreadable message content: {err}"),
@@ -481,7 +519,7 @@ impl<'a> Messenger<'a> {
             }
         };
         let g = e.group_id.as_bytes().as_slice();
-        let last: u64 = db
+        let last: Option<u64> = db
             .query_row(
                 "SELECT last_seq FROM seen_seqs WHERE group_id = ?1 AND device_id = ?2",
                 params![g, sender.as_bytes().as_slice()],
@@ -489,13 +527,16 @@ impl<'a> Messenger<'a> {
             )
             .optional()
             .map_err(home_err)?
-            .unwrap_or(0) as u64;
-        if content.seq <= last {
+            .map(|v| v as u64);
+        if let Some(last) = last
+            && content.seq <= last
+        {
             return self.alert(
                 e.group_id,
                 e.stored_at_ms,
                 Alert {
-                    kind: "message_replayed",
+                    kind: SecurityKind::MessageReplayed,
+                    rejection: Some(Rejection::Duplicate),
                     from: Some(from),
                     device: Some(sender),
                     reason: format!(
@@ -506,12 +547,17 @@ impl<'a> Messenger<'a> {
             );
         }
         let mut added = 0;
-        if content.seq > last + 1 {
+        // P520: the first message seen from a sender sets the baseline (this device
+        // may have joined after that sender's earlier messages); later jumps are gaps.
+        if let Some(last) = last
+            && content.seq > last + 1
+        {
             added += self.alert(
                 e.group_id,
                 e.stored_at_ms,
                 Alert {
-                    kind: "message_gap",
+                    kind: SecurityKind::MessageGap,
+                    rejection: None,
                     from: Some(from.clone()),
                     device: Some(sender),
                     reason: format!(
@@ -561,13 +607,12 @@ impl<'a> Messenger<'a> {
             )
             .optional()
             .map_err(home_err)?;
-        id.map(|id| GroupId::from_slice(&id).map_err(|e| home_err(format!("stored group id: {e}"))))
-            .transpose()
+        id.map(|id| stored_group(&id)).transpose()
     }
 
     /// The 1:1 conversation with `peer`, created (with every device of both users) if
     /// there is none yet.
-    pub async fn direct(&self, peer: &Username) -> Result<GroupId, ClientError> {
+    pub(crate) async fn direct(&self, peer: &Username) -> Result<GroupId, ClientError> {
         if peer == &self.account.username {
             return Err(ClientError::Invalid(
                 "you cannot start a conversation with yourself".into(),
@@ -593,7 +638,8 @@ impl<'a> Messenger<'a> {
                     continue;
                 }
                 return Err(ClientError::Invalid(format!(
-                    "a conversation with {peer} exists, but this device was not added to it"
+                    "a conversation with {peer} exists, but this device is not in it yet; \
+                     it is added when one of {peer}'s devices or your other devices is next online"
                 )));
             }
             match self.create_direct(peer).await {
@@ -610,129 +656,126 @@ impl<'a> Messenger<'a> {
         )))
     }
 
+    /// Creates the 1:1 group: recorded locally first, then registered (P420, P423).
     async fn create_direct(&self, peer: &Username) -> Result<GroupId, ClientError> {
         let (packages, others) = self
             .key_packages(&[peer.clone(), self.account.username.clone()])
             .await?;
         let mut devices = vec![self.account.device_id];
         devices.extend(others);
-        let provider = Provider::new(self.home.db());
+        let provider = self.provider();
         let group = GroupId::from_bytes(random16());
-        self.home
-            .atomically(async || {
-                let mut conv = Conversation::create(&provider, &self.identity, group)?;
-                let added = conv.add(&provider, &self.identity, &packages)?;
-                let answer = self
-                    .conn
-                    .request(Body::CreateGroup(pb::CreateGroup {
-                        group_id: group.as_bytes().to_vec().into(),
-                        direct_peer: peer.to_string(),
-                        name: String::new(),
-                        welcome: added.welcome.into(),
-                        members: devices.iter().map(|d| d.as_bytes().to_vec().into()).collect(),
-                    }))
-                    .await?;
-                let Response::GroupCreated { .. } = answer else {
-                    return Err(unexpected(&answer));
-                };
-                conv.merge_pending(&provider)?;
-                let db = self.home.db();
-                db.execute(
-                    "INSERT OR REPLACE INTO conversations (group_id, name, kind, created_at) VALUES (?1, ?2, 'direct', ?3)",
-                    params![group.as_bytes().as_slice(), peer.as_str(), now_ms()],
-                )
-                .map_err(home_err)?;
-                Ok(group)
-            })
-            .await
+        self.home.write(|| {
+            let mut conv = Conversation::create(&provider, self.identity, group)?;
+            let added = conv.add(&provider, self.identity, &packages)?;
+            let request = pb::CreateGroup {
+                group_id: group.as_bytes().to_vec().into(),
+                direct_peer: peer.to_string(),
+                name: String::new(),
+                welcome: added.welcome.into(),
+                members: devices
+                    .iter()
+                    .map(|d| d.as_bytes().to_vec().into())
+                    .collect(),
+                client_key: random16().to_vec().into(),
+            };
+            self.record_handshake(
+                group,
+                crate::handshake::Request::Create(request),
+                &crate::handshake::Effects::conversation(peer.as_str(), "direct"),
+            )
+        })?;
+        self.settle(group).await?;
+        Ok(group)
     }
 
     /// Sends a text to `peer`: catches up, opens the conversation if needed, encrypts
-    /// into the outbox, and returns once the server holds it durably.
-    pub async fn send_text(&self, peer: &Username, text: &str) -> Result<Event, ClientError> {
-        if text.len() > hush_proto::content::MAX_TEXT_LEN {
-            return Err(ClientError::Invalid(format!(
-                "the message is longer than {} bytes",
-                hush_proto::content::MAX_TEXT_LEN
-            )));
-        }
+    /// into the outbox, and returns the history row once the server holds it durably.
+    pub(crate) async fn send_text(&self, peer: &Username, text: &str) -> Result<i64, ClientError> {
+        check_text(text)?;
         self.flush_outbox().await?;
         self.sync().await?;
         let group = self.direct(peer).await?;
-        let (message_id, row) = self.compose(group, text).await?;
+        self.send_in(group, text).await
+    }
+
+    /// Commits what others queued, encrypts into the outbox, and delivers.
+    pub(crate) async fn send_in(&self, group: GroupId, text: &str) -> Result<i64, ClientError> {
+        self.commit_pending_proposals(group).await?;
+        let (message_id, row) = self.compose(group, text)?;
         self.deliver(message_id).await?;
-        crate::history::by_row(self.home, row)
+        Ok(row)
     }
 
     /// Encrypts a message into the outbox and history, in one transaction.
-    pub(crate) async fn compose(
-        &self,
-        group: GroupId,
-        text: &str,
-    ) -> Result<(MessageId, i64), ClientError> {
-        let provider = Provider::new(self.home.db());
-        self.home
-            .atomically(async || {
-                let db = self.home.db();
-                let mut conv = self.load_group(&provider, group)?;
-                let g = group.as_bytes().as_slice();
-                let seq: i64 = db
-                    .query_row(
-                        "UPDATE conversations SET next_seq = next_seq + 1 WHERE group_id = ?1 RETURNING next_seq - 1",
-                        [g],
-                        |r| r.get(0),
-                    )
-                    .map_err(home_err)?;
-                let content = Content {
-                    message_id: MessageId::from_bytes(random16()),
-                    seq: seq as u64,
-                    sent_at_ms: now_ms(),
-                    text: text.to_owned(),
-                };
-                let encoded = content.encode();
-                let ciphertext = conv.encrypt(&provider, &self.identity, &encoded)?;
-                db.execute(
-                    "INSERT INTO outbox (message_id, group_id, epoch, ciphertext, content) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        content.message_id.as_bytes().as_slice(),
-                        g,
-                        conv.epoch() as i64,
-                        ciphertext,
-                        encoded
-                    ],
+    fn compose(&self, group: GroupId, text: &str) -> Result<(MessageId, i64), ClientError> {
+        let provider = self.provider();
+        self.home.write(|| {
+            let db = self.home.db();
+            let mut conv = self.load_group(&provider, group)?;
+            let g = group.as_bytes().as_slice();
+            let seq: i64 = db
+                .query_row(
+                    "UPDATE conversations SET next_seq = next_seq + 1 WHERE group_id = ?1 RETURNING next_seq - 1",
+                    [g],
+                    |r| r.get(0),
                 )
                 .map_err(home_err)?;
-                db.execute(
-                    "INSERT INTO history (group_id, kind, message_id, sender, device, sent_at, text, outgoing, state, streamed)
-                     VALUES (?1, 'message', ?2, ?3, ?4, ?5, ?6, 1, 'sending', 1)",
-                    params![
-                        g,
-                        content.message_id.to_string(),
-                        self.account.username.as_str(),
-                        self.account.device_id.to_string(),
-                        content.sent_at_ms,
-                        content.text
-                    ],
-                )
-                .map_err(home_err)?;
-                Ok((content.message_id, db.last_insert_rowid()))
-            })
-            .await
+            let content = Content {
+                message_id: MessageId::from_bytes(random16()),
+                seq: seq as u64,
+                sent_at_ms: now_ms(),
+                text: text.to_owned(),
+            };
+            let encoded = content.encode();
+            let ciphertext = conv.encrypt(&provider, self.identity, &encoded)?;
+            db.execute(
+                "INSERT INTO outbox (message_id, group_id, epoch, ciphertext, content) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    content.message_id.as_bytes().as_slice(),
+                    g,
+                    conv.epoch() as i64,
+                    ciphertext,
+                    encoded
+                ],
+            )
+            .map_err(home_err)?;
+            db.execute(
+                "INSERT INTO history (group_id, kind, message_id, sender, device, sent_at, text, outgoing, state, streamed)
+                 VALUES (?1, 'message', ?2, ?3, ?4, ?5, ?6, 1, 'sending', 1)",
+                params![
+                    g,
+                    content.message_id.to_string(),
+                    self.account.username.as_str(),
+                    self.account.device_id.to_string(),
+                    content.sent_at_ms,
+                    content.text
+                ],
+            )
+            .map_err(home_err)?;
+            Ok((content.message_id, db.last_insert_rowid()))
+        })
     }
 
     /// Hands one outbox message to the server, re-encrypting it if the group moved to
-    /// a new epoch meanwhile (P431).
+    /// a new epoch meanwhile (P431). A retry after a lost answer carries the same
+    /// message id, so the server stores it once.
     pub(crate) async fn deliver(&self, message_id: MessageId) -> Result<(), ClientError> {
         let db = self.home.db();
         let id = message_id.as_bytes().as_slice();
         for _ in 0..SEND_ATTEMPTS {
-            let (group, epoch, ciphertext): (Vec<u8>, i64, Vec<u8>) = db
+            let row: Option<(Vec<u8>, i64, Vec<u8>)> = db
                 .query_row(
                     "SELECT group_id, epoch, ciphertext FROM outbox WHERE message_id = ?1",
                     [id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
+                .optional()
                 .map_err(home_err)?;
+            // Delivered already, by another process on this home.
+            let Some((group, epoch, ciphertext)) = row else {
+                return Ok(());
+            };
             let sent = self
                 .conn
                 .request(Body::Send(pb::Send {
@@ -744,24 +787,21 @@ impl<'a> Messenger<'a> {
                 .await;
             match sent {
                 Ok(Response::Sent { .. }) => {
-                    return self
-                        .home
-                        .atomically(async || {
-                            db.execute("DELETE FROM outbox WHERE message_id = ?1", [id])
-                                .map_err(home_err)?;
-                            db.execute(
-                                "UPDATE history SET state = 'sent' WHERE message_id = ?1 AND outgoing = 1",
-                                [message_id.to_string()],
-                            )
+                    return self.home.write(|| {
+                        db.execute("DELETE FROM outbox WHERE message_id = ?1", [id])
                             .map_err(home_err)?;
-                            Ok(())
-                        })
-                        .await;
+                        db.execute(
+                            "UPDATE history SET state = 'sent' WHERE message_id = ?1 AND outgoing = 1",
+                            [message_id.to_string()],
+                        )
+                        .map_err(home_err)?;
+                        Ok(())
+                    });
                 }
                 Ok(other) => return Err(unexpected(&other)),
                 Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
-                    self.sync().await?;
-                    self.reencrypt(message_id).await?;
+                    self.catch_up().await?;
+                    self.reencrypt(message_id)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -771,34 +811,35 @@ impl<'a> Messenger<'a> {
         ))
     }
 
-    async fn reencrypt(&self, message_id: MessageId) -> Result<(), ClientError> {
-        let provider = Provider::new(self.home.db());
+    fn reencrypt(&self, message_id: MessageId) -> Result<(), ClientError> {
+        let provider = self.provider();
         let db = self.home.db();
         let id = message_id.as_bytes().as_slice();
-        self.home
-            .atomically(async || {
-                let (group, content): (Vec<u8>, Vec<u8>) = db
-                    .query_row(
-                        "SELECT group_id, content FROM outbox WHERE message_id = ?1",
-                        [id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .map_err(home_err)?;
-                let group = GroupId::from_slice(&group).map_err(|e| home_err(e.to_string()))?;
-                let mut conv = self.load_group(&provider, group)?;
-                let ciphertext = conv.encrypt(&provider, &self.identity, &content)?;
-                db.execute(
-                    "UPDATE outbox SET epoch = ?1, ciphertext = ?2 WHERE message_id = ?3",
-                    params![conv.epoch() as i64, ciphertext, id],
+        self.home.write(|| {
+            let row: Option<(Vec<u8>, Vec<u8>)> = db
+                .query_row(
+                    "SELECT group_id, content FROM outbox WHERE message_id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
+                .optional()
                 .map_err(home_err)?;
-                Ok(())
-            })
-            .await
+            let Some((group, content)) = row else {
+                return Ok(());
+            };
+            let mut conv = self.load_group(&provider, stored_group(&group)?)?;
+            let ciphertext = conv.encrypt(&provider, self.identity, &content)?;
+            db.execute(
+                "UPDATE outbox SET epoch = ?1, ciphertext = ?2 WHERE message_id = ?3",
+                params![conv.epoch() as i64, ciphertext, id],
+            )
+            .map_err(home_err)?;
+            Ok(())
+        })
     }
 
     /// Sends whatever an interrupted earlier run left in the outbox.
-    pub async fn flush_outbox(&self) -> Result<usize, ClientError> {
+    pub(crate) async fn flush_outbox(&self) -> Result<usize, ClientError> {
         let ids: Vec<Vec<u8>> = {
             let mut stmt = self
                 .home
@@ -814,4 +855,17 @@ impl<'a> Messenger<'a> {
         }
         Ok(ids.len())
     }
+}
+
+pub(crate) fn check_text(text: &str) -> Result<(), ClientError> {
+    if text.is_empty() {
+        return Err(ClientError::Invalid("the message is empty".into()));
+    }
+    if text.len() > hush_proto::content::MAX_TEXT_LEN {
+        return Err(ClientError::Invalid(format!(
+            "the message is longer than {} bytes",
+            hush_proto::content::MAX_TEXT_LEN
+        )));
+    }
+    Ok(())
 }

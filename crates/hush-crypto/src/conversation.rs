@@ -8,12 +8,13 @@ use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, GroupContext, GroupId as MlsGroupId,
     KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
     MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
-    ProcessedMessageContent, Proposal, QueuedProposal, RequiredCapabilitiesExtension, Sender,
-    SenderRatchetConfiguration, StagedCommit, StagedWelcome, UnknownExtension,
+    ProcessMessageError, ProcessedMessageContent, Proposal, QueuedProposal,
+    RequiredCapabilitiesExtension, Sender, SenderRatchetConfiguration, StagedCommit, StagedWelcome,
+    UnknownExtension,
 };
 
 use crate::identity::{Identity, device_of};
-use crate::{CIPHERSUITE, CryptoError, internal, rejected};
+use crate::{CIPHERSUITE, CryptoError, Rejection, internal, rejected};
 
 /// How far ahead of the expected generation a message may be (messages the server
 /// dropped); beyond it decryption fails and is reported.
@@ -77,6 +78,50 @@ fn join_config() -> MlsGroupJoinConfig {
 
 fn storage_err(e: impl std::fmt::Debug) -> CryptoError {
     CryptoError::Storage(format!("{e:?}"))
+}
+
+/// Sorts an openmls processing error into the peer's fault (with its reason) or a
+/// local one, from openmls's typed errors (P505).
+fn classify<E: std::fmt::Debug>(e: ProcessMessageError<E>) -> CryptoError {
+    use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
+    use openmls::prelude::ValidationError;
+    let reason = match &e {
+        ProcessMessageError::StorageError(s) => return storage_err(s),
+        ProcessMessageError::LibraryError(l) => return internal("processing a message", l),
+        // Traffic for a group this device was removed from: it cannot be read, by design.
+        ProcessMessageError::GroupStateError(
+            openmls::prelude::MlsGroupStateError::UseAfterEviction,
+        ) => {
+            return CryptoError::Rejected {
+                reason: Rejection::Epoch,
+                detail: "this device was removed from the conversation and cannot read it".into(),
+            };
+        }
+        ProcessMessageError::GroupStateError(g) => return internal("processing a message", g),
+        // The server delivers each group in order and clients keep no old secrets, so a
+        // generation already consumed means the same message came again.
+        ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
+            MessageDecryptionError::SecretTreeError(
+                SecretTreeError::TooDistantInThePast | SecretTreeError::SecretReuseError,
+            ),
+        )) => return CryptoError::Replayed(format!("message: {e:?}")),
+        ProcessMessageError::ValidationError(ValidationError::WrongEpoch)
+        | ProcessMessageError::ValidationError(ValidationError::NoPastEpochData) => {
+            Rejection::Epoch
+        }
+        ProcessMessageError::ValidationError(
+            ValidationError::InvalidSignature | ValidationError::InvalidMembershipTag,
+        ) => Rejection::Signature,
+        ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(_)) => {
+            Rejection::Decryption
+        }
+        ProcessMessageError::InvalidCommit(_) => Rejection::InvalidChange,
+        _ => Rejection::Malformed,
+    };
+    CryptoError::Rejected {
+        reason,
+        detail: format!("message: {e:?}"),
+    }
 }
 
 /// What adding members produced: the commit for existing members and the Welcome for
@@ -314,6 +359,16 @@ impl Conversation {
             .map_err(|e| internal("merging a commit", e))
     }
 
+    /// Forgets this group's local state (a creation the server refused).
+    pub fn delete<P: OpenMlsProvider>(mut self, provider: &P) -> Result<(), CryptoError> {
+        self.group.delete(provider.storage()).map_err(storage_err)
+    }
+
+    /// Whether this device has a commit of its own waiting for the server's answer.
+    pub fn has_pending_commit(&self) -> bool {
+        self.group.pending_commit().is_some()
+    }
+
     /// Loads a group from local storage.
     pub fn load<P: OpenMlsProvider>(
         provider: &P,
@@ -329,7 +384,7 @@ impl Conversation {
         let msg =
             MlsMessageIn::tls_deserialize_exact(welcome).map_err(|e| rejected("welcome", e))?;
         let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
-            return Err(CryptoError::Rejected("expected a Welcome message".into()));
+            return Err(crate::malformed("expected a Welcome message"));
         };
         let staged = StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None)
             .map_err(|e| rejected("welcome", e))?;
@@ -418,23 +473,12 @@ impl Conversation {
             .try_into_protocol_message()
             .map_err(|e| rejected("message", e))?;
         if protocol.group_id() != self.group.group_id() {
-            return Err(CryptoError::Rejected(
-                "message belongs to another group".into(),
-            ));
+            return Err(crate::malformed("message belongs to another group"));
         }
         let processed = self
             .group
             .process_message(provider, protocol)
-            .map_err(|e| {
-                // The server delivers each group in order and clients keep no old secrets,
-                // so a generation already consumed means the same message came again.
-                let detail = format!("{e:?}");
-                if detail.contains("TooDistantInThePast") || detail.contains("SecretReuseError") {
-                    CryptoError::Replayed(format!("message: {e}"))
-                } else {
-                    rejected("message", e)
-                }
-            })?;
+            .map_err(classify)?;
         let sender = device_of(processed.credential())?;
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => Ok(Incoming::Application {
@@ -489,9 +533,7 @@ impl Conversation {
                     proposal: *proposal,
                 })))
             }
-            _ => Err(CryptoError::Rejected(
-                "an unexpected kind of MLS message".into(),
-            )),
+            _ => Err(crate::malformed("an unexpected kind of MLS message")),
         }
     }
 }

@@ -144,13 +144,11 @@ pub fn validate_key_package<P: OpenMlsProvider>(
         .validate(provider.crypto(), ProtocolVersion::Mls10)
         .map_err(|e| rejected("key package", e))?;
     if kp.ciphersuite() != CIPHERSUITE {
-        return Err(CryptoError::Rejected(
-            "key package has the wrong ciphersuite".into(),
-        ));
+        return Err(crate::malformed("key package has the wrong ciphersuite"));
     }
     let named = device_of(kp.leaf_node().credential())?;
     if named != device {
-        return Err(CryptoError::Rejected(format!(
+        return Err(crate::malformed(format!(
             "key package for device {device} names device {named}"
         )));
     }

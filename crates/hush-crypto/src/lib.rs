@@ -25,14 +25,47 @@ use openmls::prelude::Ciphersuite;
 /// The one ciphersuite hush speaks (0x0001).
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
 
+/// What was wrong with bytes a peer or the server sent: the reason a front end can
+/// branch on (P505).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// A signature or membership tag did not verify.
+    Signature,
+    /// The ciphertext did not decrypt.
+    Decryption,
+    /// The message belongs to another epoch than the group's.
+    Epoch,
+    /// The message's secret was used already: the same message came again.
+    Duplicate,
+    /// The bytes do not parse, or are not what this place expects.
+    Malformed,
+    /// A commit or proposal that MLS itself refuses (bad tree, bad proposal set).
+    InvalidChange,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Signature => "signature",
+            Rejection::Decryption => "decryption",
+            Rejection::Epoch => "epoch",
+            Rejection::Duplicate => "duplicate",
+            Rejection::Malformed => "malformed",
+            Rejection::InvalidChange => "invalid_change",
+        }
+    }
+}
+
 /// Why a cryptographic operation failed. Peer-caused failures (bad ciphertext, bad key
-/// package) are `Rejected`; they are reported, never panicked on.
+/// package) are `Rejected` with a typed reason; local failures (storage, library bugs)
+/// are not the peer's fault and are never reported as such.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CryptoError {
     /// Bytes from a peer or the server that do not verify or decrypt.
-    #[error("{0}")]
-    Rejected(String),
+    #[error("{detail}")]
+    Rejected { reason: Rejection, detail: String },
     /// A message whose ratchet generation was already used: delivered again.
     #[error("{0}")]
     Replayed(String),
@@ -47,7 +80,29 @@ pub enum CryptoError {
 }
 
 pub(crate) fn rejected(what: &str, e: impl std::fmt::Display) -> CryptoError {
-    CryptoError::Rejected(format!("{what}: {e}"))
+    CryptoError::Rejected {
+        reason: Rejection::Malformed,
+        detail: format!("{what}: {e}"),
+    }
+}
+
+impl CryptoError {
+    /// Whether the peer (or the server relaying it) is at fault, rather than this
+    /// device's storage or code.
+    pub fn peer_fault(&self) -> Option<Rejection> {
+        match self {
+            CryptoError::Rejected { reason, .. } => Some(*reason),
+            CryptoError::Replayed(_) => Some(Rejection::Duplicate),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn malformed(detail: impl Into<String>) -> CryptoError {
+    CryptoError::Rejected {
+        reason: Rejection::Malformed,
+        detail: detail.into(),
+    }
 }
 
 pub(crate) fn internal(what: &str, e: impl std::fmt::Debug) -> CryptoError {

@@ -137,6 +137,12 @@ random_id!(
     MessageId,
     "message_id"
 );
+random_id!(
+    /// A client's idempotency key for one group creation or commit (P423, P433):
+    /// a retry with the same key is answered with the first result, applied once.
+    HandshakeKey,
+    "client_key"
+);
 
 /// A display name (P302): up to 64 characters, no control characters. Empty means none.
 pub fn parse_display_name(s: &str) -> Result<Option<String>, ProtoError> {

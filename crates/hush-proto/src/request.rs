@@ -9,8 +9,8 @@ use opaque_ke::{
 
 use crate::auth::OpaqueSuite;
 use crate::ids::{
-    DeviceId, GroupId, InviteCode, MessageId, SessionToken, Username, parse_display_name,
-    parse_email,
+    DeviceId, GroupId, HandshakeKey, InviteCode, MessageId, SessionToken, Username,
+    parse_display_name, parse_email,
 };
 use crate::pb::{self, client_frame::Body};
 use crate::{ClientFrameIn, ProtoError};
@@ -89,6 +89,8 @@ pub enum Request {
         direct_peer: Option<Username>,
         welcome: Option<Bytes>,
         members: Vec<DeviceId>,
+        /// P423: absent for clients that do not retry.
+        client_key: Option<HandshakeKey>,
     },
     FindDirect {
         peer: Username,
@@ -103,6 +105,8 @@ pub enum Request {
         welcome: Option<Bytes>,
         added: Vec<DeviceId>,
         removed: Vec<DeviceId>,
+        /// P433: absent for clients that do not retry.
+        client_key: Option<HandshakeKey>,
     },
     Send {
         group_id: GroupId,
@@ -209,6 +213,15 @@ fn devices(field: &'static str, raw: &[Bytes], max: usize) -> Result<Vec<DeviceI
         return Err(ProtoError::invalid(field, "lists a device twice"));
     }
     Ok(out)
+}
+
+/// An optional idempotency key: empty, or exactly 16 bytes.
+fn handshake_key(raw: &[u8]) -> Result<Option<HandshakeKey>, ProtoError> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        HandshakeKey::from_slice(raw).map(Some)
+    }
 }
 
 fn blob(field: &'static str, b: Bytes, max: usize) -> Result<Bytes, ProtoError> {
@@ -352,6 +365,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             welcome,
             members,
             name,
+            client_key,
         }) => {
             let members = devices("members", &members, MAX_GROUP_DEVICES)?;
             if members.is_empty() {
@@ -386,6 +400,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                     (false, _) => Some(welcome),
                 },
                 members,
+                client_key: handshake_key(&client_key)?,
             }
         }
         Body::FindDirect(pb::FindDirect { peer }) => Request::FindDirect {
@@ -401,6 +416,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             welcome,
             added,
             removed,
+            client_key,
         }) => {
             let added = devices("added", &added, MAX_GROUP_DEVICES)?;
             if added.is_empty() != welcome.is_empty() {
@@ -420,6 +436,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                 },
                 added,
                 removed: devices("removed", &removed, MAX_GROUP_DEVICES)?,
+                client_key: handshake_key(&client_key)?,
             }
         }
         Body::Send(pb::Send {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use hush_proto::ErrorCode;
 use hush_proto::content::GroupName;
-use hush_proto::ids::{DeviceId, GroupId, MessageId, Username};
+use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, MessageId, Username};
 use hush_proto::pb::{self, server_frame::Body};
 use hush_store::{NewCommit, NewGroup, NewMessage};
 
@@ -112,9 +112,11 @@ pub async fn lookup_devices(st: &ServerState, devices: Vec<DeviceId>) -> Result<
 }
 
 /// P420–P421: registers a group and queues its Welcome.
+#[allow(clippy::too_many_arguments)]
 pub async fn create_group(
     st: &ServerState,
     auth: &Authenticated,
+    client_key: Option<HandshakeKey>,
     group_id: GroupId,
     name: Option<GroupName>,
     direct_peer: Option<Username>,
@@ -163,6 +165,7 @@ pub async fn create_group(
             members,
             welcome: welcome.map(|w| w.to_vec()),
             now_ms: st.clock.now_ms(),
+            client_key,
         })
         .await?;
     st.hub.wake(&done.recipients);
@@ -208,29 +211,32 @@ pub async fn find_group(st: &ServerState, name: GroupName) -> Result<Body, Refus
     }))
 }
 
-/// P430: a commit for the group's current epoch.
-#[allow(clippy::too_many_arguments)]
-pub async fn commit(
-    st: &ServerState,
-    auth: &Authenticated,
-    group_id: GroupId,
-    epoch: u64,
-    commit: Bytes,
-    welcome: Option<Bytes>,
-    added: Vec<DeviceId>,
-    removed: Vec<DeviceId>,
-) -> Result<Body, Refusal> {
+/// A validated `Commit` request.
+pub struct CommitIn {
+    pub group_id: GroupId,
+    pub epoch: u64,
+    pub commit: Bytes,
+    pub welcome: Option<Bytes>,
+    pub added: Vec<DeviceId>,
+    pub removed: Vec<DeviceId>,
+    pub client_key: Option<HandshakeKey>,
+}
+
+/// P430, P433: a commit for the group's current epoch; a retry with the same client
+/// key gets the first answer.
+pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Result<Body, Refusal> {
     let done = st
         .store
         .accept_commit(NewCommit {
-            group_id,
-            epoch,
+            group_id: c.group_id,
+            epoch: c.epoch,
             sender: auth.device_id,
-            commit: commit.to_vec(),
-            welcome: welcome.map(|w| w.to_vec()),
-            added,
-            removed,
+            commit: c.commit.to_vec(),
+            welcome: c.welcome.map(|w| w.to_vec()),
+            added: c.added,
+            removed: c.removed,
             now_ms: st.clock.now_ms(),
+            client_key: c.client_key,
         })
         .await?;
     st.hub.wake(&done.recipients);

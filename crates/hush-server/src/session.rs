@@ -230,7 +230,11 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
             "the first frame must be hello",
         ),
         (_, Request::Hello { .. }) => fatal(ErrorCode::ProtocolViolation, "hello sent twice"),
-        (_, Request::Ping { payload }) => Reply::ok(Body::Pong(pb::Pong { payload })),
+        (previous, Request::Ping { payload }) => {
+            // A keep-alive changes nothing: the session stays where it was.
+            *phase = previous;
+            Reply::ok(Body::Pong(pb::Pong { payload }))
+        }
         (
             Phase::Unauthenticated | Phase::Registering(_) | Phase::LoggingIn(_),
             Request::RegisterStart {
@@ -365,10 +369,12 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                     direct_peer,
                     welcome,
                     members,
+                    client_key,
                 } => {
                     messaging::create_group(
                         st,
                         &auth,
+                        client_key,
                         group_id,
                         name,
                         direct_peer,
@@ -399,9 +405,18 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                     welcome,
                     added,
                     removed,
+                    client_key,
                 } => {
-                    messaging::commit(st, &auth, group_id, epoch, commit, welcome, added, removed)
-                        .await
+                    let c = messaging::CommitIn {
+                        group_id,
+                        epoch,
+                        commit,
+                        welcome,
+                        added,
+                        removed,
+                        client_key,
+                    };
+                    messaging::commit(st, &auth, c).await
                 }
                 Request::Send {
                     group_id,

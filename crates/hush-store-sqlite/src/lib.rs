@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
     Delivered, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser,
@@ -101,6 +101,59 @@ fn insert_device(conn: &Connection, user: &[u8], d: &NewDevice) -> Result<(), St
             d.name,
             d.token_digest.as_slice(),
             d.created_at
+        ],
+    )
+    .map_err(backend)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO device_owners (device_id, user_id) VALUES (?1, ?2)",
+        params![d.device_id.as_bytes().as_slice(), user],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// P423, P433: the first result of a handshake retried with the same client key.
+fn earlier_handshake(
+    conn: &Connection,
+    sender: &DeviceId,
+    key: Option<&HandshakeKey>,
+) -> Result<Option<Delivered>, StoreError> {
+    let Some(key) = key else { return Ok(None) };
+    let row: Option<(i64, i64, i64)> = conn
+        .query_row(
+            "SELECT epoch, group_seq, stored_at FROM handshakes
+             WHERE sender_device = ?1 AND client_key = ?2",
+            params![sender.as_bytes().as_slice(), key.as_bytes().as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(backend)?;
+    Ok(row.map(|(epoch, seq, at)| Delivered {
+        epoch: epoch as u64,
+        group_seq: seq as u64,
+        stored_at_ms: at,
+        recipients: Vec::new(),
+    }))
+}
+
+fn record_handshake(
+    conn: &Connection,
+    sender: &DeviceId,
+    key: Option<&HandshakeKey>,
+    group: &GroupId,
+    done: &Delivered,
+) -> Result<(), StoreError> {
+    let Some(key) = key else { return Ok(()) };
+    conn.execute(
+        "INSERT INTO handshakes (sender_device, client_key, group_id, epoch, group_seq, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            sender.as_bytes().as_slice(),
+            key.as_bytes().as_slice(),
+            group.as_bytes().as_slice(),
+            done.epoch as i64,
+            done.group_seq as i64,
+            done.stored_at_ms
         ],
     )
     .map_err(backend)?;
@@ -639,7 +692,7 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT u.username FROM devices d JOIN users u ON u.user_id = d.user_id
+                    "SELECT u.username FROM device_owners d JOIN users u ON u.user_id = d.user_id
                      WHERE d.device_id = ?1",
                 )
                 .map_err(backend)?;
@@ -663,6 +716,9 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
+            if let Some(first) = earlier_handshake(&tx, &g.creator, g.client_key.as_ref())? {
+                return Ok(first);
+            }
             let gid = g.group_id.as_bytes().as_slice();
             let exists: bool = tx
                 .query_row("SELECT EXISTS (SELECT 1 FROM groups WHERE group_id = ?1)", [gid], |r| r.get(0))
@@ -728,13 +784,15 @@ impl Store for SqliteStore {
                 Some(w) => enqueue(&tx, &g.group_id, EntryKind::Welcome, &g.creator, w, &recipients, g.now_ms)?,
                 None => 0,
             };
-            tx.commit().map_err(backend)?;
-            Ok(Delivered {
+            let done = Delivered {
                 epoch: 1,
                 group_seq: seq,
                 stored_at_ms: g.now_ms,
                 recipients,
-            })
+            };
+            record_handshake(&tx, &g.creator, g.client_key.as_ref(), &g.group_id, &done)?;
+            tx.commit().map_err(backend)?;
+            Ok(done)
         })
         .await
     }
@@ -798,6 +856,9 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
+            if let Some(first) = earlier_handshake(&tx, &c.sender, c.client_key.as_ref())? {
+                return Ok(first);
+            }
             let (epoch, member) = group_state(&tx, &c.group_id, &c.sender)?;
             if !member {
                 return Err(StoreError::NotAMember);
@@ -854,15 +915,17 @@ impl Store for SqliteStore {
                 [gid],
             )
             .map_err(backend)?;
-            tx.commit().map_err(backend)?;
             let mut wake = recipients;
             wake.extend(c.added);
-            Ok(Delivered {
+            let done = Delivered {
                 epoch: epoch + 1,
                 group_seq: seq,
                 stored_at_ms: c.now_ms,
                 recipients: wake,
-            })
+            };
+            record_handshake(&tx, &c.sender, c.client_key.as_ref(), &c.group_id, &done)?;
+            tx.commit().map_err(backend)?;
+            Ok(done)
         })
         .await
     }

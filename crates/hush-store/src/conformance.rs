@@ -4,7 +4,7 @@
 //! A failed check panics with the name of the check: this module is test support.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::EntryKind;
 
 use crate::{NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Store, StoreError};
@@ -322,6 +322,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             members: vec![dev(20), dev(21), dev(22)],
             welcome: Some(b"welcome".to_vec()),
             now_ms: 4_000,
+            client_key: None,
         })
         .await
         .unwrap();
@@ -341,6 +342,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             members: vec![dev(21), dev(20)],
             welcome: Some(b"w2".to_vec()),
             now_ms: 4_000,
+            client_key: None,
         })
         .await;
     assert!(
@@ -365,6 +367,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         members: vec![dev(21)],
         welcome: None,
         now_ms: 4_000,
+        client_key: None,
     };
     store.create_group(named(team)).await.unwrap();
     let dup = store
@@ -446,6 +449,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         added: vec![],
         removed: vec![dev(22)],
         now_ms: 6_000,
+        client_key: None,
     };
     let done = store.accept_commit(commit.clone()).await.unwrap();
     assert_eq!(done.epoch, 2);
@@ -499,4 +503,100 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     let mia_inbox = store.fetch_mailbox(dev(20), 0, 100).await.unwrap();
     let kinds: Vec<EntryKind> = mia_inbox.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EntryKind::Application, EntryKind::Handshake]);
+    assert_eq!(
+        store.device_owners(&[dev(22)]).await.unwrap(),
+        vec![(dev(22), name("max"))],
+        "P412: a removed device's owner stays known"
+    );
+    handshake_retries(store).await;
+}
+
+/// P423, P433: a creation or commit retried with its client key is answered with the
+/// first result and applied once, even after the group moved on.
+async fn handshake_retries<S: Store + ?Sized>(store: &S) {
+    let dev = |n: u8| DeviceId::from_bytes([n; 16]);
+    let key = |n: u8| Some(HandshakeKey::from_bytes([n; 16]));
+    let g = GroupId::from_bytes([40; 16]);
+    let create = NewGroup {
+        group_id: g,
+        creator: dev(20),
+        direct: None,
+        name: Some("retried".into()),
+        members: vec![dev(20), dev(21)],
+        welcome: Some(b"w".to_vec()),
+        now_ms: 7_000,
+        client_key: key(1),
+    };
+    let first = store.create_group(create.clone()).await.unwrap();
+    let again = store.create_group(create.clone()).await.unwrap();
+    assert_eq!(
+        (again.epoch, again.group_seq),
+        (first.epoch, first.group_seq),
+        "a retried creation gets the first answer"
+    );
+    assert!(again.recipients.is_empty(), "and wakes nobody");
+    let welcomes = store
+        .fetch_mailbox(dev(21), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.group_id == g)
+        .count();
+    assert_eq!(welcomes, 1, "the Welcome is queued once");
+    let other = NewGroup {
+        client_key: key(2),
+        ..create
+    };
+    assert!(
+        matches!(
+            store.create_group(other).await,
+            Err(StoreError::GroupExists)
+        ),
+        "another key for a taken id is refused"
+    );
+
+    let commit = NewCommit {
+        group_id: g,
+        epoch: 1,
+        sender: dev(20),
+        commit: b"c".to_vec(),
+        welcome: None,
+        added: vec![],
+        removed: vec![],
+        now_ms: 8_000,
+        client_key: key(3),
+    };
+    let done = store.accept_commit(commit.clone()).await.unwrap();
+    assert_eq!(done.epoch, 2);
+    // Someone else commits next; the lost answer's retry still gets the first result.
+    store
+        .accept_commit(NewCommit {
+            sender: dev(21),
+            epoch: 2,
+            client_key: key(4),
+            ..commit.clone()
+        })
+        .await
+        .unwrap();
+    let retry = store.accept_commit(commit.clone()).await.unwrap();
+    assert_eq!(
+        (retry.epoch, retry.group_seq),
+        (done.epoch, done.group_seq),
+        "a retried commit gets the first answer"
+    );
+    assert_eq!(
+        store.group(g).await.unwrap().unwrap().epoch,
+        3,
+        "applied once"
+    );
+    let fresh = store
+        .accept_commit(NewCommit {
+            client_key: key(5),
+            ..commit
+        })
+        .await;
+    assert!(
+        matches!(fresh, Err(StoreError::StaleEpoch { current: 3 })),
+        "a new key at an old epoch is stale: {fresh:?}"
+    );
 }

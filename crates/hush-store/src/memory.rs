@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
@@ -45,6 +45,10 @@ struct State {
     deliveries: BTreeMap<u64, (DeviceId, u64)>,
     next_id: u64,
     sent: HashMap<(DeviceId, [u8; 16]), Delivered>,
+    /// P423, P433: handshake results by (sender, client key).
+    handshakes: HashMap<(DeviceId, HandshakeKey), Delivered>,
+    /// P412: who owned each device, kept after the device is gone.
+    former_owners: HashMap<DeviceId, UserId>,
 }
 
 fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
@@ -94,6 +98,20 @@ impl State {
             self.deliveries.insert(self.next_id, (*d, msg));
         }
         Ok(seq)
+    }
+
+    fn earlier(&self, sender: DeviceId, key: Option<HandshakeKey>) -> Option<Delivered> {
+        let first = self.handshakes.get(&(sender, key?))?;
+        Some(Delivered {
+            recipients: Vec::new(),
+            ..first.clone()
+        })
+    }
+
+    fn record(&mut self, sender: DeviceId, key: Option<HandshakeKey>, done: &Delivered) {
+        if let Some(key) = key {
+            self.handshakes.insert((sender, key), done.clone());
+        }
     }
 
     fn forget_device(&mut self, device: DeviceId) {
@@ -154,6 +172,7 @@ impl Store for MemoryStore {
                     _ => return Err(StoreError::InviteInvalid),
                 }
             }
+            s.former_owners.insert(user.device.device_id, user.user_id);
             s.devices
                 .insert(user.device.device_id, (user.user_id, user.device.clone()));
             s.users.insert(
@@ -182,6 +201,7 @@ impl Store for MemoryStore {
             if !s.users.contains_key(&user) {
                 return Err(StoreError::UserNotFound);
             }
+            s.former_owners.insert(device.device_id, user);
             s.devices.insert(device.device_id, (user, device));
             Ok(())
         })
@@ -279,6 +299,7 @@ impl Store for MemoryStore {
                 s.forget_device(d);
             }
             s.direct.retain(|(a, b), _| *a != id && *b != id);
+            s.former_owners.retain(|_, owner| *owner != id);
             Ok(())
         })
     }
@@ -351,7 +372,7 @@ impl Store for MemoryStore {
             Ok(devices
                 .iter()
                 .filter_map(|d| {
-                    let (owner, _) = s.devices.get(d)?;
+                    let owner = s.former_owners.get(d)?;
                     Some((*d, s.users.get(owner)?.username.clone()))
                 })
                 .collect())
@@ -360,6 +381,9 @@ impl Store for MemoryStore {
 
     async fn create_group(&self, g: NewGroup) -> Result<Delivered, StoreError> {
         self.with(|s| {
+            if let Some(first) = s.earlier(g.creator, g.client_key) {
+                return Ok(first);
+            }
             if s.groups.contains_key(&g.group_id) {
                 return Err(StoreError::GroupExists);
             }
@@ -410,12 +434,14 @@ impl Store for MemoryStore {
                 )?,
                 None => 0,
             };
-            Ok(Delivered {
+            let done = Delivered {
                 epoch: 1,
                 group_seq: seq,
                 stored_at_ms: g.now_ms,
                 recipients,
-            })
+            };
+            s.record(g.creator, g.client_key, &done);
+            Ok(done)
         })
     }
 
@@ -439,6 +465,9 @@ impl Store for MemoryStore {
 
     async fn accept_commit(&self, c: NewCommit) -> Result<Delivered, StoreError> {
         self.with(|s| {
+            if let Some(first) = s.earlier(c.sender, c.client_key) {
+                return Ok(first);
+            }
             let g = s.groups.get(&c.group_id).ok_or(StoreError::GroupNotFound)?;
             if !g.members.contains(&c.sender) {
                 return Err(StoreError::NotAMember);
@@ -484,12 +513,14 @@ impl Store for MemoryStore {
             g.epoch += 1;
             let mut wake = recipients;
             wake.extend(c.added);
-            Ok(Delivered {
+            let done = Delivered {
                 epoch: g.epoch,
                 group_seq: seq,
                 stored_at_ms: c.now_ms,
                 recipients: wake,
-            })
+            };
+            s.record(c.sender, c.client_key, &done);
+            Ok(done)
         })
     }
 

@@ -1,7 +1,7 @@
 //! Records passed to and from a [`Store`](crate::Store).
 use std::fmt;
 
-use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
+use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 
 /// A new device and its session.
 #[derive(Debug, Clone)]
@@ -111,6 +111,8 @@ pub struct NewGroup {
     pub members: Vec<DeviceId>,
     pub welcome: Option<Vec<u8>>,
     pub now_ms: i64,
+    /// P423: a retry with the same key from the same creator returns the first result.
+    pub client_key: Option<HandshakeKey>,
 }
 
 /// A commit taking a group from `epoch` to `epoch + 1`.
@@ -124,6 +126,9 @@ pub struct NewCommit {
     pub added: Vec<DeviceId>,
     pub removed: Vec<DeviceId>,
     pub now_ms: i64,
+    /// P433: a retry with the same key from the same sender returns the first result,
+    /// whatever the group's epoch is by then.
+    pub client_key: Option<HandshakeKey>,
 }
 
 /// An application message for a group's current epoch.

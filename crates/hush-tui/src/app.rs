@@ -158,6 +158,28 @@ impl App {
     /// Adds an event from the client library's stream. `live` ones count as unread and
     /// ring the bell when their conversation is not in view.
     pub fn on_event(&mut self, e: &Event, live: bool) {
+        use hush_client::events::ConnectionState;
+        match e {
+            Event::Connection(state) => {
+                self.connection = match state {
+                    ConnectionState::Connecting => Connection::Connecting,
+                    ConnectionState::Online => Connection::Online,
+                    ConnectionState::Offline { .. } | ConnectionState::Failed { .. } => {
+                        Connection::Offline(e.to_text())
+                    }
+                };
+                return;
+            }
+            Event::LocalError { message } => {
+                self.say(&format!("local error: {message}"));
+                return;
+            }
+            Event::Delivery { .. } => return,
+            _ => {}
+        }
+        let Some(conversation) = e.conversation() else {
+            return;
+        };
         let v = e.to_json();
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
         let (line, outgoing) = match e {
@@ -193,8 +215,9 @@ impl App {
                 },
                 false,
             ),
+            _ => return,
         };
-        let i = self.index_of(e.conversation());
+        let i = self.index_of(conversation);
         self.conversations[i].lines.push(line);
         if live && !outgoing && i != self.selected {
             self.conversations[i].unread += 1;

@@ -1,70 +1,39 @@
-//! The interactive loop: terminal keys, the server's pushes and reconnection with
-//! backoff, all on one task. State lives in [`App`]; every message shown comes from
-//! the client library's history, so nothing is lost or shown twice across reconnects.
+//! The interactive loop: terminal keys and the client engine's event stream, on one
+//! task. State lives in [`App`]; connecting, syncing and reconnecting are the engine's
+//! ([`hush_client::Client`]), so this file only draws what the stream says and turns
+//! keys into commands. Every message shown comes from the local history, so nothing is
+//! lost or shown twice across reconnects.
 use std::io::Write;
-use std::time::Duration;
 
 use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use futures::StreamExt;
-use hush_client::ClientError;
-use hush_client::account;
-use hush_client::history;
-use hush_client::home::Home;
+use hush_client::events::{ConnectionState, Event};
 use hush_client::hush_proto::content::GroupName;
-use hush_client::hush_proto::ids::Username;
-use hush_client::hush_proto::response::Response;
-use hush_client::messaging::Messenger;
+use hush_client::{Client, ClientError, Target};
 
 use crate::app::{Action, App, Connection};
 use crate::ui;
 
-/// Shows events not yet streamed, and marks them.
-fn refresh(home: &Home, app: &mut App, live: bool) -> Result<(), ClientError> {
-    let events = history::unstreamed(home)?;
-    for e in &events {
-        app.on_event(e, live);
-    }
-    history::mark_streamed(home, &events)
-}
-
-async fn perform(
-    m: &Messenger<'_>,
-    home: &Home,
-    app: &mut App,
-    action: Action,
-) -> Result<bool, ClientError> {
+/// Runs one command; `Ok(false)` to quit.
+async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool, ClientError> {
     match action {
         Action::Quit => return Ok(false),
         Action::Send { target, text } => {
-            let sent = if target.starts_with('#') {
-                match GroupName::parse(&target) {
-                    Ok(name) => m.send_to_group(&name, &text).await,
-                    Err(e) => Err(ClientError::Invalid(e.to_string())),
-                }
-            } else {
-                match Username::parse(&target) {
-                    Ok(user) => m.send_text(&user, &text).await,
-                    Err(e) => Err(ClientError::Invalid(e.to_string())),
-                }
+            // The message itself arrives on the event stream once it is in history.
+            let sent = match Target::parse(&target) {
+                Ok(t) => client.send(&t, &text).await,
+                Err(e) => Err(e),
             };
-            match sent {
-                Ok(event) => app.on_event(&event, false),
-                Err(
-                    e @ (ClientError::Disconnected(_)
-                    | ClientError::Timeout(_)
-                    | ClientError::Unreachable { .. }),
-                ) => {
-                    return Err(e);
-                }
-                Err(e) => app.say(&format!("not sent: {e}")),
+            if let Err(e) = sent {
+                app.say(&format!("not sent: {e}"));
             }
         }
-        Action::Shutdown => match account::admin_shutdown(m.connection()).await {
-            Ok(()) => app.say("the server is shutting down"),
+        Action::Shutdown => match client.admin_shutdown().await {
+            Ok(_) => app.say("the server is shutting down"),
             Err(e) => app.say(&format!("not done: {e}")),
         },
         Action::Members(group) => match GroupName::parse(&group) {
-            Ok(name) => match m.members(&name).await {
+            Ok(name) => match client.members(&name).await {
                 Ok(members) => {
                     let list: Vec<String> = members
                         .iter()
@@ -82,7 +51,7 @@ async fn perform(
             },
             Err(e) => app.say(&e.to_string()),
         },
-        Action::History { target, limit } => match history::conversation(home, &target, limit) {
+        Action::History { target, limit } => match client.history(&target, limit).await {
             Ok(events) => {
                 let i = app.conversations.iter().position(|c| c.name == target);
                 if let Some(i) = i {
@@ -99,19 +68,31 @@ async fn perform(
 }
 
 /// Runs the interactive client until the user quits.
-pub async fn run(home: &Home) -> Result<(), ClientError> {
-    let stored = home.account()?.ok_or(ClientError::NoAccount)?;
+pub async fn run(client: Client) -> Result<(), ClientError> {
+    let stored = client.stored_account().await?;
     let mut app = App::new(stored.username.as_str(), &stored.server);
-    for chat in history::chats(home)? {
-        for e in history::conversation(home, &chat.name, 50)? {
+    // Subscribe before reading history, so nothing falls between the two.
+    let mut events = client.events();
+    let mut shown = 0;
+    for chat in client.chats().await? {
+        for e in client.history(&chat.name, 50).await? {
+            shown = shown.max(e.row().unwrap_or(0));
             app.on_event(&e, false);
         }
     }
-    refresh(home, &mut app, false)?;
+    let seen: Vec<i64> = client
+        .unstreamed()
+        .await?
+        .iter()
+        .filter_map(Event::row)
+        .collect();
+    client.mark_streamed(seen).await?;
+    app.on_event(&Event::Connection(client.state()), false);
 
     let mut terminal = ratatui::init();
-    let result = event_loop(home, &mut app, &mut terminal).await;
+    let result = event_loop(&client, &mut app, &mut events, shown, &mut terminal).await;
     ratatui::restore();
+    client.close().await;
     result
 }
 
@@ -128,107 +109,48 @@ fn draw(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> Result<(), Cl
 }
 
 async fn event_loop(
-    home: &Home,
+    client: &Client,
     app: &mut App,
+    events: &mut hush_client::Events,
+    mut shown: i64,
     terminal: &mut ratatui::DefaultTerminal,
 ) -> Result<(), ClientError> {
     let mut keys = EventStream::new();
-    let mut backoff = Duration::from_millis(500);
+    draw(terminal, app)?;
     loop {
-        app.connection = Connection::Connecting;
-        draw(terminal, app)?;
-        let session = match account::resume(home).await {
-            Ok(s) => s,
-            Err(
-                e @ (ClientError::Disconnected(_)
-                | ClientError::Timeout(_)
-                | ClientError::Unreachable { .. }),
-            ) => {
-                app.connection =
-                    Connection::Offline(format!("{e}; retrying in {} s", backoff.as_secs().max(1)));
-                draw(terminal, app)?;
-                // Keep the keyboard alive while waiting to reconnect.
-                let wait = tokio::time::sleep(backoff);
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        _ = &mut wait => break,
-                        key = keys.next() => {
-                            if let Some(Ok(TermEvent::Key(k))) = key
-                                && k.kind == KeyEventKind::Press {
-                                    match app.on_key(k) {
-                                        Some(Action::Quit) => return Ok(()),
-                                        Some(_) => app.say("offline: try again once connected"),
-                                        None => {}
-                                    }
-                                }
-                            draw(terminal, app)?;
+        tokio::select! {
+            key = keys.next() => match key {
+                Some(Ok(TermEvent::Key(k))) if k.kind == KeyEventKind::Press => {
+                    if let Some(action) = app.on_key(k) {
+                        let offline = !matches!(app.connection, Connection::Online);
+                        if offline && !matches!(action, Action::Quit | Action::History { .. }) {
+                            app.say("offline: try again once connected");
+                        } else if !perform(client, app, action).await? {
+                            return Ok(());
                         }
                     }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        backoff = Duration::from_millis(500);
-        let m = Messenger::open(home, &session.conn, session.account.clone()).await?;
-        let Some(mut pushes) = session.conn.pushes() else {
-            return Err(ClientError::Invalid("push stream already taken".into()));
-        };
-        app.connection = Connection::Online;
-        let synced = async {
-            m.flush_outbox().await?;
-            m.sync().await
-        }
-        .await;
-        if let Err(e) = synced {
-            app.connection = Connection::Offline(e.to_string());
-            continue;
-        }
-        refresh(home, app, true)?;
-        draw(terminal, app)?;
-        loop {
-            tokio::select! {
-                key = keys.next() => match key {
-                    Some(Ok(TermEvent::Key(k))) if k.kind == KeyEventKind::Press => {
-                        if let Some(action) = app.on_key(k) {
-                            match perform(&m, home, app, action).await {
-                                Ok(true) => {}
-                                Ok(false) => {
-                                    session.conn.close().await;
-                                    return Ok(());
-                                }
-                                Err(e) => {
-                                    app.connection = Connection::Offline(e.to_string());
-                                    break;
-                                }
-                            }
-                            refresh(home, app, true)?;
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(ClientError::Invalid(format!("terminal: {e}"))),
+                None => return Ok(()),
+            },
+            event = events.next() => match event {
+                Some(e) => {
+                    if let Some(row) = e.row() {
+                        if row <= shown {
+                            continue;
                         }
+                        shown = row;
+                        client.mark_streamed(vec![row]).await?;
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(ClientError::Invalid(format!("terminal: {e}"))),
-                    None => return Ok(()),
-                },
-                push = pushes.recv() => match push {
-                    Some(Response::MailboxChanged) => {
-                        if let Err(e) = m.sync().await {
-                            app.connection = Connection::Offline(e.to_string());
-                            break;
-                        }
-                        refresh(home, app, true)?;
+                    if let Event::Connection(ConnectionState::Failed { reason }) = &e {
+                        app.say(&format!("stopped: {reason}"));
                     }
-                    Some(_) => {}
-                    None => {
-                        app.connection = Connection::Offline("connection lost".into());
-                        break;
-                    }
-                },
-            }
-            draw(terminal, app)?;
+                    app.on_event(&e, true);
+                }
+                None => return Ok(()),
+            },
         }
         draw(terminal, app)?;
-        tokio::time::sleep(backoff).await;
     }
 }

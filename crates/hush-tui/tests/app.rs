@@ -31,7 +31,7 @@ fn message(conversation: &str, from: &str, text: &str) -> Event {
         sent_at_ms: 1_767_225_600_000,
         text: text.into(),
         outgoing: false,
-        state: "received".into(),
+        state: hush_client::events::MessageState::Received,
     }
 }
 

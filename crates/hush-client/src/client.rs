@@ -1,0 +1,611 @@
+//! [`Client`]: the handle every front end uses. Owned, `Send + Sync`, cheap to clone;
+//! each call is a message to the home's engine ([`crate::engine`]), which runs it on its
+//! own thread, one at a time, and answers. [`Client::events`] is the typed stream of
+//! what happens (messages, membership, security events, connection state).
+//!
+//! The engine keeps running while any handle lives; [`Client::close`] ends it
+//! cleanly (TLS close_notify), dropping the last handle ends it too.
+use std::path::{Path, PathBuf};
+
+use futures::future::LocalBoxFuture;
+use hush_proto::content::GroupName;
+use hush_proto::fingerprint::Fingerprint;
+use hush_proto::ids::Username;
+use hush_proto::response::Account;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use zeroize::Zeroizing;
+
+use crate::ClientError;
+use crate::account::{self, Profile};
+use crate::connection::{Connection, FaultRules};
+use crate::engine::{Engine, Job, transport};
+use crate::events::{ConnectionState, Event};
+use crate::groups::Member;
+use crate::history::{self, Chat};
+use crate::home::{Home, StoredAccount};
+use crate::trust::FirstUse;
+
+/// Commands waiting for the engine; senders wait when it is busy.
+const QUEUE: usize = 64;
+/// Events kept for a slow reader of [`Client::events`] before it misses some.
+const EVENT_BUFFER: usize = 4096;
+
+/// How to open a client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Never connect: only local commands (history, chats) work. For reading a home
+    /// without waiting on the network.
+    pub offline: bool,
+    /// Test-only: answers to drop (see [`crate::faults`]).
+    #[cfg(feature = "fault-injection")]
+    pub faults: crate::faults::Faults,
+}
+
+impl ClientOptions {
+    /// Options for a client that never connects.
+    pub fn offline() -> ClientOptions {
+        ClientOptions {
+            offline: true,
+            ..ClientOptions::default()
+        }
+    }
+
+    fn fault_rules(&self) -> FaultRules {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.faults.clone()
+        }
+    }
+}
+
+/// Where a conversation is addressed: a user (1:1) or `#name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    User(Username),
+    Group(GroupName),
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target, ClientError> {
+        if s.starts_with('#') {
+            GroupName::parse(s)
+                .map(Target::Group)
+                .map_err(|e| ClientError::Invalid(e.to_string()))
+        } else {
+            Username::parse(s)
+                .map(Target::User)
+                .map_err(|e| ClientError::Invalid(e.to_string()))
+        }
+    }
+
+    /// The conversation's name in history (`alice`, `#team`).
+    pub fn name(&self) -> String {
+        match self {
+            Target::User(u) => u.to_string(),
+            Target::Group(g) => g.to_string(),
+        }
+    }
+}
+
+/// This device's account as the server sees it, and the server.
+#[derive(Debug, Clone)]
+pub struct WhoAmI {
+    pub account: Account,
+    pub server: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// A new account or device to create on the home's first connection.
+pub enum Enrolment {
+    Register {
+        username: Username,
+        password: Zeroizing<Vec<u8>>,
+        invite: Option<String>,
+        profile: Profile,
+    },
+    Login {
+        username: Username,
+        password: Zeroizing<Vec<u8>>,
+        device_name: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Enrolment {
+    // The password never reaches Debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Enrolment::Register { username, .. } => {
+                write!(f, "Register {{ username: {username}, .. }}")
+            }
+            Enrolment::Login { username, .. } => write!(f, "Login {{ username: {username}, .. }}"),
+        }
+    }
+}
+
+struct Shared {
+    jobs: mpsc::Sender<Job>,
+    events: broadcast::Sender<Event>,
+    state: watch::Receiver<ConnectionState>,
+    done: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    #[cfg(feature = "fault-injection")]
+    kill: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+/// The handle to one home's engine.
+#[derive(Clone)]
+pub struct Client {
+    shared: std::sync::Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+/// The live event stream of one subscriber.
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the engine has stopped. A reader too slow to keep
+    /// up gets a [`Event::LocalError`] saying how many it missed (they are in history).
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.rx.recv().await {
+            Ok(e) => Some(e),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Event::LocalError {
+                message: format!("{n} events were missed; they are in the history"),
+            }),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl Client {
+    /// Opens the home at `dir` (which must hold an account) and starts its engine,
+    /// which connects in the background.
+    pub async fn open(dir: &Path, options: ClientOptions) -> Result<Client, ClientError> {
+        Self::start(dir.to_owned(), options, None).await
+    }
+
+    /// Creates an account (or, for a login, a new device) on `server` in the empty home
+    /// at `dir`, then starts its engine on that session. `first_use` decides whether an
+    /// unknown server key is trusted; nothing is sent to a server that is not.
+    pub async fn enrol(
+        dir: &Path,
+        server: &str,
+        first_use: FirstUse,
+        enrolment: Enrolment,
+        options: ClientOptions,
+    ) -> Result<(Client, Account), ClientError> {
+        let server = server.to_owned();
+        let (tx, rx) = oneshot::channel();
+        let init: Job = Box::new(move |engine: &mut Engine| -> LocalBoxFuture<'_, ()> {
+            Box::pin(async move {
+                let r = enrol(engine, &server, &first_use, enrolment).await;
+                let _ = tx.send(r);
+            })
+        });
+        let client = Self::start(dir.to_owned(), options, Some(init)).await?;
+        let account = rx
+            .await
+            .map_err(|_| ClientError::Home("the engine stopped".into()))??;
+        Ok((client, account))
+    }
+
+    async fn start(
+        dir: PathBuf,
+        options: ClientOptions,
+        init: Option<Job>,
+    ) -> Result<Client, ClientError> {
+        let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE);
+        let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        #[cfg(feature = "fault-injection")]
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let events = events_tx.clone();
+        let faults = options.fault_rules();
+        let offline = options.offline;
+        let spawned = std::thread::Builder::new()
+            .name("hush-engine".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = opened_tx
+                            .send(Err(ClientError::Home(format!("starting the engine: {e}"))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let engine = Home::open(&dir).and_then(|home| {
+                        if init.is_none() && home.account()?.is_none() {
+                            return Err(ClientError::NoAccount);
+                        }
+                        Engine::new(home, faults, offline, events, state_tx)
+                    });
+                    let mut engine = match engine {
+                        Ok(e) => {
+                            let _ = opened_tx.send(Ok(()));
+                            e
+                        }
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let run = async move {
+                        if let Some(init) = init {
+                            init(&mut engine).await;
+                        }
+                        engine.run(jobs_rx).await;
+                    };
+                    #[cfg(feature = "fault-injection")]
+                    tokio::select! {
+                        _ = run => {}
+                        // Killed: stop at whatever await the engine is in, as a
+                        // process killed mid-request would.
+                        _ = kill_rx => tracing::warn!("engine killed"),
+                    }
+                    #[cfg(not(feature = "fault-injection"))]
+                    run.await;
+                });
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            return Err(ClientError::Home(format!("starting the engine: {e}")));
+        }
+        opened_rx
+            .await
+            .map_err(|_| ClientError::Home("the engine stopped while opening".into()))??;
+        Ok(Client {
+            shared: std::sync::Arc::new(Shared {
+                jobs: jobs_tx,
+                events: events_tx,
+                state: state_rx,
+                done: std::sync::Mutex::new(Some(done_rx)),
+                #[cfg(feature = "fault-injection")]
+                kill: std::sync::Mutex::new(Some(kill_tx)),
+            }),
+        })
+    }
+
+    /// Runs `f` on the engine and returns its answer. A transport failure marks the
+    /// connection for a reconnect; what it was doing is finished or undone then.
+    async fn call<T, F>(&self, f: F) -> Result<T, ClientError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Engine) -> LocalBoxFuture<'a, Result<T, ClientError>>
+            + Send
+            + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |engine: &mut Engine| -> LocalBoxFuture<'_, ()> {
+            Box::pin(async move {
+                let result = f(engine).await;
+                if let Err(e) = &result
+                    && transport(e)
+                {
+                    engine.broken = true;
+                }
+                let _ = tx.send(result);
+            })
+        });
+        let stopped = || ClientError::Home("the client engine has stopped".into());
+        self.shared.jobs.send(job).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Every event from now on.
+    pub fn events(&self) -> Events {
+        Events {
+            rx: self.shared.events.subscribe(),
+        }
+    }
+
+    /// The connection state now.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// Waits until the connection state satisfies `pred`; returns that state, or the
+    /// last one if the engine stopped first.
+    pub async fn wait_for_state(&self, pred: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
+        let mut rx = self.shared.state.clone();
+        let found = rx.wait_for(|s| pred(s)).await.map(|s| s.clone());
+        found.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// The account stored in this home (no network).
+    pub async fn stored_account(&self) -> Result<StoredAccount, ClientError> {
+        self.call(|e| Box::pin(async move { e.home.account()?.ok_or(ClientError::NoAccount) }))
+            .await
+    }
+
+    /// Sends `text` to a user or `#group`; returns the message's event once the server
+    /// holds it durably.
+    pub async fn send(&self, target: &Target, text: &str) -> Result<Event, ClientError> {
+        let target = target.clone();
+        let text = text.to_owned();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                let m = e.messenger(&live);
+                let row = match &target {
+                    Target::User(u) => m.send_text(u, &text).await?,
+                    Target::Group(g) => m.send_to_group(g, &text).await?,
+                };
+                history::by_row(&e.home, row)
+            })
+        })
+        .await
+    }
+
+    /// Fetches and processes the mailbox now; returns how many events it added.
+    pub async fn sync(&self) -> Result<usize, ClientError> {
+        self.call(|e| Box::pin(async move { e.catch_up().await }))
+            .await
+    }
+
+    pub async fn create_group(
+        &self,
+        name: &GroupName,
+        members: &[Username],
+    ) -> Result<(), ClientError> {
+        let (name, members) = (name.clone(), members.to_vec());
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).create_group(&name, &members).await
+            })
+        })
+        .await
+    }
+
+    pub async fn add_members(
+        &self,
+        name: &GroupName,
+        users: &[Username],
+    ) -> Result<(), ClientError> {
+        let (name, users) = (name.clone(), users.to_vec());
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).add_members(&name, &users).await
+            })
+        })
+        .await
+    }
+
+    pub async fn remove_members(
+        &self,
+        name: &GroupName,
+        users: &[Username],
+    ) -> Result<(), ClientError> {
+        let (name, users) = (name.clone(), users.to_vec());
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).remove_members(&name, &users).await
+            })
+        })
+        .await
+    }
+
+    pub async fn promote(&self, name: &GroupName, users: &[Username]) -> Result<(), ClientError> {
+        let (name, users) = (name.clone(), users.to_vec());
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).promote(&name, &users).await
+            })
+        })
+        .await
+    }
+
+    /// Leaves `#name`. The last admin must make someone else an admin first.
+    pub async fn leave(&self, name: &GroupName) -> Result<(), ClientError> {
+        let name = name.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).leave(&name).await
+            })
+        })
+        .await
+    }
+
+    /// The roster of `#name`, from MLS state.
+    pub async fn members(&self, name: &GroupName) -> Result<Vec<Member>, ClientError> {
+        let name = name.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).members(&name).await
+            })
+        })
+        .await
+    }
+
+    /// The newest `limit` events of a conversation, oldest first (no network); marks
+    /// them read.
+    pub async fn history(&self, conversation: &str, limit: u32) -> Result<Vec<Event>, ClientError> {
+        let name = conversation.to_owned();
+        self.call(move |e| Box::pin(async move { history::conversation(&e.home, &name, limit) }))
+            .await
+    }
+
+    /// Every conversation with its unread count (no network).
+    pub async fn chats(&self) -> Result<Vec<Chat>, ClientError> {
+        self.call(|e| Box::pin(async move { history::chats(&e.home) }))
+            .await
+    }
+
+    /// History events not yet handed to a `recv` stream, oldest first.
+    pub async fn unstreamed(&self) -> Result<Vec<Event>, ClientError> {
+        self.call(|e| Box::pin(async move { history::unstreamed(&e.home) }))
+            .await
+    }
+
+    /// Marks history rows as handed out (and read).
+    pub async fn mark_streamed(&self, rows: Vec<i64>) -> Result<(), ClientError> {
+        self.call(move |e| Box::pin(async move { history::mark_streamed(&e.home, &rows) }))
+            .await
+    }
+
+    /// The server's current view of this device's account.
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.call(|e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                let account = account::whoami(&live.conn).await?;
+                Ok(WhoAmI {
+                    account,
+                    server: live.conn.server().to_owned(),
+                    fingerprint: live.conn.info().fingerprint,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Asks the server to shut down (server admins only, P601).
+    pub async fn admin_shutdown(&self) -> Result<String, ClientError> {
+        self.call(|e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                account::admin_shutdown(&live.conn).await?;
+                Ok(live.conn.server().to_owned())
+            })
+        })
+        .await
+    }
+
+    /// Logs this device out: it proposes its removal from every conversation, ends its
+    /// session on the server and forgets the account locally; the engine stops. With
+    /// `force`, the account is forgotten locally even if the server cannot be told
+    /// (the error is returned as a warning in `Ok(Some(..))`).
+    pub async fn logout(&self, force: bool) -> Result<Option<ClientError>, ClientError> {
+        self.call(move |e| {
+            Box::pin(async move {
+                let told = async {
+                    let live = e.live()?;
+                    e.messenger(&live).leave_all_for_logout().await?;
+                    account::logout(&live.conn).await
+                }
+                .await;
+                let warning = match told {
+                    Ok(()) => None,
+                    Err(err) if force => Some(err),
+                    Err(err) => return Err(err),
+                };
+                e.home.clear_account()?;
+                e.stopping = true;
+                Ok(warning)
+            })
+        })
+        .await
+    }
+
+    /// Stops the engine cleanly and waits for it (TLS close_notify to the server).
+    pub async fn close(self) {
+        let _ = self
+            .call(|e| {
+                Box::pin(async move {
+                    e.stopping = true;
+                    Ok(())
+                })
+            })
+            .await;
+        self.join().await;
+    }
+
+    async fn join(&self) {
+        let done = self.shared.done.lock().ok().and_then(|mut d| d.take());
+        if let Some(done) = done {
+            let _ = tokio::task::spawn_blocking(move || done.recv()).await;
+        }
+    }
+
+    /// Test-only: a modified client that commits the removal of devices from `#name`
+    /// without checking it may; every honest member must refuse the commit (P530).
+    #[cfg(feature = "fault-injection")]
+    pub async fn remove_devices_unchecked(
+        &self,
+        name: &GroupName,
+        devices: &[hush_proto::ids::DeviceId],
+    ) -> Result<(), ClientError> {
+        let (name, devices) = (name.clone(), devices.to_vec());
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                let m = e.messenger(&live);
+                let group = m.group_id(&name)?;
+                m.remove_devices(group, &devices, Default::default())
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .await
+    }
+
+    /// Test-only: stops the engine wherever it is, as `kill -9` would stop a process
+    /// (local transactions are never open across an await, so none is left half done).
+    #[cfg(feature = "fault-injection")]
+    pub async fn kill(self) {
+        let kill = self.shared.kill.lock().ok().and_then(|mut k| k.take());
+        if let Some(kill) = kill {
+            let _ = kill.send(());
+        }
+        self.join().await;
+    }
+}
+
+/// Registration or login on the engine's thread: the OPAQUE exchange, the account
+/// saved, and the session adopted by the engine.
+async fn enrol(
+    engine: &mut Engine,
+    server: &str,
+    first_use: &FirstUse,
+    enrolment: Enrolment,
+) -> Result<Account, ClientError> {
+    if let Some(a) = engine.home.account()? {
+        return Err(ClientError::Invalid(format!(
+            "this home already holds {} on {}; run `hush logout` first or use another --home",
+            a.username, a.server
+        )));
+    }
+    let conn = Connection::connect_with(
+        server,
+        engine.home.known_servers(),
+        first_use,
+        engine.faults.clone(),
+    )
+    .await?;
+    let (account, token) = match enrolment {
+        Enrolment::Register {
+            username,
+            password,
+            invite,
+            profile,
+        } => account::register(&conn, &username, password, invite, &profile).await?,
+        Enrolment::Login {
+            username,
+            password,
+            device_name,
+        } => account::login(&conn, &username, password, device_name).await?,
+    };
+    engine
+        .home
+        .save_account(&account::stored(conn.server(), &account, token))?;
+    engine.adopt(conn, account.clone())?;
+    Ok(account)
+}

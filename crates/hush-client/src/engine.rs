@@ -1,0 +1,417 @@
+//! The engine: the one task that owns a home's database and its connection. It
+//! connects, authenticates, settles recorded handshakes, syncs the mailbox, flushes
+//! the outbox, reconnects with backoff, keeps the link alive with pings, and runs the
+//! commands front ends send it through [`crate::Client`], one at a time. New history
+//! rows are published on the event stream as they commit.
+//!
+//! It runs on a thread of its own with a single-threaded runtime: rusqlite connections
+//! are `Send` but not `Sync`, so every use of the database stays on that thread and
+//! front ends talk to it by message. No network I/O happens inside a local
+//! transaction ([`Home::write`]), so a command or the engine itself can be stopped at
+//! any await without leaving half a change behind.
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use hush_crypto::identity::Identity;
+use hush_proto::ErrorCode;
+use hush_proto::pb::{self, client_frame::Body};
+use hush_proto::response::{Account, Response};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::ClientError;
+use crate::connection::{Connection, FaultRules, unexpected};
+use crate::events::{ConnectionState, Event};
+use crate::home::Home;
+use crate::messaging::{Messenger, load_identity};
+use crate::trust::FirstUse;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A ping after this long without traffic keeps NATs and the server's idle timer happy.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// Pause before retrying a sync that failed locally (not the network).
+const LOCAL_RETRY: Duration = Duration::from_secs(2);
+
+/// A command for the engine: runs on the engine's thread with the engine borrowed.
+pub(crate) type Job = Box<dyn for<'a> FnOnce(&'a mut Engine) -> LocalBoxFuture<'a, ()> + Send>;
+
+/// An authenticated session.
+pub(crate) struct Live {
+    pub conn: Connection,
+    pub account: Account,
+    pub identity: Identity,
+}
+
+pub(crate) struct Engine {
+    pub(crate) home: Home,
+    pub(crate) faults: FaultRules,
+    /// Never connects (local commands only).
+    offline_only: bool,
+    live: Option<Rc<Live>>,
+    /// Why the engine is not online, for commands that need the server.
+    offline: Option<ClientError>,
+    /// Set by a command that saw the connection fail; the engine reconnects.
+    pub(crate) broken: bool,
+    /// Set when the engine should stop (logout, close).
+    pub(crate) stopping: bool,
+    events: broadcast::Sender<Event>,
+    state: watch::Sender<ConnectionState>,
+    /// The newest history row published on the event stream.
+    published: i64,
+}
+
+/// Errors after which reconnecting cannot help: the engine stops trying.
+fn fatal(e: &ClientError) -> bool {
+    match e {
+        ClientError::FingerprintChanged { .. }
+        | ClientError::FingerprintMismatch { .. }
+        | ClientError::UnknownServer { .. }
+        | ClientError::NoAccount
+        | ClientError::Home(_) => true,
+        ClientError::Server(s) => matches!(
+            s.code,
+            ErrorCode::AuthFailed
+                | ErrorCode::AccountDisabled
+                | ErrorCode::Unauthenticated
+                | ErrorCode::Forbidden
+                | ErrorCode::UnsupportedVersion
+        ),
+        _ => false,
+    }
+}
+
+/// Errors that mean the connection is no longer usable.
+pub(crate) fn transport(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Disconnected(_) | ClientError::Timeout(_) | ClientError::Unreachable { .. }
+    )
+}
+
+/// A copy of an error for the many commands that fail for the same reason.
+fn again(e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Unreachable { server, reason } => ClientError::Unreachable {
+            server: server.clone(),
+            reason: reason.clone(),
+        },
+        ClientError::Disconnected(r) => ClientError::Disconnected(r.clone()),
+        ClientError::Timeout(s) => ClientError::Timeout(*s),
+        ClientError::NoAccount => ClientError::NoAccount,
+        ClientError::Server(s) => ClientError::Server(s.clone()),
+        ClientError::WrongPassword => ClientError::WrongPassword,
+        ClientError::FingerprintChanged {
+            server,
+            pinned,
+            presented,
+            known_servers,
+        } => ClientError::FingerprintChanged {
+            server: server.clone(),
+            pinned: *pinned,
+            presented: *presented,
+            known_servers: known_servers.clone(),
+        },
+        other => ClientError::Invalid(other.to_string()),
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(
+        home: Home,
+        faults: FaultRules,
+        offline_only: bool,
+        events: broadcast::Sender<Event>,
+        state: watch::Sender<ConnectionState>,
+    ) -> Result<Engine, ClientError> {
+        let published = crate::history::last_row(&home)?;
+        Ok(Engine {
+            home,
+            faults,
+            live: None,
+            offline: offline_only.then(|| {
+                ClientError::Invalid("this command does not connect to the server".into())
+            }),
+            offline_only,
+            broken: false,
+            stopping: false,
+            events,
+            state,
+            published,
+        })
+    }
+
+    /// The session, or why there is none.
+    pub(crate) fn live(&self) -> Result<Rc<Live>, ClientError> {
+        match (&self.live, &self.offline) {
+            (Some(l), _) if !self.broken && !l.conn.is_closed() => Ok(Rc::clone(l)),
+            (_, Some(e)) => Err(again(e)),
+            _ => Err(ClientError::Disconnected(None)),
+        }
+    }
+
+    pub(crate) fn messenger<'a>(&'a self, live: &'a Live) -> Messenger<'a> {
+        Messenger {
+            home: &self.home,
+            conn: &live.conn,
+            account: &live.account,
+            identity: &live.identity,
+        }
+    }
+
+    fn set_state(&self, s: ConnectionState) {
+        if *self.state.borrow() != s {
+            tracing::debug!(state = s.as_str(), "connection state");
+            self.state.send_replace(s.clone());
+            let _ = self.events.send(Event::Connection(s));
+        }
+    }
+
+    pub(crate) fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    /// Publishes every history row committed since the last call.
+    pub(crate) fn publish(&mut self) {
+        match crate::history::after(&self.home, self.published) {
+            Ok(events) => {
+                for e in events {
+                    if let Some(row) = e.row() {
+                        self.published = self.published.max(row);
+                    }
+                    let _ = self.events.send(e);
+                }
+            }
+            Err(e) => self.emit(Event::LocalError {
+                message: format!("reading history: {e}"),
+            }),
+        }
+    }
+
+    /// Adopts a session made outside the engine (registration, login).
+    pub(crate) fn adopt(&mut self, conn: Connection, account: Account) -> Result<(), ClientError> {
+        let identity = load_identity(&self.home, &account)?;
+        self.live = Some(Rc::new(Live {
+            conn,
+            account,
+            identity,
+        }));
+        self.offline = None;
+        self.broken = false;
+        Ok(())
+    }
+
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        let stored = self.home.account()?.ok_or(ClientError::NoAccount)?;
+        // The server is pinned already; an unknown key here is refused, not trusted.
+        let conn = Connection::connect_with(
+            &stored.server,
+            self.home.known_servers(),
+            &FirstUse::Refuse,
+            self.faults.clone(),
+        )
+        .await?;
+        let answer = conn
+            .request(Body::Authenticate(pb::Authenticate {
+                session_token: stored.token.expose().to_vec().into(),
+            }))
+            .await?;
+        let account = match answer {
+            Response::Authenticated(account) => account,
+            other => return Err(unexpected(&other)),
+        };
+        self.adopt(conn, account)
+    }
+
+    /// Everything a fresh session does before it is online: settle handshakes, catch
+    /// up, finish leaves, adopt devices, top up key packages, send the outbox.
+    pub(crate) async fn catch_up(&mut self) -> Result<usize, ClientError> {
+        let live = self.live()?;
+        let m = self.messenger(&live);
+        let added = m.sync().await?;
+        m.flush_outbox().await?;
+        Ok(added)
+    }
+
+    async fn close_connection(&mut self) {
+        if let Some(live) = self.live.take()
+            && let Ok(live) = Rc::try_unwrap(live)
+        {
+            live.conn.close().await;
+        }
+    }
+
+    /// Runs until every [`crate::Client`] handle is gone or the engine is stopped.
+    pub(crate) async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        if self.offline_only {
+            self.serve_offline(&mut jobs, None).await;
+            return;
+        }
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            if self.stopping {
+                self.close_connection().await;
+                return;
+            }
+            if self.live.is_none() {
+                self.set_state(ConnectionState::Connecting);
+                if let Err(e) = self.connect().await {
+                    if fatal(&e) {
+                        tracing::warn!(error = %e, "not reconnecting");
+                        self.set_state(ConnectionState::Failed {
+                            reason: e.to_string(),
+                        });
+                        self.offline = Some(e);
+                        self.serve_offline(&mut jobs, None).await;
+                        self.close_connection().await;
+                        return;
+                    }
+                    self.offline = Some(e);
+                }
+            }
+            if self.live.is_some() {
+                match self.catch_up().await {
+                    Ok(_) => {
+                        backoff = BACKOFF_FIRST;
+                        self.set_state(ConnectionState::Online);
+                        self.publish();
+                        let reason = self.serve_online(&mut jobs).await;
+                        self.live = None;
+                        match reason {
+                            None => {
+                                // Every handle is gone, or the engine was stopped.
+                                return;
+                            }
+                            Some(e) => self.offline = Some(e),
+                        }
+                    }
+                    Err(e) => {
+                        self.publish();
+                        self.live = None;
+                        if !transport(&e) {
+                            self.emit(Event::LocalError {
+                                message: format!("catching up: {e}"),
+                            });
+                        }
+                        self.offline = Some(e);
+                    }
+                }
+            }
+            if self.stopping {
+                return;
+            }
+            let reason = self
+                .offline
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "disconnected".into());
+            tracing::info!(%reason, retry_in_ms = backoff.as_millis() as u64, "offline");
+            self.set_state(ConnectionState::Offline {
+                reason,
+                retry_in_ms: backoff.as_millis() as u64,
+            });
+            if !self.serve_offline(&mut jobs, Some(backoff)).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Serves commands without a connection until `wait` passes (forever if `None`).
+    /// Returns false when every handle is gone.
+    async fn serve_offline(
+        &mut self,
+        jobs: &mut mpsc::Receiver<Job>,
+        wait: Option<Duration>,
+    ) -> bool {
+        let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(u32::MAX as u64)));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep, if wait.is_some() => return true,
+                job = jobs.recv() => match job {
+                    None => return false,
+                    Some(job) => {
+                        job(self).await;
+                        self.publish();
+                        if self.stopping {
+                            return false;
+                        }
+                        // A command (login) may have brought a session.
+                        if self.live.is_some() && !self.broken {
+                            return true;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Serves commands and wake-ups while connected. Returns why the connection ended,
+    /// or `None` when the engine should stop.
+    async fn serve_online(&mut self, jobs: &mut mpsc::Receiver<Job>) -> Option<ClientError> {
+        let live = self.live.clone()?;
+        let mut idle = tokio::time::interval(KEEPALIVE);
+        idle.reset();
+        loop {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    None => {
+                        drop(live);
+                        self.close_connection().await;
+                        return None;
+                    }
+                    Some(job) => {
+                        job(self).await;
+                        self.publish();
+                        idle.reset();
+                        if self.stopping {
+                            drop(live);
+                            self.close_connection().await;
+                            return None;
+                        }
+                        if self.live.is_none() {
+                            return Some(ClientError::Disconnected(None));
+                        }
+                    }
+                },
+                _ = live.conn.mailbox_changed() => {
+                    let m = self.messenger(&live);
+                    let synced = m.sync().await;
+                    self.publish();
+                    idle.reset();
+                    match synced {
+                        Ok(_) => {}
+                        Err(e) if transport(&e) => return Some(e),
+                        Err(e) => {
+                            // Our storage or code failed: nothing was acked, so the
+                            // entries come again; say so, and try again shortly.
+                            tracing::warn!(error = %e, "sync failed locally");
+                            self.emit(Event::LocalError { message: e.to_string() });
+                            tokio::time::sleep(LOCAL_RETRY).await;
+                            live.conn.mark_mailbox_changed();
+                        }
+                    }
+                }
+                _ = live.conn.closed() => {
+                    return Some(ClientError::Disconnected(live.conn.closed_reason()));
+                }
+                _ = idle.tick() => {
+                    let ping = live
+                        .conn
+                        .request(Body::Ping(pb::Ping { payload: Default::default() }))
+                        .await;
+                    if let Err(e) = ping {
+                        return Some(e);
+                    }
+                }
+            }
+            if self.broken {
+                self.broken = false;
+                return Some(ClientError::Disconnected(Some(
+                    "a request failed; reconnecting".into(),
+                )));
+            }
+        }
+    }
+}

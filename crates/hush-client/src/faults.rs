@@ -1,0 +1,71 @@
+//! The fault-injection seam, compiled only with the `fault-injection` feature (which
+//! only the test crates turn on): it drops chosen answers from the server, so tests can
+//! show that a lost answer or a client killed mid-request never puts a device out of
+//! step. TLS hides frames from an outside proxy, so the seam sits in the client's
+//! reader, after decryption.
+use std::sync::{Arc, Mutex};
+
+/// What happens to a matching answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The answer is dropped and the connection cut, as if the network failed after the
+    /// server acted.
+    Cut,
+    /// The answer is dropped and the request left waiting forever, as if the client
+    /// froze; tests then kill the client.
+    Swallow,
+}
+
+#[derive(Debug)]
+struct Rule {
+    answer: String,
+    action: Action,
+    /// Matching answers to let through before this rule fires.
+    skip: usize,
+}
+
+/// Rules shared by every connection a client opens; each fires once.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    rules: Arc<Mutex<Vec<Rule>>>,
+    fired: Arc<Mutex<Vec<String>>>,
+}
+
+impl Faults {
+    /// Drops the next answer of kind `answer` (`group_created`, `commit_accepted`,
+    /// `sent`, `acked`, `mailbox`, ...) as `action` says.
+    pub fn drop_next(&self, answer: &str, action: Action) {
+        self.drop_nth(answer, 0, action);
+    }
+
+    /// Like [`Faults::drop_next`], after letting `skip` matching answers through.
+    pub fn drop_nth(&self, answer: &str, skip: usize, action: Action) {
+        if let Ok(mut rules) = self.rules.lock() {
+            rules.push(Rule {
+                answer: answer.to_owned(),
+                action,
+                skip,
+            });
+        }
+    }
+
+    /// The answers dropped so far, by kind.
+    pub fn fired(&self) -> Vec<String> {
+        self.fired.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn on_answer(&self, kind: &str) -> Option<Action> {
+        let mut rules = self.rules.lock().ok()?;
+        let i = rules.iter().position(|r| r.answer == kind)?;
+        if rules[i].skip > 0 {
+            rules[i].skip -= 1;
+            return None;
+        }
+        let rule = rules.remove(i);
+        if let Ok(mut fired) = self.fired.lock() {
+            fired.push(rule.answer);
+        }
+        tracing::warn!(answer = kind, action = ?rule.action, "fault injected");
+        Some(rule.action)
+    }
+}

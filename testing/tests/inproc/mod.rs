@@ -1,0 +1,122 @@
+//! In-process clients for end-to-end tests: the real `hushd` binary on port 0, real
+//! TLS, and `hush_client::Client` engines in the test process, so a test can drop
+//! chosen answers (the `fault-injection` seam) and kill an engine mid-request.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use hush_client::account::Profile;
+use hush_client::events::Event;
+use hush_client::hush_proto::fingerprint::Fingerprint;
+use hush_client::hush_proto::ids::Username;
+use hush_client::trust::FirstUse;
+use hush_client::{Client, ClientOptions, Enrolment, Target};
+use hush_testing::Server;
+
+pub const PASSWORD: &[u8] = b"a long enough password";
+
+pub fn user(name: &str) -> Username {
+    Username::parse(name).unwrap()
+}
+
+pub fn to(target: &str) -> Target {
+    Target::parse(target).unwrap()
+}
+
+fn pin(server: &Server) -> FirstUse {
+    FirstUse::Expect(Fingerprint::parse(&server.fingerprint).unwrap())
+}
+
+/// Registers `name` in the empty home `dir`; returns once its key packages are out.
+pub async fn register(server: &Server, dir: &Path, name: &str, options: ClientOptions) -> Client {
+    let (client, _) = Client::enrol(
+        dir,
+        &server.addr,
+        pin(server),
+        Enrolment::Register {
+            username: user(name),
+            password: zeroize::Zeroizing::new(PASSWORD.to_vec()),
+            invite: None,
+            profile: Profile::default(),
+        },
+        options,
+    )
+    .await
+    .unwrap();
+    client.sync().await.unwrap();
+    client
+}
+
+/// Logs `name` in from the empty home `dir` (a new device).
+pub async fn login(server: &Server, dir: &Path, name: &str, options: ClientOptions) -> Client {
+    let (client, _) = Client::enrol(
+        dir,
+        &server.addr,
+        pin(server),
+        Enrolment::Login {
+            username: user(name),
+            password: zeroize::Zeroizing::new(PASSWORD.to_vec()),
+            device_name: None,
+        },
+        options,
+    )
+    .await
+    .unwrap();
+    client.sync().await.unwrap();
+    client
+}
+
+/// Sends, retrying while the engine reconnects after an injected fault.
+pub async fn send_eventually(client: &Client, target: &str, text: &str) {
+    let mut last = None;
+    for _ in 0..50 {
+        match client.send(&to(target), text).await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not send {text:?} to {target}: {last:?}");
+}
+
+/// Syncs, retrying while the engine reconnects.
+pub async fn sync_eventually(client: &Client) {
+    let mut last = None;
+    for _ in 0..50 {
+        match client.sync().await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not sync: {last:?}");
+}
+
+/// The texts of a conversation's messages, oldest first.
+pub async fn texts(client: &Client, conversation: &str) -> Vec<String> {
+    client
+        .history(conversation, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kinds of the security events in a conversation.
+pub async fn security(client: &Client, conversation: &str) -> Vec<String> {
+    client
+        .history(conversation, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Security { kind, reason, .. } => Some(format!("{}: {reason}", kind.as_str())),
+            _ => None,
+        })
+        .collect()
+}
