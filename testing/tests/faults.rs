@@ -373,3 +373,57 @@ fn recv_follow_and_send_share_one_home() {
         assert_eq!(count(&format!("reply {i}")), 1, "{history:?}");
     }
 }
+
+/// A local failure while processing an entry (here: the home's database refuses the
+/// write) is this device's fault: it is reported as a local error, never as the
+/// peer's `message_rejected`, and the entry stays on the server until it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_failure_is_not_the_peers_fault_and_loses_nothing() {
+    let server = Server::start(&[]);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ann = register(&server, da.path(), "ann", Default::default()).await;
+    let ben = register(&server, db.path(), "ben", Default::default()).await;
+    ann.send(&to("ben"), "m1").await.unwrap();
+    ben.sync().await.unwrap();
+
+    let home_db = rusqlite::Connection::open(db.path().join("hush.db")).unwrap();
+    home_db.busy_timeout(Duration::from_secs(5)).unwrap();
+    home_db
+        .execute_batch(
+            "CREATE TRIGGER disk_on_fire BEFORE INSERT ON history
+             WHEN NEW.kind = 'message' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+        )
+        .unwrap();
+    let mut events = ben.events();
+    ann.send(&to("ben"), "m2").await.unwrap();
+    let failed = ben.sync().await;
+    assert!(
+        failed
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("disk on fire")),
+        "{failed:?}"
+    );
+    let mut local_errors = 0;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+        match e {
+            hush_client::events::Event::LocalError { message } => {
+                assert!(message.contains("disk on fire"), "{message}");
+                local_errors += 1;
+            }
+            hush_client::events::Event::Security { .. } => panic!("blamed on the peer: {e:?}"),
+            _ => {}
+        }
+    }
+    assert!(local_errors > 0, "the engine reported its own failure");
+    home_db.execute_batch("DROP TRIGGER disk_on_fire;").unwrap();
+    drop(home_db);
+
+    // Not acked: the next sync stores it, once, with nothing blamed on ann.
+    sync_eventually(&ben).await;
+    assert_eq!(texts(&ben, "ann").await, ["m1", "m2"]);
+    assert_clean(&[(&ben, "ann")]).await;
+    // And the conversation goes on both ways.
+    ben.send(&to("ann"), "b1").await.unwrap();
+    ann.sync().await.unwrap();
+    assert_eq!(texts(&ann, "ben").await, ["m1", "m2", "b1"]);
+}

@@ -270,29 +270,38 @@ impl Engine {
                 }
             }
             if self.live.is_some() {
-                match self.catch_up().await {
-                    Ok(_) => {
+                let caught_up = match self.catch_up().await {
+                    Err(e) if transport(&e) => Err(e),
+                    Err(e) => {
+                        // Our storage or code failed on an entry: it stays unacked and
+                        // is retried (the wake-up below); the device still goes online
+                        // to send and receive.
+                        tracing::warn!(error = %e, "catching up failed locally");
+                        self.emit(Event::LocalError {
+                            message: format!("catching up: {e}"),
+                        });
+                        if let Some(live) = &self.live {
+                            live.conn.mark_mailbox_changed();
+                        }
+                        Ok(())
+                    }
+                    Ok(_) => Ok(()),
+                };
+                self.publish();
+                match caught_up {
+                    Ok(()) => {
                         backoff = BACKOFF_FIRST;
                         self.set_state(ConnectionState::Online);
-                        self.publish();
                         let reason = self.serve_online(&mut jobs).await;
                         self.live = None;
                         match reason {
-                            None => {
-                                // Every handle is gone, or the engine was stopped.
-                                return;
-                            }
+                            // Every handle is gone, or the engine was stopped.
+                            None => return,
                             Some(e) => self.offline = Some(e),
                         }
                     }
                     Err(e) => {
-                        self.publish();
                         self.live = None;
-                        if !transport(&e) {
-                            self.emit(Event::LocalError {
-                                message: format!("catching up: {e}"),
-                            });
-                        }
                         self.offline = Some(e);
                     }
                 }
