@@ -228,6 +228,27 @@ impl Client {
         )
     }
 
+    /// `hush recv --follow --json` in the background, with its stdout lines.
+    pub fn follow(&self) -> (Child, mpsc::Receiver<String>) {
+        let mut child = Command::new(bin("hush"))
+            .arg("--home")
+            .arg(self.home.path())
+            .args(["recv", "--follow", "--json"])
+            .env_remove("HUSH_HOME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run hush recv --follow");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    }
+
     /// `hush send TO TEXT`, asserting success.
     #[track_caller]
     pub fn send(&self, to: &str, text: &str) {
@@ -263,6 +284,19 @@ impl Client {
             Err(out)
         }
     }
+}
+
+/// One registered home per name, in order.
+#[track_caller]
+pub fn registered(server: &Server, names: &[&str], password: &str) -> Vec<Client> {
+    names
+        .iter()
+        .map(|n| {
+            let c = Client::new();
+            ok(&c.register(server, n, password, &[]));
+            c
+        })
+        .collect()
 }
 
 /// Asserts a command succeeded, showing its output if not.

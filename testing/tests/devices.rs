@@ -5,14 +5,7 @@ use hush_testing::{Client, Server, fails, json_lines, ok, texts};
 const PW: &str = "correct horse battery";
 
 fn users(server: &Server, names: &[&str]) -> Vec<Client> {
-    names
-        .iter()
-        .map(|n| {
-            let c = Client::new();
-            ok(&c.register(server, n, PW, &[]));
-            c
-        })
-        .collect()
+    hush_testing::registered(server, names, PW)
 }
 
 fn kinds(events: &[serde_json::Value]) -> Vec<String> {

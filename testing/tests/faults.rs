@@ -5,15 +5,13 @@
 //! every conversation still works both ways, with no message lost or doubled.
 mod inproc;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hush_client::faults::{Action, Faults};
 use hush_client::hush_proto::content::GroupName;
 use hush_client::{Client, ClientOptions};
-use hush_testing::{Server, bin};
+use hush_testing::Server;
 use inproc::{register, security, send_eventually, sync_eventually, texts, to, user};
 
 fn with(faults: &Faults) -> ClientOptions {
@@ -21,6 +19,22 @@ fn with(faults: &Faults) -> ClientOptions {
         faults: faults.clone(),
         ..ClientOptions::default()
     }
+}
+
+/// ann and ben registered in fresh homes, each with its own fault rules.
+async fn pair(
+    server: &Server,
+    dirs: &[tempfile::TempDir; 2],
+    ann_faults: &Faults,
+    ben_faults: &Faults,
+) -> (Client, Client) {
+    let ann = register(server, dirs[0].path(), "ann", with(ann_faults)).await;
+    let ben = register(server, dirs[1].path(), "ben", with(ben_faults)).await;
+    (ann, ben)
+}
+
+fn dirs2() -> [tempfile::TempDir; 2] {
+    std::array::from_fn(|_| tempfile::tempdir().unwrap())
 }
 
 fn team() -> GroupName {
@@ -67,10 +81,9 @@ async fn assert_clean(clients: &[(&Client, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_create_group_answer_is_settled_and_both_sides_talk() {
     let server = Server::start(&[]);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs = dirs2();
     let faults = Faults::default();
-    let ann = register(&server, da.path(), "ann", with(&faults)).await;
-    let ben = register(&server, db.path(), "ben", Default::default()).await;
+    let (ann, ben) = pair(&server, &dirs, &faults, &Faults::default()).await;
 
     faults.drop_next("group_created", Action::Cut);
     let lost = ann.send(&to("ben"), "one").await;
@@ -90,16 +103,15 @@ async fn a_lost_create_group_answer_is_settled_and_both_sides_talk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_while_creating_a_conversation_recovers_on_restart() {
     let server = Server::start(&[]);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs = dirs2();
     let faults = Faults::default();
-    let ann = register(&server, da.path(), "ann", with(&faults)).await;
-    let ben = register(&server, db.path(), "ben", Default::default()).await;
+    let (ann, ben) = pair(&server, &dirs, &faults, &Faults::default()).await;
 
     killed_during(ann, &faults, "group_created", |c| async move {
         assert!(c.send(&to("ben"), "lost with the process").await.is_err());
     })
     .await;
-    let ann = reopen(da.path()).await;
+    let ann = reopen(dirs[0].path()).await;
     send_eventually(&ann, "ben", "after restart").await;
     ben.sync().await.unwrap();
     assert_eq!(texts(&ben, "ann").await, ["after restart"]);
@@ -241,10 +253,9 @@ async fn lost_answers_while_leaving_and_committing_the_departure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_send_answer_delivers_once() {
     let server = Server::start(&[]);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs = dirs2();
     let faults = Faults::default();
-    let ann = register(&server, da.path(), "ann", with(&faults)).await;
-    let ben = register(&server, db.path(), "ben", Default::default()).await;
+    let (ann, ben) = pair(&server, &dirs, &faults, &Faults::default()).await;
     ann.send(&to("ben"), "first").await.unwrap();
 
     faults.drop_next("sent", Action::Cut);
@@ -260,17 +271,16 @@ async fn a_lost_send_answer_delivers_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_while_sending_delivers_once_after_restart() {
     let server = Server::start(&[]);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs = dirs2();
     let faults = Faults::default();
-    let ann = register(&server, da.path(), "ann", with(&faults)).await;
-    let ben = register(&server, db.path(), "ben", Default::default()).await;
+    let (ann, ben) = pair(&server, &dirs, &faults, &Faults::default()).await;
     ann.send(&to("ben"), "first").await.unwrap();
 
     killed_during(ann, &faults, "sent", |c| async move {
         assert!(c.send(&to("ben"), "in flight").await.is_err());
     })
     .await;
-    let ann = reopen(da.path()).await;
+    let ann = reopen(dirs[0].path()).await;
     sync_eventually(&ann).await;
     ben.sync().await.unwrap();
     assert_eq!(texts(&ben, "ann").await, ["first", "in flight"]);
@@ -283,10 +293,9 @@ async fn a_client_killed_while_sending_delivers_once_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_acks_and_a_client_killed_while_acking_process_nothing_twice() {
     let server = Server::start(&[]);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs = dirs2();
     let faults = Faults::default();
-    let ann = register(&server, da.path(), "ann", Default::default()).await;
-    let ben = register(&server, db.path(), "ben", with(&faults)).await;
+    let (ann, ben) = pair(&server, &dirs, &Faults::default(), &faults).await;
     ann.send(&to("ben"), "a1").await.unwrap();
     ann.send(&to("ben"), "a2").await.unwrap();
 
@@ -300,7 +309,7 @@ async fn lost_acks_and_a_client_killed_while_acking_process_nothing_twice() {
         assert!(c.sync().await.is_err());
     })
     .await;
-    let ben = reopen(db.path()).await;
+    let ben = reopen(dirs[1].path()).await;
     sync_eventually(&ben).await;
     assert_eq!(texts(&ben, "ann").await, ["a1", "a2", "a3"]);
     ben.send(&to("ann"), "b1").await.unwrap();
@@ -321,25 +330,7 @@ fn recv_follow_and_send_share_one_home() {
     hush_testing::ok(&ben.register(&server, "ben", "correct horse battery", &[]));
     ann.send("ben", "hello ben");
 
-    let mut follow = Command::new(bin("hush"))
-        .args([
-            "--home",
-            ben.home.path().to_str().unwrap(),
-            "recv",
-            "--follow",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut follow, rx) = ben.follow();
     let mut seen = Vec::new();
     let mut expect = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -380,13 +371,12 @@ fn recv_follow_and_send_share_one_home() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_failure_is_not_the_peers_fault_and_loses_nothing() {
     let server = Server::start(&[]);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ann = register(&server, da.path(), "ann", Default::default()).await;
-    let ben = register(&server, db.path(), "ben", Default::default()).await;
+    let dirs = dirs2();
+    let (ann, ben) = pair(&server, &dirs, &Faults::default(), &Faults::default()).await;
     ann.send(&to("ben"), "m1").await.unwrap();
     ben.sync().await.unwrap();
 
-    let home_db = rusqlite::Connection::open(db.path().join("hush.db")).unwrap();
+    let home_db = rusqlite::Connection::open(dirs[1].path().join("hush.db")).unwrap();
     home_db.busy_timeout(Duration::from_secs(5)).unwrap();
     home_db
         .execute_batch(

@@ -9,14 +9,7 @@ use hush_testing::{Client, Server, fails, json_lines, ok, texts};
 const PW: &str = "correct horse battery";
 
 fn users(server: &Server, names: &[&str]) -> Vec<Client> {
-    names
-        .iter()
-        .map(|n| {
-            let c = Client::new();
-            ok(&c.register(server, n, PW, &[]));
-            c
-        })
-        .collect()
+    hush_testing::registered(server, names, PW)
 }
 
 /// ann, ben and cat in `#team` (ann its admin), every member caught up.

@@ -2,7 +2,6 @@
 //! (and, for volume, the client library in-process against the same real server).
 mod inproc;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,28 +211,7 @@ fn a_replayed_ciphertext_is_rejected_and_reported() {
 fn a_receiving_client_restarts_mid_conversation_and_continues() {
     let server = Server::start(&[]);
     let (ann, ben) = pair(&server);
-    let follow = |ben: &Client| {
-        let mut child = Command::new(bin("hush"))
-            .args([
-                "--home",
-                ben.home.path().to_str().unwrap(),
-                "recv",
-                "--follow",
-                "--json",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        (child, rx)
-    };
+    let follow = |ben: &Client| ben.follow();
     let take = |rx: &std::sync::mpsc::Receiver<String>, n: usize| -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut got = Vec::new();

@@ -251,11 +251,7 @@ impl From<anyhow::Error> for Failure {
                 | ClientError::FingerprintMismatch { .. }
                 | ClientError::UnknownServer { .. },
             ) => 4,
-            Some(
-                ClientError::Unreachable { .. }
-                | ClientError::Disconnected(_)
-                | ClientError::Timeout(_),
-            ) => 5,
+            Some(e) if e.is_transport() => 5,
             _ => 1,
         };
         Failure { code, error }
@@ -575,11 +571,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             // Fresh unread counts if the server is reachable; the local view otherwise.
             match client.sync().await {
                 Ok(_) => {}
-                Err(
-                    e @ (ClientError::Unreachable { .. }
-                    | ClientError::Disconnected(_)
-                    | ClientError::Timeout(_)),
-                ) => {
+                Err(e) if e.is_transport() => {
                     eprintln!("warning: {e}; showing what this home already has");
                 }
                 Err(e) => return Err(e.into()),

@@ -24,11 +24,9 @@ pub async fn run(
     let mut events = client.events();
     match client.sync().await {
         Ok(_) => {}
-        Err(
-            e @ (ClientError::Unreachable { .. }
-            | ClientError::Disconnected(_)
-            | ClientError::Timeout(_)),
-        ) if follow => eprintln!("warning: {e}; retrying in the background"),
+        Err(e) if follow && e.is_transport() => {
+            eprintln!("warning: {e}; retrying in the background")
+        }
         Err(e) => return Err(e),
     }
     let mut last = 0;

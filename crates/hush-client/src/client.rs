@@ -87,6 +87,15 @@ impl Target {
     }
 }
 
+/// A membership change of a named group.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Create,
+    Add,
+    Remove,
+    Promote,
+}
+
 /// This device's account as the server sees it, and the server.
 #[derive(Debug, Clone)]
 pub struct WhoAmI {
@@ -355,38 +364,41 @@ impl Client {
             .await
     }
 
+    /// Creates `#name` with this user as admin and `members` in it.
     pub async fn create_group(
         &self,
         name: &GroupName,
         members: &[Username],
     ) -> Result<(), ClientError> {
-        let (name, members) = (name.clone(), members.to_vec());
-        self.call(move |e| {
-            Box::pin(async move {
-                let live = e.live()?;
-                e.messenger(&live).create_group(&name, &members).await
-            })
-        })
-        .await
+        self.change(Change::Create, name, members).await
     }
 
+    /// Adds every device of `users` to `#name` (admins only).
     pub async fn add_members(
         &self,
         name: &GroupName,
         users: &[Username],
     ) -> Result<(), ClientError> {
-        let (name, users) = (name.clone(), users.to_vec());
-        self.call(move |e| {
-            Box::pin(async move {
-                let live = e.live()?;
-                e.messenger(&live).add_members(&name, &users).await
-            })
-        })
-        .await
+        self.change(Change::Add, name, users).await
     }
 
+    /// Removes every device of `users` from `#name` (admins only).
     pub async fn remove_members(
         &self,
+        name: &GroupName,
+        users: &[Username],
+    ) -> Result<(), ClientError> {
+        self.change(Change::Remove, name, users).await
+    }
+
+    /// Makes `users` admins of `#name` (admins only).
+    pub async fn promote(&self, name: &GroupName, users: &[Username]) -> Result<(), ClientError> {
+        self.change(Change::Promote, name, users).await
+    }
+
+    async fn change(
+        &self,
+        change: Change,
         name: &GroupName,
         users: &[Username],
     ) -> Result<(), ClientError> {
@@ -394,18 +406,13 @@ impl Client {
         self.call(move |e| {
             Box::pin(async move {
                 let live = e.live()?;
-                e.messenger(&live).remove_members(&name, &users).await
-            })
-        })
-        .await
-    }
-
-    pub async fn promote(&self, name: &GroupName, users: &[Username]) -> Result<(), ClientError> {
-        let (name, users) = (name.clone(), users.to_vec());
-        self.call(move |e| {
-            Box::pin(async move {
-                let live = e.live()?;
-                e.messenger(&live).promote(&name, &users).await
+                let m = e.messenger(&live);
+                match change {
+                    Change::Create => m.create_group(&name, &users).await,
+                    Change::Add => m.add_members(&name, &users).await,
+                    Change::Remove => m.remove_members(&name, &users).await,
+                    Change::Promote => m.promote(&name, &users).await,
+                }
             })
         })
         .await

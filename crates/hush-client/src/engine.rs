@@ -83,10 +83,7 @@ fn fatal(e: &ClientError) -> bool {
 
 /// Errors that mean the connection is no longer usable.
 pub(crate) fn transport(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Disconnected(_) | ClientError::Timeout(_) | ClientError::Unreachable { .. }
-    )
+    e.is_transport()
 }
 
 /// A copy of an error for the many commands that fail for the same reason.

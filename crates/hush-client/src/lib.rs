@@ -110,6 +110,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether the link to the server failed (unreachable, lost, no answer in time):
+    /// the engine reconnects by itself, and the command may be tried again.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Unreachable { .. }
+                | ClientError::Disconnected(_)
+                | ClientError::Timeout(_)
+        )
+    }
+
     /// The server's error code, if the server refused the request.
     pub fn server_code(&self) -> Option<ErrorCode> {
         match self {

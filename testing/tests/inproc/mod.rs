@@ -67,30 +67,33 @@ pub async fn login(server: &Server, dir: &Path, name: &str, options: ClientOptio
     client
 }
 
-/// Sends, retrying while the engine reconnects after an injected fault.
-pub async fn send_eventually(client: &Client, target: &str, text: &str) {
+/// Runs `op` until it succeeds, while the engine reconnects after an injected fault.
+async fn eventually<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, hush_client::ClientError>>,
+{
     let mut last = None;
     for _ in 0..50 {
-        match client.send(&to(target), text).await {
-            Ok(_) => return,
+        match op().await {
+            Ok(v) => return v,
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("could not send {text:?} to {target}: {last:?}");
+    panic!("could not {what}: {last:?}");
 }
 
-/// Syncs, retrying while the engine reconnects.
+pub async fn send_eventually(client: &Client, target: &str, text: &str) {
+    let t = to(target);
+    eventually(&format!("send {text:?} to {target}"), || {
+        client.send(&t, text)
+    })
+    .await;
+}
+
 pub async fn sync_eventually(client: &Client) {
-    let mut last = None;
-    for _ in 0..50 {
-        match client.sync().await {
-            Ok(_) => return,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("could not sync: {last:?}");
+    eventually("sync", || client.sync()).await;
 }
 
 /// The texts of a conversation's messages, oldest first.
