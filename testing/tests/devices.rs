@@ -158,8 +158,17 @@ fn the_last_admin_cannot_leave_without_a_successor_and_a_left_group_leaves_chats
     let (ann, ben, cat) = (&v[0], &v[1], &v[2]);
     ok(&ann.run("", &["group", "create", "team", "--members", "ben"]));
     fails(&ann.run("", &["group", "leave", "team"]), 1, "only admin");
-    ok(&ann.run("", &["group", "promote", "team", "ben"]));
-    ok(&ann.run("", &["group", "leave", "team"]));
+    fails(
+        &ann.run("", &["group", "leave", "team", "--successor", "cat"]),
+        1,
+        "cat is not in #team",
+    );
+    assert!(
+        ann.run("", &["chats", "--json"]).status.success()
+            && String::from_utf8_lossy(&ann.run("", &["chats"]).stdout).contains("#team"),
+        "a refused leave leaves nothing half done"
+    );
+    ok(&ann.run("", &["group", "leave", "team", "--successor", "ben"]));
     let chats = json_lines(&ok(&ann.run("", &["chats", "--json"])));
     assert!(
         !chats.iter().any(|c| c["conversation"] == "#team"),

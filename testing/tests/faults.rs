@@ -176,6 +176,47 @@ async fn a_lost_commit_answer_for_an_add_is_settled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_while_committing_an_add_recovers_on_restart() {
+    let server = Server::start(&[]);
+    let dirs = dirs3();
+    let faults = Faults::default();
+    let [ann, ben, cat] = trio(&server, &dirs, &faults).await;
+
+    killed_during(ann, &faults, "commit_accepted", |c| async move {
+        assert!(c.add_members(&team(), &[user("cat")]).await.is_err());
+    })
+    .await;
+    let ann = reopen(dirs[0].path()).await;
+    sync_eventually(&ann).await;
+    cat.sync().await.unwrap();
+    all_talk(&[&ann, &ben, &cat], "after add").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_for_a_removal_is_settled() {
+    let server = Server::start(&[]);
+    let dirs = dirs3();
+    let faults = Faults::default();
+    let [ann, ben, cat] = trio(&server, &dirs, &faults).await;
+    ann.add_members(&team(), &[user("cat")]).await.unwrap();
+    ben.sync().await.unwrap();
+    cat.sync().await.unwrap();
+
+    faults.drop_next("commit_accepted", Action::Cut);
+    assert!(ann.remove_members(&team(), &[user("cat")]).await.is_err());
+    sync_eventually(&ann).await;
+    all_talk(&[&ann, &ben], "after removal").await;
+    let members: Vec<String> = ben
+        .members(&team())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.username)
+        .collect();
+    assert_eq!(members, ["ann", "ben"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_killed_while_committing_a_removal_recovers_on_restart() {
     let server = Server::start(&[]);
     let dirs = dirs3();

@@ -180,8 +180,13 @@ enum GroupCommand {
         #[arg(required = true)]
         users: Vec<String>,
     },
-    /// Leave a group; its other members see you go.
-    Leave { name: String },
+    /// Leave a group; its other members see you go. The last admin names a successor.
+    Leave {
+        name: String,
+        /// Make this member an admin first (needed when you are the only admin).
+        #[arg(long, value_name = "USER")]
+        successor: Option<String>,
+    },
     /// Show the members, from the group's authenticated state.
     Members {
         name: String,
@@ -518,8 +523,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         println!("{}", output::member(&member, json));
                     }
                 }
-                GroupCommand::Leave { name } => {
+                GroupCommand::Leave { name, successor } => {
                     let name = group_name(&name)?;
+                    if let Some(s) = successor {
+                        client.promote(&name, &[parse_username(&s)?]).await?;
+                        println!("{s} now administers {name}");
+                    }
                     client.leave(&name).await?;
                     println!("left {name}");
                 }

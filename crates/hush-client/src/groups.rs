@@ -679,8 +679,9 @@ impl Messenger<'_> {
             let others = users.keys().any(|u| u != me);
             if others && !other_admins {
                 return Err(ClientError::Invalid(format!(
-                    "you are the only admin of {name}; make someone else an admin first \
-                     (`hush group promote {name} USER`), then leave"
+                    "you are the only admin of {name}; name a successor \
+                     (`hush group leave {name} --successor USER`) or make someone else \
+                     an admin first (`hush group promote {name} USER`)"
                 )));
             }
         }
