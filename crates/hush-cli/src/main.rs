@@ -5,7 +5,8 @@
 //! Exit codes: 0 success; 1 other error; 2 usage; 3 authentication refused (wrong
 //! password, disabled account, revoked device, not logged in); 4 server key not
 //! trusted (unknown or changed fingerprint); 5 server unreachable or connection lost;
-//! 6 command not available in this version yet.
+//! 6 command not available in this version yet; 7 refused because a verified contact's
+//! account key changed (run `hush verify USER --confirm` after checking).
 mod output;
 mod prompt;
 mod receive;
@@ -20,7 +21,7 @@ use hush_client::events::Event;
 use hush_client::hush_proto::ErrorCode;
 use hush_client::hush_proto::content::GroupName;
 use hush_client::hush_proto::fingerprint::Fingerprint;
-use hush_client::hush_proto::ids::Username;
+use hush_client::hush_proto::ids::{DeviceId, Username};
 use hush_client::hush_proto::response::Account;
 use hush_client::trust::FirstUse;
 use hush_client::{Client, ClientError, ClientOptions, Enrolment, Target};
@@ -30,7 +31,7 @@ use hush_client::{Client, ClientError, ClientOptions, Enrolment, Target};
     name = "hush",
     version,
     about = "End-to-end encrypted chat client for hushd servers.",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet, 7 a verified contact's key changed."
 )]
 struct Cli {
     #[command(flatten)]
@@ -141,8 +142,30 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// Compare safety numbers with a contact; --confirm marks it verified.
+    Verify {
+        user: String,
+        /// Mark the contact verified (after comparing the number in person or by QR).
+        #[arg(long)]
+        confirm: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List this account's devices, or revoke one.
+    Devices {
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Later(Later),
+}
+
+#[derive(Subcommand, Debug)]
+enum DevicesCommand {
+    /// Remove a device from every conversation and end its sessions at once.
+    Revoke { device: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,13 +225,10 @@ enum Later {
     Channel(Rest),
     /// Send and fetch files (not available yet).
     File(Rest),
-    /// Compare safety numbers (not available yet).
-    Verify(Rest),
+
     /// Two-factor authentication (not available yet).
     #[command(name = "2fa")]
     TwoFa(Rest),
-    /// Manage devices (not available yet).
-    Devices(Rest),
 }
 
 #[derive(Args, Debug)]
@@ -222,9 +242,8 @@ impl Later {
         match self {
             Later::Channel(_) => "channel",
             Later::File(_) => "file",
-            Later::Verify(_) => "verify",
+
             Later::TwoFa(_) => "2fa",
-            Later::Devices(_) => "devices",
         }
     }
 }
@@ -257,6 +276,7 @@ impl From<anyhow::Error> for Failure {
                 | ClientError::UnknownServer { .. },
             ) => 4,
             Some(e) if e.is_transport() => 5,
+            Some(ClientError::IdentityChanged { .. }) => 7,
             _ => 1,
         };
         Failure { code, error }
@@ -587,6 +607,40 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             for chat in client.chats().await? {
                 println!("{}", output::chat(&chat, json));
+            }
+            client.close().await;
+        }
+        Command::Verify {
+            user,
+            confirm,
+            json,
+        } => {
+            let user = parse_username(&user)?;
+            let client = open(&dir).await?;
+            let v = client.verify(&user, confirm).await?;
+            client.close().await;
+            println!("{}", output::verification(&v, json));
+            if !json
+                && prompt::interactive()
+                && let Some(qr) = output::qr(&v.safety_number)
+            {
+                println!("{qr}");
+            }
+        }
+        Command::Devices { command, json } => {
+            let client = open(&dir).await?;
+            match command {
+                None => {
+                    for d in client.devices().await? {
+                        println!("{}", output::device(&d, json));
+                    }
+                }
+                Some(DevicesCommand::Revoke { device }) => {
+                    let id = DeviceId::parse_hex(&device)
+                        .map_err(|e| anyhow::anyhow!("DEVICE_ID: {e}"))?;
+                    client.revoke_device(id).await?;
+                    println!("revoked device {id}");
+                }
             }
             client.close().await;
         }

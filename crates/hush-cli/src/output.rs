@@ -73,3 +73,69 @@ pub fn member(m: &hush_client::Member, as_json: bool) -> String {
         m.username.clone()
     }
 }
+
+/// `hush verify`: the safety number, or its JSON form.
+pub fn verification(v: &hush_client::Verification, as_json: bool) -> String {
+    if as_json {
+        json!({
+            "user": v.user,
+            "safety_number": v.safety_number,
+            "verified": v.verified,
+            "key_changed": v.key_changed,
+        })
+        .to_string()
+    } else {
+        let state = if v.key_changed {
+            format!(
+                "{}'s account key CHANGED: compare this new number with {} before `hush verify {} --confirm`",
+                v.user, v.user, v.user
+            )
+        } else if v.verified {
+            "verified".to_owned()
+        } else {
+            format!(
+                "not verified: compare it with {} in person, then run `hush verify {} --confirm`",
+                v.user, v.user
+            )
+        };
+        format!(
+            "safety number with {}:\n  {}\n{state}",
+            v.user, v.safety_number
+        )
+    }
+}
+
+/// The safety number as a QR code in terminal block characters.
+pub fn qr(number: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(number.replace(' ', "").as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// `hush devices`: one device per line.
+pub fn device(d: &hush_client::hush_proto::response::DeviceInfo, as_json: bool) -> String {
+    if as_json {
+        json!({
+            "device": d.device.to_string(),
+            "name": d.name,
+            "created": rfc3339(d.created_at * 1000),
+            "last_seen": d.last_seen.map(|s| rfc3339(s * 1000)),
+            "current": d.current,
+        })
+        .to_string()
+    } else {
+        format!(
+            "{}{}  {}  created {}  last seen {}",
+            d.device,
+            if d.current { " (this device)" } else { "" },
+            d.name.as_deref().unwrap_or("-"),
+            rfc3339(d.created_at * 1000),
+            d.last_seen
+                .map(|s| rfc3339(s * 1000))
+                .unwrap_or_else(|| "never".into()),
+        )
+    }
+}

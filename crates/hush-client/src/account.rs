@@ -12,6 +12,8 @@ use opaque_ke::{
 };
 use zeroize::Zeroizing;
 
+use hush_crypto::account::{AccountKey, AccountPublicKey};
+
 use crate::ClientError;
 use crate::connection::{Connection, unexpected};
 use crate::home::StoredAccount;
@@ -37,14 +39,16 @@ fn opaque_err(e: opaque_ke::errors::ProtocolError) -> ClientError {
     ClientError::Protocol(format!("OPAQUE: {e}"))
 }
 
-/// Creates an account; this connection becomes its first device's session.
+/// Creates an account with a fresh account key (P540), sealed for the user's later
+/// devices under the OPAQUE export key (P542); this connection becomes its first
+/// device's session.
 pub(crate) async fn register(
     conn: &Connection,
     username: &Username,
     password: Zeroizing<Vec<u8>>,
     invite: Option<String>,
     profile: &Profile,
-) -> Result<(Account, SessionToken), ClientError> {
+) -> Result<(Account, SessionToken, AccountKey), ClientError> {
     let start =
         ClientRegistration::<OpaqueSuite>::start(&mut OsRng, &password).map_err(opaque_err)?;
     let challenge = conn
@@ -68,27 +72,32 @@ pub(crate) async fn register(
     })
     .await?
     .map_err(opaque_err)?;
+    let account_key = AccountKey::generate();
+    let sealed = account_key.seal(finish.export_key.as_slice(), username.as_str())?;
     let done = conn
         .request(Body::RegisterFinish(pb::RegisterFinish {
             registration_upload: finish.message.serialize().to_vec().into(),
             display_name: profile.display_name.clone().unwrap_or_default(),
             email: profile.email.clone().unwrap_or_default(),
             device_name: profile.device_name.clone().unwrap_or_default(),
+            account_key: account_key.public().as_bytes().to_vec().into(),
+            sealed_account_key: sealed.into(),
         }))
         .await?;
     match done {
-        Response::Registered { account, token } => Ok((account, token)),
+        Response::Registered { account, token } => Ok((account, token, account_key)),
         other => Err(unexpected(&other)),
     }
 }
 
-/// Logs in, creating a new device for this home.
+/// Logs in, creating a new device for this home, and opens the account key the first
+/// device sealed (P542): the server never sees it, and only the password opens it.
 pub(crate) async fn login(
     conn: &Connection,
     username: &Username,
     password: Zeroizing<Vec<u8>>,
     device_name: Option<String>,
-) -> Result<(Account, SessionToken), ClientError> {
+) -> Result<(Account, SessionToken, AccountKey), ClientError> {
     let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, &password).map_err(opaque_err)?;
     let challenge = conn
         .request(Body::LoginStart(pb::LoginStart {
@@ -118,7 +127,27 @@ pub(crate) async fn login(
         }))
         .await?;
     match done {
-        Response::LoggedIn { account, token } => Ok((account, token)),
+        Response::LoggedIn {
+            account,
+            token,
+            account_key,
+            sealed_account_key,
+        } => {
+            let public = AccountPublicKey::from_slice(account_key.as_bytes())?;
+            let key = AccountKey::open(
+                &sealed_account_key,
+                finish.export_key.as_slice(),
+                username.as_str(),
+                &public,
+            )
+            .map_err(|e| {
+                ClientError::Crypto(format!(
+                    "the account key from the server does not open ({e}); the server may be \
+                     tampering with this account"
+                ))
+            })?;
+            Ok((account, token, key))
+        }
         other => Err(unexpected(&other)),
     }
 }

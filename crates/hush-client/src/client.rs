@@ -23,7 +23,10 @@ use crate::events::{ConnectionState, Event};
 use crate::groups::Member;
 use crate::history::{self, Chat};
 use crate::home::{Home, StoredAccount};
+use crate::identities::{Contact, Verification};
 use crate::trust::FirstUse;
+use hush_proto::ids::DeviceId;
+use hush_proto::response::DeviceInfo;
 
 /// Commands waiting for the engine; senders wait when it is busy.
 const QUEUE: usize = 64;
@@ -430,6 +433,52 @@ impl Client {
         .await
     }
 
+    /// The safety number with `user` (P545); with `confirm`, marks the contact verified
+    /// (accepting a changed key after the user compared the new number).
+    pub async fn verify(
+        &self,
+        user: &Username,
+        confirm: bool,
+    ) -> Result<Verification, ClientError> {
+        let user = user.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).verify(&user, confirm).await
+            })
+        })
+        .await
+    }
+
+    /// This account's devices (P546).
+    pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
+        self.call(|e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).my_devices().await
+            })
+        })
+        .await
+    }
+
+    /// Removes another device of this account from every conversation and deletes it
+    /// on the server; its sessions end at once (P546).
+    pub async fn revoke_device(&self, device: DeviceId) -> Result<(), ClientError> {
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).revoke(device).await
+            })
+        })
+        .await
+    }
+
+    /// Pinned contacts, for front ends that mark verified ones (no network).
+    pub async fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
+        self.call(|e| Box::pin(async move { e.home.contacts() }))
+            .await
+    }
+
     /// The roster of `#name`, from MLS state.
     pub async fn members(&self, name: &GroupName) -> Result<Vec<Member>, ClientError> {
         let name = name.clone();
@@ -597,7 +646,7 @@ async fn enrol(
         engine.faults.clone(),
     )
     .await?;
-    let (account, token) = match enrolment {
+    let (account, token, account_key) = match enrolment {
         Enrolment::Register {
             username,
             password,
@@ -613,6 +662,9 @@ async fn enrol(
     engine
         .home
         .save_account(&account::stored(conn.server(), &account, token))?;
+    engine
+        .home
+        .save_account_key(account.username.as_str(), &account_key)?;
     engine.adopt(conn, account.clone())?;
     Ok(account)
 }

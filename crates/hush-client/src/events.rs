@@ -84,6 +84,15 @@ pub enum SecurityKind {
     ProposalRejected,
     /// A user in this conversation has a new device (P534).
     NewDevice,
+    /// A device of a user who stays left the conversation (revoked, logged out, P546).
+    DeviceRemoved,
+    /// The server presented another account key for a contact (P544).
+    IdentityChanged,
+    /// A device the server listed for a user is not signed by that user's account key
+    /// (P543): not added, not encrypted to.
+    DeviceRefused,
+    /// A message arrived after a later one from the same sender (P520).
+    MessageReordered,
     /// A kind this version does not know (written by a newer hush).
     Other,
 }
@@ -97,6 +106,10 @@ impl SecurityKind {
             SecurityKind::CommitRejected => "commit_rejected",
             SecurityKind::ProposalRejected => "proposal_rejected",
             SecurityKind::NewDevice => "new_device",
+            SecurityKind::DeviceRemoved => "device_removed",
+            SecurityKind::IdentityChanged => "identity_changed",
+            SecurityKind::DeviceRefused => "device_refused",
+            SecurityKind::MessageReordered => "message_reordered",
             SecurityKind::Other => "other",
         }
     }
@@ -109,6 +122,10 @@ impl SecurityKind {
             "commit_rejected" => SecurityKind::CommitRejected,
             "proposal_rejected" => SecurityKind::ProposalRejected,
             "new_device" => SecurityKind::NewDevice,
+            "device_removed" => SecurityKind::DeviceRemoved,
+            "identity_changed" => SecurityKind::IdentityChanged,
+            "device_refused" => SecurityKind::DeviceRefused,
+            "message_reordered" => SecurityKind::MessageReordered,
             _ => SecurityKind::Other,
         }
     }
@@ -122,6 +139,7 @@ pub(crate) fn rejection_from_str(s: &str) -> Option<Rejection> {
         Rejection::Duplicate,
         Rejection::Malformed,
         Rejection::InvalidChange,
+        Rejection::Identity,
     ]
     .into_iter()
     .find(|r| r.as_str() == s)
@@ -439,6 +457,10 @@ mod tests {
             SecurityKind::CommitRejected,
             SecurityKind::ProposalRejected,
             SecurityKind::NewDevice,
+            SecurityKind::DeviceRemoved,
+            SecurityKind::IdentityChanged,
+            SecurityKind::DeviceRefused,
+            SecurityKind::MessageReordered,
         ] {
             assert_eq!(SecurityKind::parse(k.as_str()), k);
         }

@@ -23,8 +23,10 @@ use crate::connection::unexpected;
 use crate::events::{MembershipKind, SecurityKind};
 use crate::handshake::{Effects, Request};
 use crate::home::home_err;
+use crate::identities::Pin;
 use crate::messaging::{Alert, Lookup, Messenger, Names, now_ms, random16, stored_group};
 use crate::mls::Provider;
+use hush_crypto::account::AccountPublicKey;
 
 /// Tries of one commit across concurrent commits by others (P430).
 const COMMIT_ATTEMPTS: usize = 5;
@@ -107,6 +109,10 @@ impl Messenger<'_> {
     }
 
     /// Claims and verifies a key package for every device of `users`, except this one.
+    /// A device is kept only if its certificate is signed by the account key pinned for
+    /// its user (trust on first use when none is pinned and the server's published key
+    /// agrees, P543). Others are refused and reported once (`device_refused`, or
+    /// `identity_changed` when the server presents another key for the user).
     pub(crate) async fn key_packages(
         &self,
         users: &[Username],
@@ -121,34 +127,64 @@ impl Messenger<'_> {
             return Err(unexpected(&answer));
         };
         let provider = self.provider();
-        let mut packages = Vec::new();
-        let mut devices = Vec::new();
-        let mut owners = Vec::new();
+        let mut checked = Vec::new();
+        let mut refused: Vec<(DeviceId, String, String)> = Vec::new();
         for c in claimed
             .iter()
             .filter(|c| c.device != self.account.device_id)
         {
             match validate_key_package(&provider, &c.key_package, c.device) {
-                Ok(kp) => {
-                    packages.push(kp);
-                    devices.push(c.device);
-                    owners.push((c.device, c.username.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(device = %c.device, error = %e, "skipping an invalid key package")
-                }
+                Ok((kp, cert)) => checked.push((kp, c, cert)),
+                Err(e) => refused.push((c.device, c.username.to_string(), e.to_string())),
             }
         }
-        let db = self.home.db();
-        self.home.write(|| {
-            for (d, u) in &owners {
-                db.execute(
-                    "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
-                    params![d.as_bytes().as_slice(), u.as_str()],
-                )
-                .map_err(home_err)?;
+        let (packages, devices) = self.home.write(|| {
+            let mut packages = Vec::new();
+            let mut devices = Vec::new();
+            for (kp, c, cert) in checked {
+                let user = c.username.as_str();
+                let published = c
+                    .account_key
+                    .and_then(|k| AccountPublicKey::from_slice(k.as_bytes()).ok());
+                if let Some(p) = published
+                    && p != cert.account
+                {
+                    refused.push((
+                        c.device,
+                        user.to_owned(),
+                        format!(
+                            "device {} is not signed by {user}'s published account key",
+                            c.device
+                        ),
+                    ));
+                    continue;
+                }
+                match self.home.pin(user, &cert.account)? {
+                    (Pin::Trusted | Pin::New, _) => {
+                        self.home.note_device(c.device, &cert.account)?;
+                        packages.push(kp);
+                        devices.push(c.device);
+                    }
+                    (Pin::Mismatch, fresh) => {
+                        if fresh {
+                            self.identity_changed(user, &cert.account)?;
+                        }
+                        refused.push((
+                            c.device,
+                            user.to_owned(),
+                            format!(
+                                "device {} is signed by an account key that is not the one \
+                                 pinned for {user}",
+                                c.device
+                            ),
+                        ));
+                    }
+                }
             }
-            Ok(())
+            for (device, user, reason) in &refused {
+                self.device_refused(*device, user, reason)?;
+            }
+            Ok((packages, devices))
         })?;
         for u in users.iter().filter(|u| **u != self.account.username) {
             if !claimed
@@ -156,11 +192,58 @@ impl Messenger<'_> {
                 .any(|c| &c.username == u && devices.contains(&c.device))
             {
                 return Err(ClientError::Invalid(format!(
-                    "{u} has no device that can receive messages yet"
+                    "{u} has no device this client can trust to receive messages yet"
                 )));
             }
         }
         Ok((packages, devices))
+    }
+
+    /// Reports a refused device once, in every conversation with its claimed user.
+    fn device_refused(
+        &self,
+        device: DeviceId,
+        user: &str,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let first = self
+            .home
+            .db()
+            .execute(
+                "INSERT OR IGNORE INTO refused_devices (device_id, username, reason, at) VALUES (?1, ?2, ?3, ?4)",
+                params![device.as_bytes().as_slice(), user, reason, now_ms()],
+            )
+            .map_err(home_err)?
+            == 1;
+        tracing::warn!(%device, %user, %reason, "refused a device");
+        if first {
+            for g in self.conversations_with(user)? {
+                self.alert(
+                    g,
+                    now_ms(),
+                    Alert {
+                        kind: SecurityKind::DeviceRefused,
+                        rejection: Some(hush_crypto::Rejection::Identity),
+                        from: Some(user.to_owned()),
+                        device: Some(device),
+                        reason: format!("{reason}; it is not added or encrypted to"),
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Devices refused before: not claimed again.
+    fn refused(&self, device: &DeviceId) -> Result<bool, ClientError> {
+        self.home
+            .db()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM refused_devices WHERE device_id = ?1)",
+                [device.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .map_err(home_err)
     }
 
     /// Creates `#name` with this user as its admin, adding every device of `members` and
@@ -479,8 +562,9 @@ impl Messenger<'_> {
             .collect())
     }
 
-    /// Every device of `users` as the server lists them (P413), remembered as theirs.
-    async fn list_devices(
+    /// Every device of `users` as the server lists them (P413), with the account keys it
+    /// publishes for them checked against the pins.
+    pub(crate) async fn list_devices(
         &self,
         users: &[String],
     ) -> Result<BTreeMap<String, BTreeSet<DeviceId>>, ClientError> {
@@ -494,18 +578,24 @@ impl Messenger<'_> {
             return Err(unexpected(&answer));
         };
         let mut out: BTreeMap<String, BTreeSet<DeviceId>> = BTreeMap::new();
-        for (d, u) in listed {
-            out.entry(u.to_string()).or_default().insert(d);
+        let mut published: BTreeMap<String, AccountPublicKey> = BTreeMap::new();
+        for o in listed {
+            if let Some(k) = o
+                .account_key
+                .and_then(|k| AccountPublicKey::from_slice(k.as_bytes()).ok())
+            {
+                published.insert(o.username.to_string(), k);
+            }
+            out.entry(o.username.to_string())
+                .or_default()
+                .insert(o.device);
         }
-        let db = self.home.db();
+        // P543, P544: the published key is pinned on first sight; another one later is
+        // an identity change (never trusted by itself).
         self.home.write(|| {
-            for (u, devices) in &out {
-                for d in devices {
-                    db.execute(
-                        "INSERT OR IGNORE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
-                        params![d.as_bytes().as_slice(), u],
-                    )
-                    .map_err(home_err)?;
+            for (user, key) in &published {
+                if let (Pin::Mismatch, true) = self.home.pin(user, key)? {
+                    self.identity_changed(user, key)?;
                 }
             }
             Ok(())
@@ -566,6 +656,7 @@ impl Messenger<'_> {
                         .into_iter()
                         .flatten()
                         .filter(|d| !roster.contains(d))
+                        .filter(|d| !self.refused(d).unwrap_or(false))
                         .map(move |d| (*d, u.clone()))
                 })
                 .collect();
@@ -800,6 +891,82 @@ impl Messenger<'_> {
         ))
     }
 
+    /// P546: removes another device of this account from every conversation it is in
+    /// (commits from this device), then deletes it on the server, which ends its
+    /// sessions at once.
+    pub(crate) async fn revoke(&self, device: DeviceId) -> Result<(), ClientError> {
+        if device == self.account.device_id {
+            return Err(ClientError::Invalid(
+                "that is this device; use `hush logout`".into(),
+            ));
+        }
+        self.sync().await?;
+        let answer = self
+            .conn
+            .request(Body::ListMyDevices(pb::ListMyDevices {}))
+            .await?;
+        let Response::MyDevices(mine) = answer else {
+            return Err(unexpected(&answer));
+        };
+        if !mine.iter().any(|d| d.device == device) {
+            return Err(ClientError::Invalid(format!(
+                "this account has no device {device}"
+            )));
+        }
+        let groups: Vec<Vec<u8>> = {
+            let mut stmt = self
+                .home
+                .db()
+                .prepare("SELECT group_id FROM conversations WHERE kind IN ('direct', 'group')")
+                .map_err(home_err)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
+            rows.collect::<Result<_, _>>().map_err(home_err)?
+        };
+        let me = self.account.username.to_string();
+        for g in groups {
+            let group = stored_group(&g)?;
+            let has = Conversation::load(&self.provider(), group)?
+                .is_some_and(|c| c.members().contains(&device));
+            if has {
+                let effects = Effects {
+                    alerts: vec![(
+                        SecurityKind::DeviceRemoved.as_str().to_owned(),
+                        me.clone(),
+                        device.to_string(),
+                        format!("{me}'s device {device} was revoked and left this conversation"),
+                    )],
+                    what: "revoking a device".into(),
+                    ..Effects::default()
+                };
+                self.remove_devices(group, &[device], effects).await?;
+            }
+        }
+        match self
+            .conn
+            .request(Body::RevokeDevice(pb::RevokeDevice {
+                device_id: device.as_bytes().to_vec().into(),
+            }))
+            .await?
+        {
+            Response::DeviceRevoked => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// This account's devices (P546).
+    pub(crate) async fn my_devices(
+        &self,
+    ) -> Result<Vec<hush_proto::response::DeviceInfo>, ClientError> {
+        match self
+            .conn
+            .request(Body::ListMyDevices(pb::ListMyDevices {}))
+            .await?
+        {
+            Response::MyDevices(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Before this device logs out: it proposes its own removal from every
     /// conversation with anyone else in it, so members stop encrypting to a dead leaf
     /// once the next of them commits. Best effort: a conversation that fails is logged.
@@ -931,6 +1098,9 @@ impl Messenger<'_> {
         self.flush_outbox().await?;
         self.sync().await?;
         let group = self.group_id(name)?;
+        let conv = self.load_group(&self.provider(), group)?;
+        let users: Vec<String> = self.roster_of(&conv).await?.into_keys().collect();
+        self.check_not_blocked(&users)?;
         self.send_in(group, text).await
     }
 
@@ -946,6 +1116,9 @@ impl Messenger<'_> {
     ) -> Result<usize, ClientError> {
         let provider = self.provider();
         let group = e.group_id;
+        for (d, key) in &commit.added_accounts {
+            self.home.note_device(*d, key)?;
+        }
         let mut all = conv.members();
         all.extend(commit.added.iter().copied());
         all.extend(commit.removal_proposers.iter().map(|(_, p)| *p));
@@ -955,10 +1128,52 @@ impl Messenger<'_> {
         let by = user(&commit.sender);
         let before = roster(conv, &names);
         let added_devices = commit.added.clone();
+        let removed_devices = commit.removed.clone();
         let Some(state) = conv.state() else {
-            // A 1:1 conversation has no roles.
+            // P543: a 1:1 conversation holds the devices of its two accounts only.
+            let mut allowed: BTreeSet<AccountPublicKey> =
+                conv.roster().into_iter().map(|(_, k)| k).collect();
+            if let Some(peer) = self.direct_peer(group)?
+                && let Some(c) = self.home.contact(&peer)?
+            {
+                allowed.insert(c.account_key);
+            }
+            if let Some((d, _)) = commit
+                .added_accounts
+                .iter()
+                .find(|(_, k)| !allowed.contains(k))
+            {
+                return self.alert(
+                    group,
+                    e.stored_at_ms,
+                    Alert {
+                        kind: SecurityKind::CommitRejected,
+                        rejection: Some(hush_crypto::Rejection::Identity),
+                        from: Some(by),
+                        device: Some(commit.sender),
+                        reason: format!(
+                            "a commit adds device {d}, which belongs to neither account of this conversation"
+                        ),
+                    },
+                );
+            }
             conv.merge(&provider, *commit)?;
-            return self.new_devices(group, e.stored_at_ms, &added_devices, &before, &names, &by);
+            let after = roster(conv, &names);
+            return Ok(self.new_devices(
+                group,
+                e.stored_at_ms,
+                &added_devices,
+                &before,
+                &names,
+                &by,
+            )? + self.removed_devices(
+                group,
+                e.stored_at_ms,
+                &removed_devices,
+                &after,
+                &names,
+                &by,
+            )?);
         };
         let added: BTreeSet<String> = commit.added.iter().map(user).collect();
         let removed: BTreeSet<String> = commit.removed.iter().map(user).collect();
@@ -1030,9 +1245,56 @@ impl Messenger<'_> {
                 self.membership_event(group, e.stored_at_ms, MembershipKind::Removed, u, &by)?;
         }
         events += self.new_devices(group, e.stored_at_ms, &added_devices, &before, &names, &by)?;
+        events +=
+            self.removed_devices(group, e.stored_at_ms, &removed_devices, &after, &names, &by)?;
         for u in &promoted {
             events +=
                 self.membership_event(group, e.stored_at_ms, MembershipKind::Promoted, u, &by)?;
+        }
+        Ok(events)
+    }
+
+    /// The peer of a 1:1 conversation (its name).
+    fn direct_peer(&self, group: GroupId) -> Result<Option<String>, ClientError> {
+        self.home
+            .db()
+            .query_row(
+                "SELECT name FROM conversations WHERE group_id = ?1 AND kind = 'direct'",
+                [group.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(home_err)
+    }
+
+    /// P546: a device removed while its user stays (revoked, logged out) is reported.
+    fn removed_devices(
+        &self,
+        group: GroupId,
+        at_ms: i64,
+        removed: &[DeviceId],
+        after: &BTreeMap<String, usize>,
+        names: &Names,
+        by: &str,
+    ) -> Result<usize, ClientError> {
+        let mut events = 0;
+        for d in removed.iter().filter(|d| **d != self.account.device_id) {
+            let owner = names.of(d);
+            if after.contains_key(&owner) {
+                events += self.alert(
+                    group,
+                    at_ms,
+                    Alert {
+                        kind: SecurityKind::DeviceRemoved,
+                        rejection: None,
+                        from: Some(owner.clone()),
+                        device: Some(*d),
+                        reason: format!(
+                            "{owner}'s device {d} left this conversation (removed by {by})"
+                        ),
+                    },
+                )?;
+            }
         }
         Ok(events)
     }

@@ -24,7 +24,36 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     MESSAGING,
     HANDSHAKES,
+    IDENTITIES,
 ];
+
+/// Account keys (P540–P546): this account's key, its device certificate, the pinned
+/// account keys of contacts (first seen wins), and which account each seen device is.
+const IDENTITIES: &str = "
+    CREATE TABLE account_key (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        secret  BLOB NOT NULL,
+        public  BLOB NOT NULL
+    ) STRICT;
+    ALTER TABLE identity ADD COLUMN certificate BLOB;
+    CREATE TABLE contacts (
+        username    TEXT PRIMARY KEY,
+        account_key BLOB NOT NULL UNIQUE,
+        first_seen  INTEGER NOT NULL,
+        verified    INTEGER NOT NULL DEFAULT 0,
+        changed_key BLOB
+    ) STRICT;
+    CREATE TABLE device_accounts (
+        device_id   BLOB PRIMARY KEY,
+        account_key BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE refused_devices (
+        device_id BLOB PRIMARY KEY,
+        username  TEXT NOT NULL,
+        reason    TEXT NOT NULL,
+        at        INTEGER NOT NULL
+    ) STRICT;
+";
 
 /// Handshakes recorded before they are sent (P423, P433) and leaves not yet delivered.
 const HANDSHAKES: &str = "

@@ -37,12 +37,14 @@ mod groups;
 mod handshake;
 pub mod history;
 pub mod home;
+mod identities;
 mod messaging;
 mod mls;
 pub mod trust;
 
 pub use client::{Client, ClientOptions, Enrolment, Events, Target, WhoAmI};
 pub use groups::Member;
+pub use identities::{Contact, Verification};
 
 use hush_proto::ErrorCode;
 use hush_proto::fingerprint::Fingerprint;
@@ -102,11 +104,21 @@ pub enum ClientError {
     Invalid(String),
     #[error("encryption: {0}")]
     Crypto(String),
+    #[error(
+        "{user}'s account key changed since you verified it; nothing is sent until you \
+         compare the new safety number with {user} and run `hush verify {user} --confirm`"
+    )]
+    IdentityChanged { user: String },
     /// Internal: devices whose owners must be looked up before a local transaction can
     /// finish; it is rolled back and run again. Never reaches a front end.
     #[doc(hidden)]
     #[error("internal: device owners unknown")]
-    NeedLookup(Vec<hush_proto::ids::DeviceId>),
+    NeedLookup(
+        Vec<(
+            hush_proto::ids::DeviceId,
+            Option<hush_crypto::account::AccountPublicKey>,
+        )>,
+    ),
 }
 
 impl ClientError {

@@ -7,7 +7,7 @@
 //! crash loses nothing and processes nothing twice. No request goes out while a local
 //! transaction is open ([`Home::write`] takes a synchronous closure).
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hush_crypto::conversation::{Conversation, Incoming};
 use hush_crypto::identity::Identity;
@@ -24,7 +24,9 @@ use crate::ClientError;
 use crate::connection::{Connection, unexpected};
 use crate::events::SecurityKind;
 use crate::home::{Home, home_err};
+use crate::identities::Pin;
 use crate::mls::Provider;
+use hush_crypto::account::AccountPublicKey;
 
 /// Key packages uploaded at a time, and the level that triggers a top-up.
 const KEY_PACKAGE_BATCH: usize = 50;
@@ -72,38 +74,34 @@ impl Names {
 /// noted, so the caller can roll back, ask the server outside the transaction, and
 /// process again (no network I/O inside a transaction).
 pub(crate) struct Lookup<'a> {
-    db: &'a rusqlite::Connection,
-    misses: RefCell<BTreeSet<DeviceId>>,
+    home: &'a Home,
+    /// Unknown devices, with the account their certificate names (if seen).
+    misses: RefCell<BTreeMap<DeviceId, Option<AccountPublicKey>>>,
     /// Set on the try after the server was asked: unknown devices stay unknown.
     last_try: bool,
 }
 
 impl<'a> Lookup<'a> {
-    pub(crate) fn new(db: &'a rusqlite::Connection, last_try: bool) -> Self {
+    pub(crate) fn new(home: &'a Home, last_try: bool) -> Self {
         Lookup {
-            db,
-            misses: RefCell::new(BTreeSet::new()),
+            home,
+            misses: RefCell::new(BTreeMap::new()),
             last_try,
         }
     }
 
+    /// Names devices by the account key their certificate carries and the username
+    /// pinned for that key (P543); never by the server's word alone.
     pub(crate) fn resolve(&self, devices: &[DeviceId]) -> Result<Names, ClientError> {
-        let mut stmt = self
-            .db
-            .prepare_cached("SELECT username FROM peer_devices WHERE device_id = ?1")
-            .map_err(home_err)?;
         let mut out = HashMap::new();
         for d in devices {
-            let name: Option<String> = stmt
-                .query_row([d.as_bytes().as_slice()], |r| r.get(0))
-                .optional()
-                .map_err(home_err)?;
-            match name {
+            match self.home.owner_of(d)? {
                 Some(n) => {
                     out.insert(*d, n);
                 }
                 None if !self.last_try => {
-                    self.misses.borrow_mut().insert(*d);
+                    let key = self.home.account_of(d)?;
+                    self.misses.borrow_mut().insert(*d, key);
                 }
                 None => {}
             }
@@ -118,7 +116,9 @@ impl<'a> Lookup<'a> {
         if misses.is_empty() {
             Ok(())
         } else {
-            Err(ClientError::NeedLookup(misses.iter().copied().collect()))
+            Err(ClientError::NeedLookup(
+                misses.iter().map(|(d, k)| (*d, *k)).collect(),
+            ))
         }
     }
 }
@@ -146,33 +146,45 @@ pub(crate) struct Messenger<'a> {
 pub(crate) fn load_identity(home: &Home, account: &Account) -> Result<Identity, ClientError> {
     let db = home.db();
     let provider = Provider::new(db);
-    home.write(|| {
-        db.execute(
-            "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
-            params![
-                account.device_id.as_bytes().as_slice(),
-                account.username.as_str()
-            ],
+    let key = home.account_key()?.ok_or_else(|| {
+        ClientError::Home(
+            "this home was made before account keys; log in again with a new --home".into(),
         )
-        .map_err(home_err)?;
-        let stored: Option<Vec<u8>> = db
-            .query_row("SELECT public_key FROM identity WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+    })?;
+    home.write(|| {
+        let stored: Option<(Vec<u8>, Option<Vec<u8>>)> = db
+            .query_row(
+                "SELECT public_key, certificate FROM identity WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(home_err)?;
-        match stored {
-            Some(pk) => Ok(Identity::load(&provider, account.device_id, &pk)?),
+        let identity = match stored {
+            Some((pk, Some(cert))) => Identity::load(&provider, &pk, &cert)?,
+            Some((_, None)) => {
+                return Err(ClientError::Home(
+                    "this home was made before account keys; log in again with a new --home".into(),
+                ));
+            }
             None => {
-                let identity = Identity::generate(&provider, account.device_id)?;
+                let created = (now_ms() / 1000).max(0) as u64;
+                let identity = Identity::generate(&provider, account.device_id, &key, created)?;
                 db.execute(
-                    "INSERT INTO identity (id, public_key) VALUES (1, ?1)",
-                    [identity.public_key()],
+                    "INSERT INTO identity (id, public_key, certificate) VALUES (1, ?1, ?2)",
+                    params![identity.public_key(), identity.certificate().encode()],
                 )
                 .map_err(home_err)?;
-                Ok(identity)
+                identity
             }
+        };
+        if identity.certificate().account != key.public() {
+            return Err(ClientError::Home(
+                "this device's certificate is not signed by this account's key".into(),
+            ));
         }
+        home.note_device(account.device_id, &key.public())?;
+        Ok(identity)
     })
 }
 
@@ -277,7 +289,7 @@ impl<'a> Messenger<'a> {
     async fn process(&self, e: &Entry) -> Result<usize, ClientError> {
         for last_try in [false, true] {
             let db = self.home.db();
-            let lookup = Lookup::new(db, last_try);
+            let lookup = Lookup::new(self.home, last_try);
             let outcome = self.home.write(|| {
                 let mark: i64 = db
                     .query_row("SELECT last_entry FROM sync_state WHERE id = 1", [], |r| {
@@ -311,31 +323,52 @@ impl<'a> Messenger<'a> {
         ))
     }
 
-    /// Asks the server who owns these devices and remembers the answer (P412).
-    pub(crate) async fn learn_owners(&self, devices: &[DeviceId]) -> Result<(), ClientError> {
-        if devices.is_empty() {
+    /// Asks the server who owns these devices (P412) and pins that username to the
+    /// account key the device's certificate names, if the server publishes the same
+    /// key for it and nothing else is pinned (P543).
+    pub(crate) async fn learn_owners(
+        &self,
+        devices: &[(DeviceId, Option<AccountPublicKey>)],
+    ) -> Result<(), ClientError> {
+        let known: Vec<(DeviceId, AccountPublicKey)> = devices
+            .iter()
+            .filter_map(|(d, k)| k.map(|k| (*d, k)))
+            .collect();
+        if known.is_empty() {
             return Ok(());
         }
         let answer = self
             .conn
             .request(Body::LookupDevices(pb::LookupDevices {
-                device_ids: devices
+                device_ids: known
                     .iter()
-                    .map(|d| d.as_bytes().to_vec().into())
+                    .map(|(d, _)| d.as_bytes().to_vec().into())
                     .collect(),
             }))
             .await?;
         let Response::Devices(found) = answer else {
             return Err(unexpected(&answer));
         };
-        let db = self.home.db();
+        // The server only names the user; the device's certificate says which account
+        // it is, and a username is pinned to an account key on first sight (P543).
         self.home.write(|| {
-            for (d, name) in &found {
-                db.execute(
-                    "INSERT OR REPLACE INTO peer_devices (device_id, username) VALUES (?1, ?2)",
-                    params![d.as_bytes().as_slice(), name.as_str()],
-                )
-                .map_err(home_err)?;
+            for o in &found {
+                let Some(seen) = known.iter().find(|(d, _)| *d == o.device).map(|(_, k)| *k)
+                else {
+                    continue;
+                };
+                self.home.note_device(o.device, &seen)?;
+                let published = o
+                    .account_key
+                    .and_then(|k| AccountPublicKey::from_slice(k.as_bytes()).ok());
+                if published != Some(seen) {
+                    tracing::warn!(device = %o.device, user = %o.username,
+                        "the server names a device's owner whose published key is not the device's");
+                    continue;
+                }
+                if let (Pin::Mismatch, true) = self.home.pin(o.username.as_str(), &seen)? {
+                    self.identity_changed(o.username.as_str(), &seen)?;
+                }
             }
             Ok(())
         })
@@ -343,14 +376,27 @@ impl<'a> Messenger<'a> {
 
     /// Usernames of devices, from this home or else the server.
     pub(crate) async fn names(&self, devices: &[DeviceId]) -> Result<Names, ClientError> {
-        let first = Lookup::new(self.home.db(), false);
+        let first = Lookup::new(self.home, false);
         let names = first.resolve(devices)?;
-        let misses: Vec<DeviceId> = first.misses.borrow().iter().copied().collect();
+        let misses: Vec<(DeviceId, Option<AccountPublicKey>)> = first
+            .misses
+            .borrow()
+            .iter()
+            .map(|(d, k)| (*d, *k))
+            .collect();
         if misses.is_empty() {
             return Ok(names);
         }
         self.learn_owners(&misses).await?;
-        Lookup::new(self.home.db(), true).resolve(devices)
+        Lookup::new(self.home, true).resolve(devices)
+    }
+
+    /// Remembers the account of every leaf of `conv` (each verified when it entered).
+    pub(crate) fn note_roster(&self, conv: &Conversation) -> Result<(), ClientError> {
+        for (d, key) in conv.roster() {
+            self.home.note_device(d, &key)?;
+        }
+        Ok(())
     }
 
     /// Writes a security event to history (inside the caller's transaction).
@@ -419,6 +465,7 @@ impl<'a> Messenger<'a> {
             },
         };
         let group = conv.id()?;
+        self.note_roster(&conv)?;
         let others: Vec<DeviceId> = conv
             .members()
             .into_iter()
@@ -461,6 +508,7 @@ impl<'a> Messenger<'a> {
                 "a message for a conversation this device is not in".into(),
             );
         };
+        self.note_roster(&conv)?;
         let incoming = match conv.process(&provider, &e.payload) {
             Ok(i) => i,
             Err(err) => match err.peer_fault() {
@@ -695,6 +743,7 @@ impl<'a> Messenger<'a> {
         check_text(text)?;
         self.flush_outbox().await?;
         self.sync().await?;
+        self.check_not_blocked(&[peer.to_string()])?;
         let group = self.direct(peer).await?;
         self.send_in(group, text).await
     }

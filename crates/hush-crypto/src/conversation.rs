@@ -13,7 +13,8 @@ use openmls::prelude::{
     UnknownExtension,
 };
 
-use crate::identity::{Identity, device_of};
+use crate::account::AccountPublicKey;
+use crate::identity::{Identity, certificate_of, device_of, verify_leaf};
 use crate::{CIPHERSUITE, CryptoError, Rejection, internal, rejected};
 
 /// How far ahead of the expected generation a message may be (messages the server
@@ -155,11 +156,14 @@ pub struct PendingProposal {
     proposal: QueuedProposal,
 }
 
-/// A verified commit not yet applied.
+/// A verified commit not yet applied. Every leaf it adds or changes carries a device
+/// certificate signed by the account key it names (P541).
 #[derive(Debug)]
 pub struct PendingCommit {
     pub sender: DeviceId,
     pub added: Vec<DeviceId>,
+    /// The account behind each added device.
+    pub added_accounts: Vec<(DeviceId, AccountPublicKey)>,
     pub removed: Vec<DeviceId>,
     /// For each removed device, the device that proposed the removal (the committer
     /// for removals made in the commit itself).
@@ -391,6 +395,16 @@ impl Conversation {
         let group = staged
             .into_group(provider)
             .map_err(|e| rejected("welcome", e))?;
+        // P541: every leaf of the group must be vouched for by its account key; a group
+        // with a forged leaf is not joined (nothing would be safe to say in it).
+        let forged = group
+            .members()
+            .find_map(|m| verify_leaf(&m.credential, &m.signature_key).err());
+        if let Some(err) = forged {
+            let mut group = group;
+            group.delete(provider.storage()).map_err(storage_err)?;
+            return Err(err);
+        }
         Ok(Conversation { group })
     }
 
@@ -400,6 +414,16 @@ impl Conversation {
 
     pub fn epoch(&self) -> u64 {
         self.group.epoch().as_u64()
+    }
+
+    /// The devices in the group with the accounts that vouch for them (each leaf was
+    /// verified when it entered, P541).
+    pub fn roster(&self) -> Vec<(DeviceId, AccountPublicKey)> {
+        self.group
+            .members()
+            .filter_map(|m| certificate_of(&m.credential).ok())
+            .map(|c| (c.device, c.account))
+            .collect()
     }
 
     /// The devices in the group, from the authenticated MLS roster.
@@ -486,12 +510,33 @@ impl Conversation {
                 plaintext: app.into_bytes(),
             }),
             ProcessedMessageContent::StagedCommitMessage(staged) => {
-                let added = staged
-                    .add_proposals()
-                    .filter_map(|p| {
-                        device_of(p.add_proposal().key_package().leaf_node().credential()).ok()
-                    })
+                // P541: a commit that brings in or changes a leaf not vouched for by
+                // its account key is refused whole.
+                let mut added_accounts = Vec::new();
+                for p in staged.add_proposals() {
+                    let leaf = p.add_proposal().key_package().leaf_node();
+                    let cert = verify_leaf(leaf.credential(), leaf.signature_key().as_slice())?;
+                    added_accounts.push((cert.device, cert.account));
+                }
+                let mut changed: Vec<openmls::prelude::LeafNode> = staged
+                    .update_proposals()
+                    .map(|p| p.update_proposal().leaf_node().clone())
                     .collect();
+                changed.extend(staged.update_path_leaf_node().cloned());
+                for leaf in &changed {
+                    let cert = verify_leaf(leaf.credential(), leaf.signature_key().as_slice())?;
+                    let before = self.roster().into_iter().find(|(d, _)| *d == cert.device);
+                    if before.is_some_and(|(_, a)| a != cert.account) {
+                        return Err(CryptoError::Rejected {
+                            reason: Rejection::Identity,
+                            detail: format!(
+                                "a commit moves device {} to another account",
+                                cert.device
+                            ),
+                        });
+                    }
+                }
+                let added = added_accounts.iter().map(|(d, _)| *d).collect();
                 let mut removed = Vec::new();
                 let mut removal_proposers = Vec::new();
                 for p in staged.remove_proposals() {
@@ -516,6 +561,7 @@ impl Conversation {
                 Ok(Incoming::Commit(Box::new(PendingCommit {
                     sender,
                     added,
+                    added_accounts,
                     removed,
                     removal_proposers,
                     new_state,
@@ -546,7 +592,8 @@ mod tests {
 
     fn device(n: u8) -> (OpenMlsRustCrypto, Identity) {
         let p = OpenMlsRustCrypto::default();
-        let id = Identity::generate(&p, DeviceId::from_bytes([n; 16])).unwrap();
+        let account = crate::account::AccountKey::generate();
+        let id = Identity::generate(&p, DeviceId::from_bytes([n; 16]), &account, 1).unwrap();
         (p, id)
     }
 
@@ -555,7 +602,8 @@ mod tests {
         let (ap, alice) = device(1);
         let (bp, bob) = device(2);
         let kp_bytes = bob.key_packages(&bp, 1).unwrap().remove(0);
-        let kp = validate_key_package(&ap, &kp_bytes, bob.device()).unwrap();
+        let (kp, cert) = validate_key_package(&ap, &kp_bytes, bob.device()).unwrap();
+        assert_eq!(cert.account, bob.certificate().account);
         assert!(
             validate_key_package(&ap, &kp_bytes, alice.device()).is_err(),
             "P502"
@@ -599,5 +647,75 @@ mod tests {
             b2.process(&bp, &ct2).unwrap(),
             Incoming::Application { .. }
         ));
+    }
+
+    #[test]
+    fn p541_a_forged_leaf_is_refused_in_key_packages_commits_and_welcomes() {
+        use openmls::prelude::tls_codec::Deserialize;
+        let (ap, alice) = device(1);
+        let (bp, bob) = device(2);
+        // mallory's device claims bob's account, but bob's key never signed it.
+        let mp = OpenMlsRustCrypto::default();
+        let mallory_account = crate::account::AccountKey::generate();
+        let mut cert = mallory_account
+            .certify(DeviceId::from_bytes([3; 16]), b"whatever", 1)
+            .encode();
+        cert[17..49].copy_from_slice(bob.certificate().account.as_bytes());
+        let forged_cert = crate::account::DeviceCertificate::decode(&cert).unwrap();
+        let mallory = Identity::forged(&mp, forged_cert);
+        let forged_kp = mallory.key_packages(&mp, 1).unwrap().remove(0);
+        assert!(
+            matches!(
+                validate_key_package(&ap, &forged_kp, mallory.device()),
+                Err(CryptoError::Rejected {
+                    reason: Rejection::Identity,
+                    ..
+                })
+            ),
+            "a claimed key package with a forged certificate is refused"
+        );
+
+        let gid = GroupId::from_bytes([5; 16]);
+        let mut a = Conversation::create(&ap, &alice, gid).unwrap();
+        let (bob_kp, _) =
+            validate_key_package(&ap, &bob.key_packages(&bp, 1).unwrap()[0], bob.device()).unwrap();
+        let added = a.add(&ap, &alice, &[bob_kp]).unwrap();
+        a.merge_pending(&ap).unwrap();
+        let mut b = Conversation::join(&bp, &added.welcome).unwrap();
+        // A (modified) alice adds mallory's leaf without checking: bob refuses the commit.
+        let raw = openmls::prelude::KeyPackageIn::tls_deserialize_exact(&forged_kp[..])
+            .unwrap()
+            .validate(ap.crypto(), openmls::prelude::ProtocolVersion::Mls10)
+            .unwrap();
+        let ghost = a.add(&ap, &alice, &[raw]).unwrap();
+        assert!(
+            matches!(
+                b.process(&bp, &ghost.commit),
+                Err(CryptoError::Rejected {
+                    reason: Rejection::Identity,
+                    ..
+                })
+            ),
+            "a commit adding a forged leaf is refused"
+        );
+        assert_eq!(b.members().len(), 2, "and not merged");
+        // A Welcome into a group holding a forged leaf is not joined.
+        let (cp, carol) = device(4);
+        a.merge_pending(&ap).unwrap();
+        let (carol_kp, _) =
+            validate_key_package(&ap, &carol.key_packages(&cp, 1).unwrap()[0], carol.device())
+                .unwrap();
+        let invite = a.add(&ap, &alice, &[carol_kp]).unwrap();
+        assert!(matches!(
+            Conversation::join(&cp, &invite.welcome),
+            Err(CryptoError::Rejected {
+                reason: Rejection::Identity,
+                ..
+            })
+        ));
+        assert!(
+            Conversation::load(&cp, gid).unwrap().is_none(),
+            "nothing stored"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! A device's MLS identity: an Ed25519 signature key and a basic credential whose
-//! identity is the opaque device id, never the username (external commits travel as
+//! identity is the device's [`DeviceCertificate`]: the opaque device id and the account
+//! key that vouches for it, never the username (external commits travel as
 //! PublicMessages, visible to the server).
 use hush_proto::ids::DeviceId;
 use openmls::prelude::tls_codec::{Deserialize, Serialize};
@@ -9,60 +10,83 @@ use openmls::prelude::{
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_traits::signatures::Signer;
 
+use crate::account::{AccountKey, DeviceCertificate};
 use crate::{CIPHERSUITE, CryptoError, internal, rejected};
 
 /// A device's signing identity.
 pub struct Identity {
     signer: SignatureKeyPair,
     credential: CredentialWithKey,
-    device: DeviceId,
+    certificate: DeviceCertificate,
 }
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
-            .field("device", &self.device)
+            .field("certificate", &self.certificate)
             .finish_non_exhaustive()
     }
 }
 
-fn credential(device: DeviceId, signer: &SignatureKeyPair) -> CredentialWithKey {
+fn credential(cert: &DeviceCertificate, signer: &SignatureKeyPair) -> CredentialWithKey {
     CredentialWithKey {
-        credential: BasicCredential::new(device.as_bytes().to_vec()).into(),
+        credential: BasicCredential::new(cert.encode()).into(),
         signature_key: signer.to_public_vec().into(),
     }
 }
 
-/// The device id a credential names (P501).
-pub fn device_of(credential: &openmls::prelude::Credential) -> Result<DeviceId, CryptoError> {
+/// The certificate a credential carries, not yet verified (P501, P541).
+pub fn certificate_of(
+    credential: &openmls::prelude::Credential,
+) -> Result<DeviceCertificate, CryptoError> {
     let basic = BasicCredential::try_from(credential.clone())
         .map_err(|e| rejected("credential is not a basic credential", e))?;
-    DeviceId::from_slice(basic.identity()).map_err(|e| rejected("credential", e))
+    DeviceCertificate::decode(basic.identity())
+}
+
+/// The device id a credential names (P501).
+pub fn device_of(credential: &openmls::prelude::Credential) -> Result<DeviceId, CryptoError> {
+    Ok(certificate_of(credential)?.device)
+}
+
+/// Verifies a leaf: its certificate is signed by the account key it names, over the
+/// leaf's own signature key (P541).
+pub fn verify_leaf(
+    credential: &openmls::prelude::Credential,
+    signature_key: &[u8],
+) -> Result<DeviceCertificate, CryptoError> {
+    let cert = certificate_of(credential)?;
+    cert.verify(signature_key)?;
+    Ok(cert)
 }
 
 impl Identity {
-    /// Creates a new identity and stores its private key in the provider's storage.
+    /// Creates a new identity certified by the account key, and stores its private key
+    /// in the provider's storage.
     pub fn generate<P: OpenMlsProvider>(
         provider: &P,
         device: DeviceId,
+        account: &AccountKey,
+        created_at: u64,
     ) -> Result<Self, CryptoError> {
         let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm())
             .map_err(|e| internal("generating a signature key", e))?;
         signer
             .store(provider.storage())
             .map_err(|e| CryptoError::Storage(format!("{e:?}")))?;
+        let certificate = account.certify(device, &signer.to_public_vec(), created_at);
         Ok(Identity {
-            credential: credential(device, &signer),
+            credential: credential(&certificate, &signer),
             signer,
-            device,
+            certificate,
         })
     }
 
-    /// Loads the identity whose public key is `public_key`.
+    /// Loads the identity whose public key is `public_key`, with its stored certificate.
     pub fn load<P: OpenMlsProvider>(
         provider: &P,
-        device: DeviceId,
         public_key: &[u8],
+        certificate: &[u8],
     ) -> Result<Self, CryptoError> {
         let signer = SignatureKeyPair::read(
             provider.storage(),
@@ -72,15 +96,34 @@ impl Identity {
         .ok_or_else(|| {
             CryptoError::Missing("this device's signature key is not in its store".into())
         })?;
+        let certificate = DeviceCertificate::decode(certificate)
+            .map_err(|e| CryptoError::Storage(format!("this device's certificate: {e}")))?;
         Ok(Identity {
-            credential: credential(device, &signer),
+            credential: credential(&certificate, &signer),
             signer,
-            device,
+            certificate,
         })
     }
 
+    /// Test-only: an identity whose credential carries `certificate` as given, so
+    /// tests can show that forged certificates are refused.
+    #[cfg(test)]
+    pub(crate) fn forged<P: OpenMlsProvider>(provider: &P, certificate: DeviceCertificate) -> Self {
+        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
+        signer.store(provider.storage()).unwrap();
+        Identity {
+            credential: credential(&certificate, &signer),
+            signer,
+            certificate,
+        }
+    }
+
     pub fn device(&self) -> DeviceId {
-        self.device
+        self.certificate.device
+    }
+
+    pub fn certificate(&self) -> &DeviceCertificate {
+        &self.certificate
     }
 
     pub fn public_key(&self) -> Vec<u8> {
@@ -133,12 +176,14 @@ impl Identity {
 }
 
 /// Parses and verifies a key package the server handed out for `device` (P502): its
-/// signature, ciphersuite and lifetime, and that its credential names that device.
+/// signature, ciphersuite and lifetime, that its credential names that device, and that
+/// the account key in its certificate signed it (P541). Which user that account is, the
+/// caller decides from its pins.
 pub fn validate_key_package<P: OpenMlsProvider>(
     provider: &P,
     bytes: &[u8],
     device: DeviceId,
-) -> Result<KeyPackage, CryptoError> {
+) -> Result<(KeyPackage, DeviceCertificate), CryptoError> {
     let kp = KeyPackageIn::tls_deserialize_exact(bytes).map_err(|e| rejected("key package", e))?;
     let kp = kp
         .validate(provider.crypto(), ProtocolVersion::Mls10)
@@ -146,11 +191,15 @@ pub fn validate_key_package<P: OpenMlsProvider>(
     if kp.ciphersuite() != CIPHERSUITE {
         return Err(crate::malformed("key package has the wrong ciphersuite"));
     }
-    let named = device_of(kp.leaf_node().credential())?;
-    if named != device {
+    let cert = verify_leaf(
+        kp.leaf_node().credential(),
+        kp.leaf_node().signature_key().as_slice(),
+    )?;
+    if cert.device != device {
         return Err(crate::malformed(format!(
-            "key package for device {device} names device {named}"
+            "key package for device {device} names device {}",
+            cert.device
         )));
     }
-    Ok(kp)
+    Ok((kp, cert))
 }

@@ -3,6 +3,8 @@
 //! come from the caller's [`OpenMlsProvider`]; nothing here touches a file or socket.
 //!
 //! Modules:
+//! - [`account`]: account keys, the device certificates they sign (every leaf's
+//!   credential), the sealed copy for new devices, and safety numbers.
 //! - [`identity`]: a device's signature key and credential, and its key packages.
 //! - [`conversation`]: one MLS group: create, add members, join from a Welcome,
 //!   encrypt, and process what the server relays.
@@ -14,6 +16,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod account;
 pub mod conversation;
 pub mod identity;
 
@@ -42,6 +45,9 @@ pub enum Rejection {
     Malformed,
     /// A commit or proposal that MLS itself refuses (bad tree, bad proposal set).
     InvalidChange,
+    /// A device credential not signed by the account key it names, or an account key
+    /// that is not the one pinned for that user (P541, P543).
+    Identity,
 }
 
 impl Rejection {
@@ -53,6 +59,7 @@ impl Rejection {
             Rejection::Duplicate => "duplicate",
             Rejection::Malformed => "malformed",
             Rejection::InvalidChange => "invalid_change",
+            Rejection::Identity => "identity",
         }
     }
 }

@@ -144,6 +144,42 @@ random_id!(
     "client_key"
 );
 
+/// An account's Ed25519 public key as the wire carries it (P540): 32 bytes. Whether it
+/// is a valid key, and whose, the client decides (hush-crypto).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountKeyBytes([u8; 32]);
+
+impl AccountKeyBytes {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        AccountKeyBytes(bytes)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtoError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(AccountKeyBytes)
+            .map_err(|_| {
+                ProtoError::invalid(
+                    "account_key",
+                    format!("must be 32 bytes (got {})", bytes.len()),
+                )
+            })
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccountKeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccountKeyBytes(")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
 /// A display name (P302): up to 64 characters, no control characters. Empty means none.
 pub fn parse_display_name(s: &str) -> Result<Option<String>, ProtoError> {
     let s = s.trim();

@@ -9,8 +9,8 @@ use opaque_ke::{
 
 use crate::auth::OpaqueSuite;
 use crate::ids::{
-    DeviceId, GroupId, HandshakeKey, InviteCode, MessageId, SessionToken, Username,
-    parse_display_name, parse_email,
+    AccountKeyBytes, DeviceId, GroupId, HandshakeKey, InviteCode, MessageId, SessionToken,
+    Username, parse_display_name, parse_email,
 };
 use crate::pb::{self, client_frame::Body};
 use crate::{ClientFrameIn, ProtoError};
@@ -58,6 +58,8 @@ pub enum Request {
         display_name: Option<String>,
         email: Option<String>,
         device_name: Option<String>,
+        account_key: AccountKeyBytes,
+        sealed_account_key: Bytes,
     },
     LoginStart {
         username: Username,
@@ -128,6 +130,10 @@ pub enum Request {
         usernames: Vec<Username>,
     },
     AdminShutdown,
+    ListMyDevices,
+    RevokeDevice {
+        device: DeviceId,
+    },
 }
 
 impl Request {
@@ -156,6 +162,8 @@ impl Request {
             Request::LookupDevices { .. } => "lookup_devices",
             Request::ListDevices { .. } => "list_devices",
             Request::AdminShutdown => "admin_shutdown",
+            Request::ListMyDevices => "list_my_devices",
+            Request::RevokeDevice { .. } => "revoke_device",
         }
     }
 }
@@ -224,6 +232,9 @@ fn handshake_key(raw: &[u8]) -> Result<Option<HandshakeKey>, ProtoError> {
     }
 }
 
+/// Most bytes a sealed account key may take (P542): a nonce, 32 bytes and a tag.
+pub const MAX_SEALED_KEY: usize = 256;
+
 fn blob(field: &'static str, b: Bytes, max: usize) -> Result<Bytes, ProtoError> {
     if b.is_empty() || b.len() > max {
         return Err(ProtoError::invalid(
@@ -279,7 +290,11 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             display_name,
             email,
             device_name,
+            account_key,
+            sealed_account_key,
         }) => Request::RegisterFinish {
+            account_key: AccountKeyBytes::from_slice(&account_key)?,
+            sealed_account_key: blob("sealed_account_key", sealed_account_key, MAX_SEALED_KEY)?,
             upload: Box::new(opaque(
                 "registration_upload",
                 RegistrationUpload::deserialize(&registration_upload),
@@ -468,6 +483,10 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             devices: devices("device_ids", &device_ids, MAX_IDS)?,
         },
         Body::AdminShutdown(pb::AdminShutdown {}) => Request::AdminShutdown,
+        Body::ListMyDevices(pb::ListMyDevices {}) => Request::ListMyDevices,
+        Body::RevokeDevice(pb::RevokeDevice { device_id }) => Request::RevokeDevice {
+            device: DeviceId::from_slice(&device_id)?,
+        },
         Body::ListDevices(pb::ListDevices { usernames }) => {
             if usernames.is_empty() || usernames.len() > MAX_CLAIM_USERS {
                 return Err(ProtoError::invalid(

@@ -5,7 +5,7 @@ use std::fmt;
 use opaque_ke::{CredentialResponse, RegistrationResponse};
 
 use crate::auth::OpaqueSuite;
-use crate::ids::{DeviceId, GroupId, SessionToken, UserId, Username};
+use crate::ids::{AccountKeyBytes, DeviceId, GroupId, SessionToken, UserId, Username};
 pub use crate::pb::EntryKind;
 use crate::pb::{self, server_frame::Body};
 use crate::{ErrorCode, ProtoError, ServerFrameIn};
@@ -83,6 +83,34 @@ pub struct ClaimedKeyPackage {
     pub device: DeviceId,
     pub username: Username,
     pub key_package: bytes::Bytes,
+    /// The account key the server publishes for `username`, if it has one.
+    pub account_key: Option<AccountKeyBytes>,
+}
+
+/// A device and its owner as the server claims (P412, P543).
+#[derive(Debug, Clone)]
+pub struct DeviceOwner {
+    pub device: DeviceId,
+    pub username: Username,
+    pub account_key: Option<AccountKeyBytes>,
+}
+
+/// One of this account's devices (P546).
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub device: DeviceId,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub last_seen: Option<i64>,
+    pub current: bool,
+}
+
+fn optional_key(raw: &[u8]) -> Result<Option<AccountKeyBytes>, ProtoError> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        AccountKeyBytes::from_slice(raw).map(Some)
+    }
 }
 
 /// One entry of this device's mailbox.
@@ -144,6 +172,8 @@ pub enum Response {
     LoggedIn {
         account: Account,
         token: SessionToken,
+        account_key: AccountKeyBytes,
+        sealed_account_key: bytes::Bytes,
     },
     Authenticated(Account),
     Account(Account),
@@ -165,7 +195,9 @@ pub enum Response {
     },
     Mailbox(Vec<Entry>),
     Acked,
-    Devices(Vec<(DeviceId, Username)>),
+    Devices(Vec<DeviceOwner>),
+    MyDevices(Vec<DeviceInfo>),
+    DeviceRevoked,
     MailboxChanged,
     ShutdownStarted,
 }
@@ -194,6 +226,8 @@ impl Response {
             Response::Devices(_) => "devices",
             Response::MailboxChanged => "mailbox_changed",
             Response::ShutdownStarted => "shutdown_started",
+            Response::MyDevices(_) => "my_devices",
+            Response::DeviceRevoked => "device_revoked",
         }
     }
 }
@@ -258,9 +292,22 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
         Body::LoggedIn(pb::LoggedIn {
             account,
             session_token,
+            account_key,
+            sealed_account_key,
         }) => Response::LoggedIn {
             account: Account::from_pb(account)?,
             token: SessionToken::from_slice(&session_token)?,
+            account_key: AccountKeyBytes::from_slice(&account_key)?,
+            sealed_account_key: if sealed_account_key.is_empty()
+                || sealed_account_key.len() > crate::request::MAX_SEALED_KEY
+            {
+                return Err(ProtoError::invalid(
+                    "sealed_account_key",
+                    "must be 1 to 256 bytes",
+                ));
+            } else {
+                sealed_account_key
+            },
         },
         Body::Authenticated(pb::Authenticated { account }) => {
             Response::Authenticated(Account::from_pb(account)?)
@@ -279,6 +326,7 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
                         device: DeviceId::from_slice(&p.device_id)?,
                         username: Username::parse(&p.username)?,
                         key_package: p.key_package,
+                        account_key: optional_key(&p.account_key)?,
                     })
                 })
                 .collect::<Result<_, ProtoError>>()?,
@@ -312,13 +360,29 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
             devices
                 .into_iter()
                 .map(|d| {
-                    Ok((
-                        DeviceId::from_slice(&d.device_id)?,
-                        Username::parse(&d.username)?,
-                    ))
+                    Ok(DeviceOwner {
+                        device: DeviceId::from_slice(&d.device_id)?,
+                        username: Username::parse(&d.username)?,
+                        account_key: optional_key(&d.account_key)?,
+                    })
                 })
                 .collect::<Result<_, ProtoError>>()?,
         ),
+        Body::MyDevices(pb::MyDevices { devices }) => Response::MyDevices(
+            devices
+                .into_iter()
+                .map(|d| {
+                    Ok(DeviceInfo {
+                        device: DeviceId::from_slice(&d.device_id)?,
+                        name: (!d.name.is_empty()).then_some(d.name),
+                        created_at: d.created_at,
+                        last_seen: (d.last_seen > 0).then_some(d.last_seen),
+                        current: d.current,
+                    })
+                })
+                .collect::<Result<_, ProtoError>>()?,
+        ),
+        Body::DeviceRevoked(pb::DeviceRevoked {}) => Response::DeviceRevoked,
         Body::MailboxChanged(pb::MailboxChanged {}) => Response::MailboxChanged,
         Body::ShutdownStarted(pb::ShutdownStarted {}) => Response::ShutdownStarted,
     };

@@ -6,9 +6,10 @@
 //! that would allow an offline guess without its OPRF key.
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use hush_proto::ErrorCode;
 use hush_proto::auth::OpaqueSuite;
-use hush_proto::ids::{DeviceId, InviteCode, SessionToken, UserId, Username};
+use hush_proto::ids::{AccountKeyBytes, DeviceId, InviteCode, SessionToken, UserId, Username};
 use hush_proto::response::Account;
 use hush_store::{NewDevice, NewInvite, NewUser, Session, Store, StoreError, UserRecord};
 use opaque_ke::{
@@ -214,6 +215,12 @@ pub async fn register_start(
     Ok((start.message, PendingRegistration { username, invite }))
 }
 
+/// An account's published key and its client-sealed secret (P540, P542).
+pub struct AccountKeys {
+    pub public: AccountKeyBytes,
+    pub sealed: Bytes,
+}
+
 /// P314: stores the OPAQUE record and the first device, consuming the invite.
 pub async fn register_finish(
     st: &ServerState,
@@ -222,6 +229,7 @@ pub async fn register_finish(
     display_name: Option<String>,
     email: Option<String>,
     device_name: Option<String>,
+    keys: AccountKeys,
 ) -> Result<(Account, SessionToken, Authenticated), Refusal> {
     let password_file = ServerRegistration::finish(upload).serialize().to_vec();
     let (device, token) = new_device(st, device_name);
@@ -238,6 +246,8 @@ pub async fn register_finish(
             created_at,
             device,
             invite: pending.invite,
+            account_key: *keys.public.as_bytes(),
+            sealed_account_key: keys.sealed.to_vec(),
         })
         .await?;
     tracing::info!(user = %pending.username, device = %device_id, "registered a new account");
@@ -333,7 +343,7 @@ pub async fn login_finish(
     pending: PendingLogin,
     finalization: CredentialFinalization<OpaqueSuite>,
     device_name: Option<String>,
-) -> Result<(Account, SessionToken, Authenticated), Refusal> {
+) -> Result<(Account, SessionToken, Authenticated, AccountKeys), Refusal> {
     let proved = pending
         .state
         .finish(finalization, ServerLoginParameters::default())
@@ -352,6 +362,17 @@ pub async fn login_finish(
             "this account is disabled",
         ));
     }
+    let (Some(public), Some(sealed)) = (user.account_key, user.sealed_account_key.clone()) else {
+        tracing::warn!(user = %user.username, "login refused: account made before account keys");
+        return Err(Refusal::new(
+            ErrorCode::AuthFailed,
+            "this account was made by an older hush without an account key; register a new account",
+        ));
+    };
+    let keys = AccountKeys {
+        public: AccountKeyBytes::from_bytes(public),
+        sealed: Bytes::from(sealed),
+    };
     let (device, token) = new_device(st, device_name);
     let device_id = device.device_id;
     st.store.add_device(user.user_id, device).await?;
@@ -370,7 +391,7 @@ pub async fn login_finish(
         username: user.username,
         device_id,
     };
-    Ok((account, token, auth))
+    Ok((account, token, auth, keys))
 }
 
 /// P324: resumes a device's session from its token.
@@ -396,6 +417,10 @@ pub async fn authenticate(
             ErrorCode::AccountDisabled,
             "this account is disabled",
         ));
+    }
+    // P546: "last seen" for the owner's device list; best effort.
+    if let Err(e) = st.store.touch_device(session.device_id, now).await {
+        tracing::warn!(device = %session.device_id, error = %e, "could not record last seen");
     }
     Ok(session)
 }

@@ -8,20 +8,38 @@ use std::sync::Mutex;
 use hush_proto::ids::DeviceId;
 use tokio::sync::watch;
 
+/// What a connected device's sessions are told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signal {
+    /// Bumped when the mailbox gets entries.
+    pub wakes: u64,
+    /// Set when the device was revoked: its sessions end at once (P546).
+    pub revoked: bool,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    devices: Mutex<HashMap<DeviceId, watch::Sender<u64>>>,
+    devices: Mutex<HashMap<DeviceId, watch::Sender<Signal>>>,
 }
 
 impl Hub {
     /// A receiver that changes whenever `device`'s mailbox gets new entries.
-    pub fn subscribe(&self, device: DeviceId) -> Option<watch::Receiver<u64>> {
+    pub fn subscribe(&self, device: DeviceId) -> Option<watch::Receiver<Signal>> {
         let mut map = self.devices.lock().ok()?;
         Some(
             map.entry(device)
-                .or_insert_with(|| watch::channel(0).0)
+                .or_insert_with(|| watch::channel(Signal::default()).0)
                 .subscribe(),
         )
+    }
+
+    /// Ends every open session of `device` (P546).
+    pub fn revoke(&self, device: DeviceId) {
+        if let Ok(map) = self.devices.lock()
+            && let Some(tx) = map.get(&device)
+        {
+            tx.send_modify(|s| s.revoked = true);
+        }
     }
 
     /// Forgets `device` once no connection of it listens any more.
@@ -38,7 +56,7 @@ impl Hub {
         if let Ok(map) = self.devices.lock() {
             for d in devices {
                 if let Some(tx) = map.get(d) {
-                    tx.send_modify(|n| *n = n.wrapping_add(1));
+                    tx.send_modify(|s| s.wakes = s.wakes.wrapping_add(1));
                 }
             }
         }

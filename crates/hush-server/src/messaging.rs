@@ -69,11 +69,13 @@ pub async fn claim_key_packages(
             .await?
             .filter(|u| !u.disabled)
             .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no user named {name}")))?;
+        let account_key = key_bytes(user.account_key);
         for (device, kp) in st.store.claim_key_packages(user.user_id).await? {
             packages.push(pb::DeviceKeyPackage {
                 device_id: device.as_bytes().to_vec().into(),
                 username: name.to_string(),
                 key_package: kp.into(),
+                account_key: account_key.clone(),
             });
         }
     }
@@ -88,10 +90,12 @@ pub async fn list_devices(st: &ServerState, usernames: Vec<Username>) -> Result<
             st.store.user_by_name(&name).await?.ok_or_else(|| {
                 Refusal::new(ErrorCode::NotFound, format!("no user named {name}"))
             })?;
+        let account_key = key_bytes(user.account_key);
         for d in st.store.devices_of(user.user_id).await? {
             devices.push(pb::DeviceOwner {
                 device_id: d.as_bytes().to_vec().into(),
                 username: name.to_string(),
+                account_key: account_key.clone(),
             });
         }
     }
@@ -103,12 +107,60 @@ pub async fn lookup_devices(st: &ServerState, devices: Vec<DeviceId>) -> Result<
     Ok(Body::Devices(pb::Devices {
         devices: owners
             .into_iter()
-            .map(|(d, name)| pb::DeviceOwner {
-                device_id: d.as_bytes().to_vec().into(),
-                username: name.to_string(),
+            .map(|o| pb::DeviceOwner {
+                device_id: o.device.as_bytes().to_vec().into(),
+                username: o.username.to_string(),
+                account_key: key_bytes(o.account_key),
             })
             .collect(),
     }))
+}
+
+/// The wire form of a published account key (empty for accounts without one).
+fn key_bytes(key: Option<[u8; 32]>) -> Bytes {
+    key.map(|k| Bytes::copy_from_slice(&k)).unwrap_or_default()
+}
+
+/// P546: this account's devices.
+pub async fn list_my_devices(st: &ServerState, auth: &Authenticated) -> Result<Body, Refusal> {
+    let devices = st.store.device_records(auth.user_id).await?;
+    Ok(Body::MyDevices(pb::MyDevices {
+        devices: devices
+            .into_iter()
+            .map(|d| pb::DeviceInfo {
+                device_id: d.device_id.as_bytes().to_vec().into(),
+                name: d.name.unwrap_or_default(),
+                created_at: d.created_at,
+                last_seen: d.last_seen.unwrap_or(0),
+                current: d.device_id == auth.device_id,
+            })
+            .collect(),
+    }))
+}
+
+/// P546: deletes another device of this account; its open sessions end at once.
+pub async fn revoke_device(
+    st: &ServerState,
+    auth: &Authenticated,
+    device: DeviceId,
+) -> Result<Body, Refusal> {
+    if device == auth.device_id {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "this is the device you are using; log out instead",
+        ));
+    }
+    let mine = st.store.devices_of(auth.user_id).await?;
+    if !mine.contains(&device) {
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("this account has no device {device}"),
+        ));
+    }
+    st.store.remove_device(device).await?;
+    st.hub.revoke(device);
+    tracing::info!(user = %auth.username, %device, "device revoked");
+    Ok(Body::DeviceRevoked(pb::DeviceRevoked {}))
 }
 
 /// P420–P421: registers a group and queues its Welcome.
@@ -145,7 +197,9 @@ pub async fn create_group(
             let owners = st.store.device_owners(&members).await?;
             let allowed: HashSet<&str> = [auth.username.as_str(), peer.username.as_str()].into();
             if owners.len() != members.len()
-                || owners.iter().any(|(_, u)| !allowed.contains(u.as_str()))
+                || owners
+                    .iter()
+                    .any(|o| !allowed.contains(o.username.as_str()))
             {
                 return Err(Refusal::new(
                     ErrorCode::InvalidArgument,

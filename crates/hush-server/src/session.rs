@@ -21,6 +21,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::ServerState;
 use crate::accounts::{self, Authenticated, PendingLogin, PendingRegistration, Refusal};
+use crate::hub::Signal;
 use crate::messaging;
 
 enum Phase {
@@ -96,14 +97,19 @@ pub async fn run<R, W>(
     let auth_deadline = Instant::now() + limits.auth_timeout;
     let mut phase = Phase::AwaitHello;
     // Set once authenticated: changes when this device's mailbox gets entries.
-    let mut wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<u64>)> = None;
+    let mut wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)> = None;
 
     loop {
         let authenticated = matches!(phase, Phase::Authenticated { .. });
         let (request_id, reply) = tokio::select! {
             _ = shutdown.changed() => (0, fatal(ErrorCode::ShuttingDown, "the server is shutting down")),
-            Some(()) = mailbox_changed(&mut wake) => {
-                (0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
+            Some(revoked) = mailbox_changed(&mut wake) => {
+                if revoked {
+                    tracing::info!(%peer, "closing: the device was revoked");
+                    (0, fatal(ErrorCode::Unauthenticated, "this device was revoked by its owner"))
+                } else {
+                    (0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
+                }
             }
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
                 tracing::info!(%peer, "closing: did not authenticate in time");
@@ -183,20 +189,26 @@ pub async fn run<R, W>(
     release(&state, wake);
 }
 
-fn release(state: &ServerState, wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<u64>)>) {
+fn release(
+    state: &ServerState,
+    wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)>,
+) {
     if let Some((device, rx)) = wake {
         drop(rx);
         state.hub.release(device);
     }
 }
 
-/// Resolves when the mailbox of the connection's device changed; never before
-/// authentication.
+/// Resolves when the mailbox of the connection's device changed (false) or the device
+/// was revoked (true); never before authentication.
 async fn mailbox_changed(
-    wake: &mut Option<(hush_proto::ids::DeviceId, watch::Receiver<u64>)>,
-) -> Option<()> {
+    wake: &mut Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)>,
+) -> Option<bool> {
     match wake {
-        Some((_, rx)) => rx.changed().await.ok(),
+        Some((_, rx)) => {
+            rx.changed().await.ok()?;
+            Some(rx.borrow_and_update().revoked)
+        }
         None => std::future::pending().await,
     }
 }
@@ -258,10 +270,24 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 display_name,
                 email,
                 device_name,
+                account_key,
+                sealed_account_key,
             },
         ) => {
-            match accounts::register_finish(st, pending, *upload, display_name, email, device_name)
-                .await
+            let keys = accounts::AccountKeys {
+                public: account_key,
+                sealed: sealed_account_key,
+            };
+            match accounts::register_finish(
+                st,
+                pending,
+                *upload,
+                display_name,
+                email,
+                device_name,
+                keys,
+            )
+            .await
             {
                 Ok((account, token, auth)) => {
                     *phase = Phase::Authenticated {
@@ -295,7 +321,7 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 device_name,
             },
         ) => match accounts::login_finish(st, *pending, finalization, device_name).await {
-            Ok((account, token, auth)) => {
+            Ok((account, token, auth, keys)) => {
                 *phase = Phase::Authenticated {
                     auth,
                     token_digest: token.digest(),
@@ -303,6 +329,8 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 Reply::ok(Body::LoggedIn(pb::LoggedIn {
                     account: Some(account.to_pb()),
                     session_token: Bytes::copy_from_slice(token.expose()),
+                    account_key: Bytes::copy_from_slice(keys.public.as_bytes()),
+                    sealed_account_key: keys.sealed,
                 }))
             }
             Err(r) => refusal(r),
@@ -430,6 +458,10 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                     messaging::fetch(st, &auth, after_id, limit).await
                 }
                 Request::Ack { ids } => messaging::ack(st, &auth, ids).await,
+                Request::ListMyDevices => messaging::list_my_devices(st, &auth).await,
+                Request::RevokeDevice { device } => {
+                    messaging::revoke_device(st, &auth, device).await
+                }
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,
                     "already authenticated",

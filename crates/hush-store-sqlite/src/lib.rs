@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
-    Delivered, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser,
-    Session, Store, StoreError, UserRecord, UserSummary,
+    Delivered, DeviceRecord, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage,
+    NewUser, Owner, Session, Store, StoreError, UserRecord, UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -74,6 +74,11 @@ impl SqliteStore {
 
 fn id16(bytes: Vec<u8>) -> Result<[u8; 16], StoreError> {
     <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| backend("stored id is not 16 bytes"))
+}
+
+fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| backend("stored account key is not 32 bytes"))
 }
 
 fn username(s: String) -> Result<Username, StoreError> {
@@ -328,15 +333,18 @@ impl Store for SqliteStore {
             }
             let uid = user.user_id.as_bytes().as_slice();
             tx.execute(
-                "INSERT INTO users (user_id, username, display_name, email, password_file, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO users (user_id, username, display_name, email, password_file, created_at,
+                                    account_key, sealed_account_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     uid,
                     user.username.as_str(),
                     user.display_name,
                     user.email,
                     user.password_file,
-                    user.created_at
+                    user.created_at,
+                    user.account_key.as_slice(),
+                    user.sealed_account_key
                 ],
             )
             .map_err(backend)?;
@@ -351,25 +359,31 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             let row = conn
                 .query_row(
-                    "SELECT user_id, display_name, email, password_file, admin, disabled, created_at
+                    "SELECT user_id, display_name, email, password_file, admin, disabled, created_at,
+                            account_key, sealed_account_key
                      FROM users WHERE username = ?1",
                     [name.as_str()],
                     |r| {
                         Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
+                            (
+                                r.get::<_, Vec<u8>>(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                            ),
+                            (r.get(4)?, r.get(5)?, r.get(6)?),
+                            (r.get::<_, Option<Vec<u8>>>(7)?, r.get(8)?),
                         ))
                     },
                 )
                 .optional()
                 .map_err(backend)?;
             row.map(
-                |(id, display_name, email, password_file, admin, disabled, created_at)| {
+                |(
+                    (id, display_name, email, password_file),
+                    (admin, disabled, created_at),
+                    (account_key, sealed_account_key),
+                )| {
                     Ok(UserRecord {
                         user_id: UserId::from_bytes(id16(id)?),
                         username: name.clone(),
@@ -379,6 +393,8 @@ impl Store for SqliteStore {
                         admin,
                         disabled,
                         created_at,
+                        account_key: account_key.map(key32).transpose()?,
+                        sealed_account_key,
                     })
                 },
             )
@@ -684,29 +700,71 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn device_owners(
-        &self,
-        devices: &[DeviceId],
-    ) -> Result<Vec<(DeviceId, Username)>, StoreError> {
+    async fn device_owners(&self, devices: &[DeviceId]) -> Result<Vec<Owner>, StoreError> {
         let devices = devices.to_vec();
         self.run(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT u.username FROM device_owners d JOIN users u ON u.user_id = d.user_id
+                    "SELECT u.username, u.account_key FROM device_owners d
+                     JOIN users u ON u.user_id = d.user_id
                      WHERE d.device_id = ?1",
                 )
                 .map_err(backend)?;
             let mut out = Vec::new();
             for d in devices {
-                let name: Option<String> = stmt
-                    .query_row([d.as_bytes().as_slice()], |r| r.get(0))
+                let row: Option<(String, Option<Vec<u8>>)> = stmt
+                    .query_row([d.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
                     .map_err(backend)?;
-                if let Some(name) = name {
-                    out.push((d, username(name)?));
+                if let Some((name, key)) = row {
+                    out.push(Owner {
+                        device: d,
+                        username: username(name)?,
+                        account_key: key.map(key32).transpose()?,
+                    });
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn device_records(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT device_id, name, created_at, last_seen FROM devices
+                     WHERE user_id = ?1 ORDER BY device_id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([user.as_bytes().as_slice()], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, name, created_at, last_seen) = row.map_err(backend)?;
+                out.push(DeviceRecord {
+                    device_id: DeviceId::from_bytes(id16(id)?),
+                    name,
+                    created_at,
+                    last_seen,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE devices SET last_seen = ?2 WHERE device_id = ?1",
+                params![device.as_bytes().as_slice(), now],
+            )
+            .map_err(backend)?;
+            Ok(())
         })
         .await
     }

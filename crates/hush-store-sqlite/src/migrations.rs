@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_messaging.sql"),
     include_str!("../migrations/0003_group_names.sql"),
     include_str!("../migrations/0004_handshakes.sql"),
+    include_str!("../migrations/0005_account_keys.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

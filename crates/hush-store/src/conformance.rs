@@ -7,7 +7,9 @@
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::EntryKind;
 
-use crate::{NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Store, StoreError};
+use crate::{
+    NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Store, StoreError,
+};
 
 fn name(s: &str) -> Username {
     Username::parse(s).expect("valid test username")
@@ -32,6 +34,8 @@ fn user(n: u8, username: &str) -> NewUser {
         created_at: 1_000,
         device: device(n),
         invite: None,
+        account_key: [n; 32],
+        sealed_account_key: vec![n; 60],
     }
 }
 
@@ -75,6 +79,31 @@ async fn users_and_sessions<S: Store + ?Sized>(store: &S) {
     assert_eq!(ann.password_file, vec![1; 64]);
     assert_eq!(ann.display_name.as_deref(), Some("User 1"));
     assert!(!ann.admin && !ann.disabled);
+    assert_eq!(
+        ann.account_key,
+        Some([1; 32]),
+        "P540: the published account key"
+    );
+    assert_eq!(
+        ann.sealed_account_key,
+        Some(vec![1; 60]),
+        "P542: kept as given"
+    );
+    store
+        .touch_device(DeviceId::from_bytes([1; 16]), 5_000)
+        .await
+        .unwrap();
+    let records = store.device_records(ann.user_id).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].name.as_deref(),
+            records[0].created_at,
+            records[0].last_seen
+        ),
+        (Some("device 1"), 1_000, Some(5_000)),
+        "P546: names and times"
+    );
     assert!(store.user_by_name(&name("nobody")).await.unwrap().is_none());
 
     let session = store
@@ -309,7 +338,12 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         .device_owners(&[dev(21), dev(20), dev(99)])
         .await
         .unwrap();
-    assert_eq!(owners, vec![(dev(21), name("max")), (dev(20), name("mia"))]);
+    let owner = |d: u8, n: &str, k: u8| Owner {
+        device: dev(d),
+        username: name(n),
+        account_key: Some([k; 32]),
+    };
+    assert_eq!(owners, vec![owner(21, "max", 21), owner(20, "mia", 20)]);
 
     // A direct group: Welcome queued for everyone but the creator.
     let g = GroupId::from_bytes([7; 16]);
@@ -504,7 +538,13 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     let kinds: Vec<EntryKind> = mia_inbox.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EntryKind::Application, EntryKind::Handshake]);
     assert_eq!(
-        store.device_owners(&[dev(22)]).await.unwrap(),
+        store
+            .device_owners(&[dev(22)])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.device, o.username))
+            .collect::<Vec<_>>(),
         vec![(dev(22), name("max"))],
         "P412: a removed device's owner stays known"
     );

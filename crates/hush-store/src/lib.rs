@@ -106,11 +106,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every device of a user, in id order.
     async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceId>, StoreError>;
 
-    /// The users owning these devices; unknown devices are left out.
-    async fn device_owners(
-        &self,
-        devices: &[DeviceId],
-    ) -> Result<Vec<(DeviceId, Username)>, StoreError>;
+    /// The users owning these devices (also devices since removed, P412), with their
+    /// published account keys; unknown devices are left out.
+    async fn device_owners(&self, devices: &[DeviceId]) -> Result<Vec<Owner>, StoreError>;
+
+    /// A user's devices with their names and times (P546), in id order.
+    async fn device_records(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Records that a device authenticated at `now` (Unix seconds).
+    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError>;
 
     /// Registers a group at epoch 1 and queues its Welcome for every member but the
     /// creator. `GroupExists` if the id is taken or the direct pair has a group.

@@ -8,8 +8,8 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
-    Delivered, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser,
-    Session, Store, StoreError, UserRecord, UserSummary,
+    Delivered, DeviceRecord, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage,
+    NewUser, Owner, Session, Store, StoreError, UserRecord, UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
@@ -49,6 +49,7 @@ struct State {
     handshakes: HashMap<(DeviceId, HandshakeKey), Delivered>,
     /// P412: who owned each device, kept after the device is gone.
     former_owners: HashMap<DeviceId, UserId>,
+    last_seen: HashMap<DeviceId, i64>,
 }
 
 fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
@@ -186,6 +187,8 @@ impl Store for MemoryStore {
                     admin: false,
                     disabled: false,
                     created_at: user.created_at,
+                    account_key: Some(user.account_key),
+                    sealed_account_key: Some(user.sealed_account_key),
                 },
             );
             Ok(())
@@ -364,18 +367,46 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn device_owners(
-        &self,
-        devices: &[DeviceId],
-    ) -> Result<Vec<(DeviceId, Username)>, StoreError> {
+    async fn device_owners(&self, devices: &[DeviceId]) -> Result<Vec<Owner>, StoreError> {
         self.with(|s| {
             Ok(devices
                 .iter()
                 .filter_map(|d| {
-                    let owner = s.former_owners.get(d)?;
-                    Some((*d, s.users.get(owner)?.username.clone()))
+                    let user = s.users.get(s.former_owners.get(d)?)?;
+                    Some(Owner {
+                        device: *d,
+                        username: user.username.clone(),
+                        account_key: user.account_key,
+                    })
                 })
                 .collect())
+        })
+    }
+
+    async fn device_records(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.with(|s| {
+            let mut out: Vec<DeviceRecord> = s
+                .devices
+                .iter()
+                .filter(|(_, (owner, _))| *owner == user)
+                .map(|(d, (_, nd))| DeviceRecord {
+                    device_id: *d,
+                    name: nd.name.clone(),
+                    created_at: nd.created_at,
+                    last_seen: s.last_seen.get(d).copied(),
+                })
+                .collect();
+            out.sort_by_key(|r| r.device_id);
+            Ok(out)
+        })
+    }
+
+    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
+        self.with(|s| {
+            if s.devices.contains_key(&device) {
+                s.last_seen.insert(device, now);
+            }
+            Ok(())
         })
     }
 

@@ -26,6 +26,10 @@ pub struct NewUser {
     pub device: NewDevice,
     /// Digest of the invite this registration consumes.
     pub invite: Option<[u8; 32]>,
+    /// P540: the account's public key, published to contacts.
+    pub account_key: [u8; 32],
+    /// P542: the account's secret key sealed by the client; opaque to the server.
+    pub sealed_account_key: Vec<u8>,
 }
 
 impl fmt::Debug for NewUser {
@@ -49,6 +53,26 @@ pub struct UserRecord {
     pub admin: bool,
     pub disabled: bool,
     pub created_at: i64,
+    /// `None` for accounts made before account keys (P540).
+    pub account_key: Option<[u8; 32]>,
+    pub sealed_account_key: Option<Vec<u8>>,
+}
+
+/// A device of an account as its owner lists it (P546).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_id: DeviceId,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub last_seen: Option<i64>,
+}
+
+/// Who owns a device, with the account key the server publishes for that user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub device: DeviceId,
+    pub username: Username,
+    pub account_key: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for UserRecord {

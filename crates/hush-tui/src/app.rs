@@ -43,6 +43,7 @@ pub enum Action {
     Members(String),
     History { target: String, limit: u32 },
     Shutdown,
+    Verify(String),
     Quit,
 }
 
@@ -61,6 +62,8 @@ pub struct App {
     pub scroll: usize,
     /// Ring the terminal bell at the next draw.
     pub bell: bool,
+    /// Contacts whose safety number was verified (marked in the list).
+    pub verified: std::collections::BTreeSet<String>,
 }
 
 const HELP: &[&str] = &[
@@ -69,7 +72,7 @@ const HELP: &[&str] = &[
     "/members          members of the current group",
     "/history [N]      reload the last N messages (default 100)",
     "/file PATH        send a file (not available yet)",
-    "/verify USER      compare safety numbers (not available yet)",
+    "/verify USER      show the safety number to compare with USER",
     "/shutdown         stop the server (server admins only)",
     "/help             this list;  /exit  quit",
     "Tab/Shift-Tab or Ctrl-N/Ctrl-P switch conversations; PgUp/PgDn scroll; Up/Down recall input",
@@ -106,6 +109,7 @@ impl App {
             history_pos: None,
             scroll: 0,
             bell: false,
+            verified: Default::default(),
         };
         app.notice(
             STATUS,
@@ -395,10 +399,7 @@ impl App {
                 self.say("/file is not available in this version of hush yet.");
                 None
             }
-            ("verify", [_user]) => {
-                self.say("/verify is not available in this version of hush yet.");
-                None
-            }
+            ("verify", [user]) => Some(Action::Verify((*user).to_owned())),
             ("shutdown", []) => Some(Action::Shutdown),
             ("help", []) => {
                 for h in HELP {

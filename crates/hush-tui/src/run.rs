@@ -28,6 +28,28 @@ async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool,
                 app.say(&format!("not sent: {e}"));
             }
         }
+        Action::Verify(user) => {
+            let shown = match hush_client::hush_proto::ids::Username::parse(&user) {
+                Ok(u) => client.verify(&u, false).await,
+                Err(e) => Err(ClientError::Invalid(e.to_string())),
+            };
+            match shown {
+                Ok(v) => {
+                    app.say(&format!(
+                        "safety number with {}: {}",
+                        v.user, v.safety_number
+                    ));
+                    app.say(if v.key_changed {
+                        "their key CHANGED: compare the new number, then `hush verify USER --confirm`"
+                    } else if v.verified {
+                        "verified"
+                    } else {
+                        "not verified: compare it in person, then `hush verify USER --confirm`"
+                    });
+                }
+                Err(e) => app.say(&format!("not done: {e}")),
+            }
+        }
         Action::Shutdown => match client.admin_shutdown().await {
             Ok(_) => app.say("the server is shutting down"),
             Err(e) => app.say(&format!("not done: {e}")),
@@ -88,6 +110,13 @@ pub async fn run(client: Client) -> Result<(), ClientError> {
         .collect();
     client.mark_streamed(seen).await?;
     app.on_event(&Event::Connection(client.state()), false);
+    app.verified = client
+        .contacts()
+        .await?
+        .into_iter()
+        .filter(|c| c.verified && c.changed_key.is_none() && c.username != app.me)
+        .map(|c| c.username)
+        .collect();
 
     let mut terminal = ratatui::init();
     let result = event_loop(&client, &mut app, &mut events, shown, &mut terminal).await;

@@ -23,10 +23,15 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         .conversations
         .iter()
         .map(|c| {
-            let label = if c.unread > 0 {
-                format!("{} ({})", c.name, c.unread)
+            let mark = if app.verified.contains(&c.name) {
+                " ✓"
             } else {
-                c.name.clone()
+                ""
+            };
+            let label = if c.unread > 0 {
+                format!("{}{mark} ({})", c.name, c.unread)
+            } else {
+                format!("{}{mark}", c.name)
             };
             let style = if c.unread > 0 {
                 Style::default().add_modifier(Modifier::BOLD)

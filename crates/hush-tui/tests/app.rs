@@ -169,6 +169,10 @@ fn slash_commands_and_their_errors() {
             .text
             .contains("not available")
     );
+    assert_eq!(
+        run(&mut app, "/verify ben"),
+        Some(Action::Verify("ben".into()))
+    );
     assert_eq!(run(&mut app, "/verify"), None);
     assert!(
         app.current()
