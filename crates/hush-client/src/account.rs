@@ -133,20 +133,27 @@ pub(crate) async fn login(
             account_key,
             sealed_account_key,
         } => {
-            let public = AccountPublicKey::from_slice(account_key.as_bytes())?;
-            let key = AccountKey::open(
-                &sealed_account_key,
-                finish.export_key.as_slice(),
-                username.as_str(),
-                &public,
-            )
-            .map_err(|e| {
-                ClientError::Crypto(format!(
-                    "the account key from the server does not open ({e}); the server may be \
-                     tampering with this account"
-                ))
-            })?;
-            Ok((account, token, key))
+            let opened = AccountPublicKey::from_slice(account_key.as_bytes()).and_then(|public| {
+                AccountKey::open(
+                    &sealed_account_key,
+                    finish.export_key.as_slice(),
+                    username.as_str(),
+                    &public,
+                )
+            });
+            match opened {
+                Ok(key) => Ok((account, token, key)),
+                Err(e) => {
+                    // The device the server just made would be useless: end it.
+                    if let Err(err) = logout(conn).await {
+                        tracing::warn!(error = %err, "could not end the unusable device session");
+                    }
+                    Err(ClientError::Crypto(format!(
+                        "the account key from the server does not open ({e}); the server may \
+                         be tampering with this account"
+                    )))
+                }
+            }
         }
         other => Err(unexpected(&other)),
     }

@@ -47,6 +47,7 @@ const IDENTITIES: &str = "
         device_id   BLOB PRIMARY KEY,
         account_key BLOB NOT NULL
     ) STRICT;
+    ALTER TABLE seen_seqs ADD COLUMN window INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE refused_devices (
         device_id BLOB PRIMARY KEY,
         username  TEXT NOT NULL,

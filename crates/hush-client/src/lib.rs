@@ -40,6 +40,7 @@ pub mod home;
 mod identities;
 mod messaging;
 mod mls;
+mod sequence;
 pub mod trust;
 
 pub use client::{Client, ClientOptions, Enrolment, Events, Target, WhoAmI};

@@ -26,6 +26,7 @@ use crate::events::SecurityKind;
 use crate::home::{Home, home_err};
 use crate::identities::Pin;
 use crate::mls::Provider;
+use crate::sequence::Verdict;
 use hush_crypto::account::AccountPublicKey;
 
 /// Key packages uploaded at a time, and the level that triggers a top-up.
@@ -567,57 +568,71 @@ impl<'a> Messenger<'a> {
             }
         };
         let g = e.group_id.as_bytes().as_slice();
-        let last: Option<u64> = db
+        let seen: Option<(u64, u64)> = db
             .query_row(
-                "SELECT last_seq FROM seen_seqs WHERE group_id = ?1 AND device_id = ?2",
+                "SELECT last_seq, window FROM seen_seqs WHERE group_id = ?1 AND device_id = ?2",
                 params![g, sender.as_bytes().as_slice()],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
             .optional()
-            .map_err(home_err)?
-            .map(|v| v as u64);
-        if let Some(last) = last
-            && content.seq <= last
-        {
-            return self.alert(
-                e.group_id,
-                e.stored_at_ms,
-                Alert {
-                    kind: SecurityKind::MessageReplayed,
-                    rejection: Some(Rejection::Duplicate),
-                    from: Some(from),
-                    device: Some(sender),
-                    reason: format!(
-                        "message {} repeats sequence number {} (already at {last})",
-                        content.message_id, content.seq
-                    ),
-                },
-            );
-        }
+            .map_err(home_err)?;
+        // P520: the first message seen from a sender sets the baseline (this device may
+        // have joined after that sender's earlier messages); later jumps are gaps, and
+        // one that overtook another is delivered and reported as reordered.
+        let (verdict, (last, window)) = crate::sequence::judge(seen, content.seq);
         let mut added = 0;
-        // P520: the first message seen from a sender sets the baseline (this device
-        // may have joined after that sender's earlier messages); later jumps are gaps.
-        if let Some(last) = last
-            && content.seq > last + 1
-        {
-            added += self.alert(
-                e.group_id,
-                e.stored_at_ms,
-                Alert {
-                    kind: SecurityKind::MessageGap,
-                    rejection: None,
-                    from: Some(from.clone()),
-                    device: Some(sender),
-                    reason: format!(
-                        "{} message(s) from {from} never arrived before this one",
-                        content.seq - last - 1
+        let note = |kind, rejection, reason: String| Alert {
+            kind,
+            rejection,
+            from: Some(from.clone()),
+            device: Some(sender),
+            reason,
+        };
+        match verdict {
+            Verdict::Replay => {
+                return self.alert(
+                    e.group_id,
+                    e.stored_at_ms,
+                    note(
+                        SecurityKind::MessageReplayed,
+                        Some(Rejection::Duplicate),
+                        format!(
+                            "message {} repeats sequence number {} (a replay)",
+                            content.message_id, content.seq
+                        ),
                     ),
-                },
-            )?;
+                );
+            }
+            Verdict::Gap(n) => {
+                added += self.alert(
+                    e.group_id,
+                    e.stored_at_ms,
+                    note(
+                        SecurityKind::MessageGap,
+                        None,
+                        format!("{n} message(s) from {from} never arrived before this one"),
+                    ),
+                )?;
+            }
+            Verdict::Reordered => {
+                added += self.alert(
+                    e.group_id,
+                    e.stored_at_ms,
+                    note(
+                        SecurityKind::MessageReordered,
+                        None,
+                        format!(
+                            "this message from {from} arrived after a later one (the server \
+                             reordered them); it is shown now"
+                        ),
+                    ),
+                )?;
+            }
+            Verdict::First | Verdict::Next => {}
         }
         db.execute(
-            "INSERT OR REPLACE INTO seen_seqs (group_id, device_id, last_seq) VALUES (?1, ?2, ?3)",
-            params![g, sender.as_bytes().as_slice(), content.seq as i64],
+            "INSERT OR REPLACE INTO seen_seqs (group_id, device_id, last_seq, window) VALUES (?1, ?2, ?3, ?4)",
+            params![g, sender.as_bytes().as_slice(), last as i64, window as i64],
         )
         .map_err(home_err)?;
         let outgoing = from == self.account.username.as_str();

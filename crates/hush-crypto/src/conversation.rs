@@ -20,10 +20,13 @@ use crate::{CIPHERSUITE, CryptoError, Rejection, internal, rejected};
 /// How far ahead of the expected generation a message may be (messages the server
 /// dropped); beyond it decryption fails and is reported.
 const MAX_FORWARD_DISTANCE: u32 = 10_000;
+/// Messages a sender's later message may overtake and still be read (P520): the server
+/// delivers in order, so only a reordering server (or a bug) uses this; the client
+/// reports it (`message_reordered`). A secret is still usable once only.
+const OUT_OF_ORDER_TOLERANCE: u32 = 32;
 
 fn sender_ratchet() -> SenderRatchetConfiguration {
-    // No out-of-order tolerance: the server delivers each group in order.
-    SenderRatchetConfiguration::new(0, MAX_FORWARD_DISTANCE)
+    SenderRatchetConfiguration::new(OUT_OF_ORDER_TOLERANCE, MAX_FORWARD_DISTANCE)
 }
 
 /// The group context extension holding a named group's [`GroupState`] (P530).
