@@ -431,10 +431,11 @@ impl<'a> Messenger<'a> {
         reason: String,
     ) -> Result<usize, ClientError> {
         let from = lookup.resolve(&[e.sender_device])?.of(&e.sender_device);
-        let kind = if rejection == Rejection::Duplicate {
-            SecurityKind::MessageReplayed
-        } else {
-            SecurityKind::MessageRejected
+        let kind = match (rejection, e.kind) {
+            (Rejection::Duplicate, _) => SecurityKind::MessageReplayed,
+            // P541: a commit bringing in a leaf its account key did not sign.
+            (Rejection::Identity, EntryKind::Handshake) => SecurityKind::CommitRejected,
+            _ => SecurityKind::MessageRejected,
         };
         self.alert(
             e.group_id,
