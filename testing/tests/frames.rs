@@ -211,3 +211,30 @@ async fn p205_a_connection_that_never_authenticates_is_closed() {
     let msg = expect_fatal(&mut s, ErrorCode::Timeout).await;
     assert!(msg.contains("authenticate"), "{msg}");
 }
+
+/// P100: a client that does not offer ALPN `hush/1` is not served.
+#[tokio::test]
+async fn p100_a_client_without_alpn_is_refused() {
+    let server = Server::start(&[]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(RecordingVerifier::new(&provider))
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(&server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    // The handshake itself may finish; the server then closes without a word.
+    if let Ok(mut s) = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+    {
+        use tokio::io::AsyncWriteExt;
+        let _ = s.write_all(&request(1, hello(vec![1]))).await;
+        assert!(read_frame(&mut s).await.is_none(), "served without ALPN");
+    }
+    // With ALPN the same server answers.
+    let mut ok = connect(&server).await;
+    say_hello(&mut ok).await;
+}

@@ -278,9 +278,8 @@ impl<'a> Messenger<'a> {
                 Response::Acked => {}
                 other => return Err(unexpected(&other)),
             }
-            if entries.len() < FETCH_LIMIT as usize {
-                break;
-            }
+            // Answers are bounded by bytes as well as entries (P440): a short page
+            // does not mean the mailbox is empty, only an empty one does.
         }
         Ok(added)
     }

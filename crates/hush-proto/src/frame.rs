@@ -14,6 +14,14 @@ pub const LENGTH_PREFIX: usize = 4;
 /// MLS group is about 330 KB, so this leaves room for it and its ratchet tree.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
 
+/// Room a mailbox answer keeps for everything but payloads (ids, kinds, times: about 80
+/// bytes an entry, 500 entries at most).
+pub const ENTRY_OVERHEAD_ROOM: usize = 64 * 1024;
+
+/// Largest payload one mailbox entry may hold (a message, commit or Welcome), so that
+/// any entry fits in a mailbox answer under the frame limit (P440).
+pub const MAX_ENTRY_PAYLOAD: usize = MAX_FRAME_LEN - ENTRY_OVERHEAD_ROOM;
+
 /// Maximum size of a frame before the connection has authenticated: OPAQUE messages
 /// are a few hundred bytes, so an unauthenticated peer cannot make the server buffer
 /// more than this.

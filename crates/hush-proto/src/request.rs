@@ -412,7 +412,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                             "a group with other members needs their Welcome",
                         ));
                     }
-                    (false, _) => Some(welcome),
+                    (false, _) => Some(blob("welcome", welcome, crate::frame::MAX_ENTRY_PAYLOAD)?),
                 },
                 members,
                 client_key: handshake_key(&client_key)?,
@@ -443,11 +443,11 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             Request::Commit {
                 group_id: GroupId::from_slice(&group_id)?,
                 epoch,
-                commit: blob("commit", commit, crate::frame::MAX_FRAME_LEN)?,
+                commit: blob("commit", commit, crate::frame::MAX_ENTRY_PAYLOAD)?,
                 welcome: if welcome.is_empty() {
                     None
                 } else {
-                    Some(welcome)
+                    Some(blob("welcome", welcome, crate::frame::MAX_ENTRY_PAYLOAD)?)
                 },
                 added,
                 removed: devices("removed", &removed, MAX_GROUP_DEVICES)?,
@@ -462,7 +462,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         }) => Request::Send {
             group_id: GroupId::from_slice(&group_id)?,
             epoch,
-            ciphertext: blob("ciphertext", ciphertext, crate::frame::MAX_FRAME_LEN)?,
+            ciphertext: blob("ciphertext", ciphertext, crate::frame::MAX_ENTRY_PAYLOAD)?,
             client_message_id: MessageId::from_slice(&client_message_id)?,
         },
         Body::Fetch(pb::Fetch { after_id, limit }) => Request::Fetch {

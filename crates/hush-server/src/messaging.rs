@@ -16,6 +16,29 @@ use crate::accounts::{Authenticated, Refusal};
 /// Most one-time key packages a device may keep on the server (P410).
 pub const MAX_STORED_KEY_PACKAGES: u32 = 500;
 
+/// The payload bytes a mailbox entry may hold and a fetch may return under this
+/// server's frame limit (P440): any stored entry fits in an answer.
+pub fn entry_budget(st: &ServerState) -> usize {
+    st.config
+        .limits
+        .max_frame_len
+        .saturating_sub(hush_proto::frame::ENTRY_OVERHEAD_ROOM)
+        .max(1)
+}
+
+/// Refuses a payload that could not be fetched again under the frame limit.
+fn fits(st: &ServerState, what: &str, len: usize) -> Result<(), Refusal> {
+    let max = entry_budget(st);
+    if len > max {
+        tracing::info!(what, len, max, "refused an oversized payload");
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            format!("the {what} is {len} bytes; this server takes at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// P410: stores a device's key packages.
 pub async fn publish_key_packages(
     st: &ServerState,
@@ -181,6 +204,7 @@ pub async fn create_group(
             "members must include this device",
         ));
     }
+    fits(st, "Welcome", welcome.as_ref().map_or(0, |w| w.len()))?;
     let direct = match direct_peer {
         None => None,
         Some(peer) if peer == auth.username => {
@@ -279,6 +303,8 @@ pub struct CommitIn {
 /// P430, P433: a commit for the group's current epoch; a retry with the same client
 /// key gets the first answer.
 pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Result<Body, Refusal> {
+    fits(st, "commit", c.commit.len())?;
+    fits(st, "Welcome", c.welcome.as_ref().map_or(0, |w| w.len()))?;
     let done = st
         .store
         .accept_commit(NewCommit {
@@ -310,6 +336,7 @@ pub async fn send(
     ciphertext: Bytes,
     client_message_id: MessageId,
 ) -> Result<Body, Refusal> {
+    fits(st, "message", ciphertext.len())?;
     let done = st
         .store
         .enqueue_message(NewMessage {
@@ -337,7 +364,7 @@ pub async fn fetch(
 ) -> Result<Body, Refusal> {
     let entries = st
         .store
-        .fetch_mailbox(auth.device_id, after_id, limit)
+        .fetch_mailbox(auth.device_id, after_id, limit, entry_budget(st))
         .await?;
     Ok(Body::Mailbox(pb::Mailbox {
         entries: entries.iter().map(|e| e.to_pb()).collect(),

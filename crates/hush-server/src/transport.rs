@@ -79,6 +79,13 @@ pub async fn serve(
                     return;
                 }
             };
+            // P100: the client must speak hush/1 by ALPN.
+            if tls.get_ref().1.alpn_protocol() != Some(crate::identity::ALPN) {
+                tracing::info!(%peer, "closing: the client did not offer ALPN hush/1");
+                let mut tls = tls;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                return;
+            }
             let (reader, writer) = tokio::io::split(tls);
             session::run(reader, writer, peer, state, stop).await;
         });

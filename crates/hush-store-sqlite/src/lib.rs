@@ -49,6 +49,7 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         migrations::apply(&mut conn)?;
+        restrict(path)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -74,6 +75,25 @@ impl SqliteStore {
 
 fn id16(bytes: Vec<u8>) -> Result<[u8; 16], StoreError> {
     <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| backend("stored id is not 16 bytes"))
+}
+
+/// The database and its WAL files are the owner's only: they hold the OPAQUE server
+/// setup (offline password guessing) and every account's records.
+fn restrict(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let Some(name) = name else { return Ok(()) };
+        for suffix in ["", "-wal", "-shm"] {
+            let p = path.with_file_name(format!("{name}{suffix}"));
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| backend(format!("restricting {}: {e}", p.display())))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
@@ -1045,6 +1065,7 @@ impl Store for SqliteStore {
         device: DeviceId,
         after_id: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         self.run(move |conn| {
             let mut stmt = conn
@@ -1071,8 +1092,14 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             let mut out = Vec::new();
+            let mut bytes = 0usize;
             for row in rows {
                 let (id, group, kind, payload, sender, seq, at) = row.map_err(backend)?;
+                // Rows stream: what does not fit is never held in memory past this one.
+                bytes = bytes.saturating_add(payload.len());
+                if bytes > max_bytes && !out.is_empty() {
+                    break;
+                }
                 out.push(Entry {
                     id: id as u64,
                     group_id: GroupId::from_bytes(id16(group)?),

@@ -32,3 +32,20 @@ fn refuses_a_database_from_a_newer_version() {
     let err = SqliteStore::open(&path).err().unwrap().to_string();
     assert!(err.contains("newer"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn the_database_is_owner_only_even_if_it_was_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hushd.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = SqliteStore::open(&path).unwrap();
+    for p in [path.clone(), dir.path().join("hushd.db-wal")] {
+        if p.exists() {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
+}

@@ -11,6 +11,9 @@ use crate::{
     NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Store, StoreError,
 };
 
+/// No byte bound on a fetch.
+const ANY: usize = usize::MAX;
+
 fn name(s: &str) -> Username {
     Username::parse(s).expect("valid test username")
 }
@@ -417,14 +420,14 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     let record = store.group(g).await.unwrap().unwrap();
     assert_eq!((record.epoch, record.members.len()), (1, 3));
 
-    let inbox = store.fetch_mailbox(dev(21), 0, 100).await.unwrap();
+    let inbox = store.fetch_mailbox(dev(21), 0, 100, ANY).await.unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].kind, EntryKind::Welcome);
     assert_eq!(&inbox[0].payload[..], b"welcome");
     assert_eq!(inbox[0].sender_device, dev(20));
     assert!(
         store
-            .fetch_mailbox(dev(20), 0, 100)
+            .fetch_mailbox(dev(20), 0, 100, ANY)
             .await
             .unwrap()
             .is_empty(),
@@ -461,7 +464,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         .unwrap();
     assert!(second.group_seq > sent.group_seq, "one sequence per group");
 
-    let inbox = store.fetch_mailbox(dev(21), 0, 100).await.unwrap();
+    let inbox = store.fetch_mailbox(dev(21), 0, 100, ANY).await.unwrap();
     let payloads: Vec<&[u8]> = inbox.iter().map(|e| &e.payload[..]).collect();
     assert_eq!(
         payloads,
@@ -469,7 +472,10 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         "in order, no duplicate, not own"
     );
     assert!(inbox[0].id < inbox[1].id);
-    let limited = store.fetch_mailbox(dev(21), inbox[0].id, 1).await.unwrap();
+    let limited = store
+        .fetch_mailbox(dev(21), inbox[0].id, 1, ANY)
+        .await
+        .unwrap();
     assert_eq!(limited.len(), 1);
     assert_eq!(&limited[0].payload[..], b"m1");
 
@@ -510,17 +516,28 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     // Acks delete; another device's ids are ignored.
     let ids: Vec<u64> = inbox.iter().map(|e| e.id).collect();
     store.ack(dev(20), &ids).await.unwrap();
-    assert_eq!(store.fetch_mailbox(dev(21), 0, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .fetch_mailbox(dev(21), 0, 100, ANY)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     store.ack(dev(21), &ids).await.unwrap();
     assert!(
         store
-            .fetch_mailbox(dev(21), 0, 100)
+            .fetch_mailbox(dev(21), 0, 100, ANY)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        store.fetch_mailbox(dev(22), 0, 100).await.unwrap().len(),
+        store
+            .fetch_mailbox(dev(22), 0, 100, ANY)
+            .await
+            .unwrap()
+            .len(),
         4,
         "welcome, m1, m2, commit"
     );
@@ -529,12 +546,12 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     store.remove_device(dev(22)).await.unwrap();
     assert!(
         store
-            .fetch_mailbox(dev(22), 0, 100)
+            .fetch_mailbox(dev(22), 0, 100, ANY)
             .await
             .unwrap()
             .is_empty()
     );
-    let mia_inbox = store.fetch_mailbox(dev(20), 0, 100).await.unwrap();
+    let mia_inbox = store.fetch_mailbox(dev(20), 0, 100, ANY).await.unwrap();
     let kinds: Vec<EntryKind> = mia_inbox.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EntryKind::Application, EntryKind::Handshake]);
     assert_eq!(
@@ -549,6 +566,46 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         "P412: a removed device's owner stays known"
     );
     handshake_retries(store).await;
+    fetch_bounded_by_bytes(store).await;
+}
+
+/// P440: a fetch stops before its payloads pass the byte bound, but always returns the
+/// first entry, so any backlog drains a page at a time.
+async fn fetch_bounded_by_bytes<S: Store + ?Sized>(store: &S) {
+    let dev = |n: u8| DeviceId::from_bytes([n; 16]);
+    let g = GroupId::from_bytes([41; 16]);
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(20),
+            direct: None,
+            name: Some("bulky".into()),
+            members: vec![dev(20), dev(21)],
+            welcome: Some(vec![0; 10]),
+            now_ms: 9_000,
+            client_key: None,
+        })
+        .await
+        .unwrap();
+    let before: Vec<u64> = store
+        .fetch_mailbox(dev(21), 0, 500, ANY)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    store.ack(dev(21), &before).await.unwrap();
+    for i in 0..5u8 {
+        let mut m = msg(g, 1, 20, 100 + i, b"");
+        m.ciphertext = vec![i; 1000];
+        store.enqueue_message(m).await.unwrap();
+    }
+    let page = store.fetch_mailbox(dev(21), 0, 500, 2_500).await.unwrap();
+    assert_eq!(page.len(), 2, "two 1000-byte payloads fit in 2500 bytes");
+    let tiny = store.fetch_mailbox(dev(21), 0, 500, 10).await.unwrap();
+    assert_eq!(tiny.len(), 1, "the first entry always comes");
+    let all = store.fetch_mailbox(dev(21), 0, 500, ANY).await.unwrap();
+    assert_eq!(all.len(), 5);
 }
 
 /// P423, P433: a creation or commit retried with its client key is answered with the
@@ -576,7 +633,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
     );
     assert!(again.recipients.is_empty(), "and wakes nobody");
     let welcomes = store
-        .fetch_mailbox(dev(21), 0, 100)
+        .fetch_mailbox(dev(21), 0, 100, ANY)
         .await
         .unwrap()
         .into_iter()

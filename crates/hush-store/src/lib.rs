@@ -138,12 +138,15 @@ pub trait Store: Send + Sync + 'static {
     /// without queueing again.
     async fn enqueue_message(&self, msg: NewMessage) -> Result<Delivered, StoreError>;
 
-    /// A device's mailbox entries after `after_id`, oldest first.
+    /// A device's mailbox entries after `after_id`, oldest first: at most `limit`, and
+    /// no more than fit in `max_bytes` of payload, except that the first entry is
+    /// always returned (P440).
     async fn fetch_mailbox(
         &self,
         device: DeviceId,
         after_id: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
     /// Deletes entries from a device's mailbox; ids of other devices are ignored.

@@ -601,25 +601,35 @@ impl Store for MemoryStore {
         device: DeviceId,
         after_id: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         self.with(|s| {
-            Ok(s.deliveries
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            let mine = s
+                .deliveries
                 .range(after_id.saturating_add(1)..)
                 .filter(|(_, (d, _))| *d == device)
-                .take(limit as usize)
-                .filter_map(|(id, (_, msg))| {
-                    let m = s.messages.get(msg)?;
-                    Some(Entry {
-                        id: *id,
-                        group_id: m.group,
-                        kind: m.kind,
-                        payload: m.payload.clone().into(),
-                        sender_device: m.sender,
-                        group_seq: m.seq,
-                        stored_at_ms: m.at,
-                    })
-                })
-                .collect())
+                .take(limit as usize);
+            for (id, (_, msg)) in mine {
+                let Some(m) = s.messages.get(msg) else {
+                    continue;
+                };
+                bytes = bytes.saturating_add(m.payload.len());
+                if bytes > max_bytes && !out.is_empty() {
+                    break;
+                }
+                out.push(Entry {
+                    id: *id,
+                    group_id: m.group,
+                    kind: m.kind,
+                    payload: m.payload.clone().into(),
+                    sender_device: m.sender,
+                    group_seq: m.seq,
+                    stored_at_ms: m.at,
+                });
+            }
+            Ok(out)
         })
     }
 

@@ -148,19 +148,20 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-/// Creates the data dir (owner-only) if needed.
+/// Creates the data dir if needed and keeps it owner-only, whoever made it: it holds
+/// the OPAQUE server setup, which enables offline password guessing.
 fn ensure_data_dir(settings: &Settings) -> anyhow::Result<()> {
     let dir = &settings.data_dir;
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("restricting {}", dir.display()))?;
-        }
         tracing::info!(path = %dir.display(), "created data dir");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
     }
     Ok(())
 }

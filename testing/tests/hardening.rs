@@ -1,0 +1,212 @@
+//! The server under ordinary and hostile load (P440): a mailbox of any size drains,
+//! whoever filled it.
+mod inproc;
+
+use hush_client::connection::Connection;
+use hush_client::events::{Event, SecurityKind};
+use hush_client::home::Home;
+use hush_client::hush_proto::fingerprint::Fingerprint;
+use hush_client::hush_proto::pb::{self, client_frame::Body};
+use hush_client::hush_proto::response::Response;
+use hush_client::trust::{FirstUse, KnownServers};
+use hush_client::{Client, ClientOptions};
+use hush_testing::Server;
+use inproc::{register, texts, to};
+
+/// A raw authenticated connection for the account in `dir` (a modified client).
+async fn raw(server: &Server, dir: &std::path::Path) -> Connection {
+    let token = Home::open(dir).unwrap().account().unwrap().unwrap().token;
+    let fp = Fingerprint::parse(&server.fingerprint).unwrap();
+    let conn = Connection::connect(&server.addr, &KnownServers::new(dir), &FirstUse::Expect(fp))
+        .await
+        .unwrap();
+    let answer = conn
+        .request(Body::Authenticate(pb::Authenticate {
+            session_token: token.expose().to_vec().into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(answer, Response::Authenticated(_)));
+    conn
+}
+
+async fn rejected(client: &Client, conversation: &str) -> usize {
+    client
+        .history(conversation, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Security {
+                    kind: SecurityKind::MessageRejected,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+fn dirs<const N: usize>() -> [tempfile::TempDir; N] {
+    std::array::from_fn(|_| tempfile::tempdir().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seventy_five_ordinary_60_kb_messages_to_an_offline_user_all_arrive() {
+    let server = Server::start(&[]);
+    let d = dirs::<2>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
+    ann.send(&to("ben"), "hello").await.unwrap();
+    ben.close().await;
+    let big = "x".repeat(60_000);
+    for i in 0..75 {
+        ann.send(&to("ben"), &format!("{i} {big}")).await.unwrap();
+    }
+    // Over 4.5 MB waits for ben: it drains a page at a time.
+    let ben = Client::open(d[1].path(), ClientOptions::default())
+        .await
+        .unwrap();
+    ben.sync().await.unwrap();
+    let got = texts(&ben, "ann").await;
+    assert_eq!(got.len(), 76, "every message, once");
+    assert!(
+        got[1..]
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.starts_with(&format!("{i} ")))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_partner_sending_huge_junk_cannot_lock_the_mailbox() {
+    let server = Server::start(&[]);
+    let d = dirs::<2>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
+    ann.send(&to("ben"), "hello").await.unwrap();
+    ben.close().await;
+    // A modified client of ann's sends two 3 MiB ciphertexts into their conversation.
+    let conn = raw(&server, d[0].path()).await;
+    let Response::DirectGroup(Some((group, epoch))) = conn
+        .request(Body::FindDirect(pb::FindDirect { peer: "ben".into() }))
+        .await
+        .unwrap()
+    else {
+        panic!("no conversation")
+    };
+    for i in 0..2u8 {
+        let sent = conn
+            .request(Body::Send(pb::Send {
+                group_id: group.as_bytes().to_vec().into(),
+                epoch,
+                ciphertext: vec![i; 3 * 1024 * 1024].into(),
+                client_message_id: vec![i; 16].into(),
+            }))
+            .await;
+        assert!(matches!(sent, Ok(Response::Sent { .. })), "{sent:?}");
+    }
+    // One larger than any answer could carry is refused up front.
+    let too_big = conn
+        .request(Body::Send(pb::Send {
+            group_id: group.as_bytes().to_vec().into(),
+            epoch,
+            ciphertext: vec![9; 4 * 1024 * 1024 - 32 * 1024].into(),
+            client_message_id: vec![9; 16].into(),
+        }))
+        .await;
+    assert!(
+        too_big.as_ref().is_err_and(
+            |e| e.server_code() == Some(hush_client::hush_proto::ErrorCode::InvalidArgument)
+        ),
+        "{too_big:?}"
+    );
+    conn.close().await;
+    ann.send(&to("ben"), "after the junk").await.unwrap();
+
+    let ben = Client::open(d[1].path(), ClientOptions::default())
+        .await
+        .unwrap();
+    ben.sync().await.unwrap();
+    assert_eq!(texts(&ben, "ann").await, ["hello", "after the junk"]);
+    assert_eq!(rejected(&ben, "ann").await, 2, "the junk is reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_creating_groups_with_junk_welcomes_cannot_lock_the_mailbox() {
+    let server = Server::start(&[]);
+    let d = dirs::<3>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
+    let mallory = register(&server, d[2].path(), "mallory", Default::default()).await;
+    let ben_device = ben.stored_account().await.unwrap().device_id;
+    let mallory_device = mallory.stored_account().await.unwrap().device_id;
+    ben.close().await;
+    mallory.close().await;
+    let conn = raw(&server, d[2].path()).await;
+    for i in 0..2u8 {
+        let created = conn
+            .request(Body::CreateGroup(pb::CreateGroup {
+                group_id: vec![i + 1; 16].into(),
+                direct_peer: String::new(),
+                name: String::new(),
+                welcome: vec![i; 3 * 1024 * 1024].into(),
+                members: vec![
+                    mallory_device.as_bytes().to_vec().into(),
+                    ben_device.as_bytes().to_vec().into(),
+                ],
+                client_key: Default::default(),
+            }))
+            .await;
+        assert!(
+            matches!(created, Ok(Response::GroupCreated { .. })),
+            "{created:?}"
+        );
+    }
+    conn.close().await;
+    ann.send(&to("ben"), "real mail").await.unwrap();
+
+    let ben = Client::open(d[1].path(), ClientOptions::default())
+        .await
+        .unwrap();
+    ben.sync().await.unwrap();
+    assert_eq!(texts(&ben, "ann").await, ["real mail"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p110_ping_keeps_the_session() {
+    let server = Server::start(&[]);
+    let d = dirs::<1>();
+    register(&server, d[0].path(), "ann", Default::default())
+        .await
+        .close()
+        .await;
+    let conn = raw(&server, d[0].path()).await;
+    for _ in 0..3 {
+        let pong = conn
+            .request(Body::Ping(pb::Ping {
+                payload: b"still there?".to_vec().into(),
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(pong, Response::Pong(_)));
+    }
+    // Still authenticated: an authenticated request works.
+    let me = conn.request(Body::Whoami(pb::WhoAmI {})).await.unwrap();
+    assert!(matches!(me, Response::Account(_)), "{me:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_dir_and_database_are_owner_only_even_if_the_dir_existed() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let srv = data.path().join("srv");
+    std::fs::create_dir(&srv).unwrap();
+    std::fs::set_permissions(&srv, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::start_in(data, "127.0.0.1:0", &[]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&server.data_dir()), 0o700);
+    assert_eq!(mode(&server.data_dir().join("hushd.db")), 0o600);
+}
