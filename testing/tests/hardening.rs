@@ -210,3 +210,28 @@ fn the_data_dir_and_database_are_owner_only_even_if_the_dir_existed() {
     assert_eq!(mode(&server.data_dir()), 0o700);
     assert_eq!(mode(&server.data_dir().join("hushd.db")), 0o600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_or_deleting_a_user_ends_its_open_sessions_at_once() {
+    use hush_client::events::ConnectionState;
+    let server = Server::start(&[]);
+    let d = dirs::<2>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
+    assert_eq!(ann.state(), ConnectionState::Online);
+    let failed = |c: Client| async move {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            c.wait_for_state(|s| matches!(s, ConnectionState::Failed { .. })),
+        )
+        .await
+        .expect("the open session ends")
+    };
+    hush_testing::ok(&server.admin(&["user", "disable", "ann"]));
+    let state = failed(ann.clone()).await;
+    assert!(format!("{state:?}").contains("disabled"), "{state:?}");
+    assert!(ann.whoami().await.is_err());
+    hush_testing::ok(&server.admin(&["user", "delete", "ben"]));
+    failed(ben.clone()).await;
+    assert!(ben.whoami().await.is_err());
+}

@@ -61,6 +61,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a graceful shutdown waits for sessions to close.
     pub shutdown_grace: Duration,
+    /// How often open sessions are checked for a revoked device or a disabled or
+    /// deleted user (their sessions then end).
+    pub session_recheck: Duration,
 }
 
 impl Default for Limits {
@@ -75,6 +78,7 @@ impl Default for Limits {
             login_window: Duration::from_secs(300),
             max_connections: 20_000,
             shutdown_grace: Duration::from_secs(5),
+            session_recheck: Duration::from_secs(2),
         }
     }
 }

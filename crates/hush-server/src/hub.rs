@@ -33,6 +33,14 @@ impl Hub {
         )
     }
 
+    /// Every device with an open session.
+    pub fn connected_devices(&self) -> Vec<DeviceId> {
+        self.devices
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Ends every open session of `device` (P546).
     pub fn revoke(&self, device: DeviceId) {
         if let Ok(map) = self.devices.lock()

@@ -105,8 +105,11 @@ pub async fn run<R, W>(
             _ = shutdown.changed() => (0, fatal(ErrorCode::ShuttingDown, "the server is shutting down")),
             Some(revoked) = mailbox_changed(&mut wake) => {
                 if revoked {
-                    tracing::info!(%peer, "closing: the device was revoked");
-                    (0, fatal(ErrorCode::Unauthenticated, "this device was revoked by its owner"))
+                    tracing::info!(%peer, "closing: the device's session is no longer valid");
+                    (0, fatal(
+                        ErrorCode::Unauthenticated,
+                        "this device's session ended: the device was revoked or logged out, or its account was disabled or deleted",
+                    ))
                 } else {
                     (0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
                 }

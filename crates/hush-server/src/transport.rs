@@ -18,6 +18,35 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves connections on `listener` until `shutdown` completes. Takes a bound listener
 /// so callers (and tests) choose the address, including port 0.
+/// Ends the open sessions of devices that are no longer valid, however that came about
+/// (`hushd user disable|delete` from another process, a revoke on another node, a
+/// logout): each connected device is checked against the store every
+/// `session_recheck`.
+async fn recheck_sessions(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.limits.session_recheck);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let connected = state.hub.connected_devices();
+        if connected.is_empty() {
+            continue;
+        }
+        for chunk in connected.chunks(500) {
+            match state.store.live_devices(chunk).await {
+                Ok(live) => {
+                    for d in chunk.iter().filter(|d| !live.contains(d)) {
+                        tracing::info!(device = %d, "ending the sessions of a device no longer valid");
+                        state.hub.revoke(*d);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not recheck sessions"),
+            }
+        }
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ServerState>,
@@ -30,6 +59,7 @@ pub async fn serve(
     let mut sessions = JoinSet::new();
     let mut admin_stop = state.stop_requested.subscribe();
     tokio::pin!(shutdown);
+    let sweeper = tokio::spawn(recheck_sessions(Arc::clone(&state), stop_rx.clone()));
 
     loop {
         let permit = tokio::select! {
@@ -97,6 +127,7 @@ pub async fn serve(
     );
     drop(listener);
     let _ = stop_tx.send(true);
+    sweeper.abort();
     let grace = state.config.limits.shutdown_grace;
     if tokio::time::timeout(grace, async {
         while sessions.join_next().await.is_some() {}

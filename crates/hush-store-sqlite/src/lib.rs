@@ -777,6 +777,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn live_devices(&self, devices: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError> {
+        let devices = devices.to_vec();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT NOT u.disabled FROM devices d JOIN users u ON u.user_id = d.user_id
+                     WHERE d.device_id = ?1",
+                )
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for d in devices {
+                let live: Option<bool> = stmt
+                    .query_row([d.as_bytes().as_slice()], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                if live == Some(true) {
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
         self.run(move |conn| {
             conn.execute(

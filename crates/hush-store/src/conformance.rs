@@ -107,6 +107,17 @@ async fn users_and_sessions<S: Store + ?Sized>(store: &S) {
         (Some("device 1"), 1_000, Some(5_000)),
         "P546: names and times"
     );
+    assert_eq!(
+        store
+            .live_devices(&[
+                DeviceId::from_bytes([1; 16]),
+                DeviceId::from_bytes([99; 16])
+            ])
+            .await
+            .unwrap(),
+        vec![DeviceId::from_bytes([1; 16])],
+        "an unknown device is not live"
+    );
     assert!(store.user_by_name(&name("nobody")).await.unwrap().is_none());
 
     let session = store

@@ -113,6 +113,10 @@ pub trait Store: Send + Sync + 'static {
     /// A user's devices with their names and times (P546), in id order.
     async fn device_records(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError>;
 
+    /// Those of `devices` that still exist and whose user is not disabled: sessions of
+    /// the others must end (a revoked device, a disabled or deleted user).
+    async fn live_devices(&self, devices: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError>;
+
     /// Records that a device authenticated at `now` (Unix seconds).
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError>;
 

@@ -401,6 +401,21 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn live_devices(&self, devices: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError> {
+        self.with(|s| {
+            Ok(devices
+                .iter()
+                .copied()
+                .filter(|d| {
+                    s.devices
+                        .get(d)
+                        .and_then(|(u, _)| s.users.get(u))
+                        .is_some_and(|u| !u.disabled)
+                })
+                .collect())
+        })
+    }
+
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
         self.with(|s| {
             if s.devices.contains_key(&device) {
