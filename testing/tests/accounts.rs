@@ -190,29 +190,115 @@ fn logout_ends_the_device_session() {
     ok(&ann.login(&server, "ann", PW));
 }
 
-#[test]
-fn failed_logins_are_rate_limited_per_account() {
+/// P320: an attacker's guesses slow an account's logins down but never lock its user
+/// out; an address that keeps guessing gets no more challenges; token resumes are never
+/// blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_do_not_lock_the_real_user_out_but_stop_the_guesser() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hushd.toml");
     std::fs::write(
         &config,
-        "[limits]\nlogin_failures_per_account = 3\nlogin_window_secs = 600\n",
+        "[limits]\nlogin_failures_per_account = 2\nlogin_failures_per_address = 5\nlogin_window_secs = 600\n",
     )
     .unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
-    ok(&Client::new().register(&server, "ann", PW, &[]));
-    let c = Client::new();
-    for _ in 0..3 {
-        fails(
-            &c.login(&server, "ann", "guess"),
-            3,
-            "wrong username or password",
-        );
+    let ann = Client::new();
+    ok(&ann.register(&server, "ann", PW, &[]));
+
+    // The guesser, from 127.0.0.2, starts logins it never finishes (each one an
+    // offline guess), until its address is refused.
+    let mut refused = false;
+    for _ in 0..8 {
+        match guess(&server.addr, "ann").await {
+            Guess::Challenged => {}
+            Guess::Refused => {
+                refused = true;
+                break;
+            }
+        }
     }
-    fails(&c.login(&server, "ann", PW), 3, "too many failed logins");
-    // Another account is not locked by ann's failures.
-    ok(&Client::new().register(&server, "ben", PW, &[]));
-    ok(&Client::new().login(&server, "ben", PW));
+    assert!(refused, "the guessing address is stopped");
+    // The real user, from 127.0.0.1, still logs in (slowed, not locked) and resumes.
+    ok(&Client::new().login(&server, "ann", PW));
+    ok(&ann.run("", &["whoami"]));
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("slowing down logins")),
+        "the account's logins were slowed"
+    );
+}
+
+enum Guess {
+    Challenged,
+    Refused,
+}
+
+/// One unfinished OPAQUE login for `user` from 127.0.0.2.
+async fn guess(addr: &str, user: &str) -> Guess {
+    use hush_client::hush_proto::auth::OpaqueSuite;
+    use hush_client::hush_proto::pb::{self, client_frame::Body, server_frame};
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(hush_client::trust::RecordingVerifier::new(&provider))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"hush/1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut rng = opaque_ke::rand::rngs::OsRng;
+    let start = opaque_ke::ClientLogin::<OpaqueSuite>::start(&mut rng, b"a wrong guess").unwrap();
+    for (id, body) in [
+        (
+            1,
+            Body::Hello(pb::Hello {
+                versions: vec![1],
+                client: "guesser".into(),
+            }),
+        ),
+        (
+            2,
+            Body::LoginStart(pb::LoginStart {
+                username: user.into(),
+                credential_request: start.message.serialize().to_vec().into(),
+            }),
+        ),
+    ] {
+        let frame = pb::ClientFrame {
+            request_id: id,
+            body: Some(body),
+        };
+        s.write_all(&hush_client::hush_proto::frame::encode(&frame))
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        let len = s.read_u32().await.unwrap() as usize;
+        let mut buf = vec![0; len];
+        s.read_exact(&mut buf).await.unwrap();
+        let f = pb::ServerFrame::decode(&buf[..]).unwrap();
+        match f.body {
+            Some(server_frame::Body::LoginChallenge(_)) => return Guess::Challenged,
+            Some(server_frame::Body::Error(e)) => {
+                assert_eq!(e.code, pb::ErrorCode::RateLimited as i32, "{e:?}");
+                return Guess::Refused;
+            }
+            _ => {}
+        }
+    }
+    panic!("no answer to LoginStart")
 }
 
 #[test]

@@ -89,8 +89,15 @@ fn auth_failed() -> Refusal {
 /// Server-wide account state: the OPAQUE key and the login limiters.
 pub struct Accounts {
     setup: ServerSetup<OpaqueSuite>,
+    /// Unproven logins per account: they slow that account's logins down, never lock
+    /// it (P320), so nobody can lock a user out by guessing.
     by_account: FailureLimiter<Username>,
+    /// Unproven logins per source address: past the limit, that address gets no more
+    /// login challenges for a while.
     by_address: FailureLimiter<IpAddr>,
+    /// Unknown session tokens per source address; valid token resumes never count.
+    bad_tokens: FailureLimiter<IpAddr>,
+    slowdown_after: u32,
 }
 
 impl Accounts {
@@ -108,16 +115,19 @@ impl Accounts {
         let window = config.limits.login_window.as_secs() as i64;
         Ok(Accounts {
             setup,
-            by_account: FailureLimiter::new(
-                config.limits.login_failures_per_account,
-                window,
-                LIMITER_CAP,
-            ),
+            // Never refuses (see `login_delay`); the count only sets the slowdown.
+            by_account: FailureLimiter::new(u32::MAX, window, LIMITER_CAP),
             by_address: FailureLimiter::new(
                 config.limits.login_failures_per_address,
                 window,
                 LIMITER_CAP,
             ),
+            bad_tokens: FailureLimiter::new(
+                config.limits.login_failures_per_address,
+                window,
+                LIMITER_CAP,
+            ),
+            slowdown_after: config.limits.login_failures_per_account,
         })
     }
 }
@@ -221,6 +231,15 @@ pub struct AccountKeys {
     pub sealed: Bytes,
 }
 
+/// How long an unproven login waits once an account has had `failures` of them in the
+/// window: nothing up to `after`, then half a second more per failure, at most 5 s.
+pub fn login_delay(failures: u32, after: u32) -> Option<std::time::Duration> {
+    let over = failures.checked_sub(after).filter(|n| *n > 0)?;
+    Some(std::time::Duration::from_millis(
+        (u64::from(over) * 500).min(5_000),
+    ))
+}
+
 /// P314: stores the OPAQUE record and the first device, consuming the invite.
 pub async fn register_finish(
     st: &ServerState,
@@ -290,14 +309,18 @@ pub async fn login_start(
         tracing::warn!(%address, "login refused: too many failures from this address");
         return Err(rate_limited(wait));
     }
-    if let Err(wait) = acc.by_account.check(&username, now) {
-        tracing::warn!(user = %username, "login refused: too many failures for this account");
-        return Err(rate_limited(wait));
-    }
     // Counted as a failure until LoginFinish proves the password: a client that learns
     // it has the wrong password never sends LoginFinish.
     acc.by_address.record_failure(&address, now);
+    let failures = acc.by_account.count(&username, now);
     acc.by_account.record_failure(&username, now);
+    // P320: past the threshold, each unproven login of this account costs the asker
+    // time, so guessing stays slow while the real user still gets in.
+    if let Some(delay) = login_delay(failures, acc.slowdown_after) {
+        tracing::info!(user = %username, failures, delay_ms = delay.as_millis() as u64,
+            "slowing down logins for an account with many unproven attempts");
+        tokio::time::sleep(delay).await;
+    }
 
     let user = st.store.user_by_name(&username).await?;
     let password_file = match &user {
@@ -401,11 +424,11 @@ pub async fn authenticate(
     token: &SessionToken,
 ) -> Result<Session, Refusal> {
     let now = st.clock.now_unix();
-    if let Err(wait) = st.accounts.by_address.check(&address, now) {
+    if let Err(wait) = st.accounts.bad_tokens.check(&address, now) {
         return Err(rate_limited(wait));
     }
     let Some(session) = st.store.session(&token.digest()).await? else {
-        st.accounts.by_address.record_failure(&address, now);
+        st.accounts.bad_tokens.record_failure(&address, now);
         tracing::warn!(%address, "unknown session token");
         return Err(Refusal::new(
             ErrorCode::Unauthenticated,

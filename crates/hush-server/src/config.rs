@@ -52,7 +52,8 @@ pub struct Limits {
     pub max_frame_len: usize,
     /// Largest frame before authentication (P101).
     pub max_pre_auth_frame_len: usize,
-    /// Failed logins allowed per account within `login_window` (P320).
+    /// Unproven logins of an account within `login_window` before further ones are
+    /// slowed down (never refused, P320).
     pub login_failures_per_account: u32,
     /// Failed logins allowed per source address within `login_window` (P320).
     pub login_failures_per_address: u32,

@@ -60,6 +60,17 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
         entry.0 = entry.0.saturating_add(1);
     }
 
+    /// Failures of `key` in its current window at `now`.
+    pub fn count(&self, key: &K, now: i64) -> u32 {
+        let Ok(entries) = self.entries.lock() else {
+            return 0;
+        };
+        match entries.get(key) {
+            Some(&(count, start)) if now < start + self.window_secs => count,
+            _ => 0,
+        }
+    }
+
     /// Forgets the failures of `key` (after a successful login).
     pub fn clear(&self, key: &K) {
         if let Ok(mut entries) = self.entries.lock() {

@@ -183,7 +183,9 @@ auth_timeout_secs = {}
 tls_handshake_timeout_secs = {}
 # Largest frame an authenticated client may send, in bytes.
 max_frame_bytes = {}
-# Failed logins allowed per account, and per source address, in each window.
+# Unproven logins of one account per window before each further one is slowed down
+# (half a second more each, at most 5 s; an account is never locked), and unproven
+# logins per source address per window before that address gets no more challenges.
 login_failures_per_account = {}
 login_failures_per_address = {}
 login_window_secs = {}
