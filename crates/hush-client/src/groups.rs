@@ -607,17 +607,7 @@ impl Messenger<'_> {
     /// user's devices missing from its conversations, and in 1:1 conversations the
     /// peer's too (a new login on either side), in one commit per conversation.
     pub(crate) async fn reconcile_devices(&self) -> Result<(), ClientError> {
-        let convs: Vec<(Vec<u8>, String, String)> = {
-            let mut stmt = self
-                .home
-                .db()
-                .prepare("SELECT group_id, name, kind FROM conversations WHERE kind IN ('direct', 'group')")
-                .map_err(home_err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(home_err)?;
-            rows.collect::<Result<_, _>>().map_err(home_err)?
-        };
+        let convs = self.home.live_conversations()?;
         if convs.is_empty() {
             return Ok(());
         }
@@ -638,8 +628,7 @@ impl Messenger<'_> {
             Err(e) => return Err(e),
         };
         let provider = self.provider();
-        for (g, name, kind) in convs {
-            let group = stored_group(&g)?;
+        for (group, name, kind) in convs {
             let Some(conv) = Conversation::load(&provider, group)? else {
                 continue;
             };
@@ -913,18 +902,9 @@ impl Messenger<'_> {
                 "this account has no device {device}"
             )));
         }
-        let groups: Vec<Vec<u8>> = {
-            let mut stmt = self
-                .home
-                .db()
-                .prepare("SELECT group_id FROM conversations WHERE kind IN ('direct', 'group')")
-                .map_err(home_err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
-            rows.collect::<Result<_, _>>().map_err(home_err)?
-        };
+        let groups = self.home.live_conversations()?;
         let me = self.account.username.to_string();
-        for g in groups {
-            let group = stored_group(&g)?;
+        for (group, _, _) in groups {
             let has = Conversation::load(&self.provider(), group)?
                 .is_some_and(|c| c.members().contains(&device));
             if has {
@@ -972,19 +952,10 @@ impl Messenger<'_> {
     /// once the next of them commits. Best effort: a conversation that fails is logged.
     pub(crate) async fn leave_all_for_logout(&self) -> Result<(), ClientError> {
         self.sync().await?;
-        let groups: Vec<Vec<u8>> = {
-            let mut stmt = self
-                .home
-                .db()
-                .prepare("SELECT group_id FROM conversations WHERE kind IN ('direct', 'group')")
-                .map_err(home_err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
-            rows.collect::<Result<_, _>>().map_err(home_err)?
-        };
+        let groups = self.home.live_conversations()?;
         let provider = self.provider();
         let me = self.account.device_id;
-        for g in groups {
-            let group = stored_group(&g)?;
+        for (group, _, _) in groups {
             let Some(conv) = Conversation::load(&provider, group)? else {
                 continue;
             };
@@ -1277,21 +1248,38 @@ impl Messenger<'_> {
         names: &Names,
         by: &str,
     ) -> Result<usize, ClientError> {
+        self.device_notices(group, at_ms, removed, after, names, |owner, d| {
+            (
+                SecurityKind::DeviceRemoved,
+                format!("{owner}'s device {d} left this conversation (removed by {by})"),
+            )
+        })
+    }
+
+    /// A notice for each device (not this one) of a user found in `users`.
+    fn device_notices(
+        &self,
+        group: GroupId,
+        at_ms: i64,
+        devices: &[DeviceId],
+        users: &BTreeMap<String, usize>,
+        names: &Names,
+        notice: impl Fn(&str, &DeviceId) -> (SecurityKind, String),
+    ) -> Result<usize, ClientError> {
         let mut events = 0;
-        for d in removed.iter().filter(|d| **d != self.account.device_id) {
+        for d in devices.iter().filter(|d| **d != self.account.device_id) {
             let owner = names.of(d);
-            if after.contains_key(&owner) {
+            if users.contains_key(&owner) {
+                let (kind, reason) = notice(&owner, d);
                 events += self.alert(
                     group,
                     at_ms,
                     Alert {
-                        kind: SecurityKind::DeviceRemoved,
+                        kind,
                         rejection: None,
                         from: Some(owner.clone()),
                         device: Some(*d),
-                        reason: format!(
-                            "{owner}'s device {d} left this conversation (removed by {by})"
-                        ),
+                        reason,
                     },
                 )?;
             }
@@ -1309,25 +1297,11 @@ impl Messenger<'_> {
         names: &Names,
         by: &str,
     ) -> Result<usize, ClientError> {
-        let mut events = 0;
-        for d in added.iter().filter(|d| **d != self.account.device_id) {
-            let owner = names.of(d);
-            if before.contains_key(&owner) {
-                events += self.alert(
-                    group,
-                    at_ms,
-                    Alert {
-                        kind: SecurityKind::NewDevice,
-                        rejection: None,
-                        from: Some(owner.clone()),
-                        device: Some(*d),
-                        reason: format!(
-                            "{owner} has a new device {d} in this conversation (added by {by})"
-                        ),
-                    },
-                )?;
-            }
-        }
-        Ok(events)
+        self.device_notices(group, at_ms, added, before, names, |owner, d| {
+            (
+                SecurityKind::NewDevice,
+                format!("{owner} has a new device {d} in this conversation (added by {by})"),
+            )
+        })
     }
 }

@@ -52,6 +52,31 @@ fn stored_key(bytes: &[u8]) -> Result<AccountPublicKey, ClientError> {
 }
 
 impl Home {
+    /// The conversations this home is in (not left): group, name and kind.
+    pub(crate) fn live_conversations(&self) -> Result<Vec<(GroupId, String, String)>, ClientError> {
+        let mut stmt = self
+            .db()
+            .prepare(
+                "SELECT group_id, name, kind FROM conversations WHERE kind IN ('direct', 'group')",
+            )
+            .map_err(home_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(home_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (g, name, kind) = row.map_err(home_err)?;
+            out.push((stored_group(&g)?, name, kind));
+        }
+        Ok(out)
+    }
+
     /// This account's key, if this home has one.
     pub(crate) fn account_key(&self) -> Result<Option<AccountKey>, ClientError> {
         let secret: Option<Vec<u8>> = self
@@ -284,21 +309,10 @@ impl Messenger<'_> {
 
     /// The conversations `user` is in: the 1:1 and every group with one of its devices.
     pub(crate) fn conversations_with(&self, user: &str) -> Result<Vec<GroupId>, ClientError> {
-        let rows: Vec<(Vec<u8>, String, String)> = {
-            let mut stmt = self
-                .home
-                .db()
-                .prepare("SELECT group_id, name, kind FROM conversations WHERE kind IN ('direct', 'group')")
-                .map_err(home_err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(home_err)?;
-            rows.collect::<Result<_, _>>().map_err(home_err)?
-        };
+        let rows = self.home.live_conversations()?;
         let provider = self.provider();
         let mut out = Vec::new();
-        for (g, name, kind) in rows {
-            let group = stored_group(&g)?;
+        for (group, name, kind) in rows {
             let member = if kind == "direct" {
                 name == user
             } else {
