@@ -46,6 +46,8 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options for a client that never connects.
+    // The fields differ with the test-only feature, so the update is needed there.
+    #[allow(clippy::needless_update)]
     pub fn offline() -> ClientOptions {
         ClientOptions {
             offline: true,
@@ -57,6 +59,10 @@ impl ClientOptions {
         #[cfg(feature = "fault-injection")]
         {
             self.faults.clone()
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            FaultRules::default()
         }
     }
 }

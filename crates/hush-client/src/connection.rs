@@ -37,7 +37,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[cfg(feature = "fault-injection")]
 pub(crate) type FaultRules = crate::faults::Faults;
 #[cfg(not(feature = "fault-injection"))]
-pub(crate) type FaultRules = ();
+pub(crate) type FaultRules = NoFaults;
+
+/// Outside tests a connection drops no answers.
+#[cfg(not(feature = "fault-injection"))]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NoFaults;
 
 /// Waiters by request id; `None` once the connection is gone, so no new waiter hangs.
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
@@ -131,7 +136,7 @@ impl Connection {
         faults: FaultRules,
     ) -> Result<Connection, ClientError> {
         #[cfg(not(feature = "fault-injection"))]
-        let () = faults;
+        let NoFaults = faults;
         let (display, host, port) = normalize_server(server)?;
         let unreachable = |reason: String| ClientError::Unreachable {
             server: display.clone(),
