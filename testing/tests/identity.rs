@@ -84,3 +84,36 @@ async fn a_tampered_sealed_account_key_does_not_open_on_login() {
         other => panic!("{other:?}"),
     }
 }
+
+/// P543: a 1:1 conversation holds only its two accounts' devices; a (modified) client
+/// that adds a third account's device has its commit refused by the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_to_one_commit_adding_a_third_account_is_refused() {
+    let server = Server::start(&[]);
+    let dirs: [tempfile::TempDir; 3] = std::array::from_fn(|_| tempfile::tempdir().unwrap());
+    let ann = register(&server, dirs[0].path(), "ann", Default::default()).await;
+    let ben = register(&server, dirs[1].path(), "ben", Default::default()).await;
+    let _mal = register(&server, dirs[2].path(), "mal", Default::default()).await;
+    ann.send(&to("ben"), "just us").await.unwrap();
+    ben.sync().await.unwrap();
+    ann.add_to_direct_unchecked(&user("ben"), &user("mal"))
+        .await
+        .unwrap();
+    ben.sync().await.unwrap();
+    let rejected: Vec<String> = ben
+        .history("ann", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            hush_client::events::Event::Security {
+                kind: hush_client::events::SecurityKind::CommitRejected,
+                reason,
+                ..
+            } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].contains("neither account"), "{rejected:?}");
+}

@@ -619,6 +619,44 @@ impl Client {
         .await
     }
 
+    /// Test-only: a modified client that adds every device of `intruder` to its 1:1
+    /// conversation with `peer`; the peer must refuse the commit (P543).
+    #[cfg(feature = "fault-injection")]
+    pub async fn add_to_direct_unchecked(
+        &self,
+        peer: &Username,
+        intruder: &Username,
+    ) -> Result<(), ClientError> {
+        let (peer, intruder) = (peer.clone(), intruder.clone());
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                let m = e.messenger(&live);
+                let group = m.direct(&peer).await?;
+                let (kps, devices) = m.key_packages(std::slice::from_ref(&intruder)).await?;
+                let provider = m.provider();
+                let mut kps = Some(kps);
+                m.commit(
+                    group,
+                    async || Ok(()),
+                    |conv, ()| {
+                        let a = conv.add(&provider, m.identity, &kps.take().unwrap_or_default())?;
+                        Ok(Some(crate::groups::Built {
+                            commit: a.commit,
+                            welcome: Some(a.welcome),
+                            added: devices.clone(),
+                            removed: Vec::new(),
+                            effects: Default::default(),
+                        }))
+                    },
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
+    }
+
     /// Test-only: stops the engine wherever it is, as `kill -9` would stop a process
     /// (local transactions are never open across an await, so none is left half done).
     #[cfg(feature = "fault-injection")]

@@ -271,6 +271,12 @@ impl Home {
                 [username],
             )
             .map_err(home_err)?;
+            // Devices refused under the old key are judged again under the accepted one.
+            db.execute(
+                "DELETE FROM refused_devices WHERE username = ?1",
+                [username],
+            )
+            .map_err(home_err)?;
             Ok(())
         })
     }
