@@ -328,3 +328,24 @@ fn the_password_reaches_no_file_of_the_server() {
     // The client keeps no password either, only its device token.
     assert_eq!(find_bytes(ann.home.path(), marker.as_bytes()), None);
 }
+
+#[test]
+fn open_registration_is_limited_per_address_per_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hushd.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nregistrations_per_address_per_hour = 2\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    ok(&Client::new().register(&server, "one", PW, &[]));
+    ok(&Client::new().register(&server, "two", PW, &[]));
+    fails(
+        &Client::new().register(&server, "three", PW, &[]),
+        3,
+        "too many new accounts",
+    );
+    // Logging in is not registering.
+    ok(&Client::new().login(&server, "one", PW));
+}

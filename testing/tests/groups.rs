@@ -235,7 +235,15 @@ async fn a_two_hundred_member_group() {
     use hush_client::hush_proto::content::GroupName;
 
     const N: usize = 200;
-    let server = Server::start(&[]);
+    // 200 accounts from one address: above the default per-address registration limit.
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("hushd.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nregistrations_per_address_per_hour = 1000\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
     let dirs: Vec<tempfile::TempDir> = (0..N).map(|_| tempfile::tempdir().unwrap()).collect();
     let names: Vec<String> = (0..N).map(|i| format!("user{i:03}")).collect();
     let mut clients = Vec::new();

@@ -112,7 +112,7 @@ async fn a_chat_partner_sending_huge_junk_cannot_lock_the_mailbox() {
         .request(Body::Send(pb::Send {
             group_id: group.as_bytes().to_vec().into(),
             epoch,
-            ciphertext: vec![9; 4 * 1024 * 1024 - 32 * 1024].into(),
+            ciphertext: vec![9; 4 * 1024 * 1024 - 1024].into(),
             client_message_id: vec![9; 16].into(),
         }))
         .await;

@@ -14,13 +14,17 @@ pub const LENGTH_PREFIX: usize = 4;
 /// MLS group is about 330 KB, so this leaves room for it and its ratchet tree.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
 
-/// Room a mailbox answer keeps for everything but payloads (ids, kinds, times: about 80
-/// bytes an entry, 500 entries at most).
-pub const ENTRY_OVERHEAD_ROOM: usize = 64 * 1024;
+/// What a mailbox entry costs in an answer beyond its payload (ids, kind, times: about
+/// 80 bytes encoded), counted generously (P440).
+pub const ENTRY_OVERHEAD: usize = 128;
 
-/// Largest payload one mailbox entry may hold (a message, commit or Welcome), so that
-/// any entry fits in a mailbox answer under the frame limit (P440).
-pub const MAX_ENTRY_PAYLOAD: usize = MAX_FRAME_LEN - ENTRY_OVERHEAD_ROOM;
+/// Room a mailbox answer keeps for its frame header and request id.
+pub const ANSWER_ROOM: usize = 4096;
+
+/// Largest payload one mailbox entry may hold (a message, commit or Welcome) under the
+/// default frame limit, so that any entry fits in a mailbox answer (P440). A server
+/// with a smaller frame limit refuses larger ones itself.
+pub const MAX_ENTRY_PAYLOAD: usize = MAX_FRAME_LEN - ANSWER_ROOM - ENTRY_OVERHEAD;
 
 /// Maximum size of a frame before the connection has authenticated: OPAQUE messages
 /// are a few hundred bytes, so an unauthenticated peer cannot make the server buffer

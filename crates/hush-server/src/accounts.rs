@@ -97,6 +97,8 @@ pub struct Accounts {
     by_address: FailureLimiter<IpAddr>,
     /// Unknown session tokens per source address; valid token resumes never count.
     bad_tokens: FailureLimiter<IpAddr>,
+    /// Accounts created per source address in the last hour (open registration).
+    registrations: FailureLimiter<IpAddr>,
     slowdown_after: u32,
 }
 
@@ -127,6 +129,11 @@ impl Accounts {
                 window,
                 LIMITER_CAP,
             ),
+            registrations: FailureLimiter::new(
+                config.limits.registrations_per_address_per_hour,
+                3600,
+                LIMITER_CAP,
+            ),
             slowdown_after: config.limits.login_failures_per_account,
         })
     }
@@ -136,6 +143,7 @@ impl Accounts {
 pub struct PendingRegistration {
     username: Username,
     invite: Option<[u8; 32]>,
+    address: IpAddr,
 }
 
 /// What a connection remembers between `LoginStart` and `LoginFinish`.
@@ -181,6 +189,7 @@ fn new_device(st: &ServerState, name: Option<String>) -> (NewDevice, SessionToke
 /// client's OPAQUE registration request.
 pub async fn register_start(
     st: &ServerState,
+    address: IpAddr,
     username: Username,
     request: RegistrationRequest<OpaqueSuite>,
     invite: Option<InviteCode>,
@@ -206,7 +215,23 @@ pub async fn register_start(
             Some(digest)
         }
         // An open server ignores an invite rather than spending it.
-        RegistrationMode::Open => None,
+        RegistrationMode::Open => {
+            if let Err(wait) = st
+                .accounts
+                .registrations
+                .check(&address, st.clock.now_unix())
+            {
+                tracing::warn!(%address, "registration refused: too many new accounts from this address");
+                return Err(Refusal {
+                    code: ErrorCode::RateLimited,
+                    message:
+                        "too many new accounts from this address in the last hour; try again later"
+                            .into(),
+                    retry_after_secs: wait,
+                });
+            }
+            None
+        }
     };
     if st.store.user_by_name(&username).await?.is_some() {
         return Err(StoreError::UsernameTaken.into());
@@ -222,7 +247,14 @@ pub async fn register_start(
             "invalid OPAQUE registration request",
         )
     })?;
-    Ok((start.message, PendingRegistration { username, invite }))
+    Ok((
+        start.message,
+        PendingRegistration {
+            username,
+            invite,
+            address,
+        },
+    ))
 }
 
 /// An account's published key and its client-sealed secret (P540, P542).
@@ -269,6 +301,9 @@ pub async fn register_finish(
             sealed_account_key: keys.sealed.to_vec(),
         })
         .await?;
+    st.accounts
+        .registrations
+        .record_failure(&pending.address, st.clock.now_unix());
     tracing::info!(user = %pending.username, device = %device_id, "registered a new account");
     let account = Account {
         user_id,

@@ -62,6 +62,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long a graceful shutdown waits for sessions to close.
     pub shutdown_grace: Duration,
+    /// New accounts one source address may create per hour in open registration
+    /// (enough for a team behind one NAT, too few for bulk accounts).
+    pub registrations_per_address_per_hour: u32,
     /// How often open sessions are checked for a revoked device or a disabled or
     /// deleted user (their sessions then end).
     pub session_recheck: Duration,
@@ -80,6 +83,7 @@ impl Default for Limits {
             max_connections: 20_000,
             shutdown_grace: Duration::from_secs(5),
             session_recheck: Duration::from_secs(2),
+            registrations_per_address_per_hour: 20,
         }
     }
 }

@@ -16,19 +16,18 @@ use crate::accounts::{Authenticated, Refusal};
 /// Most one-time key packages a device may keep on the server (P410).
 pub const MAX_STORED_KEY_PACKAGES: u32 = 500;
 
-/// The payload bytes a mailbox entry may hold and a fetch may return under this
-/// server's frame limit (P440): any stored entry fits in an answer.
-pub fn entry_budget(st: &ServerState) -> usize {
+/// The bytes a fetch answer may spend on entries (payloads plus
+/// `ENTRY_OVERHEAD` each) under this server's frame limit (P440).
+pub fn answer_budget(st: &ServerState) -> usize {
     st.config
         .limits
         .max_frame_len
-        .saturating_sub(hush_proto::frame::ENTRY_OVERHEAD_ROOM)
-        .max(1)
+        .saturating_sub(hush_proto::frame::ANSWER_ROOM)
 }
 
 /// Refuses a payload that could not be fetched again under the frame limit.
 fn fits(st: &ServerState, what: &str, len: usize) -> Result<(), Refusal> {
-    let max = entry_budget(st);
+    let max = answer_budget(st).saturating_sub(hush_proto::frame::ENTRY_OVERHEAD);
     if len > max {
         tracing::info!(what, len, max, "refused an oversized payload");
         return Err(Refusal::new(
@@ -364,7 +363,7 @@ pub async fn fetch(
 ) -> Result<Body, Refusal> {
     let entries = st
         .store
-        .fetch_mailbox(auth.device_id, after_id, limit, entry_budget(st))
+        .fetch_mailbox(auth.device_id, after_id, limit, answer_budget(st))
         .await?;
     Ok(Body::Mailbox(pb::Mailbox {
         entries: entries.iter().map(|e| e.to_pb()).collect(),

@@ -257,7 +257,7 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 request,
                 invite,
             },
-        ) => match accounts::register_start(st, username, request, invite).await {
+        ) => match accounts::register_start(st, peer.ip(), username, request, invite).await {
             Ok((response, pending)) => {
                 *phase = Phase::Registering(pending);
                 Reply::ok(Body::RegisterChallenge(pb::RegisterChallenge {

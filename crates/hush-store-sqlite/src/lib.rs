@@ -1120,7 +1120,9 @@ impl Store for SqliteStore {
             for row in rows {
                 let (id, group, kind, payload, sender, seq, at) = row.map_err(backend)?;
                 // Rows stream: what does not fit is never held in memory past this one.
-                bytes = bytes.saturating_add(payload.len());
+                bytes = bytes
+                    .saturating_add(payload.len())
+                    .saturating_add(hush_proto::frame::ENTRY_OVERHEAD);
                 if bytes > max_bytes && !out.is_empty() {
                     break;
                 }

@@ -612,7 +612,7 @@ async fn fetch_bounded_by_bytes<S: Store + ?Sized>(store: &S) {
         store.enqueue_message(m).await.unwrap();
     }
     let page = store.fetch_mailbox(dev(21), 0, 500, 2_500).await.unwrap();
-    assert_eq!(page.len(), 2, "two 1000-byte payloads fit in 2500 bytes");
+    assert_eq!(page.len(), 2, "two 1000-byte entries fit in 2500 bytes");
     let tiny = store.fetch_mailbox(dev(21), 0, 500, 10).await.unwrap();
     assert_eq!(tiny.len(), 1, "the first entry always comes");
     let all = store.fetch_mailbox(dev(21), 0, 500, ANY).await.unwrap();

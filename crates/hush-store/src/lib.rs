@@ -143,8 +143,8 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_message(&self, msg: NewMessage) -> Result<Delivered, StoreError>;
 
     /// A device's mailbox entries after `after_id`, oldest first: at most `limit`, and
-    /// no more than fit in `max_bytes` of payload, except that the first entry is
-    /// always returned (P440).
+    /// no more than fit in `max_bytes`, each entry counting its payload plus
+    /// `hush_proto::frame::ENTRY_OVERHEAD`; the first entry is always returned (P440).
     async fn fetch_mailbox(
         &self,
         device: DeviceId,

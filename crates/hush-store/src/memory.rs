@@ -630,7 +630,9 @@ impl Store for MemoryStore {
                 let Some(m) = s.messages.get(msg) else {
                     continue;
                 };
-                bytes = bytes.saturating_add(m.payload.len());
+                bytes = bytes
+                    .saturating_add(m.payload.len())
+                    .saturating_add(hush_proto::frame::ENTRY_OVERHEAD);
                 if bytes > max_bytes && !out.is_empty() {
                     break;
                 }

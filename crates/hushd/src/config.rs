@@ -37,6 +37,7 @@ pub struct RawLimits {
     pub login_failures_per_address: Option<u32>,
     pub login_window_secs: Option<u64>,
     pub max_connections: Option<usize>,
+    pub registrations_per_address_per_hour: Option<u32>,
 }
 
 /// Where the server keeps its data.
@@ -129,6 +130,9 @@ pub fn resolve(raw: RawConfig, flags: Overrides) -> anyhow::Result<Settings> {
             .unwrap_or(d.login_failures_per_address),
         login_window: secs(l.login_window_secs, d.login_window),
         max_connections: l.max_connections.unwrap_or(d.max_connections),
+        registrations_per_address_per_hour: l
+            .registrations_per_address_per_hour
+            .unwrap_or(d.registrations_per_address_per_hour),
         ..d
     };
     if limits.max_frame_len < 64 * 1024 || limits.max_frame_len > 64 * 1024 * 1024 {
@@ -191,6 +195,8 @@ login_failures_per_address = {}
 login_window_secs = {}
 # Concurrent connections.
 max_connections = {}
+# New accounts one address may create per hour with open registration.
+registrations_per_address_per_hour = {}
 "#,
         d.auth_timeout.as_secs(),
         d.tls_handshake_timeout.as_secs(),
@@ -199,6 +205,7 @@ max_connections = {}
         d.login_failures_per_address,
         d.login_window.as_secs(),
         d.max_connections,
+        d.registrations_per_address_per_hour,
     )
 }
 
