@@ -37,6 +37,17 @@ fn dirs2() -> [tempfile::TempDir; 2] {
     std::array::from_fn(|_| tempfile::tempdir().unwrap())
 }
 
+/// The users in `#team`, as `client`'s roster shows them.
+async fn usernames(client: &Client) -> Vec<String> {
+    client
+        .members(&team())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.username)
+        .collect()
+}
+
 fn team() -> GroupName {
     GroupName::parse("#team").unwrap()
 }
@@ -206,13 +217,7 @@ async fn a_lost_commit_answer_for_a_removal_is_settled() {
     assert!(ann.remove_members(&team(), &[user("cat")]).await.is_err());
     sync_eventually(&ann).await;
     all_talk(&[&ann, &ben], "after removal").await;
-    let members: Vec<String> = ben
-        .members(&team())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.username)
-        .collect();
+    let members = usernames(&ben).await;
     assert_eq!(members, ["ann", "ben"]);
 }
 
@@ -232,13 +237,7 @@ async fn a_client_killed_while_committing_a_removal_recovers_on_restart() {
     .await;
     let ann = reopen(dirs[0].path()).await;
     sync_eventually(&ann).await;
-    let members: Vec<String> = ann
-        .members(&team())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.username)
-        .collect();
+    let members = usernames(&ann).await;
     assert_eq!(members, ["ann", "cat"]);
     all_talk(&[&ann, &cat], "after removal").await;
     ben.sync().await.unwrap();
@@ -281,13 +280,7 @@ async fn lost_answers_while_leaving_and_committing_the_departure() {
     assert!(ann.send(&to("#team"), "lost").await.is_err());
     cat.sync().await.unwrap();
     all_talk(&[&ann, &cat], "after leave").await;
-    let members: Vec<String> = cat
-        .members(&team())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.username)
-        .collect();
+    let members = usernames(&cat).await;
     assert_eq!(members, ["ann", "cat"]);
 }
 

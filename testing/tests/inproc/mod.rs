@@ -96,12 +96,15 @@ pub async fn sync_eventually(client: &Client) {
     eventually("sync", || client.sync()).await;
 }
 
+/// A conversation's history (no network).
+async fn events(client: &Client, conversation: &str) -> Vec<Event> {
+    client.history(conversation, 10_000).await.unwrap()
+}
+
 /// The texts of a conversation's messages, oldest first.
 pub async fn texts(client: &Client, conversation: &str) -> Vec<String> {
-    client
-        .history(conversation, 10_000)
+    events(client, conversation)
         .await
-        .unwrap()
         .into_iter()
         .filter_map(|e| match e {
             Event::Message { text, .. } => Some(text),
@@ -112,10 +115,8 @@ pub async fn texts(client: &Client, conversation: &str) -> Vec<String> {
 
 /// The kinds of the security events in a conversation.
 pub async fn security(client: &Client, conversation: &str) -> Vec<String> {
-    client
-        .history(conversation, 10_000)
+    events(client, conversation)
         .await
-        .unwrap()
         .into_iter()
         .filter_map(|e| match e {
             Event::Security { kind, reason, .. } => Some(format!("{}: {reason}", kind.as_str())),
