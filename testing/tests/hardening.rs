@@ -87,7 +87,8 @@ async fn a_chat_partner_sending_huge_junk_cannot_lock_the_mailbox() {
     let ben = register(&server, d[1].path(), "ben", Default::default()).await;
     ann.send(&to("ben"), "hello").await.unwrap();
     ben.close().await;
-    // A modified client of ann's sends two 3 MiB ciphertexts into their conversation.
+    // A modified client of ann's sends five 1 MiB ciphertexts (the largest message this
+    // server takes) into their conversation: more than one answer can carry.
     let conn = raw(&server, d[0].path()).await;
     let Response::DirectGroup(Some((group, epoch))) = conn
         .request(Body::FindDirect(pb::FindDirect { peer: "ben".into() }))
@@ -96,23 +97,23 @@ async fn a_chat_partner_sending_huge_junk_cannot_lock_the_mailbox() {
     else {
         panic!("no conversation")
     };
-    for i in 0..2u8 {
+    for i in 0..5u8 {
         let sent = conn
             .request(Body::Send(pb::Send {
                 group_id: group.as_bytes().to_vec().into(),
                 epoch,
-                ciphertext: vec![i; 3 * 1024 * 1024].into(),
+                ciphertext: vec![i; 1024 * 1024].into(),
                 client_message_id: vec![i; 16].into(),
             }))
             .await;
         assert!(matches!(sent, Ok(Response::Sent { .. })), "{sent:?}");
     }
-    // One larger than any answer could carry is refused up front.
+    // One past the message limit is refused up front.
     let too_big = conn
         .request(Body::Send(pb::Send {
             group_id: group.as_bytes().to_vec().into(),
             epoch,
-            ciphertext: vec![9; 4 * 1024 * 1024 - 1024].into(),
+            ciphertext: vec![9; 1024 * 1024 + 1].into(),
             client_message_id: vec![9; 16].into(),
         }))
         .await;
@@ -130,7 +131,7 @@ async fn a_chat_partner_sending_huge_junk_cannot_lock_the_mailbox() {
         .unwrap();
     ben.sync().await.unwrap();
     assert_eq!(texts(&ben, "ann").await, ["hello", "after the junk"]);
-    assert_eq!(rejected(&ben, "ann").await, 2, "the junk is reported");
+    assert_eq!(rejected(&ben, "ann").await, 5, "the junk is reported");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use hush_proto::fingerprint::Fingerprint;
 use hush_proto::pb::{self, client_frame::Body};
 use hush_proto::response::{Response, validate};
-use hush_proto::{PROTOCOL_VERSION, ServerFrameIn, frame};
+use hush_proto::{ErrorCode, PROTOCOL_VERSION, ServerFrameIn, frame};
 use rustls::pki_types::ServerName;
 use tokio::io::WriteHalf;
 use tokio::net::TcpStream;
@@ -32,6 +32,9 @@ pub const DEFAULT_PORT: u16 = 5535;
 pub const ALPN: &[u8] = b"hush/1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often, and for how long at most each time, a rate-limited request is retried.
+const RATE_LIMIT_RETRIES: usize = 5;
+const MAX_RATE_LIMIT_WAIT_SECS: u32 = 5;
 
 /// The fault rules a connection obeys: none outside tests.
 #[cfg(feature = "fault-injection")]
@@ -269,6 +272,26 @@ impl Connection {
     /// Sends one request and waits for its answer. A server `Error` answer becomes
     /// [`ClientError::Server`].
     pub async fn request(&self, body: Body) -> Result<Response, ClientError> {
+        // P105: a connection over its request rate is told how long to wait; a short
+        // wait is taken here, so a busy but honest client just slows down.
+        for _ in 0..RATE_LIMIT_RETRIES {
+            match self.request_once(body.clone()).await {
+                Err(ClientError::Server(e))
+                    if e.code == ErrorCode::RateLimited
+                        && !e.fatal
+                        && e.retry_after_secs <= MAX_RATE_LIMIT_WAIT_SECS =>
+                {
+                    tracing::debug!(wait = e.retry_after_secs, "rate limited; waiting");
+                    tokio::time::sleep(Duration::from_secs(u64::from(e.retry_after_secs.max(1))))
+                        .await;
+                }
+                other => return other,
+            }
+        }
+        self.request_once(body).await
+    }
+
+    async fn request_once(&self, body: Body) -> Result<Response, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let registered = match self.pending.lock() {

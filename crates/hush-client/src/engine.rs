@@ -153,6 +153,7 @@ impl Engine {
             conn: &live.conn,
             account: &live.account,
             identity: &live.identity,
+            events: &self.events,
         }
     }
 

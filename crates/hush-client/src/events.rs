@@ -14,8 +14,14 @@ pub use hush_crypto::Rejection;
 pub enum MessageState {
     /// In the local outbox, not yet acknowledged by the server.
     Sending,
-    /// Durable on the server.
+    /// Durable on the server for every recipient device.
     Sent,
+    /// Durable on the server, but some recipient devices had a full mailbox and will
+    /// not get it (P450).
+    Partial,
+    /// Refused by the server for good (every recipient's mailbox full, over a limit);
+    /// it will not be retried.
+    Failed,
     Received,
 }
 
@@ -24,6 +30,8 @@ impl MessageState {
         match self {
             MessageState::Sending => "sending",
             MessageState::Sent => "sent",
+            MessageState::Partial => "partial",
+            MessageState::Failed => "failed",
             MessageState::Received => "received",
         }
     }
@@ -32,6 +40,8 @@ impl MessageState {
         match s {
             "sending" => MessageState::Sending,
             "sent" => MessageState::Sent,
+            "partial" => MessageState::Partial,
+            "failed" => MessageState::Failed,
             _ => MessageState::Received,
         }
     }
@@ -222,6 +232,9 @@ pub enum Event {
     /// This device failed to process something (storage, a bug). Not the peer's fault:
     /// the entry stays on the server unacknowledged and is retried.
     LocalError { message: String },
+    /// Messages for this device the server could not keep (its mailbox was full, or
+    /// they waited past the retention time, P450): they are lost to this device.
+    Missed { count: u32 },
 }
 
 /// RFC 3339 in UTC, seconds precision: `2026-01-01T00:00:00Z`.
@@ -347,6 +360,7 @@ impl Event {
                 v
             }
             Event::LocalError { message } => json!({"type": "local_error", "message": message}),
+            Event::Missed { count } => json!({"type": "missed", "count": count}),
         }
     }
 
@@ -409,6 +423,9 @@ impl Event {
                 other => other.as_str().to_owned(),
             },
             Event::LocalError { message } => format!("local error: {message}"),
+            Event::Missed { count } => format!(
+                "{count} message(s) for this device were lost on the server: its mailbox was full or they waited too long"
+            ),
         }
     }
 }

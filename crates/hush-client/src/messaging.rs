@@ -22,7 +22,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::ClientError;
 use crate::connection::{Connection, unexpected};
-use crate::events::SecurityKind;
+use crate::events::{MessageState, SecurityKind};
 use crate::home::{Home, home_err};
 use crate::identities::Pin;
 use crate::mls::Provider;
@@ -139,6 +139,8 @@ pub(crate) struct Messenger<'a> {
     pub(crate) conn: &'a Connection,
     pub(crate) account: &'a Account,
     pub(crate) identity: &'a Identity,
+    /// For what is not history: messages the server could not keep for us.
+    pub(crate) events: &'a tokio::sync::broadcast::Sender<crate::events::Event>,
 }
 
 /// Loads this device's MLS identity, creating it on first use. Key packages follow on
@@ -261,10 +263,10 @@ impl<'a> Messenger<'a> {
                     limit: FETCH_LIMIT,
                 }))
                 .await?;
-            let Response::Mailbox(entries) = answer else {
+            let Response::Mailbox { entries, missed } = answer else {
                 return Err(unexpected(&answer));
             };
-            if entries.is_empty() {
+            if entries.is_empty() && missed == 0 {
                 break;
             }
             let mut ids = Vec::with_capacity(entries.len());
@@ -274,9 +276,26 @@ impl<'a> Messenger<'a> {
                 added += self.process(e).await?;
                 ids.push(e.id);
             }
-            match self.conn.request(Body::Ack(pb::Ack { ids })).await? {
+            if missed > 0 {
+                // Told before the ack: a lost ack means being told again, not never.
+                tracing::warn!(
+                    missed,
+                    "the server could not keep some messages for this device"
+                );
+                let _ = self
+                    .events
+                    .send(crate::events::Event::Missed { count: missed });
+            }
+            let ack = pb::Ack {
+                ids,
+                missed_seen: missed,
+            };
+            match self.conn.request(Body::Ack(ack)).await? {
                 Response::Acked => {}
                 other => return Err(unexpected(&other)),
+            }
+            if entries.is_empty() {
+                break;
             }
             // Answers are bounded by bytes as well as entries (P440): a short page
             // does not mean the mailbox is empty, only an empty one does.
@@ -850,22 +869,27 @@ impl<'a> Messenger<'a> {
                 }))
                 .await;
             match sent {
-                Ok(Response::Sent { .. }) => {
-                    return self.home.write(|| {
-                        db.execute("DELETE FROM outbox WHERE message_id = ?1", [id])
-                            .map_err(home_err)?;
-                        db.execute(
-                            "UPDATE history SET state = 'sent' WHERE message_id = ?1 AND outgoing = 1",
-                            [message_id.to_string()],
-                        )
-                        .map_err(home_err)?;
-                        Ok(())
-                    });
+                Ok(Response::Sent { undelivered, .. }) => {
+                    let state = if undelivered.is_empty() {
+                        MessageState::Sent
+                    } else {
+                        tracing::warn!(
+                            devices = undelivered.len(),
+                            "some recipient devices have a full mailbox and will not get the message"
+                        );
+                        MessageState::Partial
+                    };
+                    return self.settle_outgoing(message_id, state);
                 }
                 Ok(other) => return Err(unexpected(&other)),
                 Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
                     self.catch_up().await?;
                     self.reencrypt(message_id)?;
+                }
+                Err(ClientError::Server(e)) if refused_for_good(e.code) => {
+                    // Retrying cannot help: the message leaves the outbox, marked failed.
+                    self.settle_outgoing(message_id, MessageState::Failed)?;
+                    return Err(ClientError::Server(e));
                 }
                 Err(e) => return Err(e),
             }
@@ -873,6 +897,28 @@ impl<'a> Messenger<'a> {
         Err(ClientError::Invalid(
             "the conversation kept changing; the message stays in the outbox and is retried on the next send".into(),
         ))
+    }
+
+    /// Takes a message out of the outbox with its final state, in one transaction.
+    fn settle_outgoing(
+        &self,
+        message_id: MessageId,
+        state: MessageState,
+    ) -> Result<(), ClientError> {
+        let db = self.home.db();
+        self.home.write(|| {
+            db.execute(
+                "DELETE FROM outbox WHERE message_id = ?1",
+                [message_id.as_bytes().as_slice()],
+            )
+            .map_err(home_err)?;
+            db.execute(
+                "UPDATE history SET state = ?1 WHERE message_id = ?2 AND outgoing = 1",
+                params![state.as_str(), message_id.to_string()],
+            )
+            .map_err(home_err)?;
+            Ok(())
+        })
     }
 
     fn reencrypt(&self, message_id: MessageId) -> Result<(), ClientError> {
@@ -915,10 +961,34 @@ impl<'a> Messenger<'a> {
         };
         for id in &ids {
             let id = MessageId::from_slice(id).map_err(|e| home_err(e.to_string()))?;
-            self.deliver(id).await?;
+            match self.deliver(id).await {
+                Ok(()) => {}
+                // Marked failed already; the rest of the outbox may still go.
+                Err(ClientError::Server(e)) if refused_for_good(e.code) => {
+                    tracing::warn!(error = %e.message, "an outbox message was refused");
+                }
+                Err(ClientError::Server(e)) if e.code == ErrorCode::StorageFull => {
+                    // The server cannot store anything now; the outbox waits.
+                    tracing::warn!(error = %e.message, "the server's storage is full; the outbox waits");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(ids.len())
     }
+}
+
+/// Server refusals of a message that no retry can change (P450, P452).
+fn refused_for_good(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::MailboxFull
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::InvalidArgument
+            | ErrorCode::NotAMember
+            | ErrorCode::NotFound
+    )
 }
 
 pub(crate) fn check_text(text: &str) -> Result<(), ClientError> {

@@ -122,6 +122,8 @@ pub enum Request {
     },
     Ack {
         ids: Vec<u64>,
+        /// P450: missed messages the device has noted.
+        missed_seen: u32,
     },
     LookupDevices {
         devices: Vec<DeviceId>,
@@ -473,11 +475,11 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                 limit.min(MAX_FETCH)
             },
         },
-        Body::Ack(pb::Ack { ids }) => {
+        Body::Ack(pb::Ack { ids, missed_seen }) => {
             if ids.len() > MAX_IDS {
                 return Err(ProtoError::invalid("ids", format!("at most {MAX_IDS}")));
             }
-            Request::Ack { ids }
+            Request::Ack { ids, missed_seen }
         }
         Body::LookupDevices(pb::LookupDevices { device_ids }) => Request::LookupDevices {
             devices: devices("device_ids", &device_ids, MAX_IDS)?,

@@ -192,8 +192,14 @@ pub enum Response {
     Sent {
         group_seq: u64,
         stored_at_ms: i64,
+        /// P450: recipients whose full mailbox did not take the message.
+        undelivered: Vec<DeviceId>,
     },
-    Mailbox(Vec<Entry>),
+    Mailbox {
+        entries: Vec<Entry>,
+        /// P450: messages this device missed (full mailbox, expiry) not yet noted.
+        missed: u32,
+    },
     Acked,
     Devices(Vec<DeviceOwner>),
     MyDevices(Vec<DeviceInfo>),
@@ -221,7 +227,7 @@ impl Response {
             Response::DirectGroup(_) => "direct_group",
             Response::CommitAccepted { .. } => "commit_accepted",
             Response::Sent { .. } => "sent",
-            Response::Mailbox(_) => "mailbox",
+            Response::Mailbox { .. } => "mailbox",
             Response::Acked => "acked",
             Response::Devices(_) => "devices",
             Response::MailboxChanged => "mailbox_changed",
@@ -345,16 +351,22 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
         Body::Sent(pb::Sent {
             group_seq,
             stored_at_ms,
+            undelivered,
         }) => Response::Sent {
             group_seq,
             stored_at_ms,
+            undelivered: undelivered
+                .iter()
+                .map(|d| DeviceId::from_slice(d))
+                .collect::<Result<_, _>>()?,
         },
-        Body::Mailbox(pb::Mailbox { entries }) => Response::Mailbox(
-            entries
+        Body::Mailbox(pb::Mailbox { entries, missed }) => Response::Mailbox {
+            entries: entries
                 .into_iter()
                 .map(Entry::from_pb)
                 .collect::<Result<_, _>>()?,
-        ),
+            missed,
+        },
         Body::Acked(pb::Acked {}) => Response::Acked,
         Body::Devices(pb::Devices { devices }) => Response::Devices(
             devices

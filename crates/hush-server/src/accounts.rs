@@ -71,6 +71,25 @@ impl From<StoreError> for Refusal {
             StoreError::DeviceNotFound(d) => {
                 Refusal::new(ErrorCode::NotFound, format!("unknown device {d}"))
             }
+            StoreError::MailboxFull => Refusal::new(
+                ErrorCode::MailboxFull,
+                "the recipient's mailbox is full: nothing was sent; they have to come online and catch up first",
+            ),
+            StoreError::QuotaExceeded {
+                quota: hush_store::Quota::GroupsPerHour,
+                limit,
+            } => Refusal {
+                code: ErrorCode::RateLimited,
+                message: format!("an account may create at most {limit} groups an hour"),
+                retry_after_secs: 600,
+            },
+            e @ StoreError::QuotaExceeded { .. } => {
+                Refusal::new(ErrorCode::QuotaExceeded, e.to_string())
+            }
+            StoreError::StorageFull => Refusal::new(
+                ErrorCode::StorageFull,
+                "the server's storage is full: nothing was stored; reading and acknowledging still work",
+            ),
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Refusal::new(
@@ -433,7 +452,20 @@ pub async fn login_finish(
     };
     let (device, token) = new_device(st, device_name);
     let device_id = device.device_id;
-    st.store.add_device(user.user_id, device).await?;
+    let max = st.config.limits.devices_per_account;
+    match st.store.add_device(user.user_id, device, max).await {
+        Ok(()) => {}
+        Err(StoreError::QuotaExceeded { .. }) => {
+            tracing::info!(user = %user.username, max, "login refused: too many devices");
+            return Err(Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "this account has {max} devices, the most this server allows; revoke one from another device (hush devices revoke)"
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
     tracing::info!(user = %user.username, device = %device_id, "logged in on a new device");
     let account = Account {
         user_id: user.user_id,
@@ -530,7 +562,7 @@ pub async fn create_invite(
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect::<Vec<_>>()
         .join("-");
-    let parsed = InviteCode::parse(&code).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let parsed = InviteCode::parse(&code).map_err(|e| StoreError::backend(e.to_string()))?;
     store
         .create_invite(NewInvite {
             digest: parsed.digest(),

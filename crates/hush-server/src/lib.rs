@@ -39,7 +39,7 @@ use hush_store::Store;
 pub use clock::{Clock, Entropy, OsEntropy, SystemClock};
 pub use config::{Limits, RegistrationMode, ServerConfig};
 pub use identity::TlsIdentity;
-pub use transport::serve;
+pub use transport::{prune_once, serve};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +57,6 @@ pub enum ServerError {
     Internal(String),
 }
 
-/// Key package claims a device may make per minute (P411).
-const CLAIMS_PER_MINUTE: u32 = 120;
-
 /// Everything sessions share.
 pub struct ServerState {
     pub(crate) store: Arc<dyn Store>,
@@ -72,6 +69,9 @@ pub struct ServerState {
     pub(crate) stop_requested: tokio::sync::watch::Sender<bool>,
     /// Key package claims per device (P411).
     pub(crate) claims: limits::FailureLimiter<hush_proto::ids::DeviceId>,
+    /// Open connections per source address and authenticated ones per account (P104).
+    pub(crate) per_address: Arc<limits::Occupancy<std::net::IpAddr>>,
+    pub(crate) per_account: Arc<limits::Occupancy<hush_proto::ids::UserId>>,
 }
 
 impl ServerState {
@@ -84,6 +84,8 @@ impl ServerState {
         entropy: Arc<dyn Entropy>,
     ) -> Result<Self, ServerError> {
         let accounts = accounts::Accounts::load(store.as_ref(), entropy.as_ref(), &config).await?;
+        let claims =
+            limits::FailureLimiter::new(config.limits.key_package_claims_per_minute, 60, 100_000);
         Ok(ServerState {
             store,
             config,
@@ -92,7 +94,9 @@ impl ServerState {
             entropy,
             hub: hub::Hub::default(),
             stop_requested: tokio::sync::watch::channel(false).0,
-            claims: limits::FailureLimiter::new(CLAIMS_PER_MINUTE, 60, 100_000),
+            claims,
+            per_address: Arc::default(),
+            per_account: Arc::default(),
         })
     }
 

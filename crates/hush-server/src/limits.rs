@@ -1,9 +1,100 @@
-//! Failed-login rate limits (P320): per account and per source address, so neither one
-//! attacker nor many can guess passwords online at speed. Memory is bounded: expired
-//! entries are pruned, and the table has a hard cap.
+//! Rate limits: failed logins (P320) per account and per source address, so neither one
+//! attacker nor many can guess passwords online at speed (memory is bounded: expired
+//! entries are pruned, and the table has a hard cap); concurrent connections per key
+//! (P104); requests per connection (P105).
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counts what is open per key (connections per address, per account); a [`Slot`]
+/// gives its place back when dropped.
+pub struct Occupancy<K: Eq + Hash + Clone> {
+    open: Mutex<HashMap<K, usize>>,
+}
+
+impl<K: Eq + Hash + Clone> Default for Occupancy<K> {
+    fn default() -> Self {
+        Occupancy {
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Occupancy<K> {
+    /// A slot for `key` unless it holds `max` already.
+    pub fn try_take(self: &Arc<Self>, key: K, max: usize) -> Option<Slot<K>> {
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            owner: Arc::clone(self),
+            key,
+        })
+    }
+
+    /// How many slots `key` holds.
+    pub fn count(&self, key: &K) -> usize {
+        self.open
+            .lock()
+            .map(|o| o.get(key).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// One occupied place; freed on drop.
+pub struct Slot<K: Eq + Hash + Clone> {
+    owner: Arc<Occupancy<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.owner.open.lock()
+            && let Some(n) = open.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A token bucket: `rate` requests a second on average, `burst` at once (P105).
+pub struct RequestBudget {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RequestBudget {
+    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        RequestBudget {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: now,
+        }
+    }
+
+    /// Takes one request's token at `now`, or says how long until one is there.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
 
 /// Counts failures per key in fixed windows of `window_secs`.
 pub struct FailureLimiter<K> {
@@ -39,6 +130,11 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
     }
 
     pub fn record_failure(&self, key: &K, now: i64) {
+        self.record_many(key, now, 1);
+    }
+
+    /// Records `n` uses at once (a claim of `n` key packages).
+    pub fn record_many(&self, key: &K, now: i64, n: u32) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -57,7 +153,7 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
         if now >= entry.1 + self.window_secs {
             *entry = (0, now);
         }
-        entry.0 = entry.0.saturating_add(1);
+        entry.0 = entry.0.saturating_add(n);
     }
 
     /// Failures of `key` in its current window at `now`.
@@ -91,6 +187,42 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p104_occupancy_caps_and_frees() {
+        let o = Arc::new(Occupancy::default());
+        let a = o.try_take("ip", 2).unwrap();
+        let _b = o.try_take("ip", 2).unwrap();
+        assert!(o.try_take("ip", 2).is_none(), "third refused");
+        assert!(o.try_take("other", 2).is_some(), "keys are separate");
+        drop(a);
+        assert_eq!(o.count(&"ip"), 1);
+        assert!(o.try_take("ip", 2).is_some(), "a freed slot is taken again");
+    }
+
+    #[test]
+    fn p105_budget_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = RequestBudget::new(10, 3, t0);
+        for _ in 0..3 {
+            assert!(b.take(t0).is_ok());
+        }
+        let wait = b.take(t0).unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        assert!(b.take(t0 + Duration::from_millis(100)).is_ok(), "refilled");
+        assert!(b.take(t0 + Duration::from_millis(100)).is_err());
+        assert!(
+            b.take(t0 + Duration::from_secs(60)).is_ok(),
+            "a long pause refills to the burst only"
+        );
+        for _ in 0..2 {
+            assert!(b.take(t0 + Duration::from_secs(60)).is_ok());
+        }
+        assert!(b.take(t0 + Duration::from_secs(60)).is_err());
+    }
 
     #[test]
     fn p320_blocks_after_max_failures_until_window_ends() {

@@ -68,7 +68,8 @@ pub async fn key_package_status(st: &ServerState, auth: &Authenticated) -> Resul
     Ok(Body::KeyPackageCount(pb::KeyPackageCount { remaining }))
 }
 
-/// P411: one key package per device of each user, rate limited per device.
+/// P411: one key package per device of each user (each user once, however often the
+/// request names it), rate limited per claiming device by the packages handed out.
 pub async fn claim_key_packages(
     st: &ServerState,
     auth: &Authenticated,
@@ -76,13 +77,18 @@ pub async fn claim_key_packages(
 ) -> Result<Body, Refusal> {
     let now = st.clock.now_unix();
     if let Err(wait) = st.claims.check(&auth.device_id, now) {
+        tracing::info!(device = %auth.device_id, "refused a key package claim: rate limit");
         return Err(Refusal {
             code: ErrorCode::RateLimited,
             message: "too many key package requests".into(),
             retry_after_secs: wait,
         });
     }
-    st.claims.record_failure(&auth.device_id, now);
+    let mut seen = HashSet::new();
+    let usernames: Vec<Username> = usernames
+        .into_iter()
+        .filter(|u| seen.insert(u.clone()))
+        .collect();
     let mut packages = Vec::new();
     for name in usernames {
         let user = st
@@ -101,6 +107,8 @@ pub async fn claim_key_packages(
             });
         }
     }
+    st.claims
+        .record_many(&auth.device_id, now, packages.len() as u32);
     Ok(Body::KeyPackages(pb::KeyPackages { packages }))
 }
 
@@ -243,8 +251,10 @@ pub async fn create_group(
             welcome: welcome.map(|w| w.to_vec()),
             now_ms: st.clock.now_ms(),
             client_key,
+            quotas: st.config.limits.quotas(),
         })
-        .await?;
+        .await
+        .map_err(|e| refused(auth, "create a group", e))?;
     st.hub.wake(&done.recipients);
     tracing::info!(device = %auth.device_id, group = %group_id, "group created");
     Ok(Body::GroupCreated(pb::GroupCreated { epoch: done.epoch }))
@@ -316,8 +326,10 @@ pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Resu
             removed: c.removed,
             now_ms: st.clock.now_ms(),
             client_key: c.client_key,
+            quotas: st.config.limits.quotas(),
         })
-        .await?;
+        .await
+        .map_err(|e| refused(auth, "commit", e))?;
     st.hub.wake(&done.recipients);
     Ok(Body::CommitAccepted(pb::CommitAccepted {
         epoch: done.epoch,
@@ -335,7 +347,17 @@ pub async fn send(
     ciphertext: Bytes,
     client_message_id: MessageId,
 ) -> Result<Body, Refusal> {
-    fits(st, "message", ciphertext.len())?;
+    let max = st.config.limits.max_message_bytes;
+    if ciphertext.len() > max {
+        tracing::info!(device = %auth.device_id, len = ciphertext.len(), max, "refused an oversized message");
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "the message is {} bytes; this server takes at most {max}",
+                ciphertext.len()
+            ),
+        ));
+    }
     let done = st
         .store
         .enqueue_message(NewMessage {
@@ -345,12 +367,27 @@ pub async fn send(
             client_message_id: *client_message_id.as_bytes(),
             ciphertext: ciphertext.to_vec(),
             now_ms: st.clock.now_ms(),
+            quotas: st.config.limits.quotas(),
         })
-        .await?;
+        .await
+        .map_err(|e| refused(auth, "send", e))?;
     st.hub.wake(&done.recipients);
+    if !done.undelivered.is_empty() {
+        tracing::info!(
+            device = %auth.device_id,
+            group = %group_id,
+            skipped = done.undelivered.len(),
+            "message not queued for devices with a full mailbox"
+        );
+    }
     Ok(Body::Sent(pb::Sent {
         group_seq: done.group_seq,
         stored_at_ms: done.stored_at_ms,
+        undelivered: done
+            .undelivered
+            .iter()
+            .map(|d| Bytes::copy_from_slice(d.as_bytes()))
+            .collect(),
     }))
 }
 
@@ -361,17 +398,39 @@ pub async fn fetch(
     after_id: u64,
     limit: u32,
 ) -> Result<Body, Refusal> {
-    let entries = st
+    let page = st
         .store
         .fetch_mailbox(auth.device_id, after_id, limit, answer_budget(st))
         .await?;
     Ok(Body::Mailbox(pb::Mailbox {
-        entries: entries.iter().map(|e| e.to_pb()).collect(),
+        entries: page.entries.iter().map(|e| e.to_pb()).collect(),
+        missed: page.missed,
     }))
 }
 
 /// P441: the device has stored these entries durably; the server forgets them.
-pub async fn ack(st: &ServerState, auth: &Authenticated, ids: Vec<u64>) -> Result<Body, Refusal> {
-    st.store.ack(auth.device_id, &ids).await?;
+pub async fn ack(
+    st: &ServerState,
+    auth: &Authenticated,
+    ids: Vec<u64>,
+    missed_seen: u32,
+) -> Result<Body, Refusal> {
+    st.store.ack(auth.device_id, &ids, missed_seen).await?;
     Ok(Body::Acked(pb::Acked {}))
+}
+
+/// Logs why the store refused a write (a quota, a full disk) and turns it into the
+/// answer; other failures are logged where they become refusals.
+fn refused(auth: &Authenticated, what: &str, e: hush_store::StoreError) -> Refusal {
+    use hush_store::StoreError as E;
+    match &e {
+        E::MailboxFull | E::QuotaExceeded { .. } => {
+            tracing::info!(user = %auth.username, device = %auth.device_id, what, reason = %e, "refused: limit reached");
+        }
+        E::StorageFull => {
+            tracing::error!(user = %auth.username, what, "refused: the server's storage is full");
+        }
+        _ => {}
+    }
+    e.into()
 }

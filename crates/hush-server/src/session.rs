@@ -5,7 +5,10 @@
 //! Rules enforced here (docs/protocol.md): P101/P102 oversized, truncated or
 //! undecodable frames end the connection after an `Error` frame; P201–P203 hello and
 //! version negotiation; P110 every answer echoes its request id; P205 a connection
-//! must authenticate within `auth_timeout`.
+//! must authenticate within `auth_timeout`; P104 authenticated connections per account;
+//! P105 requests per connection per second; P106 an authenticated connection idle for
+//! `idle_timeout`, or a frame started and not finished within `frame_read_timeout`, is
+//! closed.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -22,7 +25,11 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use crate::ServerState;
 use crate::accounts::{self, Authenticated, PendingLogin, PendingRegistration, Refusal};
 use crate::hub::Signal;
+use crate::limits::{RequestBudget, Slot};
 use crate::messaging;
+
+/// The connection's place in its account's count of connections (P104).
+type AccountSlot = Option<Slot<hush_proto::ids::UserId>>;
 
 enum Phase {
     AwaitHello,
@@ -96,6 +103,20 @@ pub async fn run<R, W>(
     let mut frames_out = FramedWrite::new(writer, codec(limits.max_frame_len));
     let auth_deadline = Instant::now() + limits.auth_timeout;
     let mut phase = Phase::AwaitHello;
+    let mut account_slot: AccountSlot = None;
+    let mut budget = RequestBudget::new(
+        limits.requests_per_second,
+        limits.request_burst,
+        Instant::now().into_std(),
+    );
+    let mut over_budget_logged = false;
+    // P106: when the last whole frame arrived, and since when a partial one has waited.
+    let mut last_frame = Instant::now();
+    let mut partial_since: Option<Instant> = None;
+    let check_every = (limits.frame_read_timeout.min(limits.idle_timeout) / 4)
+        .max(std::time::Duration::from_millis(50));
+    let mut housekeeping = tokio::time::interval(check_every);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set once authenticated: changes when this device's mailbox gets entries.
     let mut wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)> = None;
 
@@ -120,6 +141,26 @@ pub async fn run<R, W>(
                     "authenticate within {} s of connecting", limits.auth_timeout.as_secs()
                 )))
             }
+            now = housekeeping.tick() => {
+                if frames_in.read_buffer().is_empty() {
+                    partial_since = None;
+                } else {
+                    partial_since.get_or_insert(now);
+                }
+                if partial_since.is_some_and(|t| now.saturating_duration_since(t) > limits.frame_read_timeout) {
+                    tracing::info!(%peer, buffered = frames_in.read_buffer().len(), "closing: a frame did not arrive in time");
+                    (0, fatal(ErrorCode::Timeout, format!(
+                        "a frame must arrive whole within {} s", limits.frame_read_timeout.as_secs()
+                    )))
+                } else if authenticated && now.saturating_duration_since(last_frame) > limits.idle_timeout {
+                    tracing::info!(%peer, "closing: idle");
+                    (0, fatal(ErrorCode::Timeout, format!(
+                        "no request for {} s; ping to stay connected", limits.idle_timeout.as_secs()
+                    )))
+                } else {
+                    continue;
+                }
+            }
             next = frames_in.next() => match next {
                 None => break,
                 Some(Err(e)) => {
@@ -141,7 +182,10 @@ pub async fn run<R, W>(
                         (0, fatal(ErrorCode::MalformedFrame, "truncated frame"))
                     }
                 }
-                Some(Ok(bytes)) => match frame::decode::<ClientFrameIn>(&bytes, usize::MAX) {
+                Some(Ok(bytes)) => {
+                    last_frame = Instant::now();
+                    partial_since = None;
+                    match frame::decode::<ClientFrameIn>(&bytes, usize::MAX) {
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "closing: undecodable frame");
                         (0, fatal(e.code(), e.to_string()))
@@ -157,12 +201,28 @@ pub async fn run<R, W>(
                             };
                             (rejected.request_id, reply)
                         }
-                        Ok(req) => {
-                            tracing::debug!(%peer, kind = req.body.kind(), id = req.id, "request");
-                            (req.id, dispatch(&state, peer, &mut phase, req.body).await)
-                        }
+                        Ok(req) => match budget.take(Instant::now().into_std()) {
+                            Err(wait) => {
+                                if !over_budget_logged {
+                                    tracing::info!(%peer, "refusing requests: over the per-connection rate");
+                                    over_budget_logged = true;
+                                }
+                                (req.id, Reply::ok(error_body(
+                                    ErrorCode::RateLimited,
+                                    "too many requests on this connection; slow down",
+                                    false,
+                                    u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1),
+                                )))
+                            }
+                            Ok(()) => {
+                                over_budget_logged = false;
+                                tracing::debug!(%peer, kind = req.body.kind(), id = req.id, "request");
+                                (req.id, dispatch(&state, peer, &mut phase, &mut account_slot, req.body).await)
+                            }
+                        },
                     },
-                },
+                }
+                }
             },
         };
         if let (Phase::Authenticated { auth, .. }, false) = (&phase, authenticated) {
@@ -216,7 +276,13 @@ async fn mailbox_changed(
     }
 }
 
-async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Request) -> Reply {
+async fn dispatch(
+    st: &ServerState,
+    peer: SocketAddr,
+    phase: &mut Phase,
+    slot: &mut AccountSlot,
+    req: Request,
+) -> Reply {
     match (std::mem::replace(phase, Phase::Unauthenticated), req) {
         (Phase::AwaitHello, Request::Hello { versions, client }) => {
             let Some(version) = SUPPORTED_VERSIONS
@@ -293,6 +359,8 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
             .await
             {
                 Ok((account, token, auth)) => {
+                    // A new account's first connection always counts (P104).
+                    *slot = st.per_account.try_take(auth.user_id, usize::MAX);
                     *phase = Phase::Authenticated {
                         auth,
                         token_digest: token.digest(),
@@ -325,6 +393,8 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
             },
         ) => match accounts::login_finish(st, *pending, finalization, device_name).await {
             Ok((account, token, auth, keys)) => {
+                // The device exists now: its first connection is counted, not refused.
+                *slot = st.per_account.try_take(auth.user_id, usize::MAX);
                 *phase = Phase::Authenticated {
                     auth,
                     token_digest: token.digest(),
@@ -343,6 +413,18 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
             Request::Authenticate { token },
         ) => match accounts::authenticate(st, peer.ip(), &token).await {
             Ok(session) => {
+                let max = st.config.limits.connections_per_account;
+                let Some(taken) = st.per_account.try_take(session.user_id, max) else {
+                    tracing::info!(%peer, user = %session.username, max, "refused a session: too many connections for the account");
+                    return refusal(Refusal {
+                        code: ErrorCode::RateLimited,
+                        message: format!(
+                            "this account has {max} connections open, the most allowed; close one"
+                        ),
+                        retry_after_secs: 10,
+                    });
+                };
+                *slot = Some(taken);
                 let account = accounts::account_of_session(&session);
                 *phase = Phase::Authenticated {
                     auth: Authenticated {
@@ -460,7 +542,9 @@ async fn dispatch(st: &ServerState, peer: SocketAddr, phase: &mut Phase, req: Re
                 Request::Fetch { after_id, limit } => {
                     messaging::fetch(st, &auth, after_id, limit).await
                 }
-                Request::Ack { ids } => messaging::ack(st, &auth, ids).await,
+                Request::Ack { ids, missed_seen } => {
+                    messaging::ack(st, &auth, ids, missed_seen).await
+                }
                 Request::ListMyDevices => messaging::list_my_devices(st, &auth).await,
                 Request::RevokeDevice { device } => {
                     messaging::revoke_device(st, &auth, device).await

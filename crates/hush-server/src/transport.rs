@@ -47,6 +47,43 @@ async fn recheck_sessions(state: Arc<ServerState>, mut stop: watch::Receiver<boo
     }
 }
 
+/// Retention (P453), every `prune_interval` from start.
+async fn prune_periodically(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.limits.prune_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = prune_once(&state).await {
+            tracing::warn!(error = %e, "retention pass failed; trying again next time");
+        }
+    }
+}
+
+/// One retention pass at the clock's current time: expires undelivered messages older
+/// than `retention` and idempotency records older than `idempotency_window` (P453).
+pub async fn prune_once(state: &ServerState) -> Result<hush_store::Pruned, hush_store::StoreError> {
+    let now = state.clock.now_ms();
+    let limits = &state.config.limits;
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let pruned = state
+        .store
+        .prune(
+            now.saturating_sub(ms(limits.retention)),
+            now.saturating_sub(ms(limits.idempotency_window)),
+        )
+        .await?;
+    if pruned != hush_store::Pruned::default() {
+        tracing::info!(
+            expired = pruned.expired_entries,
+            idempotency = pruned.idempotency_records,
+            "retention pass"
+        );
+    }
+    Ok(pruned)
+}
+
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ServerState>,
@@ -60,6 +97,7 @@ pub async fn serve(
     let mut admin_stop = state.stop_requested.subscribe();
     tokio::pin!(shutdown);
     let sweeper = tokio::spawn(recheck_sessions(Arc::clone(&state), stop_rx.clone()));
+    let pruner = tokio::spawn(prune_periodically(Arc::clone(&state), stop_rx.clone()));
 
     loop {
         let permit = tokio::select! {
@@ -91,12 +129,20 @@ pub async fn serve(
         };
         // Reap finished sessions so the set stays small.
         while sessions.try_join_next().is_some() {}
+        // P104: one address may not take every connection.
+        let per_address = state.config.limits.connections_per_address;
+        let Some(address_slot) = state.per_address.try_take(peer.ip(), per_address) else {
+            tracing::info!(%peer, max = per_address, "refused a connection: too many from this address");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let state = Arc::clone(&state);
         let stop = stop_rx.clone();
         sessions.spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let timeout = state.config.limits.tls_handshake_timeout;
             let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -128,6 +174,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     sweeper.abort();
+    pruner.abort();
     let grace = state.config.limits.shutdown_grace;
     if tokio::time::timeout(grace, async {
         while sessions.join_next().await.is_some() {}

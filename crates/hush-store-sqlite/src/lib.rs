@@ -21,8 +21,9 @@ use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
-    Delivered, DeviceRecord, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage,
-    NewUser, Owner, Session, Store, StoreError, UserRecord, UserSummary,
+    Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup, NewInvite,
+    NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError, UserRecord,
+    UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -32,8 +33,20 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A SQLite failure as a store error: a full disk or database is `StorageFull`
+/// (P451); a busy or locked database may pass, so it is retryable.
+fn backend(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DiskFull) => StoreError::StorageFull,
+        Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::backend_from("sqlite", e, true),
+        _ => StoreError::backend_from("sqlite", e, false),
+    }
+}
+
+/// A stored record that does not parse: corruption or a bug, never retryable.
+fn corrupt(what: &str) -> StoreError {
+    StoreError::backend(format!("corrupt record: {what}"))
 }
 
 impl SqliteStore {
@@ -65,16 +78,16 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
-                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
+                .map_err(|_| StoreError::backend("connection lock poisoned"))?;
             f(&mut guard)
         })
         .await
-        .map_err(backend)?
+        .map_err(|e| StoreError::backend_from("storage task", e, false))?
     }
 }
 
 fn id16(bytes: Vec<u8>) -> Result<[u8; 16], StoreError> {
-    <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| backend("stored id is not 16 bytes"))
+    <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| corrupt("stored id is not 16 bytes"))
 }
 
 /// The database and its WAL files are the owner's only: they hold the OPAQUE server
@@ -88,8 +101,9 @@ fn restrict(path: &Path) -> Result<(), StoreError> {
         for suffix in ["", "-wal", "-shm"] {
             let p = path.with_file_name(format!("{name}{suffix}"));
             if p.exists() {
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| backend(format!("restricting {}: {e}", p.display())))?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |e| StoreError::backend_from(format!("restricting {}", p.display()), e, false),
+                )?;
             }
         }
     }
@@ -98,11 +112,11 @@ fn restrict(path: &Path) -> Result<(), StoreError> {
 
 fn key32(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
     <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| backend("stored account key is not 32 bytes"))
+        .map_err(|_| corrupt("stored account key is not 32 bytes"))
 }
 
 fn username(s: String) -> Result<Username, StoreError> {
-    Username::parse(&s).map_err(|e| backend(format!("stored username: {e}")))
+    Username::parse(&s).map_err(|_| corrupt("stored username"))
 }
 
 fn user_id_of(conn: &Connection, name: &Username) -> Result<Vec<u8>, StoreError> {
@@ -158,6 +172,7 @@ fn earlier_handshake(
         group_seq: seq as u64,
         stored_at_ms: at,
         recipients: Vec::new(),
+        undelivered: Vec::new(),
     }))
 }
 
@@ -256,45 +271,128 @@ fn device_exists(conn: &Connection, device: &DeviceId) -> Result<bool, StoreErro
     .map_err(backend)
 }
 
-/// Stores one message for `recipients`; returns its group sequence number.
-fn enqueue(
-    conn: &Connection,
-    group: &GroupId,
+/// One message to store.
+struct Outgoing<'a> {
+    group: &'a GroupId,
     kind: EntryKind,
-    sender: &DeviceId,
-    payload: &[u8],
-    recipients: &[DeviceId],
+    sender: &'a DeviceId,
+    payload: &'a [u8],
+    recipients: &'a [DeviceId],
     now_ms: i64,
-) -> Result<u64, StoreError> {
-    let seq: i64 = conn
-        .query_row(
-            "UPDATE groups SET next_seq = next_seq + 1 WHERE group_id = ?1 RETURNING next_seq - 1",
-            [group.as_bytes().as_slice()],
-            |r| r.get(0),
-        )
+    quotas: &'a Quotas,
+}
+
+/// Stores one message for its recipients within the quotas (P450, P452); returns its
+/// group sequence number and the recipients skipped for a full mailbox. A message
+/// left with no recipient is not stored.
+fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<(u64, Vec<DeviceId>), StoreError> {
+    let size = m.payload.len() as u64;
+    let sender_user: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT user_id FROM device_owners WHERE device_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([m.sender.as_bytes().as_slice()], |r| r.get(0))
+                .optional()
+        })
         .map_err(backend)?;
-    conn.execute(
-        "INSERT INTO messages (group_id, kind, sender_device, group_seq, payload, stored_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            group.as_bytes().as_slice(),
-            kind_code(kind),
-            sender.as_bytes().as_slice(),
-            seq,
-            payload,
-            now_ms
-        ],
+    if let Some(user) = &sender_user {
+        let used: i64 = conn
+            .prepare_cached(
+                "SELECT COALESCE((SELECT bytes FROM user_storage WHERE user_id = ?1), 0)",
+            )
+            .and_then(|mut s| s.query_row([user], |r| r.get(0)))
+            .map_err(backend)?;
+        if (used.max(0) as u64).saturating_add(size) > m.quotas.user_bytes {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::UserBytes,
+                limit: m.quotas.user_bytes,
+            });
+        }
+    }
+    let seq: i64 = conn
+        .prepare_cached(
+            "UPDATE groups SET next_seq = next_seq + 1 WHERE group_id = ?1 RETURNING next_seq - 1",
+        )
+        .and_then(|mut s| s.query_row([m.group.as_bytes().as_slice()], |r| r.get(0)))
+        .map_err(backend)?;
+    let mut room = Vec::with_capacity(m.recipients.len());
+    let mut undelivered = Vec::new();
+    if m.kind == EntryKind::Application {
+        let mut usage = conn
+            .prepare_cached("SELECT entries, bytes FROM mailbox_usage WHERE device_id = ?1")
+            .map_err(backend)?;
+        for d in m.recipients {
+            let (entries, bytes): (i64, i64) = usage
+                .query_row([d.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(backend)?
+                .unwrap_or((0, 0));
+            let full = (entries.max(0) as u64).saturating_add(1) > m.quotas.mailbox_entries
+                || (bytes.max(0) as u64).saturating_add(size) > m.quotas.mailbox_bytes;
+            if full {
+                undelivered.push(*d);
+            } else {
+                room.push(*d);
+            }
+        }
+        if room.is_empty() && !undelivered.is_empty() {
+            return Err(StoreError::MailboxFull);
+        }
+        let mut missed = conn
+            .prepare_cached("UPDATE mailbox_usage SET missed = missed + 1 WHERE device_id = ?1")
+            .map_err(backend)?;
+        for d in &undelivered {
+            missed.execute([d.as_bytes().as_slice()]).map_err(backend)?;
+        }
+    } else {
+        room.extend_from_slice(m.recipients);
+    }
+    if room.is_empty() {
+        return Ok((seq as u64, undelivered));
+    }
+    conn.prepare_cached(
+        "INSERT INTO messages (group_id, kind, sender_device, group_seq, payload, stored_at, size, sender_user)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
+    .and_then(|mut s| {
+        s.execute(params![
+            m.group.as_bytes().as_slice(),
+            kind_code(m.kind),
+            m.sender.as_bytes().as_slice(),
+            seq,
+            m.payload,
+            m.now_ms,
+            size as i64,
+            sender_user
+        ])
+    })
     .map_err(backend)?;
     let message = conn.last_insert_rowid();
     let mut stmt = conn
         .prepare_cached("INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)")
         .map_err(backend)?;
-    for d in recipients {
+    for d in &room {
         stmt.execute(params![d.as_bytes().as_slice(), message])
             .map_err(backend)?;
     }
-    Ok(seq as u64)
+    Ok((seq as u64, undelivered))
+}
+
+/// `QuotaExceeded` if the group holds more than `max` devices.
+fn check_group_size(conn: &Connection, group: &[u8], max: u64) -> Result<(), StoreError> {
+    let n: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM group_members WHERE group_id = ?1",
+            [group],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    if n.max(0) as u64 > max {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::GroupMembers,
+            limit: max,
+        });
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -423,7 +521,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_device(&self, user: UserId, device: NewDevice) -> Result<(), StoreError> {
+    async fn add_device(
+        &self,
+        user: UserId,
+        device: NewDevice,
+        max_devices: u64,
+    ) -> Result<(), StoreError> {
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -437,6 +540,19 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             if !exists {
                 return Err(StoreError::UserNotFound);
+            }
+            let have: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM devices WHERE user_id = ?1",
+                    [user.as_bytes().as_slice()],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if have.max(0) as u64 >= max_devices {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::Devices,
+                    limit: max_devices,
+                });
             }
             insert_device(&tx, user.as_bytes(), &device)?;
             tx.commit().map_err(backend)
@@ -852,14 +968,33 @@ impl Store for SqliteStore {
             if !g.members.contains(&g.creator) {
                 return Err(StoreError::NotAMember);
             }
+            if g.members.len() as u64 > g.quotas.group_members {
+                return Err(StoreError::QuotaExceeded { quota: Quota::GroupMembers, limit: g.quotas.group_members });
+            }
             for d in &g.members {
                 if !device_exists(&tx, d)? {
                     return Err(StoreError::DeviceNotFound(*d));
                 }
             }
+            let creator_user: Option<Vec<u8>> = tx
+                .query_row("SELECT user_id FROM devices WHERE device_id = ?1", [g.creator.as_bytes().as_slice()], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            if let Some(user) = &creator_user {
+                let recent: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM groups WHERE created_by = ?1 AND created_at > ?2",
+                        params![user, g.now_ms - 3_600_000],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                if recent.max(0) as u64 >= g.quotas.groups_per_hour {
+                    return Err(StoreError::QuotaExceeded { quota: Quota::GroupsPerHour, limit: g.quotas.groups_per_hour });
+                }
+            }
             tx.execute(
-                "INSERT INTO groups (group_id, epoch, next_seq, created_at) VALUES (?1, 1, 1, ?2)",
-                params![gid, g.now_ms],
+                "INSERT INTO groups (group_id, epoch, next_seq, created_at, created_by) VALUES (?1, 1, 1, ?2, ?3)",
+                params![gid, g.now_ms, creator_user],
             )
             .map_err(backend)?;
             {
@@ -883,7 +1018,18 @@ impl Store for SqliteStore {
             }
             let recipients: Vec<DeviceId> = g.members.iter().copied().filter(|d| *d != g.creator).collect();
             let seq = match &g.welcome {
-                Some(w) => enqueue(&tx, &g.group_id, EntryKind::Welcome, &g.creator, w, &recipients, g.now_ms)?,
+                Some(w) => {
+                    enqueue(&tx, Outgoing {
+                        group: &g.group_id,
+                        kind: EntryKind::Welcome,
+                        sender: &g.creator,
+                        payload: w,
+                        recipients: &recipients,
+                        now_ms: g.now_ms,
+                        quotas: &g.quotas,
+                    })?
+                    .0
+                }
                 None => 0,
             };
             let done = Delivered {
@@ -891,6 +1037,7 @@ impl Store for SqliteStore {
                 group_seq: seq,
                 stored_at_ms: g.now_ms,
                 recipients,
+                undelivered: Vec::new(),
             };
             record_handshake(&tx, &g.creator, g.client_key.as_ref(), &g.group_id, &done)?;
             tx.commit().map_err(backend)?;
@@ -977,24 +1124,30 @@ impl Store for SqliteStore {
                 .into_iter()
                 .filter(|d| *d != c.sender)
                 .collect();
-            let seq = enqueue(
+            let (seq, _) = enqueue(
                 &tx,
-                &c.group_id,
-                EntryKind::Handshake,
-                &c.sender,
-                &c.commit,
-                &recipients,
-                c.now_ms,
+                Outgoing {
+                    group: &c.group_id,
+                    kind: EntryKind::Handshake,
+                    sender: &c.sender,
+                    payload: &c.commit,
+                    recipients: &recipients,
+                    now_ms: c.now_ms,
+                    quotas: &c.quotas,
+                },
             )?;
             if let Some(w) = &c.welcome {
                 enqueue(
                     &tx,
-                    &c.group_id,
-                    EntryKind::Welcome,
-                    &c.sender,
-                    w,
-                    &c.added,
-                    c.now_ms,
+                    Outgoing {
+                        group: &c.group_id,
+                        kind: EntryKind::Welcome,
+                        sender: &c.sender,
+                        payload: w,
+                        recipients: &c.added,
+                        now_ms: c.now_ms,
+                        quotas: &c.quotas,
+                    },
                 )?;
             }
             let gid = c.group_id.as_bytes().as_slice();
@@ -1012,6 +1165,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             }
+            check_group_size(&tx, gid, c.quotas.group_members)?;
             tx.execute(
                 "UPDATE groups SET epoch = epoch + 1 WHERE group_id = ?1",
                 [gid],
@@ -1024,6 +1178,7 @@ impl Store for SqliteStore {
                 group_seq: seq,
                 stored_at_ms: c.now_ms,
                 recipients: wake,
+                undelivered: Vec::new(),
             };
             record_handshake(&tx, &c.sender, c.client_key.as_ref(), &c.group_id, &done)?;
             tx.commit().map_err(backend)?;
@@ -1053,6 +1208,7 @@ impl Store for SqliteStore {
                     group_seq: seq as u64,
                     stored_at_ms: at,
                     recipients: Vec::new(),
+                    undelivered: Vec::new(),
                 });
             }
             let (epoch, member) = group_state(&tx, &m.group_id, &m.sender)?;
@@ -1066,7 +1222,19 @@ impl Store for SqliteStore {
                 .into_iter()
                 .filter(|d| *d != m.sender)
                 .collect();
-            let seq = enqueue(&tx, &m.group_id, EntryKind::Application, &m.sender, &m.ciphertext, &recipients, m.now_ms)?;
+            let (seq, undelivered) = enqueue(
+                &tx,
+                Outgoing {
+                    group: &m.group_id,
+                    kind: EntryKind::Application,
+                    sender: &m.sender,
+                    payload: &m.ciphertext,
+                    recipients: &recipients,
+                    now_ms: m.now_ms,
+                    quotas: &m.quotas,
+                },
+            )?;
+            let recipients = recipients.into_iter().filter(|d| !undelivered.contains(d)).collect();
             tx.execute(
                 "INSERT INTO sent_messages (sender_device, client_message_id, epoch, group_seq, stored_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1079,6 +1247,7 @@ impl Store for SqliteStore {
                 group_seq: seq,
                 stored_at_ms: m.now_ms,
                 recipients,
+                undelivered,
             })
         })
         .await
@@ -1090,8 +1259,12 @@ impl Store for SqliteStore {
         after_id: u64,
         limit: u32,
         max_bytes: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<MailboxPage, StoreError> {
         self.run(move |conn| {
+            let missed: i64 = conn
+                .prepare_cached("SELECT COALESCE((SELECT missed FROM mailbox_usage WHERE device_id = ?1), 0)")
+                .and_then(|mut s| s.query_row([device.as_bytes().as_slice()], |r| r.get(0)))
+                .map_err(backend)?;
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT d.id, m.group_id, m.kind, m.payload, m.sender_device, m.group_seq, m.stored_at
@@ -1129,47 +1302,110 @@ impl Store for SqliteStore {
                 out.push(Entry {
                     id: id as u64,
                     group_id: GroupId::from_bytes(id16(group)?),
-                    kind: EntryKind::try_from(kind).map_err(|_| backend("stored entry kind"))?,
+                    kind: EntryKind::try_from(kind).map_err(|_| corrupt("stored entry kind"))?,
                     payload: payload.into(),
                     sender_device: DeviceId::from_bytes(id16(sender)?),
                     group_seq: seq as u64,
                     stored_at_ms: at,
                 });
             }
-            Ok(out)
+            Ok(MailboxPage {
+                entries: out,
+                missed: u32::try_from(missed.max(0)).unwrap_or(u32::MAX),
+            })
         })
         .await
     }
 
-    async fn ack(&self, device: DeviceId, ids: &[u64]) -> Result<(), StoreError> {
+    async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError> {
         let ids = ids.to_vec();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
             {
+                // The deliveries_uncount trigger deletes a message with its last entry.
                 let mut del = tx
-                    .prepare_cached(
-                        "DELETE FROM deliveries WHERE id = ?1 AND device_id = ?2 RETURNING message_id",
-                    )
-                    .map_err(backend)?;
-                let mut gc = tx
-                    .prepare_cached(
-                        "DELETE FROM messages WHERE id = ?1
-                         AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)",
-                    )
+                    .prepare_cached("DELETE FROM deliveries WHERE id = ?1 AND device_id = ?2")
                     .map_err(backend)?;
                 for id in ids {
-                    let msg: Option<i64> = del
-                        .query_row(params![id as i64, device.as_bytes().as_slice()], |r| r.get(0))
-                        .optional()
+                    del.execute(params![id as i64, device.as_bytes().as_slice()])
                         .map_err(backend)?;
-                    if let Some(msg) = msg {
-                        gc.execute([msg]).map_err(backend)?;
-                    }
                 }
             }
+            if missed_seen > 0 {
+                tx.execute(
+                    "UPDATE mailbox_usage SET missed = MAX(missed - ?1, 0) WHERE device_id = ?2",
+                    params![missed_seen, device.as_bytes().as_slice()],
+                )
+                .map_err(backend)?;
+            }
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn prune(
+        &self,
+        expire_before_ms: i64,
+        idempotency_before_ms: i64,
+    ) -> Result<Pruned, StoreError> {
+        self.run(move |conn| {
+            let mut pruned = Pruned::default();
+            // In batches, so a large expiry never holds the write lock for long.
+            loop {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(backend)?;
+                let batch: Vec<(i64, Vec<u8>)> = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT d.id, d.device_id FROM messages m JOIN deliveries d ON d.message_id = m.id
+                             WHERE m.stored_at < ?1 LIMIT 1000",
+                        )
+                        .map_err(backend)?;
+                    let rows = stmt
+                        .query_map([expire_before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(backend)?;
+                    rows.collect::<Result<_, _>>().map_err(backend)?
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                {
+                    let mut del = tx
+                        .prepare_cached("DELETE FROM deliveries WHERE id = ?1")
+                        .map_err(backend)?;
+                    let mut missed = tx
+                        .prepare_cached("UPDATE mailbox_usage SET missed = missed + 1 WHERE device_id = ?1")
+                        .map_err(backend)?;
+                    for (id, device) in &batch {
+                        del.execute([id]).map_err(backend)?;
+                        missed.execute([device]).map_err(backend)?;
+                    }
+                }
+                tx.commit().map_err(backend)?;
+                pruned.expired_entries += batch.len() as u64;
+            }
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            // Left over from before messages were collected with their last entry.
+            tx.execute(
+                "DELETE FROM messages WHERE stored_at < ?1
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)",
+                [expire_before_ms],
+            )
+            .map_err(backend)?;
+            let sent = tx
+                .execute("DELETE FROM sent_messages WHERE stored_at < ?1", [idempotency_before_ms])
+                .map_err(backend)?;
+            let handshakes = tx
+                .execute("DELETE FROM handshakes WHERE stored_at < ?1", [idempotency_before_ms])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            pruned.idempotency_records = (sent + handshakes) as u64;
+            Ok(pruned)
         })
         .await
     }

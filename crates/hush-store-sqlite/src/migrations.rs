@@ -11,18 +11,19 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_group_names.sql"),
     include_str!("../migrations/0004_handshakes.sql"),
     include_str!("../migrations/0005_account_keys.sql"),
+    include_str!("../migrations/0006_quotas.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.
 /// Refuses a database from a newer hushd rather than guessing at it.
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
-    let err = |e: rusqlite::Error| StoreError::Backend(format!("migration: {e}"));
+    let err = |e: rusqlite::Error| StoreError::backend_from("migration", e, false);
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(err)?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::backend(format!(
             "database schema version {current} is newer than this hushd knows ({known}); upgrade hushd"
         )));
     }

@@ -8,7 +8,8 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::EntryKind;
 
 use crate::{
-    NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Store, StoreError,
+    NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Quota, Quotas, Store,
+    StoreError,
 };
 
 /// No byte bound on a fetch.
@@ -49,6 +50,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     invites(store).await;
     administration(store).await;
     messaging(store).await;
+    quotas(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -128,7 +130,10 @@ async fn users_and_sessions<S: Store + ?Sized>(store: &S) {
     assert_eq!(session.device_id, DeviceId::from_bytes([1; 16]));
     assert_eq!(session.username, name("ann"));
 
-    store.add_device(ann.user_id, device(7)).await.unwrap();
+    store
+        .add_device(ann.user_id, device(7), u64::MAX)
+        .await
+        .unwrap();
     let s7 = store
         .session(&[7; 32])
         .await
@@ -136,7 +141,7 @@ async fn users_and_sessions<S: Store + ?Sized>(store: &S) {
         .expect("second device");
     assert_eq!(s7.user_id, ann.user_id);
     let missing = store
-        .add_device(UserId::from_bytes([99; 16]), device(8))
+        .add_device(UserId::from_bytes([99; 16]), device(8), u64::MAX)
         .await;
     assert!(matches!(missing, Err(StoreError::UserNotFound)));
 
@@ -294,6 +299,7 @@ fn msg(group: GroupId, epoch: u64, sender: u8, id: u8, text: &[u8]) -> NewMessag
         client_message_id: [id; 16],
         ciphertext: text.to_vec(),
         now_ms: 5_000,
+        quotas: Quotas::UNLIMITED,
     }
 }
 
@@ -303,7 +309,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     store.create_user(user(21, "max")).await.unwrap();
     let max = UserId::from_bytes([21; 16]);
     let mia = UserId::from_bytes([20; 16]);
-    store.add_device(max, device(22)).await.unwrap();
+    store.add_device(max, device(22), u64::MAX).await.unwrap();
 
     // Key packages: one-time ones are consumed, the last-resort one is kept.
     let n = store
@@ -371,6 +377,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             welcome: Some(b"welcome".to_vec()),
             now_ms: 4_000,
             client_key: None,
+            quotas: Quotas::UNLIMITED,
         })
         .await
         .unwrap();
@@ -391,6 +398,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             welcome: Some(b"w2".to_vec()),
             now_ms: 4_000,
             client_key: None,
+            quotas: Quotas::UNLIMITED,
         })
         .await;
     assert!(
@@ -416,6 +424,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         welcome: None,
         now_ms: 4_000,
         client_key: None,
+        quotas: Quotas::UNLIMITED,
     };
     store.create_group(named(team)).await.unwrap();
     let dup = store
@@ -431,7 +440,11 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     let record = store.group(g).await.unwrap().unwrap();
     assert_eq!((record.epoch, record.members.len()), (1, 3));
 
-    let inbox = store.fetch_mailbox(dev(21), 0, 100, ANY).await.unwrap();
+    let inbox = store
+        .fetch_mailbox(dev(21), 0, 100, ANY)
+        .await
+        .unwrap()
+        .entries;
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].kind, EntryKind::Welcome);
     assert_eq!(&inbox[0].payload[..], b"welcome");
@@ -441,6 +454,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             .fetch_mailbox(dev(20), 0, 100, ANY)
             .await
             .unwrap()
+            .entries
             .is_empty(),
         "not to the creator"
     );
@@ -475,7 +489,11 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         .unwrap();
     assert!(second.group_seq > sent.group_seq, "one sequence per group");
 
-    let inbox = store.fetch_mailbox(dev(21), 0, 100, ANY).await.unwrap();
+    let inbox = store
+        .fetch_mailbox(dev(21), 0, 100, ANY)
+        .await
+        .unwrap()
+        .entries;
     let payloads: Vec<&[u8]> = inbox.iter().map(|e| &e.payload[..]).collect();
     assert_eq!(
         payloads,
@@ -486,7 +504,8 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     let limited = store
         .fetch_mailbox(dev(21), inbox[0].id, 1, ANY)
         .await
-        .unwrap();
+        .unwrap()
+        .entries;
     assert_eq!(limited.len(), 1);
     assert_eq!(&limited[0].payload[..], b"m1");
 
@@ -501,6 +520,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         removed: vec![dev(22)],
         now_ms: 6_000,
         client_key: None,
+        quotas: Quotas::UNLIMITED,
     };
     let done = store.accept_commit(commit.clone()).await.unwrap();
     assert_eq!(done.epoch, 2);
@@ -526,21 +546,23 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
 
     // Acks delete; another device's ids are ignored.
     let ids: Vec<u64> = inbox.iter().map(|e| e.id).collect();
-    store.ack(dev(20), &ids).await.unwrap();
+    store.ack(dev(20), &ids, 0).await.unwrap();
     assert_eq!(
         store
             .fetch_mailbox(dev(21), 0, 100, ANY)
             .await
             .unwrap()
+            .entries
             .len(),
         2
     );
-    store.ack(dev(21), &ids).await.unwrap();
+    store.ack(dev(21), &ids, 0).await.unwrap();
     assert!(
         store
             .fetch_mailbox(dev(21), 0, 100, ANY)
             .await
             .unwrap()
+            .entries
             .is_empty()
     );
     assert_eq!(
@@ -548,6 +570,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             .fetch_mailbox(dev(22), 0, 100, ANY)
             .await
             .unwrap()
+            .entries
             .len(),
         4,
         "welcome, m1, m2, commit"
@@ -560,9 +583,14 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             .fetch_mailbox(dev(22), 0, 100, ANY)
             .await
             .unwrap()
+            .entries
             .is_empty()
     );
-    let mia_inbox = store.fetch_mailbox(dev(20), 0, 100, ANY).await.unwrap();
+    let mia_inbox = store
+        .fetch_mailbox(dev(20), 0, 100, ANY)
+        .await
+        .unwrap()
+        .entries;
     let kinds: Vec<EntryKind> = mia_inbox.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EntryKind::Application, EntryKind::Handshake]);
     assert_eq!(
@@ -595,6 +623,7 @@ async fn fetch_bounded_by_bytes<S: Store + ?Sized>(store: &S) {
             welcome: Some(vec![0; 10]),
             now_ms: 9_000,
             client_key: None,
+            quotas: Quotas::UNLIMITED,
         })
         .await
         .unwrap();
@@ -602,20 +631,33 @@ async fn fetch_bounded_by_bytes<S: Store + ?Sized>(store: &S) {
         .fetch_mailbox(dev(21), 0, 500, ANY)
         .await
         .unwrap()
+        .entries
         .iter()
         .map(|e| e.id)
         .collect();
-    store.ack(dev(21), &before).await.unwrap();
+    store.ack(dev(21), &before, 0).await.unwrap();
     for i in 0..5u8 {
         let mut m = msg(g, 1, 20, 100 + i, b"");
         m.ciphertext = vec![i; 1000];
         store.enqueue_message(m).await.unwrap();
     }
-    let page = store.fetch_mailbox(dev(21), 0, 500, 2_500).await.unwrap();
+    let page = store
+        .fetch_mailbox(dev(21), 0, 500, 2_500)
+        .await
+        .unwrap()
+        .entries;
     assert_eq!(page.len(), 2, "two 1000-byte entries fit in 2500 bytes");
-    let tiny = store.fetch_mailbox(dev(21), 0, 500, 10).await.unwrap();
+    let tiny = store
+        .fetch_mailbox(dev(21), 0, 500, 10)
+        .await
+        .unwrap()
+        .entries;
     assert_eq!(tiny.len(), 1, "the first entry always comes");
-    let all = store.fetch_mailbox(dev(21), 0, 500, ANY).await.unwrap();
+    let all = store
+        .fetch_mailbox(dev(21), 0, 500, ANY)
+        .await
+        .unwrap()
+        .entries;
     assert_eq!(all.len(), 5);
 }
 
@@ -634,6 +676,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
         welcome: Some(b"w".to_vec()),
         now_ms: 7_000,
         client_key: key(1),
+        quotas: Quotas::UNLIMITED,
     };
     let first = store.create_group(create.clone()).await.unwrap();
     let again = store.create_group(create.clone()).await.unwrap();
@@ -647,6 +690,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
         .fetch_mailbox(dev(21), 0, 100, ANY)
         .await
         .unwrap()
+        .entries
         .into_iter()
         .filter(|e| e.group_id == g)
         .count();
@@ -673,6 +717,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
         removed: vec![],
         now_ms: 8_000,
         client_key: key(3),
+        quotas: Quotas::UNLIMITED,
     };
     let done = store.accept_commit(commit.clone()).await.unwrap();
     assert_eq!(done.epoch, 2);
@@ -707,4 +752,302 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
         matches!(fresh, Err(StoreError::StaleEpoch { current: 3 })),
         "a new key at an old epoch is stale: {fresh:?}"
     );
+}
+
+fn uid(n: u8) -> UserId {
+    UserId::from_bytes([n; 16])
+}
+
+/// P450–P453: quotas hold inside the store's transaction; retention.
+async fn quotas<S: Store + ?Sized>(store: &S) {
+    const T: i64 = 10_000_000;
+    // quota_a (devices 40, 41), quota_b (42), quota_c (43).
+    for (n, name) in [(40, "quota_a"), (42, "quota_b"), (43, "quota_c")] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    store.add_device(uid(40), device(41), 2).await.unwrap();
+    let over = store.add_device(uid(40), device(44), 2).await;
+    assert!(
+        matches!(
+            over,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::Devices,
+                limit: 2
+            })
+        ),
+        "devices per account: {over:?}"
+    );
+    assert_eq!(store.devices_of(uid(40)).await.unwrap().len(), 2);
+
+    let g = GroupId::from_bytes([200; 16]);
+    let create = NewGroup {
+        group_id: g,
+        creator: dev(40),
+        direct: None,
+        name: None,
+        members: vec![dev(40), dev(41), dev(42)],
+        welcome: Some(b"welcome".to_vec()),
+        now_ms: T,
+        client_key: None,
+        quotas: Quotas {
+            group_members: 2,
+            ..Quotas::UNLIMITED
+        },
+    };
+    let big = store.create_group(create.clone()).await;
+    assert!(
+        matches!(
+            big,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::GroupMembers,
+                ..
+            })
+        ),
+        "members per group at creation: {big:?}"
+    );
+    assert!(store.group(g).await.unwrap().is_none(), "nothing created");
+    store
+        .create_group(NewGroup {
+            quotas: Quotas {
+                group_members: 3,
+                groups_per_hour: 1,
+                ..Quotas::UNLIMITED
+            },
+            ..create.clone()
+        })
+        .await
+        .unwrap();
+    let second = store
+        .create_group(NewGroup {
+            group_id: GroupId::from_bytes([201; 16]),
+            members: vec![dev(40)],
+            welcome: None,
+            now_ms: T + 1_000,
+            quotas: Quotas {
+                groups_per_hour: 1,
+                ..Quotas::UNLIMITED
+            },
+            ..create.clone()
+        })
+        .await;
+    assert!(
+        matches!(
+            second,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::GroupsPerHour,
+                ..
+            })
+        ),
+        "groups per hour: {second:?}"
+    );
+    store
+        .create_group(NewGroup {
+            group_id: GroupId::from_bytes([201; 16]),
+            members: vec![dev(40)],
+            welcome: None,
+            now_ms: T + 3_600_001,
+            quotas: Quotas {
+                groups_per_hour: 1,
+                ..Quotas::UNLIMITED
+            },
+            ..create.clone()
+        })
+        .await
+        .expect("an hour later the user may create a group again");
+
+    let add_qc = NewCommit {
+        group_id: g,
+        epoch: 1,
+        sender: dev(40),
+        commit: b"add".to_vec(),
+        welcome: Some(b"w".to_vec()),
+        added: vec![dev(43)],
+        removed: vec![],
+        now_ms: T,
+        client_key: None,
+        quotas: Quotas {
+            group_members: 3,
+            ..Quotas::UNLIMITED
+        },
+    };
+    let crowded = store.accept_commit(add_qc.clone()).await;
+    assert!(
+        matches!(
+            crowded,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::GroupMembers,
+                ..
+            })
+        ),
+        "members per group on commit: {crowded:?}"
+    );
+    assert_eq!(
+        store.group(g).await.unwrap().unwrap().epoch,
+        1,
+        "not applied"
+    );
+
+    // Mailboxes of at most 2 entries: 41 and 42 hold the Welcome.
+    let two = Quotas {
+        mailbox_entries: 2,
+        ..Quotas::UNLIMITED
+    };
+    let send = |id: u8, text: &[u8]| NewMessage {
+        now_ms: T,
+        quotas: two,
+        ..msg(g, 1, 40, id, text)
+    };
+    let first = store.enqueue_message(send(60, b"one")).await.unwrap();
+    assert!(first.undelivered.is_empty());
+    let full = store.enqueue_message(send(61, b"two")).await;
+    assert!(
+        matches!(full, Err(StoreError::MailboxFull)),
+        "every recipient full: {full:?}"
+    );
+    let drained: Vec<u64> = store
+        .fetch_mailbox(dev(41), 0, 100, ANY)
+        .await
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    store.ack(dev(41), &drained, 0).await.unwrap();
+    let partial = store.enqueue_message(send(61, b"two")).await.unwrap();
+    assert_eq!(partial.undelivered, vec![dev(42)], "the full one is named");
+    assert_eq!(partial.recipients, vec![dev(41)]);
+    let page = store.fetch_mailbox(dev(42), 0, 100, ANY).await.unwrap();
+    assert_eq!(page.entries.len(), 2, "nothing queued past the quota");
+    assert_eq!(page.missed, 1, "the full device is told it missed one");
+    let retry = store.enqueue_message(send(61, b"two")).await.unwrap();
+    assert_eq!(
+        retry.group_seq, partial.group_seq,
+        "a retry is not a new message"
+    );
+
+    let bytes = Quotas {
+        mailbox_bytes: 10,
+        ..Quotas::UNLIMITED
+    };
+    let big = store
+        .enqueue_message(NewMessage {
+            now_ms: T,
+            quotas: bytes,
+            ..msg(g, 1, 40, 62, b"eleven byte")
+        })
+        .await;
+    assert!(
+        matches!(big, Err(StoreError::MailboxFull)),
+        "bytes: {big:?}"
+    );
+
+    // Handshakes are never held back by a full mailbox.
+    store
+        .accept_commit(NewCommit {
+            quotas: two,
+            added: vec![],
+            welcome: None,
+            ..add_qc.clone()
+        })
+        .await
+        .expect("a commit reaches a full mailbox");
+    assert_eq!(
+        store
+            .fetch_mailbox(dev(42), 0, 100, ANY)
+            .await
+            .unwrap()
+            .entries
+            .len(),
+        3
+    );
+
+    // The sender's stored bytes: "one", "two" and the commit are still queued.
+    let tight = store
+        .enqueue_message(NewMessage {
+            now_ms: T,
+            epoch: 2,
+            quotas: Quotas {
+                user_bytes: 20,
+                ..Quotas::UNLIMITED
+            },
+            ..msg(g, 2, 40, 63, b"this makes it more than 20")
+        })
+        .await;
+    assert!(
+        matches!(
+            tight,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::UserBytes,
+                ..
+            })
+        ),
+        "user storage: {tight:?}"
+    );
+
+    // Noting missed messages; acks free the quota.
+    store.ack(dev(42), &[], 1).await.unwrap();
+    assert_eq!(
+        store
+            .fetch_mailbox(dev(42), 0, 100, ANY)
+            .await
+            .unwrap()
+            .missed,
+        0
+    );
+    store.ack(dev(42), &[], 5).await.unwrap();
+    assert_eq!(
+        store
+            .fetch_mailbox(dev(42), 0, 100, ANY)
+            .await
+            .unwrap()
+            .missed,
+        0,
+        "never below zero"
+    );
+
+    // A device gone with its mailbox: its messages are collected (qc's quota frees).
+    // Retention: entries stored before the cut expire and are counted as missed;
+    // idempotency records before theirs are forgotten.
+    let kept = store.prune(T, T).await.unwrap();
+    assert_eq!(
+        store
+            .fetch_mailbox(dev(42), 0, 100, ANY)
+            .await
+            .unwrap()
+            .entries
+            .len(),
+        3,
+        "entries stored at the cut are kept: {kept:?}"
+    );
+    let pruned = store.prune(T + 1, T + 1).await.unwrap();
+    assert!(pruned.expired_entries >= 3, "{pruned:?}");
+    assert!(pruned.idempotency_records >= 2, "{pruned:?}");
+    let page = store.fetch_mailbox(dev(42), 0, 100, ANY).await.unwrap();
+    assert!(page.entries.is_empty(), "expired entries are gone");
+    assert_eq!(page.missed, 3, "and counted as missed");
+    let again = store
+        .enqueue_message(NewMessage {
+            now_ms: T + 2,
+            epoch: 2,
+            ..send(60, b"one")
+        })
+        .await
+        .unwrap();
+    assert_ne!(
+        again.group_seq, first.group_seq,
+        "past the idempotency window an id is new again"
+    );
+    // With every earlier message gone, the sender's storage is free again.
+    store
+        .enqueue_message(NewMessage {
+            now_ms: T + 2,
+            epoch: 2,
+            quotas: Quotas {
+                user_bytes: 20,
+                ..Quotas::UNLIMITED
+            },
+            ..msg(g, 2, 40, 64, b"fits in twenty")
+        })
+        .await
+        .expect("storage is freed when messages go");
 }

@@ -14,7 +14,6 @@ pub mod model;
 
 use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, UserId, Username};
-use hush_proto::response::Entry;
 
 pub use model::*;
 
@@ -38,10 +37,81 @@ pub enum StoreError {
     NotAMember,
     #[error("unknown device {0}")]
     DeviceNotFound(DeviceId),
+    /// P450: every recipient's mailbox is full; nothing was stored.
+    #[error("the recipient's mailbox is full")]
+    MailboxFull,
+    /// P452: the request would exceed `quota` (at most `limit`).
+    #[error("limit reached: at most {limit} {quota}")]
+    QuotaExceeded { quota: Quota, limit: u64 },
+    /// P451: the disk (or the database's size limit) is full; nothing was stored.
+    #[error("the server's storage is full")]
+    StorageFull,
     /// The backend failed (I/O, corruption, lost connection); the operation did not
     /// take effect.
     #[error("storage backend: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
+}
+
+impl StoreError {
+    /// A lasting backend failure described by `context` (a corrupt record, a bug).
+    pub fn backend(context: impl Into<String>) -> Self {
+        StoreError::Backend(BackendError {
+            context: context.into(),
+            retryable: false,
+            source: None,
+        })
+    }
+
+    /// A backend failure caused by `source`; `retryable` if the same operation may
+    /// succeed when tried again (a busy database, a lost connection, a failover).
+    pub fn backend_from(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+        retryable: bool,
+    ) -> Self {
+        StoreError::Backend(BackendError {
+            context: context.into(),
+            retryable,
+            source: Some(Box::new(source)),
+        })
+    }
+
+    /// Whether trying the same operation again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Backend(b) if b.retryable)
+            || matches!(self, StoreError::StorageFull)
+    }
+}
+
+/// Why a backend failed, with the backend's own error kept as the source.
+#[derive(Debug)]
+pub struct BackendError {
+    context: String,
+    retryable: bool,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl BackendError {
+    pub fn retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(s) => write!(f, "{}: {s}", self.context),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// The storage operations of the relay. Every method is atomic: it takes effect whole
@@ -59,8 +129,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StoreError>;
 
-    /// Adds a device (a new login) to an existing user.
-    async fn add_device(&self, user: UserId, device: NewDevice) -> Result<(), StoreError>;
+    /// Adds a device (a new login) to an existing user, unless the user has
+    /// `max_devices` already (`QuotaExceeded`).
+    async fn add_device(
+        &self,
+        user: UserId,
+        device: NewDevice,
+        max_devices: u64,
+    ) -> Result<(), StoreError>;
 
     /// The device and user a session token digest belongs to.
     async fn session(&self, token_digest: &[u8; 32]) -> Result<Option<Session>, StoreError>;
@@ -122,6 +198,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers a group at epoch 1 and queues its Welcome for every member but the
     /// creator. `GroupExists` if the id is taken or the direct pair has a group.
+    /// `QuotaExceeded` past `quotas.group_members`, `groups_per_hour` (the creator's
+    /// user's groups created in the hour before `now_ms`) or `user_bytes`.
     async fn create_group(&self, group: NewGroup) -> Result<Delivered, StoreError>;
 
     async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError>;
@@ -135,24 +213,43 @@ pub trait Store: Send + Sync + 'static {
     /// Accepts a commit if the group is at `commit.epoch` and the sender is a member:
     /// queues it for every current member but the sender, the Welcome for the added
     /// devices, updates membership and moves the group to the next epoch, atomically.
+    /// `QuotaExceeded` past `quotas.group_members` or `user_bytes`; mailbox quotas do
+    /// not apply to handshakes.
     async fn accept_commit(&self, commit: NewCommit) -> Result<Delivered, StoreError>;
 
     /// Queues an application message for every member but the sender if the group is at
     /// `msg.epoch`. A retry with the same client message id returns the first delivery
-    /// without queueing again.
+    /// without queueing again. A recipient whose mailbox is at `quotas.mailbox_entries`
+    /// or would pass `mailbox_bytes` is skipped, listed in `undelivered`, and its
+    /// missed count goes up; `MailboxFull` if that leaves no recipient (nothing is
+    /// stored). `QuotaExceeded` past `quotas.user_bytes`. A message with no recipient
+    /// is not stored.
     async fn enqueue_message(&self, msg: NewMessage) -> Result<Delivered, StoreError>;
 
     /// A device's mailbox entries after `after_id`, oldest first: at most `limit`, and
     /// no more than fit in `max_bytes`, each entry counting its payload plus
     /// `hush_proto::frame::ENTRY_OVERHEAD`; the first entry is always returned (P440).
+    /// Also the device's missed count (P450).
     async fn fetch_mailbox(
         &self,
         device: DeviceId,
         after_id: u64,
         limit: u32,
         max_bytes: usize,
-    ) -> Result<Vec<Entry>, StoreError>;
+    ) -> Result<MailboxPage, StoreError>;
 
-    /// Deletes entries from a device's mailbox; ids of other devices are ignored.
-    async fn ack(&self, device: DeviceId, ids: &[u64]) -> Result<(), StoreError>;
+    /// Deletes entries from a device's mailbox (ids of other devices are ignored) and
+    /// takes `missed_seen` off its missed count (not below zero). A message no entry
+    /// refers to any more is deleted with its last entry. Needs little space: a
+    /// device can drain its mailbox while the disk is full (P451).
+    async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError>;
+
+    /// Retention (P453): removes undelivered entries stored before `expire_before_ms`
+    /// (their devices' missed counts go up) and the idempotency records of sends and
+    /// handshakes made before `idempotency_before_ms`.
+    async fn prune(
+        &self,
+        expire_before_ms: i64,
+        idempotency_before_ms: i64,
+    ) -> Result<Pruned, StoreError>;
 }

@@ -8,8 +8,9 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
-    Delivered, DeviceRecord, GroupRecord, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage,
-    NewUser, Owner, Session, Store, StoreError, UserRecord, UserSummary,
+    Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup, NewInvite,
+    NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError, UserRecord,
+    UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
@@ -19,12 +20,15 @@ struct Group {
     epoch: u64,
     next_seq: u64,
     members: BTreeSet<DeviceId>,
+    created_by: Option<UserId>,
+    created_at: i64,
 }
 
 struct Stored {
     group: GroupId,
     kind: EntryKind,
     sender: DeviceId,
+    sender_user: Option<UserId>,
     seq: u64,
     payload: Vec<u8>,
     at: i64,
@@ -50,6 +54,8 @@ struct State {
     /// P412: who owned each device, kept after the device is gone.
     former_owners: HashMap<DeviceId, UserId>,
     last_seen: HashMap<DeviceId, i64>,
+    /// P450: messages each device missed and has not noted.
+    missed: HashMap<DeviceId, u32>,
 }
 
 fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
@@ -65,7 +71,20 @@ impl State {
             .ok_or(StoreError::UserNotFound)
     }
 
-    /// Stores one message for `recipients`, returning its group sequence number.
+    /// Entries and payload bytes in a device's mailbox.
+    fn usage(&self, device: DeviceId) -> (u64, u64) {
+        self.deliveries
+            .values()
+            .filter(|(d, _)| *d == device)
+            .fold((0, 0), |(n, b), (_, m)| {
+                let size = self.messages.get(m).map_or(0, |m| m.payload.len() as u64);
+                (n + 1, b + size)
+            })
+    }
+
+    /// Stores one message for `recipients` within `quotas` (see `Store`), returning
+    /// its group sequence number and the recipients skipped for a full mailbox.
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
         group: GroupId,
@@ -74,13 +93,49 @@ impl State {
         payload: Vec<u8>,
         recipients: &[DeviceId],
         at: i64,
-    ) -> Result<u64, StoreError> {
+        quotas: &Quotas,
+    ) -> Result<(u64, Vec<DeviceId>), StoreError> {
+        let size = payload.len() as u64;
+        let sender_user = self.former_owners.get(&sender).copied();
+        if let Some(user) = sender_user {
+            let used: u64 = self
+                .messages
+                .values()
+                .filter(|m| m.sender_user == Some(user))
+                .map(|m| m.payload.len() as u64)
+                .sum();
+            if used.saturating_add(size) > quotas.user_bytes {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::UserBytes,
+                    limit: quotas.user_bytes,
+                });
+            }
+        }
+        let (room, undelivered): (Vec<DeviceId>, Vec<DeviceId>) = if kind == EntryKind::Application
+        {
+            recipients.iter().partition(|d| {
+                let (n, b) = self.usage(**d);
+                n.saturating_add(1) <= quotas.mailbox_entries
+                    && b.saturating_add(size) <= quotas.mailbox_bytes
+            })
+        } else {
+            (recipients.to_vec(), Vec::new())
+        };
+        if room.is_empty() && !undelivered.is_empty() {
+            return Err(StoreError::MailboxFull);
+        }
         let g = self
             .groups
             .get_mut(&group)
             .ok_or(StoreError::GroupNotFound)?;
         let seq = g.next_seq;
         g.next_seq += 1;
+        for d in &undelivered {
+            *self.missed.entry(*d).or_default() += 1;
+        }
+        if room.is_empty() {
+            return Ok((seq, undelivered));
+        }
         self.next_id += 1;
         let msg = self.next_id;
         self.messages.insert(
@@ -89,16 +144,26 @@ impl State {
                 group,
                 kind,
                 sender,
+                sender_user,
                 seq,
                 payload,
                 at,
             },
         );
-        for d in recipients {
+        for d in room {
             self.next_id += 1;
-            self.deliveries.insert(self.next_id, (*d, msg));
+            self.deliveries.insert(self.next_id, (d, msg));
         }
-        Ok(seq)
+        Ok((seq, undelivered))
+    }
+
+    /// Deletes one mailbox entry, and its message with its last entry.
+    fn remove_delivery(&mut self, id: u64) {
+        if let Some((_, msg)) = self.deliveries.remove(&id)
+            && !self.deliveries.values().any(|(_, m)| *m == msg)
+        {
+            self.messages.remove(&msg);
+        }
     }
 
     fn earlier(&self, sender: DeviceId, key: Option<HandshakeKey>) -> Option<Delivered> {
@@ -121,7 +186,16 @@ impl State {
         for g in self.groups.values_mut() {
             g.members.remove(&device);
         }
-        self.deliveries.retain(|_, (d, _)| *d != device);
+        let gone: Vec<u64> = self
+            .deliveries
+            .iter()
+            .filter(|(_, (d, _))| *d == device)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.remove_delivery(id);
+        }
+        self.missed.remove(&device);
     }
 
     fn user_mut(&mut self, name: &Username) -> Result<&mut UserRecord, StoreError> {
@@ -147,7 +221,7 @@ impl MemoryStore {
         let mut guard = self
             .state
             .lock()
-            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))?;
+            .map_err(|_| StoreError::backend("memory store lock poisoned"))?;
         f(&mut guard)
     }
 }
@@ -199,10 +273,22 @@ impl Store for MemoryStore {
         self.with(|s| Ok(s.users.values().find(|u| &u.username == name).cloned()))
     }
 
-    async fn add_device(&self, user: UserId, device: NewDevice) -> Result<(), StoreError> {
+    async fn add_device(
+        &self,
+        user: UserId,
+        device: NewDevice,
+        max_devices: u64,
+    ) -> Result<(), StoreError> {
         self.with(|s| {
             if !s.users.contains_key(&user) {
                 return Err(StoreError::UserNotFound);
+            }
+            let have = s.devices.values().filter(|(u, _)| *u == user).count() as u64;
+            if have >= max_devices {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::Devices,
+                    limit: max_devices,
+                });
             }
             s.former_owners.insert(device.device_id, user);
             s.devices.insert(device.device_id, (user, device));
@@ -446,8 +532,43 @@ impl Store for MemoryStore {
             if !g.members.contains(&g.creator) {
                 return Err(StoreError::NotAMember);
             }
+            if g.members.len() as u64 > g.quotas.group_members {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::GroupMembers,
+                    limit: g.quotas.group_members,
+                });
+            }
             if let Some(d) = g.members.iter().find(|d| !s.devices.contains_key(d)) {
                 return Err(StoreError::DeviceNotFound(*d));
+            }
+            let creator = s.devices.get(&g.creator).map(|(u, _)| *u);
+            if let Some(user) = creator {
+                let recent = s
+                    .groups
+                    .values()
+                    .filter(|x| x.created_by == Some(user) && x.created_at > g.now_ms - 3_600_000)
+                    .count() as u64;
+                if recent >= g.quotas.groups_per_hour {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: Quota::GroupsPerHour,
+                        limit: g.quotas.groups_per_hour,
+                    });
+                }
+            }
+            // Checked before anything changes: a refusal leaves no trace.
+            if let (Some(w), Some(user)) = (&g.welcome, creator) {
+                let used: u64 = s
+                    .messages
+                    .values()
+                    .filter(|m| m.sender_user == Some(user))
+                    .map(|m| m.payload.len() as u64)
+                    .sum();
+                if used.saturating_add(w.len() as u64) > g.quotas.user_bytes {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: Quota::UserBytes,
+                        limit: g.quotas.user_bytes,
+                    });
+                }
             }
             s.groups.insert(
                 g.group_id,
@@ -455,6 +576,8 @@ impl Store for MemoryStore {
                     epoch: 1,
                     next_seq: 1,
                     members: g.members.iter().copied().collect(),
+                    created_by: creator,
+                    created_at: g.now_ms,
                 },
             );
             if let Some((a, b)) = g.direct {
@@ -470,14 +593,18 @@ impl Store for MemoryStore {
                 .filter(|d| *d != g.creator)
                 .collect();
             let seq = match g.welcome {
-                Some(w) => s.enqueue(
-                    g.group_id,
-                    EntryKind::Welcome,
-                    g.creator,
-                    w,
-                    &recipients,
-                    g.now_ms,
-                )?,
+                Some(w) => {
+                    s.enqueue(
+                        g.group_id,
+                        EntryKind::Welcome,
+                        g.creator,
+                        w,
+                        &recipients,
+                        g.now_ms,
+                        &g.quotas,
+                    )?
+                    .0
+                }
                 None => 0,
             };
             let done = Delivered {
@@ -485,6 +612,7 @@ impl Store for MemoryStore {
                 group_seq: seq,
                 stored_at_ms: g.now_ms,
                 recipients,
+                undelivered: Vec::new(),
             };
             s.record(g.creator, g.client_key, &done);
             Ok(done)
@@ -524,19 +652,46 @@ impl Store for MemoryStore {
             if let Some(d) = c.added.iter().find(|d| !s.devices.contains_key(d)) {
                 return Err(StoreError::DeviceNotFound(*d));
             }
+            let mut after = g.members.clone();
+            after.extend(c.added.iter().copied());
+            for r in &c.removed {
+                after.remove(r);
+            }
+            if after.len() as u64 > c.quotas.group_members {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::GroupMembers,
+                    limit: c.quotas.group_members,
+                });
+            }
+            let bytes = (c.commit.len() + c.welcome.as_ref().map_or(0, |w| w.len())) as u64;
+            if let Some(user) = s.former_owners.get(&c.sender) {
+                let used: u64 = s
+                    .messages
+                    .values()
+                    .filter(|m| m.sender_user == Some(*user))
+                    .map(|m| m.payload.len() as u64)
+                    .sum();
+                if used.saturating_add(bytes) > c.quotas.user_bytes {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: Quota::UserBytes,
+                        limit: c.quotas.user_bytes,
+                    });
+                }
+            }
             let recipients: Vec<DeviceId> = g
                 .members
                 .iter()
                 .copied()
                 .filter(|d| *d != c.sender)
                 .collect();
-            let seq = s.enqueue(
+            let (seq, _) = s.enqueue(
                 c.group_id,
                 EntryKind::Handshake,
                 c.sender,
                 c.commit,
                 &recipients,
                 c.now_ms,
+                &c.quotas,
             )?;
             if let Some(w) = c.welcome {
                 s.enqueue(
@@ -546,6 +701,7 @@ impl Store for MemoryStore {
                     w,
                     &c.added,
                     c.now_ms,
+                    &c.quotas,
                 )?;
             }
             let g = s
@@ -564,6 +720,7 @@ impl Store for MemoryStore {
                 group_seq: seq,
                 stored_at_ms: c.now_ms,
                 recipients: wake,
+                undelivered: Vec::new(),
             };
             s.record(c.sender, c.client_key, &done);
             Ok(done)
@@ -575,6 +732,7 @@ impl Store for MemoryStore {
             if let Some(done) = s.sent.get(&(m.sender, m.client_message_id)) {
                 return Ok(Delivered {
                     recipients: Vec::new(),
+                    undelivered: Vec::new(),
                     ..done.clone()
                 });
             }
@@ -592,19 +750,24 @@ impl Store for MemoryStore {
                 .copied()
                 .filter(|d| *d != m.sender)
                 .collect();
-            let seq = s.enqueue(
+            let (seq, undelivered) = s.enqueue(
                 m.group_id,
                 EntryKind::Application,
                 m.sender,
                 m.ciphertext,
                 &recipients,
                 m.now_ms,
+                &m.quotas,
             )?;
             let done = Delivered {
                 epoch,
                 group_seq: seq,
                 stored_at_ms: m.now_ms,
-                recipients,
+                recipients: recipients
+                    .into_iter()
+                    .filter(|d| !undelivered.contains(d))
+                    .collect(),
+                undelivered,
             };
             s.sent.insert((m.sender, m.client_message_id), done.clone());
             Ok(done)
@@ -617,7 +780,7 @@ impl Store for MemoryStore {
         after_id: u64,
         limit: u32,
         max_bytes: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<MailboxPage, StoreError> {
         self.with(|s| {
             let mut out = Vec::new();
             let mut bytes = 0usize;
@@ -646,23 +809,52 @@ impl Store for MemoryStore {
                     stored_at_ms: m.at,
                 });
             }
-            Ok(out)
+            Ok(MailboxPage {
+                entries: out,
+                missed: s.missed.get(&device).copied().unwrap_or(0),
+            })
         })
     }
 
-    async fn ack(&self, device: DeviceId, ids: &[u64]) -> Result<(), StoreError> {
+    async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError> {
         self.with(|s| {
             for id in ids {
-                if let Some((d, msg)) = s.deliveries.get(id).copied()
-                    && d == device
-                {
-                    s.deliveries.remove(id);
-                    if !s.deliveries.values().any(|(_, m)| *m == msg) {
-                        s.messages.remove(&msg);
-                    }
+                if s.deliveries.get(id).is_some_and(|(d, _)| *d == device) {
+                    s.remove_delivery(*id);
                 }
             }
+            if let Some(m) = s.missed.get_mut(&device) {
+                *m = m.saturating_sub(missed_seen);
+            }
             Ok(())
+        })
+    }
+
+    async fn prune(
+        &self,
+        expire_before_ms: i64,
+        idempotency_before_ms: i64,
+    ) -> Result<Pruned, StoreError> {
+        self.with(|s| {
+            let expired: Vec<(u64, DeviceId)> = s
+                .deliveries
+                .iter()
+                .filter(|(_, (_, m))| s.messages.get(m).is_some_and(|m| m.at < expire_before_ms))
+                .map(|(id, (d, _))| (*id, *d))
+                .collect();
+            for (id, device) in &expired {
+                s.remove_delivery(*id);
+                *s.missed.entry(*device).or_default() += 1;
+            }
+            let before = s.sent.len() + s.handshakes.len();
+            s.sent
+                .retain(|_, d| d.stored_at_ms >= idempotency_before_ms);
+            s.handshakes
+                .retain(|_, d| d.stored_at_ms >= idempotency_before_ms);
+            Ok(Pruned {
+                expired_entries: expired.len() as u64,
+                idempotency_records: (before - s.sent.len() - s.handshakes.len()) as u64,
+            })
         })
     }
 }

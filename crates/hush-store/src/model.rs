@@ -137,6 +137,7 @@ pub struct NewGroup {
     pub now_ms: i64,
     /// P423: a retry with the same key from the same creator returns the first result.
     pub client_key: Option<HandshakeKey>,
+    pub quotas: Quotas,
 }
 
 /// A commit taking a group from `epoch` to `epoch + 1`.
@@ -153,6 +154,7 @@ pub struct NewCommit {
     /// P433: a retry with the same key from the same sender returns the first result,
     /// whatever the group's epoch is by then.
     pub client_key: Option<HandshakeKey>,
+    pub quotas: Quotas,
 }
 
 /// An application message for a group's current epoch.
@@ -165,6 +167,7 @@ pub struct NewMessage {
     pub client_message_id: [u8; 16],
     pub ciphertext: Vec<u8>,
     pub now_ms: i64,
+    pub quotas: Quotas,
 }
 
 /// Where a stored message went: the devices to wake.
@@ -174,6 +177,77 @@ pub struct Delivered {
     pub group_seq: u64,
     pub stored_at_ms: i64,
     pub recipients: Vec<DeviceId>,
+    /// P450: recipients of an application message whose mailbox was full; the message
+    /// was not stored for them (their `missed` count went up).
+    pub undelivered: Vec<DeviceId>,
+}
+
+/// Limits a store enforces inside the transaction that would break them (P450–P452),
+/// so concurrent requests cannot overshoot them together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Entries a device's mailbox may hold before application messages skip it.
+    /// Handshakes (commits, Welcomes) are never skipped: a group must not stall on
+    /// one member's full mailbox. They count towards the usage all the same.
+    pub mailbox_entries: u64,
+    /// Payload bytes a device's mailbox may hold, as `mailbox_entries`.
+    pub mailbox_bytes: u64,
+    /// Payload bytes of the undelivered messages a user's devices sent (each message
+    /// counted once, whatever its number of recipients): `QuotaExceeded` beyond it.
+    pub user_bytes: u64,
+    /// Devices a group may hold after a creation or commit.
+    pub group_members: u64,
+    /// Groups one user's devices may create in any hour.
+    pub groups_per_hour: u64,
+}
+
+impl Quotas {
+    /// No limits: for tests of other behaviour.
+    pub const UNLIMITED: Quotas = Quotas {
+        mailbox_entries: u64::MAX,
+        mailbox_bytes: u64::MAX,
+        user_bytes: u64::MAX,
+        group_members: u64::MAX,
+        groups_per_hour: u64::MAX,
+    };
+}
+
+/// Which limit a request would have broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    UserBytes,
+    Devices,
+    GroupMembers,
+    GroupsPerHour,
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Quota::UserBytes => "stored bytes of undelivered messages",
+            Quota::Devices => "devices per account",
+            Quota::GroupMembers => "devices per group",
+            Quota::GroupsPerHour => "groups created per hour",
+        })
+    }
+}
+
+/// A device's mailbox after a fetch: its entries and the messages it missed.
+#[derive(Debug, Clone, Default)]
+pub struct MailboxPage {
+    pub entries: Vec<hush_proto::response::Entry>,
+    /// P450: messages not stored for this device (full mailbox, expired) that it has
+    /// not yet acknowledged noticing.
+    pub missed: u32,
+}
+
+/// What one pass of retention removed (P453).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Undelivered mailbox entries past the retention time.
+    pub expired_entries: u64,
+    /// Idempotency records (sends and handshakes) past their window.
+    pub idempotency_records: u64,
 }
 
 /// A group as the server tracks it.

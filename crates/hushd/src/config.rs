@@ -23,21 +23,9 @@ pub struct RawConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log: Option<String>,
+    /// Every limit, defaulted one by one (see `hush_server::Limits`).
     #[serde(default)]
-    pub limits: RawLimits,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    pub auth_timeout_secs: Option<u64>,
-    pub tls_handshake_timeout_secs: Option<u64>,
-    pub max_frame_bytes: Option<usize>,
-    pub login_failures_per_account: Option<u32>,
-    pub login_failures_per_address: Option<u32>,
-    pub login_window_secs: Option<u64>,
-    pub max_connections: Option<usize>,
-    pub registrations_per_address_per_hour: Option<u32>,
+    pub limits: Limits,
 }
 
 /// Where the server keeps its data.
@@ -115,32 +103,8 @@ pub fn resolve(raw: RawConfig, flags: Overrides) -> anyhow::Result<Settings> {
         (None, None) => None,
         _ => bail!("tls_cert and tls_key must be given together"),
     };
-    let d = Limits::default();
-    let l = raw.limits;
-    let secs = |v: Option<u64>, default: Duration| v.map(Duration::from_secs).unwrap_or(default);
-    let limits = Limits {
-        auth_timeout: secs(l.auth_timeout_secs, d.auth_timeout),
-        tls_handshake_timeout: secs(l.tls_handshake_timeout_secs, d.tls_handshake_timeout),
-        max_frame_len: l.max_frame_bytes.unwrap_or(d.max_frame_len),
-        login_failures_per_account: l
-            .login_failures_per_account
-            .unwrap_or(d.login_failures_per_account),
-        login_failures_per_address: l
-            .login_failures_per_address
-            .unwrap_or(d.login_failures_per_address),
-        login_window: secs(l.login_window_secs, d.login_window),
-        max_connections: l.max_connections.unwrap_or(d.max_connections),
-        registrations_per_address_per_hour: l
-            .registrations_per_address_per_hour
-            .unwrap_or(d.registrations_per_address_per_hour),
-        ..d
-    };
-    if limits.max_frame_len < 64 * 1024 || limits.max_frame_len > 64 * 1024 * 1024 {
-        bail!("limits.max_frame_bytes must be between 65536 and 67108864");
-    }
-    if limits.max_connections == 0 {
-        bail!("limits.max_connections must be at least 1");
-    }
+    let limits = raw.limits;
+    limits.validate().map_err(anyhow::Error::msg)?;
     Ok(Settings {
         listen,
         data_dir,
@@ -156,7 +120,6 @@ pub fn resolve(raw: RawConfig, flags: Overrides) -> anyhow::Result<Settings> {
 
 /// A commented example config with every setting at its default.
 pub fn example() -> String {
-    let d = Limits::default();
     format!(
         r#"# hushd configuration. Every setting is optional; flags override this file.
 
@@ -181,32 +144,23 @@ registration = "open"
 log = "info"
 
 [limits]
-# Seconds a connection may take to authenticate.
-auth_timeout_secs = {}
-# Seconds allowed for the TLS handshake.
-tls_handshake_timeout_secs = {}
-# Largest frame an authenticated client may send, in bytes.
-max_frame_bytes = {}
-# Unproven logins of one account per window before each further one is slowed down
-# (half a second more each, at most 5 s; an account is never locked), and unproven
-# logins per source address per window before that address gets no more challenges.
-login_failures_per_account = {}
-login_failures_per_address = {}
-login_window_secs = {}
-# Concurrent connections.
-max_connections = {}
-# New accounts one address may create per hour with open registration.
-registrations_per_address_per_hour = {}
-"#,
-        d.auth_timeout.as_secs(),
-        d.tls_handshake_timeout.as_secs(),
-        d.max_frame_len,
-        d.login_failures_per_account,
-        d.login_failures_per_address,
-        d.login_window.as_secs(),
-        d.max_connections,
-        d.registrations_per_address_per_hour,
+{}"#,
+        limits_example()
     )
+}
+
+/// The `[limits]` table at its defaults, each setting with its meaning.
+fn limits_example() -> String {
+    let defaults = toml::Table::try_from(Limits::default()).unwrap_or_default();
+    let mut out = String::new();
+    for (key, doc) in Limits::documented() {
+        let value = defaults
+            .get(*key)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push_str(&format!("# {doc}\n{key} = {value}\n"));
+    }
+    out
 }
 
 /// Parses a duration like `90s`, `30m`, `24h`, `7d` or `2w`.
@@ -245,6 +199,46 @@ mod tests {
         assert_eq!(s.server.registration, RegistrationMode::Open);
         assert_eq!(s.server.limits.max_frame_len, d.server.limits.max_frame_len);
         assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            toml::Table::try_from(&s.server.limits).unwrap(),
+            toml::Table::try_from(&d.server.limits).unwrap(),
+            "every limit in the example is at its default"
+        );
+    }
+
+    #[test]
+    fn every_limit_is_in_the_example_with_its_meaning() {
+        let keys: std::collections::BTreeSet<String> = toml::Table::try_from(Limits::default())
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let documented: std::collections::BTreeSet<String> = Limits::documented()
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(keys, documented);
+        let example = example();
+        for key in keys {
+            assert!(example.contains(&format!("\n{key} = ")), "{key} missing");
+        }
+    }
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let raw: RawConfig =
+            toml::from_str("[limits]\nmailbox_max_entries = 5\nidle_timeout_secs = 9").unwrap();
+        let s = resolve(raw, Overrides::default()).unwrap();
+        assert_eq!(s.server.limits.mailbox_max_entries, 5);
+        assert_eq!(s.server.limits.idle_timeout, Duration::from_secs(9));
+        assert_eq!(
+            s.server.limits.devices_per_account, 20,
+            "others keep defaults"
+        );
+        let bad: RawConfig = toml::from_str("[limits]\nrequests_per_second = 0").unwrap();
+        let e = resolve(bad, Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("requests_per_second"), "{e}");
+        assert!(toml::from_str::<RawConfig>("[limits]\nmailbox_entries = 1").is_err());
     }
 
     #[test]
