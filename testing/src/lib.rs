@@ -47,6 +47,15 @@ impl Server {
         Self::start_in(data, "127.0.0.1:0", extra)
     }
 
+    /// Starts `hushd` with a config file holding `[limits]` `limits` (TOML lines).
+    pub fn with_limits(limits: &str) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("hushd.toml");
+        std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+        let config = config.to_str().unwrap().to_owned();
+        Self::start_in(data, "127.0.0.1:0", &["--config", &config])
+    }
+
     /// Starts `hushd` on `listen` in an existing data dir.
     pub fn start_in(data: TempDir, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(bin("hushd"))

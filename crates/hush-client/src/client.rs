@@ -143,6 +143,9 @@ impl std::fmt::Debug for Enrolment {
 struct Shared {
     jobs: mpsc::Sender<Job>,
     events: broadcast::Sender<Event>,
+    /// Subscribed before the engine started: the first [`Client::events`] caller gets
+    /// it, and with it every event since the start (a catch-up right after opening).
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<Event>>>,
     state: watch::Receiver<ConnectionState>,
     done: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     #[cfg(feature = "fault-injection")]
@@ -220,7 +223,7 @@ impl Client {
         init: Option<Job>,
     ) -> Result<Client, ClientError> {
         let (jobs_tx, jobs_rx) = mpsc::channel(QUEUE);
-        let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
+        let (events_tx, first_events) = broadcast::channel(EVENT_BUFFER);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
         let (opened_tx, opened_rx) = oneshot::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -288,6 +291,7 @@ impl Client {
             shared: std::sync::Arc::new(Shared {
                 jobs: jobs_tx,
                 events: events_tx,
+                first_events: std::sync::Mutex::new(Some(first_events)),
                 state: state_rx,
                 done: std::sync::Mutex::new(Some(done_rx)),
                 #[cfg(feature = "fault-injection")]
@@ -323,9 +327,17 @@ impl Client {
     }
 
     /// Every event from now on.
+    /// The live event stream. The first subscriber also gets what happened between
+    /// opening and subscribing; later ones start now.
     pub fn events(&self) -> Events {
+        let first = self
+            .shared
+            .first_events
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take());
         Events {
-            rx: self.shared.events.subscribe(),
+            rx: first.unwrap_or_else(|| self.shared.events.subscribe()),
         }
     }
 

@@ -50,6 +50,30 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 impl SqliteStore {
+    /// Opens the database like [`open`](Self::open), refusing writes that would grow
+    /// it past `max_bytes` (0: no limit) with `StorageFull` (P451). Deleting (acks,
+    /// retention) needs no room, so mailboxes still drain at the limit.
+    pub fn open_limited(path: &Path, max_bytes: u64) -> Result<Self, StoreError> {
+        let store = Self::open(path)?;
+        if max_bytes > 0 {
+            let conn = store
+                .conn
+                .lock()
+                .map_err(|_| StoreError::backend("connection lock poisoned"))?;
+            let page: i64 = conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(backend)?;
+            let pages = (max_bytes / page.max(512) as u64).max(1);
+            let set: i64 = conn
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)?;
+            tracing::info!(max_bytes, pages = set, "database size limited");
+        }
+        Ok(store)
+    }
+
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(backend)?;

@@ -49,3 +49,10 @@ fn the_database_is_owner_only_even_if_it_was_not() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_full_database_refuses_writes_but_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_limited(&dir.path().join("hush.db"), 2 * 1024 * 1024).unwrap();
+    hush_store::conformance::drains_when_full(&store).await;
+}

@@ -1051,3 +1051,56 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
         .await
         .expect("storage is freed when messages go");
 }
+
+/// P451, for a backend opened with a small size limit (or on a small disk): writes past
+/// it fail with `StorageFull` and change nothing, while fetches and acks still work, and
+/// once drained, writes work again. `store` must be empty.
+pub async fn drains_when_full<S: Store + ?Sized>(store: &S) {
+    store.create_user(user(1, "full_sender")).await.unwrap();
+    store.create_user(user(2, "full_reader")).await.unwrap();
+    let g = GroupId::from_bytes([1; 16]);
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(1),
+            direct: None,
+            name: None,
+            members: vec![dev(1), dev(2)],
+            welcome: None,
+            now_ms: 1,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+        })
+        .await
+        .unwrap();
+    let payload = vec![7u8; 64 * 1024];
+    let mut stored = 0u32;
+    let full = loop {
+        assert!(stored < 10_000, "the store never filled up");
+        let mut m = msg(g, 1, 1, 0, &payload);
+        m.client_message_id[..4].copy_from_slice(&stored.to_be_bytes());
+        match store.enqueue_message(m).await {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, StoreError::StorageFull), "{full:?}");
+    assert!(full.is_retryable(), "a full disk may pass");
+    let page = store.fetch_mailbox(dev(2), 0, 10_000, ANY).await.unwrap();
+    assert_eq!(
+        page.entries.len() as u32,
+        stored,
+        "everything acknowledged is there, the refused one is not"
+    );
+    let ids: Vec<u64> = page.entries.iter().map(|e| e.id).collect();
+    store
+        .ack(dev(2), &ids, 0)
+        .await
+        .expect("acks work on a full store");
+    let mut again = msg(g, 1, 1, 0, &payload);
+    again.client_message_id = [0xff; 16];
+    store
+        .enqueue_message(again)
+        .await
+        .expect("drained, the store takes messages again");
+}

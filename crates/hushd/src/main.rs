@@ -178,7 +178,7 @@ fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     ensure_data_dir(settings)?;
     match &settings.database {
         Database::Sqlite(path) => {
-            let store = SqliteStore::open(path)
+            let store = SqliteStore::open_limited(path, settings.server.limits.database_max_bytes)
                 .with_context(|| format!("opening database {}", path.display()))?;
             Ok(Arc::new(store))
         }
