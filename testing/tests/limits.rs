@@ -1,4 +1,4 @@
-//! Every limit of `[limits]` exceeded against a real hushd (P104–P106, P411, P450–P453):
+//! Every limit of `[limits]` exceeded against a real hushd (P106–P108, P411, P450–P453):
 //! each is refused with a clear code, nothing acknowledged is lost, and the user can
 //! go on once the cause is gone.
 mod inproc;
@@ -237,7 +237,7 @@ async fn p411_one_claim_naming_a_user_many_times_takes_one_package_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p105_requests_over_the_connection_rate_are_refused_then_allowed_again() {
+async fn p107_requests_over_the_connection_rate_are_refused_then_allowed_again() {
     let server = Server::with_limits("requests_per_second = 1\nrequest_burst = 3");
     let mut s = connect(&server).await;
     say_hello(&mut s).await;
@@ -282,7 +282,7 @@ async fn resume_when_free(server: &Server, dir: &std::path::Path) -> raw::Stream
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p104_connections_per_account() {
+async fn p106_connections_per_account() {
     let server = Server::with_limits("connections_per_account = 1");
     let d = dirs::<1>();
     let ann = register(&server, d[0].path(), "ann", Default::default()).await;
@@ -304,7 +304,7 @@ async fn p104_connections_per_account() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p104_connections_per_address() {
+async fn p106_connections_per_address() {
     let server = Server::with_limits("connections_per_address = 3");
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -333,7 +333,7 @@ async fn p104_connections_per_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p106_idle_and_slow_frames_are_closed() {
+async fn p108_idle_and_slow_frames_are_closed() {
     let server = Server::with_limits("idle_timeout_secs = 1\nframe_read_timeout_secs = 1");
     let d = dirs::<1>();
     let ann = register(&server, d[0].path(), "ann", Default::default()).await;

@@ -272,7 +272,7 @@ impl Connection {
     /// Sends one request and waits for its answer. A server `Error` answer becomes
     /// [`ClientError::Server`].
     pub async fn request(&self, body: Body) -> Result<Response, ClientError> {
-        // P105: a connection over its request rate is told how long to wait; a short
+        // P107: a connection over its request rate is told how long to wait; a short
         // wait is taken here, so a busy but honest client just slows down.
         for _ in 0..RATE_LIMIT_RETRIES {
             match self.request_once(body.clone()).await {

@@ -70,19 +70,19 @@ pub struct Limits {
     pub login_window: Duration,
     /// Concurrent connections; more wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Concurrent connections from one source address (P104).
+    /// Concurrent connections from one source address (P106).
     pub connections_per_address: usize,
-    /// Concurrent authenticated connections of one account (P104).
+    /// Concurrent authenticated connections of one account (P106).
     pub connections_per_account: usize,
-    /// Requests one connection may make per second on average (P105) ...
+    /// Requests one connection may make per second on average (P107) ...
     pub requests_per_second: u32,
     /// ... and in a burst.
     pub request_burst: u32,
     /// An authenticated connection that sends nothing for this long is closed; clients
-    /// ping every 30 s (P106).
+    /// ping every 30 s (P108).
     #[serde(rename = "idle_timeout_secs", with = "secs")]
     pub idle_timeout: Duration,
-    /// A frame that has started arriving must be complete within this (P106).
+    /// A frame that has started arriving must be complete within this (P108).
     #[serde(rename = "frame_read_timeout_secs", with = "secs")]
     pub frame_read_timeout: Duration,
     /// How long a graceful shutdown waits for sessions to close.

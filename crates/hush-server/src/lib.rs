@@ -69,7 +69,7 @@ pub struct ServerState {
     pub(crate) stop_requested: tokio::sync::watch::Sender<bool>,
     /// Key package claims per device (P411).
     pub(crate) claims: limits::FailureLimiter<hush_proto::ids::DeviceId>,
-    /// Open connections per source address and authenticated ones per account (P104).
+    /// Open connections per source address and authenticated ones per account (P106).
     pub(crate) per_address: Arc<limits::Occupancy<std::net::IpAddr>>,
     pub(crate) per_account: Arc<limits::Occupancy<hush_proto::ids::UserId>>,
 }

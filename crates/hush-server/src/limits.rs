@@ -1,7 +1,7 @@
 //! Rate limits: failed logins (P320) per account and per source address, so neither one
 //! attacker nor many can guess passwords online at speed (memory is bounded: expired
 //! entries are pruned, and the table has a hard cap); concurrent connections per key
-//! (P104); requests per connection (P105).
+//! (P106); requests per connection (P107).
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -64,7 +64,7 @@ impl<K: Eq + Hash + Clone> Drop for Slot<K> {
     }
 }
 
-/// A token bucket: `rate` requests a second on average, `burst` at once (P105).
+/// A token bucket: `rate` requests a second on average, `burst` at once (P107).
 pub struct RequestBudget {
     rate: f64,
     burst: f64,
@@ -189,7 +189,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn p104_occupancy_caps_and_frees() {
+    fn p106_occupancy_caps_and_frees() {
         let o = Arc::new(Occupancy::default());
         let a = o.try_take("ip", 2).unwrap();
         let _b = o.try_take("ip", 2).unwrap();
@@ -201,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn p105_budget_allows_a_burst_then_the_rate() {
+    fn p107_budget_allows_a_burst_then_the_rate() {
         let t0 = Instant::now();
         let mut b = RequestBudget::new(10, 3, t0);
         for _ in 0..3 {

@@ -5,8 +5,8 @@
 //! Rules enforced here (docs/protocol.md): P101/P102 oversized, truncated or
 //! undecodable frames end the connection after an `Error` frame; P201–P203 hello and
 //! version negotiation; P110 every answer echoes its request id; P205 a connection
-//! must authenticate within `auth_timeout`; P104 authenticated connections per account;
-//! P105 requests per connection per second; P106 an authenticated connection idle for
+//! must authenticate within `auth_timeout`; P106 authenticated connections per account;
+//! P107 requests per connection per second; P108 an authenticated connection idle for
 //! `idle_timeout`, or a frame started and not finished within `frame_read_timeout`, is
 //! closed.
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ use crate::hub::Signal;
 use crate::limits::{RequestBudget, Slot};
 use crate::messaging;
 
-/// The connection's place in its account's count of connections (P104).
+/// The connection's place in its account's count of connections (P106).
 type AccountSlot = Option<Slot<hush_proto::ids::UserId>>;
 
 enum Phase {
@@ -110,7 +110,7 @@ pub async fn run<R, W>(
         Instant::now().into_std(),
     );
     let mut over_budget_logged = false;
-    // P106: when the last whole frame arrived, and since when a partial one has waited.
+    // P108: when the last whole frame arrived, and since when a partial one has waited.
     let mut last_frame = Instant::now();
     let mut partial_since: Option<Instant> = None;
     let check_every = (limits.frame_read_timeout.min(limits.idle_timeout) / 4)
@@ -359,7 +359,7 @@ async fn dispatch(
             .await
             {
                 Ok((account, token, auth)) => {
-                    // A new account's first connection always counts (P104).
+                    // A new account's first connection always counts (P106).
                     *slot = st.per_account.try_take(auth.user_id, usize::MAX);
                     *phase = Phase::Authenticated {
                         auth,

@@ -129,7 +129,7 @@ pub async fn serve(
         };
         // Reap finished sessions so the set stays small.
         while sessions.try_join_next().is_some() {}
-        // P104: one address may not take every connection.
+        // P106: one address may not take every connection.
         let per_address = state.config.limits.connections_per_address;
         let Some(address_slot) = state.per_address.try_take(peer.ip(), per_address) else {
             tracing::info!(%peer, max = per_address, "refused a connection: too many from this address");
