@@ -90,6 +90,14 @@ impl From<StoreError> for Refusal {
                 ErrorCode::StorageFull,
                 "the server's storage is full: nothing was stored; reading and acknowledging still work",
             ),
+            other if other.is_retryable() => {
+                tracing::warn!(error = %other, "passing storage failure");
+                Refusal {
+                    code: ErrorCode::Internal,
+                    message: "the server's storage is busy; nothing was changed, try again".into(),
+                    retry_after_secs: 1,
+                }
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Refusal::new(

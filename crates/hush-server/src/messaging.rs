@@ -45,21 +45,22 @@ pub async fn publish_key_packages(
     packages: Vec<Bytes>,
     last_resort: Option<Bytes>,
 ) -> Result<Body, Refusal> {
-    let have = st.store.key_package_count(auth.device_id).await?;
-    if have.saturating_add(packages.len() as u32) > MAX_STORED_KEY_PACKAGES {
-        return Err(Refusal::new(
-            ErrorCode::InvalidArgument,
-            format!("a device may keep at most {MAX_STORED_KEY_PACKAGES} key packages"),
-        ));
-    }
     let remaining = st
         .store
         .publish_key_packages(
             auth.device_id,
             packages.into_iter().map(|p| p.to_vec()).collect(),
             last_resort.map(|p| p.to_vec()),
+            MAX_STORED_KEY_PACKAGES,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            hush_store::StoreError::QuotaExceeded { .. } => Refusal::new(
+                ErrorCode::InvalidArgument,
+                format!("a device may keep at most {MAX_STORED_KEY_PACKAGES} key packages"),
+            ),
+            other => other.into(),
+        })?;
     Ok(Body::KeyPackageCount(pb::KeyPackageCount { remaining }))
 }
 
@@ -89,7 +90,9 @@ pub async fn claim_key_packages(
         .into_iter()
         .filter(|u| seen.insert(u.clone()))
         .collect();
-    let mut packages = Vec::new();
+    // Every name is resolved before anything is consumed: an unknown one fails the
+    // whole request.
+    let mut users = Vec::with_capacity(usernames.len());
     for name in usernames {
         let user = st
             .store
@@ -97,16 +100,22 @@ pub async fn claim_key_packages(
             .await?
             .filter(|u| !u.disabled)
             .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no user named {name}")))?;
-        let account_key = key_bytes(user.account_key);
-        for (device, kp) in st.store.claim_key_packages(user.user_id).await? {
-            packages.push(pb::DeviceKeyPackage {
-                device_id: device.as_bytes().to_vec().into(),
-                username: name.to_string(),
-                key_package: kp.into(),
-                account_key: account_key.clone(),
-            });
-        }
+        users.push(user);
     }
+    let ids: Vec<_> = users.iter().map(|u| u.user_id).collect();
+    let claimed = st.store.claim_key_packages(&ids).await?;
+    let packages: Vec<pb::DeviceKeyPackage> = claimed
+        .into_iter()
+        .filter_map(|c| {
+            let owner = users.iter().find(|u| u.user_id == c.user)?;
+            Some(pb::DeviceKeyPackage {
+                device_id: c.device.as_bytes().to_vec().into(),
+                username: owner.username.to_string(),
+                key_package: c.package.into(),
+                account_key: key_bytes(owner.account_key),
+            })
+        })
+        .collect();
     st.claims
         .record_many(&auth.device_id, now, packages.len() as u32);
     Ok(Body::KeyPackages(pb::KeyPackages { packages }))

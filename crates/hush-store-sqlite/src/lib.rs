@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
-    Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup, NewInvite,
-    NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError, UserRecord,
-    UserSummary,
+    Claimed, Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup,
+    NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError,
+    UserRecord, UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -745,6 +745,7 @@ impl Store for SqliteStore {
         device: DeviceId,
         packages: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
+        max: u32,
     ) -> Result<u32, StoreError> {
         self.run(move |conn| {
             let tx = conn
@@ -754,6 +755,19 @@ impl Store for SqliteStore {
                 return Err(StoreError::DeviceNotFound(device));
             }
             let d = device.as_bytes().as_slice();
+            let have: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
+                    [d],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if (have.max(0) as usize).saturating_add(packages.len()) > max as usize {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::KeyPackages,
+                    limit: u64::from(max),
+                });
+            }
             {
                 let mut stmt = tx
                     .prepare_cached("INSERT INTO key_packages (device_id, package, last_resort) VALUES (?1, ?2, 0)")
@@ -796,43 +810,51 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_key_packages(
-        &self,
-        user: UserId,
-    ) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+    async fn claim_key_packages(&self, users: &[UserId]) -> Result<Vec<Claimed>, StoreError> {
+        let users = users.to_vec();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            let devices: Vec<Vec<u8>> = {
-                let mut stmt = tx
+            let mut out = Vec::new();
+            {
+                let mut devices_of = tx
                     .prepare_cached(
                         "SELECT device_id FROM devices WHERE user_id = ?1 ORDER BY device_id",
                     )
                     .map_err(backend)?;
-                let rows = stmt
-                    .query_map([user.as_bytes().as_slice()], |r| r.get(0))
-                    .map_err(backend)?;
-                rows.collect::<Result<_, _>>().map_err(backend)?
-            };
-            let mut out = Vec::new();
-            for d in devices {
                 // A one-time package first (oldest), else the last-resort one.
-                let row: Option<(i64, Vec<u8>, bool)> = tx
-                    .query_row(
+                let mut pick = tx
+                    .prepare_cached(
                         "SELECT id, package, last_resort FROM key_packages WHERE device_id = ?1
                          ORDER BY last_resort, id LIMIT 1",
-                        [&d],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
-                    .optional()
                     .map_err(backend)?;
-                if let Some((id, package, last_resort)) = row {
-                    if !last_resort {
-                        tx.execute("DELETE FROM key_packages WHERE id = ?1", [id])
+                let mut consume = tx
+                    .prepare_cached("DELETE FROM key_packages WHERE id = ?1")
+                    .map_err(backend)?;
+                for user in users {
+                    let devices: Vec<Vec<u8>> = devices_of
+                        .query_map([user.as_bytes().as_slice()], |r| r.get(0))
+                        .map_err(backend)?
+                        .collect::<Result<_, _>>()
+                        .map_err(backend)?;
+                    for d in devices {
+                        let row: Option<(i64, Vec<u8>, bool)> = pick
+                            .query_row([&d], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()
                             .map_err(backend)?;
+                        if let Some((id, package, last_resort)) = row {
+                            if !last_resort {
+                                consume.execute([id]).map_err(backend)?;
+                            }
+                            out.push(Claimed {
+                                user,
+                                device: DeviceId::from_bytes(id16(d)?),
+                                package,
+                            });
+                        }
                     }
-                    out.push((DeviceId::from_bytes(id16(d)?), package));
                 }
             }
             tx.commit().map_err(backend)?;

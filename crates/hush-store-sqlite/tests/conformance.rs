@@ -56,3 +56,10 @@ async fn a_full_database_refuses_writes_but_drains() {
     let store = SqliteStore::open_limited(&dir.path().join("hush.db"), 2 * 1024 * 1024).unwrap();
     hush_store::conformance::drains_when_full(&store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_keeps_its_guarantees_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("hush.db")).unwrap();
+    hush_store::conformance::run_concurrent(&store).await;
+}

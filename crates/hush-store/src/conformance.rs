@@ -8,8 +8,8 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::EntryKind;
 
 use crate::{
-    NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Quota, Quotas, Store,
-    StoreError,
+    Delivered, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Quota,
+    Quotas, Store, StoreError,
 };
 
 /// No byte bound on a fetch.
@@ -287,6 +287,10 @@ async fn administration<S: Store + ?Sized>(store: &S) {
     store.create_user(user(11, "dan")).await.unwrap();
 }
 
+fn packages(claimed: Vec<crate::Claimed>) -> Vec<(DeviceId, Vec<u8>)> {
+    claimed.into_iter().map(|c| (c.device, c.package)).collect()
+}
+
 fn dev(n: u8) -> DeviceId {
     DeviceId::from_bytes([n; 16])
 }
@@ -317,41 +321,64 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             dev(21),
             vec![b"kp1".to_vec(), b"kp2".to_vec()],
             Some(b"last".to_vec()),
+            2,
         )
         .await
         .unwrap();
     assert_eq!(n, 2);
+    let over = store
+        .publish_key_packages(dev(21), vec![b"kp9".to_vec()], None, 2)
+        .await;
+    assert!(
+        matches!(
+            over,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::KeyPackages,
+                limit: 2
+            })
+        ),
+        "the cap holds: {over:?}"
+    );
     store
-        .publish_key_packages(dev(22), vec![b"kp3".to_vec()], None)
+        .publish_key_packages(dev(22), vec![b"kp3".to_vec()], None, 100)
         .await
         .unwrap();
     let unknown = store
-        .publish_key_packages(dev(99), vec![b"x".to_vec()], None)
+        .publish_key_packages(dev(99), vec![b"x".to_vec()], None, 100)
         .await;
     assert!(
         matches!(unknown, Err(StoreError::DeviceNotFound(_))),
         "{unknown:?}"
     );
-    let claimed = store.claim_key_packages(max).await.unwrap();
+    let claimed = packages(store.claim_key_packages(&[max]).await.unwrap());
     assert_eq!(
         claimed,
         vec![(dev(21), b"kp1".to_vec()), (dev(22), b"kp3".to_vec())]
     );
     assert_eq!(store.key_package_count(dev(21)).await.unwrap(), 1);
-    let claimed = store.claim_key_packages(max).await.unwrap();
+    let claimed = packages(store.claim_key_packages(&[max]).await.unwrap());
     assert_eq!(
         claimed,
         vec![(dev(21), b"kp2".to_vec())],
         "device 22 has none left"
     );
     for _ in 0..2 {
-        let claimed = store.claim_key_packages(max).await.unwrap();
+        let claimed = packages(store.claim_key_packages(&[max]).await.unwrap());
         assert_eq!(
             claimed,
             vec![(dev(21), b"last".to_vec())],
             "last resort is not consumed"
         );
     }
+    let both = store
+        .claim_key_packages(&[mia, max, UserId::from_bytes([98; 16])])
+        .await
+        .unwrap();
+    assert_eq!(
+        both.iter().map(|c| (c.user, c.device)).collect::<Vec<_>>(),
+        vec![(max, dev(21))],
+        "users in one claim; mia has no packages, an unknown user gets nothing"
+    );
     assert_eq!(store.key_package_count(dev(21)).await.unwrap(), 0);
 
     let owners = store
@@ -1103,4 +1130,151 @@ pub async fn drains_when_full<S: Store + ?Sized>(store: &S) {
         .enqueue_message(again)
         .await
         .expect("drained, the store takes messages again");
+}
+
+/// The concurrency guarantees of [`Store`] (its "Concurrency" section), with many
+/// operations in flight at once. `store` must be empty.
+pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
+    use futures::future::join_all;
+    for (n, name) in [
+        (70, "race_a"),
+        (71, "race_b"),
+        (72, "race_c"),
+        (73, "race_d"),
+    ] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let g = GroupId::from_bytes([70; 16]);
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(70),
+            direct: None,
+            name: None,
+            members: vec![dev(70), dev(71)],
+            welcome: None,
+            now_ms: 1,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+        })
+        .await
+        .unwrap();
+
+    // Commits racing at one epoch: exactly one wins.
+    let commits = (0..10u8).map(|i| {
+        store.accept_commit(NewCommit {
+            group_id: g,
+            epoch: 1,
+            sender: dev(70 + i % 2),
+            commit: vec![i],
+            welcome: None,
+            added: vec![],
+            removed: vec![],
+            now_ms: 2,
+            client_key: Some(HandshakeKey::from_bytes([100 + i; 16])),
+            quotas: Quotas::UNLIMITED,
+        })
+    });
+    let results = join_all(commits).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "exactly one commit at an epoch wins: {results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::StaleEpoch { current: 2 })),
+        "the others are stale: {results:?}"
+    );
+    assert_eq!(store.group(g).await.unwrap().unwrap().epoch, 2);
+    let mut handshakes = 0;
+    for d in [dev(70), dev(71)] {
+        handshakes += store
+            .fetch_mailbox(d, 0, 100, ANY)
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Handshake)
+            .count();
+    }
+    assert_eq!(handshakes, 1, "only the winner is queued");
+
+    // Claims racing for ten one-time packages: none handed out twice.
+    let ten: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'k', i]).collect();
+    store
+        .publish_key_packages(dev(72), ten, Some(b"last".to_vec()), 100)
+        .await
+        .unwrap();
+    let claimer = [uid(72)];
+    let claims = (0..30).map(|_| store.claim_key_packages(&claimer));
+    let mut got: Vec<Vec<u8>> = join_all(claims)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .map(|c| c.package)
+        .collect();
+    assert_eq!(got.len(), 30, "every claim gets a package");
+    got.retain(|p| p != b"last");
+    let distinct: std::collections::BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), 10, "each one-time package once");
+    assert_eq!(distinct.len(), 10, "never one twice");
+
+    // Publishes racing for a cap of five.
+    let publishes = (0..20u8).map(|i| store.publish_key_packages(dev(73), vec![vec![i]], None, 5));
+    let ok = join_all(publishes)
+        .await
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert_eq!(ok, 5);
+    assert_eq!(
+        store.key_package_count(dev(73)).await.unwrap(),
+        5,
+        "the cap holds"
+    );
+
+    // Sends racing for a mailbox of five entries (emptied first).
+    let old: Vec<u64> = store
+        .fetch_mailbox(dev(71), 0, 100, ANY)
+        .await
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    store.ack(dev(71), &old, 0).await.unwrap();
+    let five = Quotas {
+        mailbox_entries: 5,
+        ..Quotas::UNLIMITED
+    };
+    let sends = (0..20u8).map(|i| {
+        store.enqueue_message(NewMessage {
+            quotas: five,
+            ..msg(g, 2, 70, 120 + i, b"m")
+        })
+    });
+    let results = join_all(sends).await;
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    let inbox = store.fetch_mailbox(dev(71), 0, 100, ANY).await.unwrap();
+    assert_eq!(inbox.entries.len(), 5, "the quota holds under a race");
+    assert_eq!(stored, 5);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::MailboxFull))
+    );
+
+    // Retries racing with one client message id: stored once, one answer for all.
+    let ids: Vec<u64> = inbox.entries.iter().map(|e| e.id).collect();
+    store.ack(dev(71), &ids, 0).await.unwrap();
+    let retries = (0..10).map(|_| store.enqueue_message(msg(g, 2, 70, 200, b"once")));
+    let answers: Vec<Delivered> = join_all(retries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(answers.iter().all(|a| a.group_seq == answers[0].group_seq));
+    let inbox = store.fetch_mailbox(dev(71), 0, 100, ANY).await.unwrap();
+    assert_eq!(inbox.entries.len(), 1, "stored once");
 }

@@ -116,6 +116,20 @@ impl std::error::Error for BackendError {
 
 /// The storage operations of the relay. Every method is atomic: it takes effect whole
 /// and durably before it returns `Ok`, or not at all.
+///
+/// # Concurrency
+/// Methods may be called concurrently from many sessions and, with a shared database,
+/// many nodes. Each behaves as if it ran alone (serializable), so in particular
+/// (checked by [`conformance::run_concurrent`]):
+/// - two commits, or a commit and a message, for one group at one epoch: exactly one
+///   commit wins, the others get `StaleEpoch` and change nothing;
+/// - concurrent claims never hand out one one-time key package twice;
+/// - concurrent publishes never leave a device with more than `max` packages, and
+///   concurrent sends never overfill a mailbox or an account's storage quota;
+/// - concurrent retries with one idempotency key (client message id, handshake client
+///   key) store once and all get the first result;
+/// - a failure (`Backend` with `retryable`, e.g. a serialization conflict or a lost
+///   connection) means the operation did not take effect and may be retried whole.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Returns the secret stored under `name`, storing `init` first if there is none.
@@ -161,23 +175,23 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_user(&self, name: &Username) -> Result<(), StoreError>;
 
     /// Adds one-time key packages for a device and, if given, replaces its last-resort
-    /// package. Returns how many one-time packages it now has.
+    /// package. Returns how many one-time packages it now has. `QuotaExceeded` (and
+    /// nothing added) if that would be more than `max`.
     async fn publish_key_packages(
         &self,
         device: DeviceId,
         packages: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
+        max: u32,
     ) -> Result<u32, StoreError>;
 
     /// One-time key packages a device still has.
     async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError>;
 
-    /// One key package for each device of `user` that has any: a one-time package
-    /// (consumed) or else the last-resort one (kept).
-    async fn claim_key_packages(
-        &self,
-        user: UserId,
-    ) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError>;
+    /// One key package for each device of each of `users` that has any: a one-time
+    /// package (consumed) or else the last-resort one (kept), all in one transaction.
+    /// Users that do not exist (any more) get nothing.
+    async fn claim_key_packages(&self, users: &[UserId]) -> Result<Vec<Claimed>, StoreError>;
 
     /// Every device of a user, in id order.
     async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceId>, StoreError>;

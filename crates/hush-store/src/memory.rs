@@ -8,9 +8,9 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
-    Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup, NewInvite,
-    NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError, UserRecord,
-    UserSummary,
+    Claimed, Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup,
+    NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError,
+    UserRecord, UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
@@ -398,12 +398,19 @@ impl Store for MemoryStore {
         device: DeviceId,
         packages: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
+        max: u32,
     ) -> Result<u32, StoreError> {
         self.with(|s| {
             if !s.devices.contains_key(&device) {
                 return Err(StoreError::DeviceNotFound(device));
             }
             let entry = s.key_packages.entry(device).or_default();
+            if entry.0.len().saturating_add(packages.len()) > max as usize {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::KeyPackages,
+                    limit: u64::from(max),
+                });
+            }
             entry.0.extend(packages);
             if last_resort.is_some() {
                 entry.1 = last_resort;
@@ -416,24 +423,27 @@ impl Store for MemoryStore {
         self.with(|s| Ok(s.key_packages.get(&device).map_or(0, |k| k.0.len() as u32)))
     }
 
-    async fn claim_key_packages(
-        &self,
-        user: UserId,
-    ) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+    async fn claim_key_packages(&self, users: &[UserId]) -> Result<Vec<Claimed>, StoreError> {
         self.with(|s| {
-            let mut devices: Vec<DeviceId> = s
-                .devices
-                .iter()
-                .filter(|(_, (owner, _))| *owner == user)
-                .map(|(d, _)| *d)
-                .collect();
-            devices.sort();
             let mut out = Vec::new();
-            for d in devices {
-                if let Some((one_time, last)) = s.key_packages.get_mut(&d)
-                    && let Some(kp) = one_time.pop_front().or_else(|| last.clone())
-                {
-                    out.push((d, kp));
+            for &user in users {
+                let mut devices: Vec<DeviceId> = s
+                    .devices
+                    .iter()
+                    .filter(|(_, (owner, _))| *owner == user)
+                    .map(|(d, _)| *d)
+                    .collect();
+                devices.sort();
+                for d in devices {
+                    if let Some((one_time, last)) = s.key_packages.get_mut(&d)
+                        && let Some(kp) = one_time.pop_front().or_else(|| last.clone())
+                    {
+                        out.push(Claimed {
+                            user,
+                            device: d,
+                            package: kp,
+                        });
+                    }
                 }
             }
             Ok(out)
@@ -864,5 +874,10 @@ mod tests {
     #[tokio::test]
     async fn memory_store_passes_conformance() {
         crate::conformance::run(&super::MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_store_keeps_its_guarantees_under_concurrency() {
+        crate::conformance::run_concurrent(&super::MemoryStore::new()).await;
     }
 }

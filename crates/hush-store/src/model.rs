@@ -212,9 +212,18 @@ impl Quotas {
     };
 }
 
+/// A key package handed out by a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub package: Vec<u8>,
+}
+
 /// Which limit a request would have broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quota {
+    KeyPackages,
     UserBytes,
     Devices,
     GroupMembers,
@@ -224,6 +233,7 @@ pub enum Quota {
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Quota::KeyPackages => "stored key packages per device",
             Quota::UserBytes => "stored bytes of undelivered messages",
             Quota::Devices => "devices per account",
             Quota::GroupMembers => "devices per group",
