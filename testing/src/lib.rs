@@ -143,6 +143,15 @@ impl Server {
         (status, data)
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all), returning its data dir.
+    pub fn kill(mut self) -> TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
         let _ = Command::new("kill")
@@ -167,6 +176,16 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for a server that must come back
+/// at the same address after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One `hush` home.
