@@ -38,6 +38,8 @@ pub struct Server {
     pub fingerprint: String,
     data: TempDir,
     stderr: mpsc::Receiver<String>,
+    /// Every log line read so far.
+    seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl Server {
@@ -108,6 +110,7 @@ impl Server {
             fingerprint: fingerprint.unwrap(),
             data,
             stderr: err_rx,
+            seen: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -126,9 +129,22 @@ impl Server {
             .expect("run hushd admin command")
     }
 
-    /// Log lines written so far.
+    /// Every log line written so far.
     pub fn log(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(self.stderr.try_iter());
+        seen.clone()
+    }
+
+    /// Waits (up to 30 s) for a log line containing `needle`; whether one came.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        for _ in 0..300 {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     /// Whether the process is still running.

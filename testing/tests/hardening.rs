@@ -146,20 +146,29 @@ async fn a_stranger_creating_groups_with_junk_welcomes_cannot_lock_the_mailbox()
     ben.close().await;
     mallory.close().await;
     let conn = raw(&server, d[2].path()).await;
+    let junk = |i: u8, len: usize| {
+        Body::CreateGroup(pb::CreateGroup {
+            group_id: vec![i + 1; 16].into(),
+            direct_peer: String::new(),
+            name: String::new(),
+            welcome: vec![i; len].into(),
+            members: vec![
+                mallory_device.as_bytes().to_vec().into(),
+                ben_device.as_bytes().to_vec().into(),
+            ],
+            client_key: Default::default(),
+        })
+    };
+    // An invitation from a stranger is held, and capped in size (P460).
+    let huge = conn.request(junk(9, 3 * 1024 * 1024)).await;
+    assert!(
+        huge.as_ref().is_err_and(
+            |e| e.server_code() == Some(hush_client::hush_proto::ErrorCode::QuotaExceeded)
+        ),
+        "{huge:?}"
+    );
     for i in 0..2u8 {
-        let created = conn
-            .request(Body::CreateGroup(pb::CreateGroup {
-                group_id: vec![i + 1; 16].into(),
-                direct_peer: String::new(),
-                name: String::new(),
-                welcome: vec![i; 3 * 1024 * 1024].into(),
-                members: vec![
-                    mallory_device.as_bytes().to_vec().into(),
-                    ben_device.as_bytes().to_vec().into(),
-                ],
-                client_key: Default::default(),
-            }))
-            .await;
+        let created = conn.request(junk(i, 400 * 1024)).await;
         assert!(
             matches!(created, Ok(Response::GroupCreated { .. })),
             "{created:?}"

@@ -28,6 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("hush-bench", &["hush-client", "hush-crypto", "hush-proto"]),
+    ("hush-fuzz", &["hush-server", "hush-store", "hush-proto"]),
     ("hush-testing", &[]),
 ];
 

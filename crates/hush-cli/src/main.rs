@@ -158,6 +158,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Group invitations from people you have not accepted yet (they wait for you).
+    Requests {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept USER's group invitations: join them now, and accept USER's from now on.
+    Accept { user: String },
+    /// Decline USER's group invitations: they are dropped and you leave those groups.
+    Decline { user: String },
+    /// Whose group invitations this device accepts by itself: everyone (the default)
+    /// or known (only people you wrote to, added, or accepted; others wait in
+    /// `hush requests`). Without an argument, shows the setting.
+    Invitations { policy: Option<String> },
     #[command(flatten)]
     Later(Later),
 }
@@ -644,7 +657,48 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             client.close().await;
         }
+        Command::Requests { json } => {
+            let client = open(&dir).await?;
+            let pending = client.requests().await;
+            client.close().await;
+            let pending = pending?;
+            if pending.is_empty() && !json {
+                println!("no invitations waiting");
+            }
+            for r in &pending {
+                println!("{}", output::request(r, json));
+            }
+        }
+        Command::Invitations { policy } => {
+            let client = open(&dir).await?;
+            let result = match policy {
+                Some(p) => match hush_client::home::InvitationPolicy::parse(&p) {
+                    Ok(p) => client.set_invitation_policy(p).await.map(|()| p),
+                    Err(e) => Err(e),
+                },
+                None => client.invitation_policy().await,
+            };
+            client.close().await;
+            println!("invitations: {}", result?.as_str());
+        }
+        Command::Accept { user } => answer(&dir, &user, true).await?,
+        Command::Decline { user } => answer(&dir, &user, false).await?,
         Command::Later(_) => {}
+    }
+    Ok(())
+}
+
+/// `hush accept` / `hush decline`.
+async fn answer(dir: &std::path::Path, user: &str, accept: bool) -> Result<(), Failure> {
+    let user = parse_username(user)?;
+    let client = open(dir).await?;
+    let answered = client.answer_request(&user, accept).await;
+    client.close().await;
+    answered?;
+    if accept {
+        println!("accepted {user}'s invitations");
+    } else {
+        println!("declined {user}'s invitations");
     }
     Ok(())
 }

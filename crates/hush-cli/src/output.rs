@@ -116,6 +116,28 @@ pub fn qr(number: &str) -> Option<String> {
 }
 
 /// `hush devices`: one device per line.
+/// One waiting invitation (P461).
+pub fn request(r: &hush_client::hush_proto::response::PendingRequest, as_json: bool) -> String {
+    if as_json {
+        json!({
+            "from": r.inviter.as_str(),
+            "groups": r.groups,
+            "since": rfc3339(r.since_ms),
+        })
+        .to_string()
+    } else {
+        format!(
+            "{} invited you to {} group{} (since {}): hush accept {} / hush decline {}",
+            r.inviter,
+            r.groups,
+            if r.groups == 1 { "" } else { "s" },
+            rfc3339(r.since_ms),
+            r.inviter,
+            r.inviter,
+        )
+    }
+}
+
 pub fn device(d: &hush_client::hush_proto::response::DeviceInfo, as_json: bool) -> String {
     if as_json {
         json!({

@@ -468,6 +468,49 @@ impl Client {
         .await
     }
 
+    /// P461: invitations to groups from people this account has not accepted yet.
+    pub async fn requests(&self) -> Result<Vec<hush_proto::response::PendingRequest>, ClientError> {
+        self.call(|e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).requests().await
+            })
+        })
+        .await
+    }
+
+    /// P463: whose group invitations this device accepts without asking.
+    pub async fn invitation_policy(&self) -> Result<crate::home::InvitationPolicy, ClientError> {
+        self.call(|e| Box::pin(async move { e.home.invitation_policy() }))
+            .await
+    }
+
+    pub async fn set_invitation_policy(
+        &self,
+        policy: crate::home::InvitationPolicy,
+    ) -> Result<(), ClientError> {
+        self.call(move |e| {
+            Box::pin(async move { e.home.set_setting("invitations", policy.as_str()) })
+        })
+        .await
+    }
+
+    /// P462: accepts `inviter`'s invitations (joining what was held) or declines them.
+    pub async fn answer_request(
+        &self,
+        inviter: &Username,
+        accept: bool,
+    ) -> Result<(), ClientError> {
+        let inviter = inviter.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).answer_request(&inviter, accept).await
+            })
+        })
+        .await
+    }
+
     /// This account's devices (P546).
     pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
         self.call(|e| {

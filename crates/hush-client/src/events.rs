@@ -235,6 +235,9 @@ pub enum Event {
     /// Messages for this device the server could not keep (its mailbox was full, or
     /// they waited past the retention time, P450): they are lost to this device.
     Missed { count: u32 },
+    /// P460: `by`, whom this account has not accepted yet, invited it to a group; the
+    /// invitation waits for `hush accept` or `hush decline`.
+    Invited { by: String },
 }
 
 /// RFC 3339 in UTC, seconds precision: `2026-01-01T00:00:00Z`.
@@ -361,6 +364,7 @@ impl Event {
             }
             Event::LocalError { message } => json!({"type": "local_error", "message": message}),
             Event::Missed { count } => json!({"type": "missed", "count": count}),
+            Event::Invited { by } => json!({"type": "invitation", "from": by}),
         }
     }
 
@@ -423,6 +427,9 @@ impl Event {
                 other => other.as_str().to_owned(),
             },
             Event::LocalError { message } => format!("local error: {message}"),
+            Event::Invited { by } => format!(
+                "{by} invited you to a group: `hush accept {by}` to join, `hush decline {by}` to refuse"
+            ),
             Event::Missed { count } => format!(
                 "{count} message(s) for this device were lost on the server: its mailbox was full or they waited too long"
             ),

@@ -25,7 +25,16 @@ const MIGRATIONS: &[&str] = &[
     MESSAGING,
     HANDSHAKES,
     IDENTITIES,
+    SETTINGS,
 ];
+
+/// This home's preferences, by name (`invitations`: P463).
+const SETTINGS: &str = "
+    CREATE TABLE settings (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+";
 
 /// Account keys (P540–P546): this account's key, its device certificate, the pinned
 /// account keys of contacts (first seen wins), and which account each seen device is.
@@ -233,6 +242,35 @@ impl Home {
         &self.known
     }
 
+    /// A preference of this home, if set.
+    pub fn setting(&self, name: &str) -> Result<Option<String>, ClientError> {
+        self.db
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(home_err)
+    }
+
+    pub fn set_setting(&self, name: &str, value: &str) -> Result<(), ClientError> {
+        self.db
+            .execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [name, value],
+            )
+            .map_err(home_err)?;
+        Ok(())
+    }
+
+    /// P463: whose group invitations this device accepts by itself.
+    pub fn invitation_policy(&self) -> Result<InvitationPolicy, ClientError> {
+        Ok(match self.setting("invitations")?.as_deref() {
+            Some("known") => InvitationPolicy::Known,
+            _ => InvitationPolicy::Everyone,
+        })
+    }
+
     pub fn account(&self) -> Result<Option<StoredAccount>, ClientError> {
         let row = self
             .db
@@ -387,5 +425,34 @@ mod tests {
             })
             .unwrap();
         assert_eq!(count(&home), 0);
+    }
+}
+
+/// P463: which group invitations from people this account has not accepted yet are
+/// accepted without asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitationPolicy {
+    /// Anyone's (the default): like a team server where everyone may add anyone.
+    Everyone,
+    /// None: each waits for `hush accept USER` or `hush decline USER`.
+    Known,
+}
+
+impl InvitationPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvitationPolicy::Everyone => "everyone",
+            InvitationPolicy::Known => "known",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ClientError> {
+        match s {
+            "everyone" => Ok(InvitationPolicy::Everyone),
+            "known" => Ok(InvitationPolicy::Known),
+            other => Err(ClientError::Invalid(format!(
+                "invitations from {other:?}? say everyone or known"
+            ))),
+        }
     }
 }

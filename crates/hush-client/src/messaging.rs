@@ -254,8 +254,10 @@ impl<'a> Messenger<'a> {
         // A commit of ours the server may have accepted decides the epoch the next
         // entries are at: settle it first.
         self.settle_all().await?;
+        let policy = self.home.invitation_policy()?;
         let mut added = 0;
         loop {
+            let mut accept: Vec<Username> = Vec::new();
             let answer = self
                 .conn
                 .request(Body::Fetch(pb::Fetch {
@@ -271,6 +273,27 @@ impl<'a> Messenger<'a> {
             }
             let mut ids = Vec::with_capacity(entries.len());
             for e in &entries {
+                if e.kind == EntryKind::Request {
+                    // P460: not MLS; the server says who invited us. Told (or accepted
+                    // at once, P463), then acked.
+                    match Username::parse(&String::from_utf8_lossy(&e.payload)) {
+                        Ok(by) if policy == crate::home::InvitationPolicy::Everyone => {
+                            if !accept.contains(&by) {
+                                accept.push(by);
+                            }
+                        }
+                        Ok(by) => {
+                            let _ = self
+                                .events
+                                .send(crate::events::Event::Invited { by: by.to_string() });
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "an invitation notice names no valid user")
+                        }
+                    }
+                    ids.push(e.id);
+                    continue;
+                }
                 // A local failure stops here: this entry and the rest stay on the
                 // server, unacknowledged, and are tried again (P441).
                 added += self.process(e).await?;
@@ -293,6 +316,11 @@ impl<'a> Messenger<'a> {
             match self.conn.request(Body::Ack(ack)).await? {
                 Response::Acked => {}
                 other => return Err(unexpected(&other)),
+            }
+            for by in &accept {
+                // What was held comes in the next pages.
+                self.send_answer(by, true).await?;
+                tracing::info!(%by, "accepted a group invitation (invitations: everyone)");
             }
             if entries.is_empty() {
                 break;
@@ -1002,4 +1030,57 @@ pub(crate) fn check_text(text: &str) -> Result<(), ClientError> {
         )));
     }
     Ok(())
+}
+
+impl Messenger<'_> {
+    /// P461: invitations waiting for this account, one per inviter.
+    pub(crate) async fn requests(
+        &self,
+    ) -> Result<Vec<hush_proto::response::PendingRequest>, ClientError> {
+        match self
+            .conn
+            .request(Body::ListRequests(pb::ListRequests {}))
+            .await?
+        {
+            Response::Requests(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// P462: accepts (then joins what was held, at once) or declines `inviter`'s
+    /// invitations.
+    pub(crate) async fn answer_request(
+        &self,
+        inviter: &Username,
+        accept: bool,
+    ) -> Result<(), ClientError> {
+        let answer = pb::AnswerRequest {
+            inviter: inviter.to_string(),
+            accept,
+        };
+        match self.conn.request(Body::AnswerRequest(answer)).await? {
+            Response::RequestAnswered => {}
+            other => return Err(unexpected(&other)),
+        }
+        if accept {
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    /// Accepts by policy (P463); nothing waiting (another device of ours answered) is
+    /// fine.
+    async fn send_answer(&self, inviter: &Username, accept: bool) -> Result<(), ClientError> {
+        let answer = pb::AnswerRequest {
+            inviter: inviter.to_string(),
+            accept,
+        };
+        match self.conn.request(Body::AnswerRequest(answer)).await {
+            Ok(Response::RequestAnswered) => Ok(()),
+            // Answered already (by another device of ours): nothing is waiting.
+            Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => Ok(()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -136,6 +136,11 @@ pub enum Request {
     RevokeDevice {
         device: DeviceId,
     },
+    ListRequests,
+    AnswerRequest {
+        inviter: Username,
+        accept: bool,
+    },
 }
 
 impl Request {
@@ -166,6 +171,8 @@ impl Request {
             Request::AdminShutdown => "admin_shutdown",
             Request::ListMyDevices => "list_my_devices",
             Request::RevokeDevice { .. } => "revoke_device",
+            Request::ListRequests => "list_requests",
+            Request::AnswerRequest { .. } => "answer_request",
         }
     }
 }
@@ -488,6 +495,11 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         Body::ListMyDevices(pb::ListMyDevices {}) => Request::ListMyDevices,
         Body::RevokeDevice(pb::RevokeDevice { device_id }) => Request::RevokeDevice {
             device: DeviceId::from_slice(&device_id)?,
+        },
+        Body::ListRequests(pb::ListRequests {}) => Request::ListRequests,
+        Body::AnswerRequest(pb::AnswerRequest { inviter, accept }) => Request::AnswerRequest {
+            inviter: Username::parse(&inviter)?,
+            accept,
         },
         Body::ListDevices(pb::ListDevices { usernames }) => {
             if usernames.is_empty() || usernames.len() > MAX_CLAIM_USERS {

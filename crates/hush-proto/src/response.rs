@@ -204,8 +204,19 @@ pub enum Response {
     Devices(Vec<DeviceOwner>),
     MyDevices(Vec<DeviceInfo>),
     DeviceRevoked,
+    /// P461: held invitations, one per inviter.
+    Requests(Vec<PendingRequest>),
+    RequestAnswered,
     MailboxChanged,
     ShutdownStarted,
+}
+
+/// Invitations held from one user (P461).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub inviter: Username,
+    pub groups: u32,
+    pub since_ms: i64,
 }
 
 impl Response {
@@ -234,6 +245,8 @@ impl Response {
             Response::ShutdownStarted => "shutdown_started",
             Response::MyDevices(_) => "my_devices",
             Response::DeviceRevoked => "device_revoked",
+            Response::Requests(_) => "requests",
+            Response::RequestAnswered => "request_answered",
         }
     }
 }
@@ -395,6 +408,19 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
                 .collect::<Result<_, ProtoError>>()?,
         ),
         Body::DeviceRevoked(pb::DeviceRevoked {}) => Response::DeviceRevoked,
+        Body::Requests(pb::Requests { requests }) => Response::Requests(
+            requests
+                .into_iter()
+                .map(|r| {
+                    Ok(PendingRequest {
+                        inviter: Username::parse(&r.inviter)?,
+                        groups: r.groups,
+                        since_ms: r.since_ms,
+                    })
+                })
+                .collect::<Result<_, ProtoError>>()?,
+        ),
+        Body::RequestAnswered(pb::RequestAnswered {}) => Response::RequestAnswered,
         Body::MailboxChanged(pb::MailboxChanged {}) => Response::MailboxChanged,
         Body::ShutdownStarted(pb::ShutdownStarted {}) => Response::ShutdownStarted,
     };

@@ -107,6 +107,11 @@ pub struct Limits {
     pub group_max_devices: u64,
     /// Groups one account may create per hour (P452).
     pub groups_per_account_per_hour: u64,
+    /// Groups an account may have pending invitations to from people it has not
+    /// accepted (P460).
+    pub pending_invitations_per_account: u64,
+    /// Largest Welcome such an invitation may carry (P460).
+    pub invitation_max_bytes: u64,
     /// Key packages one device may claim per minute, each package counted (P411).
     pub key_package_claims_per_minute: u32,
     /// Undelivered messages are deleted after this long (P453).
@@ -150,6 +155,8 @@ impl Default for Limits {
             devices_per_account: 20,
             group_max_devices: 1_000,
             groups_per_account_per_hour: 60,
+            pending_invitations_per_account: 20,
+            invitation_max_bytes: 512 * 1024,
             key_package_claims_per_minute: 600,
             retention: Duration::from_secs(30 * 86_400),
             idempotency_window: Duration::from_secs(7 * 86_400),
@@ -168,6 +175,8 @@ impl Limits {
             user_bytes: self.account_storage_bytes,
             group_members: self.group_max_devices,
             groups_per_hour: self.groups_per_account_per_hour,
+            requests_per_user: self.pending_invitations_per_account,
+            request_bytes: self.invitation_max_bytes,
         }
     }
 
@@ -309,6 +318,14 @@ impl Limits {
             (
                 "groups_per_account_per_hour",
                 "Groups one account may create per hour.",
+            ),
+            (
+                "pending_invitations_per_account",
+                "Groups an account may be invited to, and not yet have answered, by people it\n# has not accepted (`hush requests`); more invitations get QUOTA_EXCEEDED.",
+            ),
+            (
+                "invitation_max_bytes",
+                "Largest Welcome such an invitation may carry, in bytes.",
             ),
             (
                 "key_package_claims_per_minute",

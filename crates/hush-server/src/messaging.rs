@@ -265,6 +265,9 @@ pub async fn create_group(
         .await
         .map_err(|e| refused(auth, "create a group", e))?;
     st.hub.wake(&done.recipients);
+    if !done.held.is_empty() {
+        tracing::info!(group = %group_id, devices = done.held.len(), "invitation held until answered");
+    }
     tracing::info!(device = %auth.device_id, group = %group_id, "group created");
     Ok(Body::GroupCreated(pb::GroupCreated { epoch: done.epoch }))
 }
@@ -442,4 +445,47 @@ fn refused(auth: &Authenticated, what: &str, e: hush_store::StoreError) -> Refus
         _ => {}
     }
     e.into()
+}
+
+/// P461: invitations held for this account.
+pub async fn list_requests(st: &ServerState, auth: &Authenticated) -> Result<Body, Refusal> {
+    let held = st.store.requests(auth.user_id).await?;
+    Ok(Body::Requests(pb::Requests {
+        requests: held
+            .into_iter()
+            .map(|r| pb::Request {
+                inviter: r.inviter_name.to_string(),
+                groups: r.groups,
+                since_ms: r.since_ms,
+            })
+            .collect(),
+    }))
+}
+
+/// P462: accepts or declines every invitation from `inviter`.
+pub async fn answer_request(
+    st: &ServerState,
+    auth: &Authenticated,
+    inviter: Username,
+    accept: bool,
+) -> Result<Body, Refusal> {
+    let from = st
+        .store
+        .user_by_name(&inviter)
+        .await?
+        .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no user named {inviter}")))?;
+    let pending = st.store.requests(auth.user_id).await?;
+    if !pending.iter().any(|r| r.inviter == from.user_id) {
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("{inviter} has no invitation waiting for you"),
+        ));
+    }
+    let wake = st
+        .store
+        .answer_request(auth.user_id, from.user_id, accept)
+        .await?;
+    st.hub.wake(&wake);
+    tracing::info!(user = %auth.username, %inviter, accept, "answered an invitation");
+    Ok(Body::RequestAnswered(pb::RequestAnswered {}))
 }

@@ -549,6 +549,10 @@ async fn dispatch(
                 Request::RevokeDevice { device } => {
                     messaging::revoke_device(st, &auth, device).await
                 }
+                Request::ListRequests => messaging::list_requests(st, &auth).await,
+                Request::AnswerRequest { inviter, accept } => {
+                    messaging::answer_request(st, &auth, inviter, accept).await
+                }
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,
                     "already authenticated",

@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
-    Claimed, Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup,
-    NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError,
-    UserRecord, UserSummary,
+    Claimed, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage, NewCommit, NewDevice,
+    NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store,
+    StoreError, UserRecord, UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -197,6 +197,7 @@ fn earlier_handshake(
         stored_at_ms: at,
         recipients: Vec::new(),
         undelivered: Vec::new(),
+        held: Vec::new(),
     }))
 }
 
@@ -296,6 +297,7 @@ fn device_exists(conn: &Connection, device: &DeviceId) -> Result<bool, StoreErro
 }
 
 /// One message to store.
+#[derive(Clone, Copy)]
 struct Outgoing<'a> {
     group: &'a GroupId,
     kind: EntryKind,
@@ -306,18 +308,78 @@ struct Outgoing<'a> {
     quotas: &'a Quotas,
 }
 
-/// Stores one message for its recipients within the quotas (P450, P452); returns its
-/// group sequence number and the recipients skipped for a full mailbox. A message
-/// left with no recipient is not stored.
-fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<(u64, Vec<DeviceId>), StoreError> {
-    let size = m.payload.len() as u64;
-    let sender_user: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT user_id FROM device_owners WHERE device_id = ?1")
+/// Where one stored message went.
+struct Enqueued {
+    seq: u64,
+    /// Skipped for a full mailbox (P450).
+    undelivered: Vec<DeviceId>,
+    /// Held until an invitation is answered (P460).
+    held: Vec<DeviceId>,
+}
+
+fn user_of(conn: &Connection, device: &DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
+    conn.prepare_cached("SELECT user_id FROM device_owners WHERE device_id = ?1")
         .and_then(|mut s| {
-            s.query_row([m.sender.as_bytes().as_slice()], |r| r.get(0))
+            s.query_row([device.as_bytes().as_slice()], |r| r.get(0))
                 .optional()
         })
+        .map_err(backend)
+}
+
+/// P460: whether `user` takes Welcomes from `sender` without asking: the same user,
+/// consent recorded, or a named group both have joined (not just been invited to),
+/// other than `group`.
+fn accepts_welcomes(
+    conn: &Connection,
+    user: &[u8],
+    sender: &[u8],
+    group: &GroupId,
+) -> Result<bool, StoreError> {
+    if user == sender {
+        return Ok(true);
+    }
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM consent WHERE user_id = ?1 AND peer_id = ?2)
+         OR EXISTS (
+            SELECT 1 FROM devices da JOIN group_members a ON a.device_id = da.device_id
+            JOIN group_members b ON b.group_id = a.group_id
+            JOIN devices db ON db.device_id = b.device_id
+            WHERE da.user_id = ?1 AND db.user_id = ?2 AND a.group_id != ?3
+              AND a.group_id NOT IN (SELECT group_id FROM direct_groups)
+              AND NOT EXISTS (SELECT 1 FROM held h WHERE h.group_id = a.group_id
+                              AND h.device_id IN (a.device_id, b.device_id)))",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![user, sender, group.as_bytes().as_slice()], |r| {
+            r.get(0)
+        })
+    })
+    .map_err(backend)
+}
+
+/// P460: `user` accepts Welcomes from `peer` from now on.
+fn record_consent(conn: &Connection, user: &[u8], peer: &[u8]) -> Result<(), StoreError> {
+    if user == peer {
+        return Ok(());
+    }
+    conn.prepare_cached("INSERT OR IGNORE INTO consent (user_id, peer_id) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![user, peer]))
         .map_err(backend)?;
+    Ok(())
+}
+
+fn is_direct(conn: &Connection, group: &GroupId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM direct_groups WHERE group_id = ?1)")
+        .and_then(|mut s| s.query_row([group.as_bytes().as_slice()], |r| r.get(0)))
+        .map_err(backend)
+}
+
+/// Stores one message for its recipients within the quotas (P450, P452), holding it
+/// for devices with an unanswered invitation to the group (P460). A message left with
+/// no recipient is not stored.
+fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<Enqueued, StoreError> {
+    let size = m.payload.len() as u64;
+    let sender_user = user_of(conn, m.sender)?;
     if let Some(user) = &sender_user {
         let used: i64 = conn
             .prepare_cached(
@@ -338,13 +400,14 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<(u64, Vec<DeviceId>), S
         )
         .and_then(|mut s| s.query_row([m.group.as_bytes().as_slice()], |r| r.get(0)))
         .map_err(backend)?;
-    let mut room = Vec::with_capacity(m.recipients.len());
+    let mut recipients: Vec<DeviceId> = m.recipients.to_vec();
     let mut undelivered = Vec::new();
     if m.kind == EntryKind::Application {
         let mut usage = conn
             .prepare_cached("SELECT entries, bytes FROM mailbox_usage WHERE device_id = ?1")
             .map_err(backend)?;
-        for d in m.recipients {
+        let mut room = Vec::with_capacity(recipients.len());
+        for d in recipients {
             let (entries, bytes): (i64, i64) = usage
                 .query_row([d.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
@@ -353,9 +416,9 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<(u64, Vec<DeviceId>), S
             let full = (entries.max(0) as u64).saturating_add(1) > m.quotas.mailbox_entries
                 || (bytes.max(0) as u64).saturating_add(size) > m.quotas.mailbox_bytes;
             if full {
-                undelivered.push(*d);
+                undelivered.push(d);
             } else {
-                room.push(*d);
+                room.push(d);
             }
         }
         if room.is_empty() && !undelivered.is_empty() {
@@ -367,12 +430,155 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<(u64, Vec<DeviceId>), S
         for d in &undelivered {
             missed.execute([d.as_bytes().as_slice()]).map_err(backend)?;
         }
+        recipients = room;
+    }
+    // P460: who gets it held, and for whose invitation.
+    let mut hold: Vec<(DeviceId, Vec<u8>)> = Vec::new();
+    let mut invited: Vec<DeviceId> = Vec::new();
+    if m.kind == EntryKind::Welcome && !is_direct(conn, m.group)? {
+        if let Some(sender) = &sender_user {
+            let mut decided: Vec<(Vec<u8>, bool)> = Vec::new();
+            let mut deliver = Vec::new();
+            for d in recipients {
+                let Some(owner) = user_of(conn, &d)? else {
+                    continue;
+                };
+                let accepts = match decided.iter().find(|(u, _)| *u == owner) {
+                    Some((_, a)) => *a,
+                    None => {
+                        let a = accepts_welcomes(conn, &owner, sender, m.group)?;
+                        decided.push((owner.clone(), a));
+                        a
+                    }
+                };
+                if accepts {
+                    deliver.push(d);
+                } else {
+                    invited.push(d);
+                    hold.push((d, sender.clone()));
+                }
+            }
+            for (owner, accepts) in &decided {
+                if *accepts {
+                    continue;
+                }
+                if size > m.quotas.request_bytes {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: Quota::RequestBytes,
+                        limit: m.quotas.request_bytes,
+                    });
+                }
+                let pending: i64 = conn
+                    .prepare_cached(
+                        "SELECT COUNT(DISTINCT h.group_id) FROM held h
+                         JOIN devices d ON d.device_id = h.device_id WHERE d.user_id = ?1",
+                    )
+                    .and_then(|mut s| s.query_row([owner], |r| r.get(0)))
+                    .map_err(backend)?;
+                if pending.max(0) as u64 >= m.quotas.requests_per_user {
+                    return Err(StoreError::QuotaExceeded {
+                        quota: Quota::Requests,
+                        limit: m.quotas.requests_per_user,
+                    });
+                }
+            }
+            recipients = deliver;
+        }
     } else {
-        room.extend_from_slice(m.recipients);
+        let any_held: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM held WHERE group_id = ?1)")
+            .and_then(|mut s| s.query_row([m.group.as_bytes().as_slice()], |r| r.get(0)))
+            .map_err(backend)?;
+        if any_held {
+            let mut inviter_of = conn
+                .prepare_cached(
+                    "SELECT inviter FROM held WHERE device_id = ?1 AND group_id = ?2 LIMIT 1",
+                )
+                .map_err(backend)?;
+            let mut deliver = Vec::new();
+            for d in recipients {
+                let inviter: Option<Vec<u8>> = inviter_of
+                    .query_row(
+                        params![d.as_bytes().as_slice(), m.group.as_bytes().as_slice()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                match inviter {
+                    Some(i) => hold.push((d, i)),
+                    None => deliver.push(d),
+                }
+            }
+            recipients = deliver;
+        }
     }
-    if room.is_empty() {
-        return Ok((seq as u64, undelivered));
+    let held: Vec<DeviceId> = hold.iter().map(|(d, _)| *d).collect();
+    if recipients.is_empty() && hold.is_empty() {
+        return Ok(Enqueued {
+            seq: seq as u64,
+            undelivered,
+            held,
+        });
     }
+    let message = insert_message(conn, &m, seq, size, sender_user.as_deref(), m.payload)?;
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)")
+        .map_err(backend)?;
+    for d in &recipients {
+        stmt.execute(params![d.as_bytes().as_slice(), message])
+            .map_err(backend)?;
+    }
+    let mut keep = conn
+        .prepare_cached(
+            "INSERT INTO held (device_id, group_id, message_id, inviter, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(backend)?;
+    for (d, inviter) in &hold {
+        keep.execute(params![
+            d.as_bytes().as_slice(),
+            m.group.as_bytes().as_slice(),
+            message,
+            inviter,
+            m.now_ms
+        ])
+        .map_err(backend)?;
+    }
+    // P460: the invited devices are told who asked, so their users can answer.
+    if !invited.is_empty()
+        && let Some(sender) = &sender_user
+    {
+        let name: String = conn
+            .query_row(
+                "SELECT username FROM users WHERE user_id = ?1",
+                [sender],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        let notice = Outgoing {
+            kind: EntryKind::Request,
+            ..m
+        };
+        let id = insert_message(conn, &notice, seq, name.len() as u64, None, name.as_bytes())?;
+        for d in &invited {
+            stmt.execute(params![d.as_bytes().as_slice(), id])
+                .map_err(backend)?;
+        }
+    }
+    Ok(Enqueued {
+        seq: seq as u64,
+        undelivered,
+        held,
+    })
+}
+
+fn insert_message(
+    conn: &Connection,
+    m: &Outgoing<'_>,
+    seq: i64,
+    size: u64,
+    sender_user: Option<&[u8]>,
+    payload: &[u8],
+) -> Result<i64, StoreError> {
     conn.prepare_cached(
         "INSERT INTO messages (group_id, kind, sender_device, group_seq, payload, stored_at, size, sender_user)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -383,22 +589,14 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<(u64, Vec<DeviceId>), S
             kind_code(m.kind),
             m.sender.as_bytes().as_slice(),
             seq,
-            m.payload,
+            payload,
             m.now_ms,
             size as i64,
             sender_user
         ])
     })
     .map_err(backend)?;
-    let message = conn.last_insert_rowid();
-    let mut stmt = conn
-        .prepare_cached("INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)")
-        .map_err(backend)?;
-    for d in &room {
-        stmt.execute(params![d.as_bytes().as_slice(), message])
-            .map_err(backend)?;
-    }
-    Ok((seq as u64, undelivered))
+    Ok(conn.last_insert_rowid())
 }
 
 /// `QuotaExceeded` if the group holds more than `max` devices.
@@ -1063,27 +1261,33 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             }
             let recipients: Vec<DeviceId> = g.members.iter().copied().filter(|d| *d != g.creator).collect();
-            let seq = match &g.welcome {
-                Some(w) => {
-                    enqueue(&tx, Outgoing {
-                        group: &g.group_id,
-                        kind: EntryKind::Welcome,
-                        sender: &g.creator,
-                        payload: w,
-                        recipients: &recipients,
-                        now_ms: g.now_ms,
-                        quotas: &g.quotas,
-                    })?
-                    .0
-                }
-                None => 0,
+            let out = match &g.welcome {
+                Some(w) => enqueue(&tx, Outgoing {
+                    group: &g.group_id,
+                    kind: EntryKind::Welcome,
+                    sender: &g.creator,
+                    payload: w,
+                    recipients: &recipients,
+                    now_ms: g.now_ms,
+                    quotas: &g.quotas,
+                })?,
+                None => Enqueued { seq: 0, undelivered: Vec::new(), held: Vec::new() },
             };
+            // P460: whoever the creator brought in may invite the creator.
+            if let Some(creator) = &creator_user {
+                for d in &recipients {
+                    if let Some(owner) = user_of(&tx, d)? {
+                        record_consent(&tx, creator, &owner)?;
+                    }
+                }
+            }
             let done = Delivered {
                 epoch: 1,
-                group_seq: seq,
+                group_seq: out.seq,
                 stored_at_ms: g.now_ms,
                 recipients,
                 undelivered: Vec::new(),
+                held: out.held,
             };
             record_handshake(&tx, &g.creator, g.client_key.as_ref(), &g.group_id, &done)?;
             tx.commit().map_err(backend)?;
@@ -1170,7 +1374,7 @@ impl Store for SqliteStore {
                 .into_iter()
                 .filter(|d| *d != c.sender)
                 .collect();
-            let (seq, _) = enqueue(
+            let commit = enqueue(
                 &tx,
                 Outgoing {
                     group: &c.group_id,
@@ -1182,8 +1386,10 @@ impl Store for SqliteStore {
                     quotas: &c.quotas,
                 },
             )?;
+            let seq = commit.seq;
+            let mut held = commit.held;
             if let Some(w) = &c.welcome {
-                enqueue(
+                let welcome = enqueue(
                     &tx,
                     Outgoing {
                         group: &c.group_id,
@@ -1195,6 +1401,14 @@ impl Store for SqliteStore {
                         quotas: &c.quotas,
                     },
                 )?;
+                held.extend(welcome.held);
+            }
+            if let Some(sender) = user_of(&tx, &c.sender)? {
+                for d in &c.added {
+                    if let Some(owner) = user_of(&tx, d)? {
+                        record_consent(&tx, &sender, &owner)?;
+                    }
+                }
             }
             let gid = c.group_id.as_bytes().as_slice();
             for d in &c.added {
@@ -1225,6 +1439,7 @@ impl Store for SqliteStore {
                 stored_at_ms: c.now_ms,
                 recipients: wake,
                 undelivered: Vec::new(),
+                held,
             };
             record_handshake(&tx, &c.sender, c.client_key.as_ref(), &c.group_id, &done)?;
             tx.commit().map_err(backend)?;
@@ -1255,6 +1470,7 @@ impl Store for SqliteStore {
                     stored_at_ms: at,
                     recipients: Vec::new(),
                     undelivered: Vec::new(),
+                    held: Vec::new(),
                 });
             }
             let (epoch, member) = group_state(&tx, &m.group_id, &m.sender)?;
@@ -1268,7 +1484,7 @@ impl Store for SqliteStore {
                 .into_iter()
                 .filter(|d| *d != m.sender)
                 .collect();
-            let (seq, undelivered) = enqueue(
+            let out = enqueue(
                 &tx,
                 Outgoing {
                     group: &m.group_id,
@@ -1280,7 +1496,23 @@ impl Store for SqliteStore {
                     quotas: &m.quotas,
                 },
             )?;
-            let recipients = recipients.into_iter().filter(|d| !undelivered.contains(d)).collect();
+            let seq = out.seq;
+            let recipients = recipients
+                .into_iter()
+                .filter(|d| !out.undelivered.contains(d) && !out.held.contains(d))
+                .collect();
+            // P460: writing in a 1:1 accepts the other's invitations.
+            let pair: Option<(Vec<u8>, Vec<u8>)> = tx
+                .prepare_cached("SELECT user_a, user_b FROM direct_groups WHERE group_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([m.group_id.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(backend)?;
+            if let (Some((a, b)), Some(me)) = (pair, user_of(&tx, &m.sender)?) {
+                let other = if a == me { b } else { a };
+                record_consent(&tx, &me, &other)?;
+            }
             tx.execute(
                 "INSERT INTO sent_messages (sender_device, client_message_id, epoch, group_seq, stored_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1293,7 +1525,8 @@ impl Store for SqliteStore {
                 group_seq: seq,
                 stored_at_ms: m.now_ms,
                 recipients,
-                undelivered,
+                undelivered: out.undelivered,
+                held: out.held,
             })
         })
         .await
@@ -1391,6 +1624,102 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn requests(&self, user: UserId) -> Result<Vec<HeldRequest>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT h.inviter, u.username, COUNT(DISTINCT h.group_id), MIN(h.stored_at)
+                     FROM held h JOIN devices d ON d.device_id = h.device_id
+                     JOIN users u ON u.user_id = h.inviter
+                     WHERE d.user_id = ?1 GROUP BY h.inviter, u.username ORDER BY MIN(h.stored_at)",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([user.as_bytes().as_slice()], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (inviter, name, groups, since) = row.map_err(backend)?;
+                out.push(HeldRequest {
+                    inviter: UserId::from_bytes(id16(inviter)?),
+                    inviter_name: username(name)?,
+                    groups: u32::try_from(groups.max(0)).unwrap_or(u32::MAX),
+                    since_ms: since,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn answer_request(
+        &self,
+        user: UserId,
+        inviter: UserId,
+        accept: bool,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let u = user.as_bytes().as_slice();
+            let rows: Vec<(i64, Vec<u8>, Vec<u8>, i64)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT h.id, h.device_id, h.group_id, h.message_id FROM held h
+                         JOIN devices d ON d.device_id = h.device_id
+                         WHERE d.user_id = ?1 AND h.group_id IN (
+                            SELECT h2.group_id FROM held h2 JOIN devices d2 ON d2.device_id = h2.device_id
+                            WHERE d2.user_id = ?1 AND h2.inviter = ?2)
+                         ORDER BY h.id",
+                    )
+                    .map_err(backend)?;
+                let mapped = stmt
+                    .query_map(params![u, inviter.as_bytes().as_slice()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(backend)?;
+                mapped.collect::<Result<_, _>>().map_err(backend)?
+            };
+            let mut wake = Vec::new();
+            if accept {
+                record_consent(&tx, u, inviter.as_bytes())?;
+                for (id, device, _, message) in &rows {
+                    // Delivered first, so the message is never without an entry.
+                    tx.execute(
+                        "INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)",
+                        params![device, message],
+                    )
+                    .map_err(backend)?;
+                    tx.execute("DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
+                    let d = DeviceId::from_bytes(id16(device.clone())?);
+                    if !wake.contains(&d) {
+                        wake.push(d);
+                    }
+                }
+            } else {
+                for (id, device, group, _) in &rows {
+                    tx.execute("DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
+                    tx.execute(
+                        "DELETE FROM group_members WHERE group_id = ?1 AND device_id = ?2",
+                        params![group, device],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(wake)
+        })
+        .await
+    }
+
     async fn prune(
         &self,
         expire_before_ms: i64,
@@ -1398,6 +1727,8 @@ impl Store for SqliteStore {
     ) -> Result<Pruned, StoreError> {
         self.run(move |conn| {
             let mut pruned = Pruned::default();
+            conn.execute("DELETE FROM held WHERE stored_at < ?1", [expire_before_ms])
+                .map_err(backend)?;
             // In batches, so a large expiry never holds the write lock for long.
             loop {
                 let tx = conn

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_handshakes.sql"),
     include_str!("../migrations/0005_account_keys.sql"),
     include_str!("../migrations/0006_quotas.sql"),
+    include_str!("../migrations/0007_consent.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

@@ -51,6 +51,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     administration(store).await;
     messaging(store).await;
     quotas(store).await;
+    consent(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -785,6 +786,43 @@ fn uid(n: u8) -> UserId {
     UserId::from_bytes([n; 16])
 }
 
+/// Makes users `a` and `b` (one device each, numbered like the user) know each other
+/// the way clients do: a 1:1 that both wrote in (P460). Leaves their mailboxes empty.
+async fn befriend<S: Store + ?Sized>(store: &S, a: u8, b: u8, group: u8) {
+    let g = GroupId::from_bytes([group; 16]);
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(a),
+            direct: Some((uid(a), uid(b))),
+            name: None,
+            members: vec![dev(a), dev(b)],
+            welcome: Some(b"hi".to_vec()),
+            now_ms: 1,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+        })
+        .await
+        .unwrap();
+    for (from, id) in [(a, group), (b, group.wrapping_add(1))] {
+        store
+            .enqueue_message(msg(g, 1, from, id, b"hello"))
+            .await
+            .unwrap();
+    }
+    for d in [a, b] {
+        let ids: Vec<u64> = store
+            .fetch_mailbox(dev(d), 0, 100, ANY)
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        store.ack(dev(d), &ids, 0).await.unwrap();
+    }
+}
+
 /// P450–P453: quotas hold inside the store's transaction; retention.
 async fn quotas<S: Store + ?Sized>(store: &S) {
     const T: i64 = 10_000_000;
@@ -792,6 +830,8 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
     for (n, name) in [(40, "quota_a"), (42, "quota_b"), (43, "quota_c")] {
         store.create_user(user(n, name)).await.unwrap();
     }
+    befriend(store, 40, 42, 210).await;
+    befriend(store, 40, 43, 212).await;
     store.add_device(uid(40), device(41), 2).await.unwrap();
     let over = store.add_device(uid(40), device(44), 2).await;
     assert!(
@@ -1277,4 +1317,146 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
     assert!(answers.iter().all(|a| a.group_seq == answers[0].group_seq));
     let inbox = store.fetch_mailbox(dev(71), 0, 100, ANY).await.unwrap();
     assert_eq!(inbox.entries.len(), 1, "stored once");
+}
+
+/// P460–P462: invitations from people a user never reached out to are held.
+async fn consent<S: Store + ?Sized>(store: &S) {
+    // stranger (80), target (81), friend (82), another stranger (83).
+    for (n, name) in [
+        (80, "stranger"),
+        (81, "target"),
+        (82, "friend"),
+        (83, "stranger_two"),
+    ] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let named = |id: u8, creator: u8, members: &[u8]| NewGroup {
+        group_id: GroupId::from_bytes([id; 16]),
+        creator: dev(creator),
+        direct: None,
+        name: None,
+        members: members.iter().map(|m| dev(*m)).collect(),
+        welcome: Some(vec![id; 8]),
+        now_ms: 100,
+        client_key: None,
+        quotas: Quotas::UNLIMITED,
+    };
+    let kinds = |page: &crate::MailboxPage| -> Vec<EntryKind> {
+        page.entries.iter().map(|e| e.kind).collect()
+    };
+    let drain = |d: u8| async move {
+        let page = store.fetch_mailbox(dev(d), 0, 100, ANY).await.unwrap();
+        let ids: Vec<u64> = page.entries.iter().map(|e| e.id).collect();
+        store.ack(dev(d), &ids, 0).await.unwrap();
+        page
+    };
+
+    // A friend the target wrote to in a 1:1 may add it to a group.
+    befriend(store, 82, 81, 220).await;
+    let done = store.create_group(named(222, 82, &[82, 81])).await.unwrap();
+    assert!(done.held.is_empty());
+    assert_eq!(kinds(&drain(81).await), [EntryKind::Welcome]);
+
+    // A stranger's invitation is held; the target is told who asked.
+    let done = store.create_group(named(224, 80, &[80, 81])).await.unwrap();
+    assert_eq!(done.held, vec![dev(81)], "held for the target");
+    let page = drain(81).await;
+    assert_eq!(kinds(&page), [EntryKind::Request]);
+    assert_eq!(
+        &page.entries[0].payload[..],
+        b"stranger",
+        "names the inviter"
+    );
+    let g = GroupId::from_bytes([224; 16]);
+    let sent = store
+        .enqueue_message(msg(g, 1, 80, 224, b"are you there"))
+        .await
+        .unwrap();
+    assert_eq!(sent.held, vec![dev(81)], "what follows is held too");
+    assert!(drain(81).await.entries.is_empty());
+    let pending = store.requests(uid(81)).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (
+            pending[0].inviter,
+            pending[0].inviter_name.as_str(),
+            pending[0].groups
+        ),
+        (uid(80), "stranger", 1)
+    );
+
+    // Caps on pending invitations: their number and size.
+    let over = store
+        .create_group(NewGroup {
+            quotas: Quotas {
+                requests_per_user: 1,
+                ..Quotas::UNLIMITED
+            },
+            ..named(225, 80, &[80, 81])
+        })
+        .await;
+    assert!(
+        matches!(
+            over,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::Requests,
+                ..
+            })
+        ),
+        "{over:?}"
+    );
+    let big = store
+        .create_group(NewGroup {
+            quotas: Quotas {
+                request_bytes: 4,
+                ..Quotas::UNLIMITED
+            },
+            ..named(225, 83, &[83, 81])
+        })
+        .await;
+    assert!(
+        matches!(
+            big,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::RequestBytes,
+                ..
+            })
+        ),
+        "{big:?}"
+    );
+
+    // Accepting releases everything, in order, and the inviter is accepted from now on.
+    let wake = store.answer_request(uid(81), uid(80), true).await.unwrap();
+    assert_eq!(wake, vec![dev(81)]);
+    let page = drain(81).await;
+    assert_eq!(kinds(&page), [EntryKind::Welcome, EntryKind::Application]);
+    assert_eq!(&page.entries[1].payload[..], b"are you there");
+    assert!(store.requests(uid(81)).await.unwrap().is_empty());
+    let again = store.create_group(named(226, 80, &[80, 81])).await.unwrap();
+    assert!(again.held.is_empty(), "accepted: no more requests");
+    drain(81).await;
+
+    // Declining drops the invitation and takes the target out of that group.
+    store.create_group(named(228, 83, &[83, 81])).await.unwrap();
+    drain(81).await;
+    let none = store.answer_request(uid(81), uid(83), false).await.unwrap();
+    assert!(none.is_empty());
+    assert!(store.requests(uid(81)).await.unwrap().is_empty());
+    let record = store
+        .group(GroupId::from_bytes([228; 16]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.members, vec![dev(83)], "the decliner left the group");
+    let after = store
+        .enqueue_message(msg(GroupId::from_bytes([228; 16]), 1, 83, 228, b"hello?"))
+        .await
+        .unwrap();
+    assert!(after.recipients.is_empty() && after.held.is_empty());
+    assert!(
+        drain(81).await.entries.is_empty(),
+        "nothing reaches a decliner"
+    );
+    let still = store.create_group(named(229, 83, &[83, 81])).await.unwrap();
+    assert_eq!(still.held, vec![dev(81)], "declining is not accepting");
 }

@@ -211,7 +211,11 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError>;
 
     /// Registers a group at epoch 1 and queues its Welcome for every member but the
-    /// creator. `GroupExists` if the id is taken or the direct pair has a group.
+    /// creator (P460: for a named group, held as an invitation for each member whose
+    /// user has not accepted the creator's user: never reached out to them, shares no
+    /// named group with them, never accepted their request; past
+    /// `quotas.requests_per_user` or `request_bytes`, `QuotaExceeded`). Records that
+    /// the creator's user accepts Welcomes from every member's user. `GroupExists` if the id is taken or the direct pair has a group.
     /// `QuotaExceeded` past `quotas.group_members`, `groups_per_hour` (the creator's
     /// user's groups created in the hour before `now_ms`) or `user_bytes`.
     async fn create_group(&self, group: NewGroup) -> Result<Delivered, StoreError>;
@@ -228,7 +232,8 @@ pub trait Store: Send + Sync + 'static {
     /// queues it for every current member but the sender, the Welcome for the added
     /// devices, updates membership and moves the group to the next epoch, atomically.
     /// `QuotaExceeded` past `quotas.group_members` or `user_bytes`; mailbox quotas do
-    /// not apply to handshakes.
+    /// not apply to handshakes. The Welcome follows the rule of `create_group`; a
+    /// device whose invitation to this group is held gets the commit held too.
     async fn accept_commit(&self, commit: NewCommit) -> Result<Delivered, StoreError>;
 
     /// Queues an application message for every member but the sender if the group is at
@@ -237,7 +242,9 @@ pub trait Store: Send + Sync + 'static {
     /// or would pass `mailbox_bytes` is skipped, listed in `undelivered`, and its
     /// missed count goes up; `MailboxFull` if that leaves no recipient (nothing is
     /// stored). `QuotaExceeded` past `quotas.user_bytes`. A message with no recipient
-    /// is not stored.
+    /// is not stored. A recipient whose invitation to the group is held gets it held
+    /// (`held`). A message in a 1:1 records that its sender accepts Welcomes from the
+    /// other user.
     async fn enqueue_message(&self, msg: NewMessage) -> Result<Delivered, StoreError>;
 
     /// A device's mailbox entries after `after_id`, oldest first: at most `limit`, and
@@ -257,6 +264,21 @@ pub trait Store: Send + Sync + 'static {
     /// refers to any more is deleted with its last entry. Needs little space: a
     /// device can drain its mailbox while the disk is full (P451).
     async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError>;
+
+    /// P461: the invitations held for `user`, one per inviter, oldest first.
+    async fn requests(&self, user: UserId) -> Result<Vec<HeldRequest>, StoreError>;
+
+    /// P462: answers every invitation held for `user` from `inviter`. Accepting
+    /// records that `user` accepts Welcomes from `inviter` and releases the held
+    /// entries into the mailboxes in their order; declining drops them and takes the
+    /// user's devices out of those groups. Returns the devices to wake (empty if there
+    /// was nothing held).
+    async fn answer_request(
+        &self,
+        user: UserId,
+        inviter: UserId,
+        accept: bool,
+    ) -> Result<Vec<DeviceId>, StoreError>;
 
     /// Retention (P453): removes undelivered entries stored before `expire_before_ms`
     /// (their devices' missed counts go up) and the idempotency records of sends and

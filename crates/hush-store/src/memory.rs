@@ -8,14 +8,15 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
-    Claimed, Delivered, DeviceRecord, GroupRecord, MailboxPage, NewCommit, NewDevice, NewGroup,
-    NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError,
-    UserRecord, UserSummary,
+    Claimed, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage, NewCommit, NewDevice,
+    NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store,
+    StoreError, UserRecord, UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
 type KeyPackages = (VecDeque<Vec<u8>>, Option<Vec<u8>>);
 
+#[derive(Clone)]
 struct Group {
     epoch: u64,
     next_seq: u64,
@@ -24,6 +25,14 @@ struct Group {
     created_at: i64,
 }
 
+/// Where one stored message went.
+struct Enqueued {
+    seq: u64,
+    undelivered: Vec<DeviceId>,
+    held: Vec<DeviceId>,
+}
+
+#[derive(Clone)]
 struct Stored {
     group: GroupId,
     kind: EntryKind,
@@ -34,7 +43,7 @@ struct Stored {
     at: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct State {
     secrets: HashMap<String, Vec<u8>>,
     users: HashMap<UserId, UserRecord>,
@@ -56,6 +65,19 @@ struct State {
     last_seen: HashMap<DeviceId, i64>,
     /// P450: messages each device missed and has not noted.
     missed: HashMap<DeviceId, u32>,
+    /// P460: (user, peer): user accepts Welcomes from peer.
+    consent: std::collections::HashSet<(UserId, UserId)>,
+    /// P460: held entry id → (device, group, message id, inviter, time).
+    held: BTreeMap<u64, Held>,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    device: DeviceId,
+    group: GroupId,
+    message: u64,
+    inviter: UserId,
+    at: i64,
 }
 
 fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
@@ -71,19 +93,59 @@ impl State {
             .ok_or(StoreError::UserNotFound)
     }
 
-    /// Entries and payload bytes in a device's mailbox.
+    /// Entries and payload bytes in a device's mailbox, held ones included.
     fn usage(&self, device: DeviceId) -> (u64, u64) {
-        self.deliveries
+        let delivered = self
+            .deliveries
             .values()
             .filter(|(d, _)| *d == device)
-            .fold((0, 0), |(n, b), (_, m)| {
-                let size = self.messages.get(m).map_or(0, |m| m.payload.len() as u64);
-                (n + 1, b + size)
-            })
+            .map(|(_, m)| *m);
+        let held = self
+            .held
+            .values()
+            .filter(|h| h.device == device)
+            .map(|h| h.message);
+        delivered.chain(held).fold((0, 0), |(n, b), m| {
+            let size = self.messages.get(&m).map_or(0, |m| m.payload.len() as u64);
+            (n + 1, b + size)
+        })
     }
 
-    /// Stores one message for `recipients` within `quotas` (see `Store`), returning
-    /// its group sequence number and the recipients skipped for a full mailbox.
+    fn owner(&self, device: DeviceId) -> Option<UserId> {
+        self.former_owners.get(&device).copied()
+    }
+
+    /// P460: whether `user` takes Welcomes from `sender` for `group` without asking.
+    fn accepts_welcomes(&self, user: UserId, sender: UserId, group: GroupId) -> bool {
+        if user == sender || self.consent.contains(&(user, sender)) {
+            return true;
+        }
+        let direct: Vec<GroupId> = self.direct.values().copied().collect();
+        let joined = |id: &GroupId, d: &DeviceId, who: UserId| {
+            self.owner(*d) == Some(who)
+                && !self.held.values().any(|h| h.group == *id && h.device == *d)
+        };
+        self.groups.iter().any(|(id, g)| {
+            *id != group
+                && !direct.contains(id)
+                && g.members.iter().any(|d| joined(id, d, user))
+                && g.members.iter().any(|d| joined(id, d, sender))
+        })
+    }
+
+    fn record_consent(&mut self, user: UserId, peer: UserId) {
+        if user != peer {
+            self.consent.insert((user, peer));
+        }
+    }
+
+    fn message_in_use(&self, msg: u64) -> bool {
+        self.deliveries.values().any(|(_, m)| *m == msg)
+            || self.held.values().any(|h| h.message == msg)
+    }
+
+    /// Stores one message for `recipients` within `quotas`, holding it for devices
+    /// with an unanswered invitation (see `Store`).
     #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
@@ -94,9 +156,9 @@ impl State {
         recipients: &[DeviceId],
         at: i64,
         quotas: &Quotas,
-    ) -> Result<(u64, Vec<DeviceId>), StoreError> {
+    ) -> Result<Enqueued, StoreError> {
         let size = payload.len() as u64;
-        let sender_user = self.former_owners.get(&sender).copied();
+        let sender_user = self.owner(sender);
         if let Some(user) = sender_user {
             let used: u64 = self
                 .messages
@@ -111,18 +173,73 @@ impl State {
                 });
             }
         }
-        let (room, undelivered): (Vec<DeviceId>, Vec<DeviceId>) = if kind == EntryKind::Application
-        {
-            recipients.iter().partition(|d| {
-                let (n, b) = self.usage(**d);
-                n.saturating_add(1) <= quotas.mailbox_entries
-                    && b.saturating_add(size) <= quotas.mailbox_bytes
-            })
-        } else {
-            (recipients.to_vec(), Vec::new())
-        };
+        let (mut room, undelivered): (Vec<DeviceId>, Vec<DeviceId>) =
+            if kind == EntryKind::Application {
+                recipients.iter().partition(|d| {
+                    let (n, b) = self.usage(**d);
+                    n.saturating_add(1) <= quotas.mailbox_entries
+                        && b.saturating_add(size) <= quotas.mailbox_bytes
+                })
+            } else {
+                (recipients.to_vec(), Vec::new())
+            };
         if room.is_empty() && !undelivered.is_empty() {
             return Err(StoreError::MailboxFull);
+        }
+        let direct = self.direct.values().any(|g| *g == group);
+        let mut hold: Vec<(DeviceId, UserId)> = Vec::new();
+        let mut invited = Vec::new();
+        if kind == EntryKind::Welcome && !direct {
+            if let Some(sender_user) = sender_user {
+                let mut refusing: Vec<UserId> = Vec::new();
+                let mut deliver = Vec::new();
+                for d in room {
+                    let Some(owner) = self.owner(d) else { continue };
+                    if self.accepts_welcomes(owner, sender_user, group) {
+                        deliver.push(d);
+                    } else {
+                        if !refusing.contains(&owner) {
+                            refusing.push(owner);
+                        }
+                        invited.push(d);
+                        hold.push((d, sender_user));
+                    }
+                }
+                for owner in refusing {
+                    if size > quotas.request_bytes {
+                        return Err(StoreError::QuotaExceeded {
+                            quota: Quota::RequestBytes,
+                            limit: quotas.request_bytes,
+                        });
+                    }
+                    let pending: std::collections::BTreeSet<GroupId> = self
+                        .held
+                        .values()
+                        .filter(|h| self.owner(h.device) == Some(owner))
+                        .map(|h| h.group)
+                        .collect();
+                    if pending.len() as u64 >= quotas.requests_per_user {
+                        return Err(StoreError::QuotaExceeded {
+                            quota: Quota::Requests,
+                            limit: quotas.requests_per_user,
+                        });
+                    }
+                }
+                room = deliver;
+            }
+        } else {
+            let mut deliver = Vec::new();
+            for d in room {
+                match self
+                    .held
+                    .values()
+                    .find(|h| h.device == d && h.group == group)
+                {
+                    Some(h) => hold.push((d, h.inviter)),
+                    None => deliver.push(d),
+                }
+            }
+            room = deliver;
         }
         let g = self
             .groups
@@ -133,8 +250,13 @@ impl State {
         for d in &undelivered {
             *self.missed.entry(*d).or_default() += 1;
         }
-        if room.is_empty() {
-            return Ok((seq, undelivered));
+        let held: Vec<DeviceId> = hold.iter().map(|(d, _)| *d).collect();
+        if room.is_empty() && hold.is_empty() {
+            return Ok(Enqueued {
+                seq,
+                undelivered,
+                held,
+            });
         }
         self.next_id += 1;
         let msg = self.next_id;
@@ -154,15 +276,65 @@ impl State {
             self.next_id += 1;
             self.deliveries.insert(self.next_id, (d, msg));
         }
-        Ok((seq, undelivered))
+        for (device, inviter) in hold {
+            self.next_id += 1;
+            self.held.insert(
+                self.next_id,
+                Held {
+                    device,
+                    group,
+                    message: msg,
+                    inviter,
+                    at,
+                },
+            );
+        }
+        if let (false, Some(user)) = (invited.is_empty(), sender_user) {
+            let name = self
+                .users
+                .get(&user)
+                .map(|u| u.username.to_string())
+                .unwrap_or_default();
+            self.next_id += 1;
+            let notice = self.next_id;
+            self.messages.insert(
+                notice,
+                Stored {
+                    group,
+                    kind: EntryKind::Request,
+                    sender,
+                    sender_user: None,
+                    seq,
+                    payload: name.into_bytes(),
+                    at,
+                },
+            );
+            for d in invited {
+                self.next_id += 1;
+                self.deliveries.insert(self.next_id, (d, notice));
+            }
+        }
+        Ok(Enqueued {
+            seq,
+            undelivered,
+            held,
+        })
     }
 
     /// Deletes one mailbox entry, and its message with its last entry.
     fn remove_delivery(&mut self, id: u64) {
         if let Some((_, msg)) = self.deliveries.remove(&id)
-            && !self.deliveries.values().any(|(_, m)| *m == msg)
+            && !self.message_in_use(msg)
         {
             self.messages.remove(&msg);
+        }
+    }
+
+    fn remove_held(&mut self, id: u64) {
+        if let Some(h) = self.held.remove(&id)
+            && !self.message_in_use(h.message)
+        {
+            self.messages.remove(&h.message);
         }
     }
 
@@ -183,6 +355,15 @@ impl State {
     fn forget_device(&mut self, device: DeviceId) {
         self.devices.remove(&device);
         self.key_packages.remove(&device);
+        let held: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.device == device)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in held {
+            self.remove_held(id);
+        }
         for g in self.groups.values_mut() {
             g.members.remove(&device);
         }
@@ -222,7 +403,13 @@ impl MemoryStore {
             .state
             .lock()
             .map_err(|_| StoreError::backend("memory store lock poisoned"))?;
-        f(&mut guard)
+        // All or nothing, like a transaction: a failed operation leaves no trace.
+        let before = guard.clone();
+        let result = f(&mut guard);
+        if result.is_err() {
+            *guard = before;
+        }
+        result
     }
 }
 
@@ -603,26 +790,35 @@ impl Store for MemoryStore {
                 .filter(|d| *d != g.creator)
                 .collect();
             let seq = match g.welcome {
-                Some(w) => {
-                    s.enqueue(
-                        g.group_id,
-                        EntryKind::Welcome,
-                        g.creator,
-                        w,
-                        &recipients,
-                        g.now_ms,
-                        &g.quotas,
-                    )?
-                    .0
-                }
-                None => 0,
+                Some(w) => s.enqueue(
+                    g.group_id,
+                    EntryKind::Welcome,
+                    g.creator,
+                    w,
+                    &recipients,
+                    g.now_ms,
+                    &g.quotas,
+                )?,
+                None => Enqueued {
+                    seq: 0,
+                    undelivered: Vec::new(),
+                    held: Vec::new(),
+                },
             };
+            if let Some(creator) = creator {
+                for d in &recipients {
+                    if let Some(owner) = s.owner(*d) {
+                        s.record_consent(creator, owner);
+                    }
+                }
+            }
             let done = Delivered {
                 epoch: 1,
-                group_seq: seq,
+                group_seq: seq.seq,
                 stored_at_ms: g.now_ms,
                 recipients,
                 undelivered: Vec::new(),
+                held: seq.held,
             };
             s.record(g.creator, g.client_key, &done);
             Ok(done)
@@ -694,7 +890,7 @@ impl Store for MemoryStore {
                 .copied()
                 .filter(|d| *d != c.sender)
                 .collect();
-            let (seq, _) = s.enqueue(
+            let commit = s.enqueue(
                 c.group_id,
                 EntryKind::Handshake,
                 c.sender,
@@ -703,8 +899,10 @@ impl Store for MemoryStore {
                 c.now_ms,
                 &c.quotas,
             )?;
+            let seq = commit.seq;
+            let mut held = commit.held;
             if let Some(w) = c.welcome {
-                s.enqueue(
+                let welcome = s.enqueue(
                     c.group_id,
                     EntryKind::Welcome,
                     c.sender,
@@ -713,6 +911,14 @@ impl Store for MemoryStore {
                     c.now_ms,
                     &c.quotas,
                 )?;
+                held.extend(welcome.held);
+            }
+            if let Some(sender) = s.owner(c.sender) {
+                for d in &c.added {
+                    if let Some(owner) = s.owner(*d) {
+                        s.record_consent(sender, owner);
+                    }
+                }
             }
             let g = s
                 .groups
@@ -731,6 +937,7 @@ impl Store for MemoryStore {
                 stored_at_ms: c.now_ms,
                 recipients: wake,
                 undelivered: Vec::new(),
+                held,
             };
             s.record(c.sender, c.client_key, &done);
             Ok(done)
@@ -743,6 +950,7 @@ impl Store for MemoryStore {
                 return Ok(Delivered {
                     recipients: Vec::new(),
                     undelivered: Vec::new(),
+                    held: Vec::new(),
                     ..done.clone()
                 });
             }
@@ -760,7 +968,7 @@ impl Store for MemoryStore {
                 .copied()
                 .filter(|d| *d != m.sender)
                 .collect();
-            let (seq, undelivered) = s.enqueue(
+            let out = s.enqueue(
                 m.group_id,
                 EntryKind::Application,
                 m.sender,
@@ -769,15 +977,24 @@ impl Store for MemoryStore {
                 m.now_ms,
                 &m.quotas,
             )?;
+            // P460: writing in a 1:1 accepts the other's invitations.
+            if let (Some(sender), Some((pair, _))) = (
+                s.owner(m.sender),
+                s.direct.iter().find(|(_, g)| **g == m.group_id),
+            ) {
+                let other = if pair.0 == sender { pair.1 } else { pair.0 };
+                s.record_consent(sender, other);
+            }
             let done = Delivered {
                 epoch,
-                group_seq: seq,
+                group_seq: out.seq,
                 stored_at_ms: m.now_ms,
                 recipients: recipients
                     .into_iter()
-                    .filter(|d| !undelivered.contains(d))
+                    .filter(|d| !out.undelivered.contains(d) && !out.held.contains(d))
                     .collect(),
-                undelivered,
+                undelivered: out.undelivered,
+                held: out.held,
             };
             s.sent.insert((m.sender, m.client_message_id), done.clone());
             Ok(done)
@@ -840,12 +1057,104 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn requests(&self, user: UserId) -> Result<Vec<HeldRequest>, StoreError> {
+        self.with(|s| {
+            let mut by_inviter: BTreeMap<UserId, (BTreeSet<GroupId>, i64)> = BTreeMap::new();
+            for h in s.held.values() {
+                if s.owner(h.device) == Some(user) {
+                    let e = by_inviter
+                        .entry(h.inviter)
+                        .or_insert((BTreeSet::new(), h.at));
+                    e.0.insert(h.group);
+                    e.1 = e.1.min(h.at);
+                }
+            }
+            let mut out: Vec<HeldRequest> = by_inviter
+                .into_iter()
+                .filter_map(|(inviter, (groups, since))| {
+                    Some(HeldRequest {
+                        inviter,
+                        inviter_name: s.users.get(&inviter)?.username.clone(),
+                        groups: groups.len() as u32,
+                        since_ms: since,
+                    })
+                })
+                .collect();
+            out.sort_by_key(|r| r.since_ms);
+            Ok(out)
+        })
+    }
+
+    async fn answer_request(
+        &self,
+        user: UserId,
+        inviter: UserId,
+        accept: bool,
+    ) -> Result<Vec<DeviceId>, StoreError> {
+        self.with(|s| {
+            let mine = |s: &State, d: DeviceId| s.devices.get(&d).is_some_and(|(u, _)| *u == user);
+            let groups: BTreeSet<GroupId> = s
+                .held
+                .values()
+                .filter(|h| h.inviter == inviter && mine(s, h.device))
+                .map(|h| h.group)
+                .collect();
+            let ids: Vec<u64> = s
+                .held
+                .iter()
+                .filter(|(_, h)| groups.contains(&h.group) && mine(s, h.device))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut wake = Vec::new();
+            if accept {
+                s.record_consent(user, inviter);
+                for id in ids {
+                    if let Some(h) = s.held.get(&id).copied() {
+                        s.next_id += 1;
+                        s.deliveries.insert(s.next_id, (h.device, h.message));
+                        s.remove_held(id);
+                        if !wake.contains(&h.device) {
+                            wake.push(h.device);
+                        }
+                    }
+                }
+            } else {
+                for id in ids {
+                    s.remove_held(id);
+                }
+                let devices: Vec<DeviceId> = s
+                    .devices
+                    .iter()
+                    .filter(|(_, (u, _))| *u == user)
+                    .map(|(d, _)| *d)
+                    .collect();
+                for g in &groups {
+                    if let Some(group) = s.groups.get_mut(g) {
+                        for d in &devices {
+                            group.members.remove(d);
+                        }
+                    }
+                }
+            }
+            Ok(wake)
+        })
+    }
+
     async fn prune(
         &self,
         expire_before_ms: i64,
         idempotency_before_ms: i64,
     ) -> Result<Pruned, StoreError> {
         self.with(|s| {
+            let old: Vec<u64> = s
+                .held
+                .iter()
+                .filter(|(_, h)| h.at < expire_before_ms)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in old {
+                s.remove_held(id);
+            }
             let expired: Vec<(u64, DeviceId)> = s
                 .deliveries
                 .iter()

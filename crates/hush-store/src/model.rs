@@ -180,6 +180,8 @@ pub struct Delivered {
     /// P450: recipients of an application message whose mailbox was full; the message
     /// was not stored for them (their `missed` count went up).
     pub undelivered: Vec<DeviceId>,
+    /// P460: recipients whose entry is held until their user answers an invitation.
+    pub held: Vec<DeviceId>,
 }
 
 /// Limits a store enforces inside the transaction that would break them (P450–P452),
@@ -199,6 +201,10 @@ pub struct Quotas {
     pub group_members: u64,
     /// Groups one user's devices may create in any hour.
     pub groups_per_hour: u64,
+    /// P460: groups a user may have pending invitations to (held Welcomes) ...
+    pub requests_per_user: u64,
+    /// ... and the largest Welcome such an invitation may carry.
+    pub request_bytes: u64,
 }
 
 impl Quotas {
@@ -209,6 +215,8 @@ impl Quotas {
         user_bytes: u64::MAX,
         group_members: u64::MAX,
         groups_per_hour: u64::MAX,
+        requests_per_user: u64::MAX,
+        request_bytes: u64::MAX,
     };
 }
 
@@ -228,6 +236,10 @@ pub enum Quota {
     Devices,
     GroupMembers,
     GroupsPerHour,
+    /// P460: pending invitations of the recipient ...
+    Requests,
+    /// ... or the size of one.
+    RequestBytes,
 }
 
 impl fmt::Display for Quota {
@@ -238,6 +250,8 @@ impl fmt::Display for Quota {
             Quota::Devices => "devices per account",
             Quota::GroupMembers => "devices per group",
             Quota::GroupsPerHour => "groups created per hour",
+            Quota::Requests => "pending invitations from people not yet accepted",
+            Quota::RequestBytes => "bytes in an invitation from someone not yet accepted",
         })
     }
 }
@@ -266,4 +280,15 @@ pub struct GroupRecord {
     pub group_id: GroupId,
     pub epoch: u64,
     pub members: Vec<DeviceId>,
+}
+
+/// Invitations held for a user from one inviter (P461).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRequest {
+    pub inviter: UserId,
+    pub inviter_name: Username,
+    /// Groups the inviter asked the user into.
+    pub groups: u32,
+    /// When the oldest was held.
+    pub since_ms: i64,
 }
