@@ -48,6 +48,46 @@ async fn state_of(client: &Client, conversation: &str, text: &str) -> MessageSta
         .unwrap_or_else(|| panic!("no outgoing {text:?}"))
 }
 
+/// Sends `text` (numbered if `numbered`) to `peer` until the server refuses one, at
+/// most `max` times; the texts it accepted and the refusal.
+async fn send_until_refused(
+    client: &Client,
+    peer: &str,
+    text: &str,
+    numbered: bool,
+    max: usize,
+) -> (Vec<String>, hush_client::ClientError) {
+    let mut accepted = Vec::new();
+    loop {
+        assert!(accepted.len() < max, "no limit was reached in {max} messages");
+        let t = if numbered {
+            format!("{text}{}", accepted.len())
+        } else {
+            text.to_owned()
+        };
+        match client.send(&to(peer), &t).await {
+            Ok(_) => accepted.push(t),
+            Err(e) => return (accepted, e),
+        }
+    }
+}
+
+/// ann and ben, ben having read ann's first message and gone offline.
+async fn ann_and_offline_ben(server: &Server, d: &[tempfile::TempDir; 2]) -> Client {
+    let ann = register(server, d[0].path(), "ann", Default::default()).await;
+    let ben = register(server, d[1].path(), "ben", Default::default()).await;
+    ann.send(&to("ben"), "hi").await.unwrap();
+    ben.sync().await.unwrap();
+    ben.close().await;
+    ann
+}
+
+async fn reopen(dir: &std::path::Path) -> Client {
+    let client = Client::open(dir, ClientOptions::default()).await.unwrap();
+    client.sync().await.unwrap();
+    client
+}
+
 /// Waits (bounded) for the first `Missed` event of a freshly opened client.
 async fn missed(client: &Client) -> u32 {
     let mut events = client.events();
@@ -69,37 +109,22 @@ async fn missed(client: &Client) -> u32 {
 async fn p450_a_full_mailbox_refuses_a_direct_message_clearly_then_drains() {
     let server = Server::with_limits("mailbox_max_entries = 4");
     let d = dirs::<2>();
-    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
-    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
-    ben.close().await;
-    let mut sent = Vec::new();
-    let refused = loop {
-        let text = format!("m{}", sent.len());
-        assert!(sent.len() < 10, "the mailbox never filled");
-        match ann.send(&to("ben"), &text).await {
-            Ok(_) => sent.push(text),
-            Err(e) => break (e, text),
-        }
-    };
-    let (e, text) = refused;
+    let ann = ann_and_offline_ben(&server, &d).await;
+    let (sent, e) = send_until_refused(&ann, "ben", "m", true, 10).await;
     assert_eq!(e.server_code(), Some(ErrorCode::MailboxFull), "{e}");
     assert!(e.to_string().contains("mailbox is full"), "{e}");
-    assert_eq!(state_of(&ann, "ben", &text).await, MessageState::Failed);
+    let refused = format!("m{}", sent.len());
+    assert_eq!(state_of(&ann, "ben", &refused).await, MessageState::Failed);
     assert!(!sent.is_empty());
     assert!(
         server.wait_for_log("limit reached"),
         "the refusal is logged with its reason"
     );
 
-    let ben = Client::open(d[1].path(), ClientOptions::default())
-        .await
-        .unwrap();
-    ben.sync().await.unwrap();
-    assert_eq!(
-        texts(&ben, "ann").await,
-        sent,
-        "every accepted message, in order"
-    );
+    let ben = reopen(d[1].path()).await;
+    let mut expected = vec!["hi".to_string()];
+    expected.extend(sent);
+    assert_eq!(texts(&ben, "ann").await, expected, "every accepted message, in order");
     ann.send(&to("ben"), "after").await.unwrap();
     ben.sync().await.unwrap();
     assert_eq!(texts(&ben, "ann").await.last().unwrap(), "after");
@@ -144,27 +169,13 @@ async fn p450_in_a_group_a_full_device_is_skipped_the_sender_told_and_the_device
 async fn p452_account_storage_is_bounded_and_freed_as_recipients_read() {
     let server = Server::with_limits("account_storage_bytes = 60000");
     let d = dirs::<2>();
-    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
-    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
-    ann.send(&to("ben"), "hi").await.unwrap();
-    ben.sync().await.unwrap();
-    ben.close().await;
+    let ann = ann_and_offline_ben(&server, &d).await;
     let big = "x".repeat(10_000);
-    let mut accepted = 0;
-    let e = loop {
-        assert!(accepted < 20, "the quota never applied");
-        match ann.send(&to("ben"), &big).await {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
+    let (accepted, e) = send_until_refused(&ann, "ben", &big, false, 20).await;
     assert_eq!(e.server_code(), Some(ErrorCode::QuotaExceeded), "{e}");
     assert!(e.to_string().contains("stored bytes"), "{e}");
-    let ben = Client::open(d[1].path(), ClientOptions::default())
-        .await
-        .unwrap();
-    ben.sync().await.unwrap();
-    assert_eq!(texts(&ben, "ann").await.len(), 1 + accepted);
+    let ben = reopen(d[1].path()).await;
+    assert_eq!(texts(&ben, "ann").await.len(), 1 + accepted.len());
     ann.send(&to("ben"), &big)
         .await
         .expect("read messages free the sender's storage");
@@ -375,26 +386,12 @@ async fn p451_a_full_database_refuses_sends_clearly_and_still_drains() {
     // Room for the accounts and a few dozen 60 KB messages.
     let server = Server::with_limits("database_max_bytes = 1500000");
     let d = dirs::<2>();
-    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
-    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
-    ann.send(&to("ben"), "hi").await.unwrap();
-    ben.sync().await.unwrap();
-    ben.close().await;
-    let big = "y".repeat(60_000);
-    let mut accepted = 1;
-    let e = loop {
-        assert!(accepted < 100, "the database never filled");
-        match ann.send(&to("ben"), &big).await {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
+    let ann = ann_and_offline_ben(&server, &d).await;
+    let (sent, e) = send_until_refused(&ann, "ben", &"y".repeat(60_000), false, 100).await;
+    let accepted = 1 + sent.len();
     assert_eq!(e.server_code(), Some(ErrorCode::StorageFull), "{e}");
     assert!(e.to_string().contains("storage is full"), "{e}");
-    let ben = Client::open(d[1].path(), ClientOptions::default())
-        .await
-        .unwrap();
-    ben.sync().await.unwrap();
+    let ben = reopen(d[1].path()).await;
     assert_eq!(
         texts(&ben, "ann").await.len(),
         accepted,
