@@ -51,7 +51,11 @@ impl Server {
 
     /// Starts `hushd` with a config file holding `[limits]` `limits` (TOML lines).
     pub fn with_limits(limits: &str) -> Server {
-        let data = tempfile::tempdir().unwrap();
+        Self::with_limits_in(tempfile::tempdir().unwrap(), limits)
+    }
+
+    /// As [`with_limits`](Self::with_limits), in the data dir `data`.
+    pub fn with_limits_in(data: TempDir, limits: &str) -> Server {
         let config = data.path().join("hushd.toml");
         std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
         let config = config.to_str().unwrap().to_owned();

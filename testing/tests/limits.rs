@@ -59,7 +59,10 @@ async fn send_until_refused(
 ) -> (Vec<String>, hush_client::ClientError) {
     let mut accepted = Vec::new();
     loop {
-        assert!(accepted.len() < max, "no limit was reached in {max} messages");
+        assert!(
+            accepted.len() < max,
+            "no limit was reached in {max} messages"
+        );
         let t = if numbered {
             format!("{text}{}", accepted.len())
         } else {
@@ -124,7 +127,11 @@ async fn p450_a_full_mailbox_refuses_a_direct_message_clearly_then_drains() {
     let ben = reopen(d[1].path()).await;
     let mut expected = vec!["hi".to_string()];
     expected.extend(sent);
-    assert_eq!(texts(&ben, "ann").await, expected, "every accepted message, in order");
+    assert_eq!(
+        texts(&ben, "ann").await,
+        expected,
+        "every accepted message, in order"
+    );
     ann.send(&to("ben"), "after").await.unwrap();
     ben.sync().await.unwrap();
     assert_eq!(texts(&ben, "ann").await.last().unwrap(), "after");
@@ -403,4 +410,57 @@ async fn p451_a_full_database_refuses_sends_clearly_and_still_drains() {
     let got = texts(&ben, "ann").await;
     assert_eq!(got.len(), accepted + 2, "the waiting one and the new one");
     assert_eq!(got.last().unwrap(), "room again");
+}
+
+/// A small tmpfs mounted for one test; unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size` (like `6m`) at `dir`; `None` where mounting is not allowed.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p451_a_really_full_disk_refuses_sends_and_still_drains() {
+    let data = tempfile::tempdir().unwrap();
+    let Some(_disk) = Tmpfs::mount(data.path(), "16m") else {
+        eprintln!(
+            "skipped: mounting a small tmpfs needs root (the database cap test covers the rest)"
+        );
+        return;
+    };
+    let server = Server::with_limits_in(data, "storage_reserve_bytes = 2000000");
+    let d = dirs::<2>();
+    let ann = ann_and_offline_ben(&server, &d).await;
+    let (sent, e) = send_until_refused(&ann, "ben", &"z".repeat(60_000), false, 400).await;
+    assert_eq!(e.server_code(), Some(ErrorCode::StorageFull), "{e}");
+    assert!(
+        server.wait_for_log("released the reserve"),
+        "the reserve was given back"
+    );
+    let refused_again = ann.send(&to("ben"), "still full?").await;
+    assert_eq!(code(&refused_again), Some(ErrorCode::StorageFull));
+    let ben = reopen(d[1].path()).await;
+    assert_eq!(
+        texts(&ben, "ann").await.len(),
+        1 + sent.len(),
+        "everything acknowledged arrived: acks work on a full disk"
+    );
 }

@@ -126,6 +126,9 @@ pub struct Limits {
     /// Largest the SQLite database may grow, in bytes; 0 for no limit but the disk.
     /// Past it, writes are refused with STORAGE_FULL while reads and acks go on (P451).
     pub database_max_bytes: u64,
+    /// Bytes kept free on the data dir's disk, given back when it fills so that
+    /// reads and acks go on (P451); 0 for none.
+    pub storage_reserve_bytes: u64,
 }
 
 impl Default for Limits {
@@ -162,6 +165,7 @@ impl Default for Limits {
             idempotency_window: Duration::from_secs(7 * 86_400),
             prune_interval: Duration::from_secs(3_600),
             database_max_bytes: 0,
+            storage_reserve_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -343,6 +347,10 @@ impl Limits {
             (
                 "database_max_bytes",
                 "Largest the SQLite database may grow, in bytes (0: only the disk limits it).\n# Past it, writes get STORAGE_FULL; reads and acks go on.",
+            ),
+            (
+                "storage_reserve_bytes",
+                "Bytes kept free on the data dir's disk and given back when it fills, so reads\n# and acks go on while new messages get STORAGE_FULL (0: none).",
             ),
         ]
     }

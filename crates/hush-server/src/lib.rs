@@ -11,7 +11,8 @@
 //! - [`accounts`]: OPAQUE registration and login, sessions, invites.
 //! - [`messaging`]: key packages, groups, mailboxes (opaque MLS bytes only).
 //! - [`hub`]: wake-ups of connected devices when their mailbox fills.
-//! - [`limits`]: failed-login rate limits.
+//! - [`limits`]: rate limits and connection caps.
+//! - [`reserve`]: room kept on the disk so acks work when it fills.
 //! - [`config`]: [`ServerConfig`] and [`RegistrationMode`].
 //! - [`clock`]: injected time and randomness.
 //!
@@ -29,6 +30,7 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod messaging;
+pub mod reserve;
 pub mod session;
 pub mod transport;
 
@@ -72,6 +74,8 @@ pub struct ServerState {
     /// Open connections per source address and authenticated ones per account (P106).
     pub(crate) per_address: Arc<limits::Occupancy<std::net::IpAddr>>,
     pub(crate) per_account: Arc<limits::Occupancy<hush_proto::ids::UserId>>,
+    /// P451: room kept on the disk for acks when it fills.
+    pub(crate) reserve: reserve::Reserve,
 }
 
 impl ServerState {
@@ -97,7 +101,15 @@ impl ServerState {
             claims,
             per_address: Arc::default(),
             per_account: Arc::default(),
+            reserve: reserve::Reserve::none(),
         })
+    }
+
+    /// Keeps `limits.storage_reserve_bytes` free at `path`, on the database's disk
+    /// (P451).
+    pub fn with_storage_reserve(mut self, path: std::path::PathBuf) -> Self {
+        self.reserve = reserve::Reserve::at(path, self.config.limits.storage_reserve_bytes);
+        self
     }
 
     pub fn config(&self) -> &ServerConfig {

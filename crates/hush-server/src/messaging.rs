@@ -45,6 +45,7 @@ pub async fn publish_key_packages(
     packages: Vec<Bytes>,
     last_resort: Option<Bytes>,
 ) -> Result<Body, Refusal> {
+    writable(st)?;
     let remaining = st
         .store
         .publish_key_packages(
@@ -214,6 +215,7 @@ pub async fn create_group(
     welcome: Option<Bytes>,
     members: Vec<DeviceId>,
 ) -> Result<Body, Refusal> {
+    writable(st)?;
     if !members.contains(&auth.device_id) {
         return Err(Refusal::new(
             ErrorCode::InvalidArgument,
@@ -263,7 +265,7 @@ pub async fn create_group(
             quotas: st.config.limits.quotas(),
         })
         .await
-        .map_err(|e| refused(auth, "create a group", e))?;
+        .map_err(|e| refused(st, auth, "create a group", e))?;
     st.hub.wake(&done.recipients);
     if !done.held.is_empty() {
         tracing::info!(group = %group_id, devices = done.held.len(), "invitation held until answered");
@@ -324,6 +326,7 @@ pub struct CommitIn {
 /// P430, P433: a commit for the group's current epoch; a retry with the same client
 /// key gets the first answer.
 pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Result<Body, Refusal> {
+    writable(st)?;
     fits(st, "commit", c.commit.len())?;
     fits(st, "Welcome", c.welcome.as_ref().map_or(0, |w| w.len()))?;
     let done = st
@@ -341,7 +344,7 @@ pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Resu
             quotas: st.config.limits.quotas(),
         })
         .await
-        .map_err(|e| refused(auth, "commit", e))?;
+        .map_err(|e| refused(st, auth, "commit", e))?;
     st.hub.wake(&done.recipients);
     Ok(Body::CommitAccepted(pb::CommitAccepted {
         epoch: done.epoch,
@@ -359,6 +362,7 @@ pub async fn send(
     ciphertext: Bytes,
     client_message_id: MessageId,
 ) -> Result<Body, Refusal> {
+    writable(st)?;
     let max = st.config.limits.max_message_bytes;
     if ciphertext.len() > max {
         tracing::info!(device = %auth.device_id, len = ciphertext.len(), max, "refused an oversized message");
@@ -382,7 +386,7 @@ pub async fn send(
             quotas: st.config.limits.quotas(),
         })
         .await
-        .map_err(|e| refused(auth, "send", e))?;
+        .map_err(|e| refused(st, auth, "send", e))?;
     st.hub.wake(&done.recipients);
     if !done.undelivered.is_empty() {
         tracing::info!(
@@ -428,12 +432,19 @@ pub async fn ack(
     missed_seen: u32,
 ) -> Result<Body, Refusal> {
     st.store.ack(auth.device_id, &ids, missed_seen).await?;
+    // P451: acks free room; a full disk may have enough again.
+    st.reserve.recheck();
     Ok(Body::Acked(pb::Acked {}))
 }
 
 /// Logs why the store refused a write (a quota, a full disk) and turns it into the
 /// answer; other failures are logged where they become refusals.
-fn refused(auth: &Authenticated, what: &str, e: hush_store::StoreError) -> Refusal {
+fn refused(
+    st: &ServerState,
+    auth: &Authenticated,
+    what: &str,
+    e: hush_store::StoreError,
+) -> Refusal {
     use hush_store::StoreError as E;
     match &e {
         E::MailboxFull | E::QuotaExceeded { .. } => {
@@ -441,10 +452,19 @@ fn refused(auth: &Authenticated, what: &str, e: hush_store::StoreError) -> Refus
         }
         E::StorageFull => {
             tracing::error!(user = %auth.username, what, "refused: the server's storage is full");
+            st.reserve.on_full();
         }
         _ => {}
     }
     e.into()
+}
+
+/// P451: while the disk is full, requests that store something are refused at once.
+fn writable(st: &ServerState) -> Result<(), Refusal> {
+    if st.reserve.is_full() {
+        return Err(hush_store::StoreError::StorageFull.into());
+    }
+    Ok(())
 }
 
 /// P461: invitations held for this account.

@@ -29,6 +29,7 @@ async fn recheck_sessions(state: Arc<ServerState>, mut stop: watch::Receiver<boo
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        state.reserve.recheck();
         let connected = state.hub.connected_devices();
         if connected.is_empty() {
             continue;

@@ -191,7 +191,7 @@ fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let identity = identity(&settings)?;
     let store = open_store(&settings)?;
-    let state = ServerState::new(
+    let mut state = ServerState::new(
         store,
         settings.server.clone(),
         Arc::new(SystemClock),
@@ -199,6 +199,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .await
     .context("initialising the server")?;
+    if let Database::Sqlite(path) = &settings.database {
+        // P451: room on the database's own disk, for acks when it fills.
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(&settings.data_dir);
+        state = state.with_storage_reserve(dir.join("hushd.reserve"));
+    }
     let listener = hush_server::transport::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
