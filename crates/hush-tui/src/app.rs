@@ -179,6 +179,11 @@ impl App {
                 return;
             }
             Event::Delivery { .. } => return,
+            // Not about one conversation: the status line says it.
+            Event::Missed { .. } | Event::Invited { .. } => {
+                self.say(&e.to_text());
+                return;
+            }
             _ => {}
         }
         let Some(conversation) = e.conversation() else {

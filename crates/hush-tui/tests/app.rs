@@ -228,3 +228,21 @@ fn draws_at_80x24_and_survives_resizes() {
     let text = screen(&terminal);
     assert_eq!(text.chars().count(), 1);
 }
+
+#[test]
+fn invitations_and_missed_messages_are_said_in_view() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    app.on_event(
+        &Event::Invited {
+            by: "mallory".into(),
+        },
+        true,
+    );
+    app.on_event(&Event::Missed { count: 3 }, true);
+    let said: Vec<String> = app.current().lines.iter().map(|l| l.text.clone()).collect();
+    assert!(
+        said.iter().any(|t| t.contains("hush accept mallory")),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|t| t.starts_with("3 message")), "{said:?}");
+}
