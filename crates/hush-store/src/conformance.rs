@@ -782,6 +782,15 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
     );
 }
 
+/// That `r` was refused for `quota`.
+#[track_caller]
+fn assert_over<T: std::fmt::Debug>(r: &Result<T, StoreError>, quota: Quota, what: &str) {
+    assert!(
+        matches!(r, Err(StoreError::QuotaExceeded { quota: q, .. }) if *q == quota),
+        "{what}: {r:?}"
+    );
+}
+
 fn uid(n: u8) -> UserId {
     UserId::from_bytes([n; 16])
 }
@@ -862,16 +871,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
         },
     };
     let big = store.create_group(create.clone()).await;
-    assert!(
-        matches!(
-            big,
-            Err(StoreError::QuotaExceeded {
-                quota: Quota::GroupMembers,
-                ..
-            })
-        ),
-        "members per group at creation: {big:?}"
-    );
+    assert_over(&big, Quota::GroupMembers, "members per group at creation");
     assert!(store.group(g).await.unwrap().is_none(), "nothing created");
     store
         .create_group(NewGroup {
@@ -897,16 +897,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
             ..create.clone()
         })
         .await;
-    assert!(
-        matches!(
-            second,
-            Err(StoreError::QuotaExceeded {
-                quota: Quota::GroupsPerHour,
-                ..
-            })
-        ),
-        "groups per hour: {second:?}"
-    );
+    assert_over(&second, Quota::GroupsPerHour, "groups per hour");
     store
         .create_group(NewGroup {
             group_id: GroupId::from_bytes([201; 16]),
@@ -938,16 +929,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
         },
     };
     let crowded = store.accept_commit(add_qc.clone()).await;
-    assert!(
-        matches!(
-            crowded,
-            Err(StoreError::QuotaExceeded {
-                quota: Quota::GroupMembers,
-                ..
-            })
-        ),
-        "members per group on commit: {crowded:?}"
-    );
+    assert_over(&crowded, Quota::GroupMembers, "members per group on commit");
     assert_eq!(
         store.group(g).await.unwrap().unwrap().epoch,
         1,
@@ -1040,16 +1022,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
             ..msg(g, 2, 40, 63, b"this makes it more than 20")
         })
         .await;
-    assert!(
-        matches!(
-            tight,
-            Err(StoreError::QuotaExceeded {
-                quota: Quota::UserBytes,
-                ..
-            })
-        ),
-        "user storage: {tight:?}"
-    );
+    assert_over(&tight, Quota::UserBytes, "user storage");
 
     // Noting missed messages; acks free the quota.
     store.ack(dev(42), &[], 1).await.unwrap();
@@ -1395,16 +1368,7 @@ async fn consent<S: Store + ?Sized>(store: &S) {
             ..named(225, 80, &[80, 81])
         })
         .await;
-    assert!(
-        matches!(
-            over,
-            Err(StoreError::QuotaExceeded {
-                quota: Quota::Requests,
-                ..
-            })
-        ),
-        "{over:?}"
-    );
+    assert_over(&over, Quota::Requests, "pending invitations per user");
     let big = store
         .create_group(NewGroup {
             quotas: Quotas {
@@ -1414,16 +1378,7 @@ async fn consent<S: Store + ?Sized>(store: &S) {
             ..named(225, 83, &[83, 81])
         })
         .await;
-    assert!(
-        matches!(
-            big,
-            Err(StoreError::QuotaExceeded {
-                quota: Quota::RequestBytes,
-                ..
-            })
-        ),
-        "{big:?}"
-    );
+    assert_over(&big, Quota::RequestBytes, "size of an invitation");
 
     // Accepting releases everything, in order, and the inviter is accepted from now on.
     let wake = store.answer_request(uid(81), uid(80), true).await.unwrap();
