@@ -1,0 +1,162 @@
+//! What a run measures: the server process's CPU and memory from /proc, latencies,
+//! and the report.
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::Common;
+
+/// CPU time (user + system) and resident memory of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessSample {
+    pub cpu: Duration,
+    pub rss_bytes: u64,
+}
+
+/// Clock ticks per second of /proc/PID/stat (USER_HZ; 100 on Linux).
+const TICKS_PER_SECOND: u64 = 100;
+
+pub fn sample(pid: u32) -> anyhow::Result<ProcessSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised name; utime and stime are the 14th and 15th.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    // After ')' the fields are numbered from 3 (state): utime is 14, stime 15.
+    let cpu_ticks = ticks(14 - 3)? + ticks(15 - 3)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(ProcessSample {
+        cpu: Duration::from_micros(cpu_ticks * 1_000_000 / TICKS_PER_SECOND),
+        rss_bytes: rss_kb * 1024,
+    })
+}
+
+/// CPU time of every process but `pid`, from /proc/stat (to tell a noisy run).
+pub fn others_cpu(pid: u32) -> Option<Duration> {
+    let total = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = total.lines().next()?;
+    let mut parts = line.split_whitespace().skip(1);
+    let user: u64 = parts.next()?.parse().ok()?;
+    let nice: u64 = parts.next()?.parse().ok()?;
+    let system: u64 = parts.next()?.parse().ok()?;
+    let all = Duration::from_micros((user + nice + system) * 1_000_000 / TICKS_PER_SECOND);
+    let own = sample(pid).ok()?.cpu;
+    Some(all.saturating_sub(own))
+}
+
+/// Latency percentiles, in microseconds, from every delivery's latency.
+pub fn percentiles(mut us: Vec<u64>) -> (u64, u64, u64) {
+    if us.is_empty() {
+        return (0, 0, 0);
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)];
+    (at(0.50), at(0.99), at(0.999))
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub common: Option<Common>,
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub elapsed: Duration,
+    pub server_cpu: Duration,
+    pub others_cpu: Option<Duration>,
+    pub server_rss_bytes: u64,
+    pub latency_us: (u64, u64, u64),
+}
+
+impl Report {
+    pub fn per_second(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn cpu_us_per_delivery(&self) -> f64 {
+        self.server_cpu.as_micros() as f64 / (self.delivered.max(1) as f64)
+    }
+
+    pub fn json(&self) -> String {
+        let c = self.common.as_ref();
+        json!({
+            "scenario": self.scenario,
+            "clients": c.map(|c| c.clients),
+            "offered_per_s": c.map(|c| c.rate),
+            "payload_bytes": c.map(|c| c.payload),
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "seconds": self.elapsed.as_secs_f64(),
+            "delivered_per_s": self.per_second(),
+            "server_cpu_us_per_delivery": self.cpu_us_per_delivery(),
+            "server_cpu_s": self.server_cpu.as_secs_f64(),
+            "others_cpu_s": self.others_cpu.map(|d| d.as_secs_f64()),
+            "server_rss_bytes": self.server_rss_bytes,
+            "latency_us": {"p50": self.latency_us.0, "p99": self.latency_us.1, "p99_9": self.latency_us.2},
+        })
+        .to_string()
+    }
+
+    pub fn table(&self) -> String {
+        format!(
+            "scenario            {}\n\
+             delivered           {} of {} sent ({} lost, {} duplicated)\n\
+             throughput          {:.0} msgs/s over {:.1} s\n\
+             server CPU          {:.1} µs per delivery ({:.2} s)\n\
+             other processes     {}\n\
+             server RSS          {:.1} MiB\n\
+             latency             p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+            self.scenario,
+            self.delivered,
+            self.sent,
+            self.lost,
+            self.duplicated,
+            self.per_second(),
+            self.elapsed.as_secs_f64(),
+            self.cpu_us_per_delivery(),
+            self.server_cpu.as_secs_f64(),
+            self.others_cpu
+                .map(|d| format!("{:.2} s CPU", d.as_secs_f64()))
+                .unwrap_or_else(|| "unknown".into()),
+            self.server_rss_bytes as f64 / (1024.0 * 1024.0),
+            self.latency_us.0 as f64 / 1000.0,
+            self.latency_us.1 as f64 / 1000.0,
+            self.latency_us.2 as f64 / 1000.0,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_set() {
+        let v: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentiles(v), (501, 991, 1000));
+        assert_eq!(percentiles(Vec::new()), (0, 0, 0));
+    }
+
+    #[test]
+    fn this_process_can_be_sampled() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss_bytes > 0);
+    }
+}

@@ -1,0 +1,322 @@
+//! The scenarios. Every one sets up accounts over the real protocol, measures the
+//! server while the load runs, and checks that nothing was lost or duplicated.
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hush_client::connection::Connection;
+use hush_client::home::Home;
+use hush_client::hush_proto::fingerprint::Fingerprint;
+use hush_client::hush_proto::ids::{DeviceId, Username};
+use hush_client::hush_proto::pb::{self, client_frame::Body};
+use hush_client::hush_proto::response::{EntryKind, Response};
+use hush_client::trust::{FirstUse, KnownServers};
+use hush_client::{Client, ClientOptions, Enrolment};
+use rand::RngCore;
+use tokio::sync::Mutex;
+
+use crate::Common;
+use crate::measure::{self, Report};
+use crate::server;
+
+const PASSWORD: &[u8] = b"benchmark password, long enough";
+/// Bytes before the padding: sender index, sequence number, send time (µs).
+const HEADER: usize = 4 + 8 + 8;
+
+/// One benchmark account: its home and device.
+struct Account {
+    dir: tempfile::TempDir,
+    name: Username,
+    device: DeviceId,
+}
+
+async fn register(server: &server::Server, i: usize) -> anyhow::Result<Account> {
+    let dir = tempfile::tempdir()?;
+    let name = Username::parse(&format!("bench{i:05}"))?;
+    let fp = Fingerprint::parse(&server.fingerprint)?;
+    let (client, _) = Client::enrol(
+        dir.path(),
+        &server.addr,
+        FirstUse::Expect(fp),
+        Enrolment::Register {
+            username: name.clone(),
+            password: zeroize::Zeroizing::new(PASSWORD.to_vec()),
+            invite: None,
+            profile: Default::default(),
+        },
+        ClientOptions::default(),
+    )
+    .await
+    .with_context(|| format!("registering {name}"))?;
+    let device = client.stored_account().await?.device_id;
+    client.close().await;
+    Ok(Account { dir, name, device })
+}
+
+/// An authenticated raw connection for the account in `dir`.
+async fn connect(server: &server::Server, dir: &Path) -> anyhow::Result<Connection> {
+    let token = Home::open(dir)?.account()?.context("no account")?.token;
+    let fp = Fingerprint::parse(&server.fingerprint)?;
+    let conn =
+        Connection::connect(&server.addr, &KnownServers::new(dir), &FirstUse::Expect(fp)).await?;
+    match conn
+        .request(Body::Authenticate(pb::Authenticate {
+            session_token: token.expose().to_vec().into(),
+        }))
+        .await?
+    {
+        Response::Authenticated(_) => Ok(conn),
+        other => bail!("unexpected answer to Authenticate: {}", other.kind()),
+    }
+}
+
+/// What one receiving client saw.
+#[derive(Default)]
+struct Received {
+    count: u64,
+    duplicated: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// Receives and acknowledges until `stop`, checking each message once.
+async fn receive(
+    conn: Arc<Connection>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Received>>,
+) -> anyhow::Result<()> {
+    let mut seen: HashSet<(u32, u64)> = HashSet::new();
+    loop {
+        let answer = conn
+            .request(Body::Fetch(pb::Fetch {
+                after_id: 0,
+                limit: 500,
+            }))
+            .await?;
+        let Response::Mailbox { entries, .. } = answer else {
+            bail!("unexpected answer to Fetch: {}", answer.kind());
+        };
+        if entries.is_empty() {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = conn.mailbox_changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
+        }
+        let now_us = start.elapsed().as_micros() as u64;
+        let mut ids = Vec::with_capacity(entries.len());
+        {
+            let mut r = out.lock().await;
+            for e in &entries {
+                ids.push(e.id);
+                if e.kind != EntryKind::Application || e.payload.len() < HEADER {
+                    continue;
+                }
+                let p = &e.payload;
+                let sender = u32::from_be_bytes(p[0..4].try_into().unwrap_or_default());
+                let seq = u64::from_be_bytes(p[4..12].try_into().unwrap_or_default());
+                let sent_us = u64::from_be_bytes(p[12..20].try_into().unwrap_or_default());
+                if seen.insert((sender, seq)) {
+                    r.count += 1;
+                    r.latencies_us.push(now_us.saturating_sub(sent_us));
+                } else {
+                    r.duplicated += 1;
+                }
+            }
+        }
+        match conn
+            .request(Body::Ack(pb::Ack {
+                ids,
+                missed_seen: 0,
+            }))
+            .await?
+        {
+            Response::Acked => {}
+            other => bail!("unexpected answer to Ack: {}", other.kind()),
+        }
+    }
+}
+
+/// Sends at `every` until `until`; returns how many the server acknowledged.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    conn: Arc<Connection>,
+    index: u32,
+    group: Vec<u8>,
+    payload: usize,
+    every: Duration,
+    start: Instant,
+    until: Instant,
+    errors: Arc<AtomicU64>,
+) -> u64 {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut acked = 0u64;
+    let mut seq = 0u64;
+    let mut body = vec![0u8; payload.max(HEADER)];
+    rand::thread_rng().fill_bytes(&mut body[HEADER..]);
+    while Instant::now() < until {
+        tick.tick().await;
+        body[0..4].copy_from_slice(&index.to_be_bytes());
+        body[4..12].copy_from_slice(&seq.to_be_bytes());
+        body[12..20].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
+        let mut id = [0u8; 16];
+        id[0..4].copy_from_slice(&index.to_be_bytes());
+        id[4..12].copy_from_slice(&seq.to_be_bytes());
+        let sent = conn
+            .request(Body::Send(pb::Send {
+                group_id: group.clone().into(),
+                epoch: 1,
+                ciphertext: body.clone().into(),
+                client_message_id: id.to_vec().into(),
+            }))
+            .await;
+        match sent {
+            Ok(Response::Sent { .. }) => acked += 1,
+            _ => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        seq += 1;
+    }
+    acked
+}
+
+/// `direct`: pairs of connected clients, each sending 1:1 to its partner.
+pub async fn direct(c: &Common) -> anyhow::Result<Report> {
+    if c.clients < 2 || !c.clients.is_multiple_of(2) {
+        bail!("--clients must be an even number of at least 2");
+    }
+    let server = server::start(c)?;
+    let mut accounts = Vec::with_capacity(c.clients);
+    for chunk in (0..c.clients).collect::<Vec<_>>().chunks(8) {
+        let batch = futures::future::join_all(chunk.iter().map(|i| register(&server, *i))).await;
+        for a in batch {
+            accounts.push(a?);
+        }
+    }
+    let mut conns = Vec::with_capacity(c.clients);
+    for a in &accounts {
+        conns.push(Arc::new(connect(&server, a.dir.path()).await?));
+    }
+    // One 1:1 group per pair (the Welcome is a stand-in: receivers never decrypt).
+    let mut groups = Vec::with_capacity(c.clients / 2);
+    for pair in 0..c.clients / 2 {
+        let (a, b) = (&accounts[2 * pair], &accounts[2 * pair + 1]);
+        let mut gid = vec![0u8; 16];
+        rand::thread_rng().fill_bytes(&mut gid);
+        let created = conns[2 * pair]
+            .request(Body::CreateGroup(pb::CreateGroup {
+                group_id: gid.clone().into(),
+                name: String::new(),
+                direct_peer: b.name.to_string(),
+                welcome: vec![0u8; 8].into(),
+                members: vec![
+                    a.device.as_bytes().to_vec().into(),
+                    b.device.as_bytes().to_vec().into(),
+                ],
+                client_key: Default::default(),
+            }))
+            .await?;
+        if !matches!(created, Response::GroupCreated { .. }) {
+            bail!("could not create a group: {}", created.kind());
+        }
+        groups.push(gid);
+    }
+
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
+    let receivers: Vec<_> = conns
+        .iter()
+        .zip(&received)
+        .map(|(conn, r)| {
+            tokio::spawn(receive(
+                Arc::clone(conn),
+                start,
+                Arc::clone(&stop),
+                Arc::clone(r),
+            ))
+        })
+        .collect();
+    let before = measure::sample(server.pid)?;
+    let others_before = measure::others_cpu(server.pid);
+    let sending_started = Instant::now();
+    let until = sending_started + Duration::from_secs(c.seconds);
+    let every = Duration::from_secs_f64(c.clients as f64 / c.rate.max(1) as f64);
+    let errors = Arc::new(AtomicU64::new(0));
+    let senders: Vec<_> = (0..c.clients)
+        .map(|i| {
+            tokio::spawn(send(
+                Arc::clone(&conns[i]),
+                i as u32,
+                groups[i / 2].clone(),
+                c.payload,
+                every,
+                start,
+                until,
+                Arc::clone(&errors),
+            ))
+        })
+        .collect();
+    let mut acked = vec![0u64; c.clients];
+    for (i, s) in senders.into_iter().enumerate() {
+        acked[i] = s.await?;
+    }
+    // Let the receivers drain what was acknowledged, bounded.
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut done = true;
+        for (i, sent) in acked.iter().enumerate() {
+            // Client i's messages arrive at its partner, i ^ 1.
+            if received[i ^ 1].lock().await.count < *sent {
+                done = false;
+            }
+        }
+        if done || Instant::now() > drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = sending_started.elapsed();
+    let after = measure::sample(server.pid)?;
+    let others_after = measure::others_cpu(server.pid);
+    stop.store(true, Ordering::Relaxed);
+    for r in receivers {
+        r.await??;
+    }
+    let mut report = Report {
+        scenario: "direct",
+        common: Some(c.clone()),
+        elapsed,
+        server_cpu: after.cpu.saturating_sub(before.cpu),
+        others_cpu: others_after
+            .zip(others_before)
+            .map(|(a, b)| a.saturating_sub(b)),
+        server_rss_bytes: after.rss_bytes,
+        ..Report::default()
+    };
+    let mut latencies = Vec::new();
+    for (i, sent) in acked.iter().enumerate() {
+        let r = received[i ^ 1].lock().await;
+        report.sent += sent;
+        report.delivered += r.count;
+        report.duplicated += r.duplicated;
+        report.lost += sent.saturating_sub(r.count);
+        latencies.extend_from_slice(&r.latencies_us);
+    }
+    report.latency_us = measure::percentiles(latencies);
+    let refused = errors.load(Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!("warning: {refused} sends were refused (not counted as sent)");
+    }
+    drop(conns);
+    drop(accounts);
+    Ok(report)
+}
