@@ -12,9 +12,10 @@
 )]
 
 pub mod migrations;
+mod pool;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,12 +26,29 @@ use hush_store::{
     NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store,
     StoreError, UserRecord, UserSummary,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-/// A [`Store`] on one SQLite file.
+/// A [`Store`] on one SQLite file: a writer thread with group commit and a few
+/// reader threads (`pool`).
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    pool: Arc<pool::Pool>,
+}
+
+/// Reader connections (WAL readers run beside the writer).
+const READERS: usize = 2;
+
+fn connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(backend)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
 }
 
 /// A SQLite failure as a store error: a full disk or database is `StorageFull`
@@ -54,59 +72,50 @@ impl SqliteStore {
     /// it past `max_bytes` (0: no limit) with `StorageFull` (P451). Deleting (acks,
     /// retention) needs no room, so mailboxes still drain at the limit.
     pub fn open_limited(path: &Path, max_bytes: u64) -> Result<Self, StoreError> {
-        let store = Self::open(path)?;
+        let mut writer = connection(path)?;
+        migrations::apply(&mut writer)?;
+        restrict(path)?;
         if max_bytes > 0 {
-            let conn = store
-                .conn
-                .lock()
-                .map_err(|_| StoreError::backend("connection lock poisoned"))?;
-            let page: i64 = conn
+            let page: i64 = writer
                 .query_row("PRAGMA page_size", [], |r| r.get(0))
                 .map_err(backend)?;
             let pages = (max_bytes / page.max(512) as u64).max(1);
-            let set: i64 = conn
+            let set: i64 = writer
                 .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
                     r.get(0)
                 })
                 .map_err(backend)?;
             tracing::info!(max_bytes, pages = set, "database size limited");
         }
-        Ok(store)
+        let readers = (0..READERS)
+            .map(|_| connection(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteStore {
+            pool: Arc::new(pool::Pool::start(writer, readers)?),
+        })
     }
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(backend)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;",
-        )
-        .map_err(backend)?;
-        migrations::apply(&mut conn)?;
-        restrict(path)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Self::open_limited(path, 0)
     }
 
-    /// Runs `f` on the connection off the async runtime's worker threads.
+    /// Runs `f` as one write (group-committed, `pool`).
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::backend("connection lock poisoned"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::backend_from("storage task", e, false))?
+        self.pool.write(f).await
+    }
+
+    /// Runs `f`, which only reads, on a reader connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.pool.read(f).await
     }
 }
 
@@ -622,9 +631,7 @@ impl Store for SqliteStore {
     async fn secret_or_init(&self, name: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.savepoint().map_err(backend)?;
             tx.execute(
                 "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![name, init],
@@ -646,7 +653,7 @@ impl Store for SqliteStore {
     async fn create_user(&self, user: NewUser) -> Result<(), StoreError> {
         self.run(move |conn| {
             let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .savepoint()
                 .map_err(backend)?;
             let taken: bool = tx
                 .query_row(
@@ -696,7 +703,7 @@ impl Store for SqliteStore {
 
     async fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StoreError> {
         let name = name.clone();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let row = conn
                 .query_row(
                     "SELECT user_id, display_name, email, password_file, admin, disabled, created_at,
@@ -750,9 +757,7 @@ impl Store for SqliteStore {
         max_devices: u64,
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.savepoint().map_err(backend)?;
             let exists: bool = tx
                 .query_row(
                     "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
@@ -784,7 +789,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, token_digest: &[u8; 32]) -> Result<Option<Session>, StoreError> {
         let digest = *token_digest;
-        self.run(move |conn| {
+        self.read(move |conn| {
             let row = conn
                 .query_row(
                     "SELECT d.device_id, u.user_id, u.username, u.display_name, u.email,
@@ -857,7 +862,7 @@ impl Store for SqliteStore {
 
     async fn invite_usable(&self, digest: &[u8; 32], now: i64) -> Result<bool, StoreError> {
         let digest = *digest;
-        self.run(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM invites WHERE digest = ?1 AND uses_left > 0
                                 AND (expires_at IS NULL OR expires_at > ?2))",
@@ -870,7 +875,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self) -> Result<Vec<UserSummary>, StoreError> {
-        self.run(|conn| {
+        self.read(|conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT u.user_id, u.username, u.display_name, u.admin, u.disabled, u.created_at,
@@ -925,9 +930,7 @@ impl Store for SqliteStore {
     async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
         let name = name.clone();
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.savepoint().map_err(backend)?;
             let id = user_id_of(&tx, &name)?;
             tx.execute("DELETE FROM devices WHERE user_id = ?1", [&id])
                 .map_err(backend)?;
@@ -947,7 +950,7 @@ impl Store for SqliteStore {
     ) -> Result<u32, StoreError> {
         self.run(move |conn| {
             let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .savepoint()
                 .map_err(backend)?;
             if !device_exists(&tx, &device)? {
                 return Err(StoreError::DeviceNotFound(device));
@@ -997,7 +1000,7 @@ impl Store for SqliteStore {
     }
 
     async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
                 [device.as_bytes().as_slice()],
@@ -1011,9 +1014,7 @@ impl Store for SqliteStore {
     async fn claim_key_packages(&self, users: &[UserId]) -> Result<Vec<Claimed>, StoreError> {
         let users = users.to_vec();
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.savepoint().map_err(backend)?;
             let mut out = Vec::new();
             {
                 let mut devices_of = tx
@@ -1062,7 +1063,7 @@ impl Store for SqliteStore {
     }
 
     async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceId>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT device_id FROM devices WHERE user_id = ?1 ORDER BY device_id",
@@ -1082,7 +1083,7 @@ impl Store for SqliteStore {
 
     async fn device_owners(&self, devices: &[DeviceId]) -> Result<Vec<Owner>, StoreError> {
         let devices = devices.to_vec();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT u.username, u.account_key FROM device_owners d
@@ -1110,7 +1111,7 @@ impl Store for SqliteStore {
     }
 
     async fn device_records(&self, user: UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT device_id, name, created_at, last_seen FROM devices
@@ -1139,7 +1140,7 @@ impl Store for SqliteStore {
 
     async fn live_devices(&self, devices: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError> {
         let devices = devices.to_vec();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT NOT u.disabled FROM devices d JOIN users u ON u.user_id = d.user_id
@@ -1176,7 +1177,7 @@ impl Store for SqliteStore {
     async fn create_group(&self, g: NewGroup) -> Result<Delivered, StoreError> {
         self.run(move |conn| {
             let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .savepoint()
                 .map_err(backend)?;
             if let Some(first) = earlier_handshake(&tx, &g.creator, g.client_key.as_ref())? {
                 return Ok(first);
@@ -1297,7 +1298,7 @@ impl Store for SqliteStore {
     }
 
     async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let epoch: Option<i64> = conn
                 .query_row(
                     "SELECT epoch FROM groups WHERE group_id = ?1",
@@ -1320,7 +1321,7 @@ impl Store for SqliteStore {
 
     async fn named_group(&self, name: &str) -> Result<Option<GroupId>, StoreError> {
         let name = name.to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let id: Option<Vec<u8>> = conn
                 .query_row(
                     "SELECT group_id FROM group_names WHERE name = ?1",
@@ -1336,7 +1337,7 @@ impl Store for SqliteStore {
 
     async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError> {
         let (a, b) = if a <= b { (a, b) } else { (b, a) };
-        self.run(move |conn| {
+        self.read(move |conn| {
             let id: Option<Vec<u8>> = conn
                 .query_row(
                     "SELECT group_id FROM direct_groups WHERE user_a = ?1 AND user_b = ?2",
@@ -1352,9 +1353,7 @@ impl Store for SqliteStore {
 
     async fn accept_commit(&self, c: NewCommit) -> Result<Delivered, StoreError> {
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.savepoint().map_err(backend)?;
             if let Some(first) = earlier_handshake(&tx, &c.sender, c.client_key.as_ref())? {
                 return Ok(first);
             }
@@ -1451,7 +1450,7 @@ impl Store for SqliteStore {
     async fn enqueue_message(&self, m: NewMessage) -> Result<Delivered, StoreError> {
         self.run(move |conn| {
             let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .savepoint()
                 .map_err(backend)?;
             let sender = m.sender.as_bytes().as_slice();
             let earlier: Option<(i64, i64, i64)> = tx
@@ -1539,7 +1538,7 @@ impl Store for SqliteStore {
         limit: u32,
         max_bytes: usize,
     ) -> Result<MailboxPage, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let missed: i64 = conn
                 .prepare_cached("SELECT COALESCE((SELECT missed FROM mailbox_usage WHERE device_id = ?1), 0)")
                 .and_then(|mut s| s.query_row([device.as_bytes().as_slice()], |r| r.get(0)))
@@ -1599,9 +1598,7 @@ impl Store for SqliteStore {
     async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError> {
         let ids = ids.to_vec();
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.savepoint().map_err(backend)?;
             {
                 // The deliveries_uncount trigger deletes a message with its last entry.
                 let mut del = tx
@@ -1625,7 +1622,7 @@ impl Store for SqliteStore {
     }
 
     async fn requests(&self, user: UserId) -> Result<Vec<HeldRequest>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT h.inviter, u.username, COUNT(DISTINCT h.group_id), MIN(h.stored_at)
@@ -1667,7 +1664,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DeviceId>, StoreError> {
         self.run(move |conn| {
             let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .savepoint()
                 .map_err(backend)?;
             let u = user.as_bytes().as_slice();
             let rows: Vec<(i64, Vec<u8>, Vec<u8>, i64)> = {
@@ -1732,7 +1729,7 @@ impl Store for SqliteStore {
             // In batches, so a large expiry never holds the write lock for long.
             loop {
                 let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .savepoint()
                     .map_err(backend)?;
                 let batch: Vec<(i64, Vec<u8>)> = {
                     let mut stmt = tx
@@ -1765,7 +1762,7 @@ impl Store for SqliteStore {
                 pruned.expired_entries += batch.len() as u64;
             }
             let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .savepoint()
                 .map_err(backend)?;
             // Left over from before messages were collected with their last entry.
             tx.execute(
