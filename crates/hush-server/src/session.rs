@@ -238,7 +238,14 @@ pub async fn run<R, W>(
             request_id,
             body: Some(reply.body),
         };
-        if let Err(e) = frames_out.send(frame::encode_body(&out)).await {
+        // A whole next request already buffered is answered in the same write: its
+        // answer follows at once, so nothing waits on the unflushed one.
+        let written = if !reply.close && next_frame_buffered(frames_in.read_buffer()) {
+            frames_out.feed(frame::encode_body(&out)).await
+        } else {
+            frames_out.send(frame::encode_body(&out)).await
+        };
+        if let Err(e) = written {
             tracing::debug!(%peer, error = %e, "peer went away");
             release(&state, wake);
             return;
@@ -250,6 +257,14 @@ pub async fn run<R, W>(
     // Flush and send TLS close_notify; the peer may already be gone.
     let _ = SinkExt::<Bytes>::close(&mut frames_out).await;
     release(&state, wake);
+}
+
+/// Whether `buf` holds a complete frame (its length prefix and its whole body).
+fn next_frame_buffered(buf: &[u8]) -> bool {
+    let Some(len) = buf.first_chunk::<{ frame::LENGTH_PREFIX }>() else {
+        return false;
+    };
+    buf.len() - frame::LENGTH_PREFIX >= u32::from_be_bytes(*len) as usize
 }
 
 fn release(
@@ -572,5 +587,19 @@ async fn dispatch(
                 "not authenticated, or this step is out of order",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_frame_buffered;
+
+    #[test]
+    fn a_buffered_frame_is_complete_only_with_its_whole_body() {
+        assert!(!next_frame_buffered(&[]));
+        assert!(!next_frame_buffered(&[0, 0, 0]));
+        assert!(next_frame_buffered(&[0, 0, 0, 0]), "an empty body");
+        assert!(!next_frame_buffered(&[0, 0, 0, 3, 1, 2]));
+        assert!(next_frame_buffered(&[0, 0, 0, 3, 1, 2, 3, 9]));
     }
 }

@@ -40,6 +40,8 @@ const READERS: usize = 2;
 
 fn connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
+    // Every statement of the adapter stays prepared.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(backend)?;
     conn.execute_batch(
@@ -60,6 +62,25 @@ fn backend(e: rusqlite::Error) -> StoreError {
         Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::backend_from("sqlite", e, true),
         _ => StoreError::backend_from("sqlite", e, false),
     }
+}
+
+/// `query_row` on a statement prepared once per connection (parsing SQL was a
+/// visible share of a send's CPU).
+fn cached_row<T, P, F>(conn: &Connection, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+where
+    P: rusqlite::Params,
+    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
+/// `execute` on a statement prepared once per connection.
+fn cached_exec<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 /// A stored record that does not parse: corruption or a bug, never retryable.
@@ -153,7 +174,8 @@ fn username(s: String) -> Result<Username, StoreError> {
 }
 
 fn user_id_of(conn: &Connection, name: &Username) -> Result<Vec<u8>, StoreError> {
-    conn.query_row(
+    cached_row(
+        conn,
         "SELECT user_id FROM users WHERE username = ?1",
         [name.as_str()],
         |r| r.get(0),
@@ -164,7 +186,8 @@ fn user_id_of(conn: &Connection, name: &Username) -> Result<Vec<u8>, StoreError>
 }
 
 fn insert_device(conn: &Connection, user: &[u8], d: &NewDevice) -> Result<(), StoreError> {
-    conn.execute(
+    cached_exec(
+        conn,
         "INSERT INTO devices (device_id, user_id, name, token_digest, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
@@ -176,7 +199,8 @@ fn insert_device(conn: &Connection, user: &[u8], d: &NewDevice) -> Result<(), St
         ],
     )
     .map_err(backend)?;
-    conn.execute(
+    cached_exec(
+        conn,
         "INSERT OR IGNORE INTO device_owners (device_id, user_id) VALUES (?1, ?2)",
         params![d.device_id.as_bytes().as_slice(), user],
     )
@@ -191,15 +215,15 @@ fn earlier_handshake(
     key: Option<&HandshakeKey>,
 ) -> Result<Option<Delivered>, StoreError> {
     let Some(key) = key else { return Ok(None) };
-    let row: Option<(i64, i64, i64)> = conn
-        .query_row(
-            "SELECT epoch, group_seq, stored_at FROM handshakes
+    let row: Option<(i64, i64, i64)> = cached_row(
+        conn,
+        "SELECT epoch, group_seq, stored_at FROM handshakes
              WHERE sender_device = ?1 AND client_key = ?2",
-            params![sender.as_bytes().as_slice(), key.as_bytes().as_slice()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .map_err(backend)?;
+        params![sender.as_bytes().as_slice(), key.as_bytes().as_slice()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()
+    .map_err(backend)?;
     Ok(row.map(|(epoch, seq, at)| Delivered {
         epoch: epoch as u64,
         group_seq: seq as u64,
@@ -218,7 +242,8 @@ fn record_handshake(
     done: &Delivered,
 ) -> Result<(), StoreError> {
     let Some(key) = key else { return Ok(()) };
-    conn.execute(
+    cached_exec(
+        conn,
         "INSERT INTO handshakes (sender_device, client_key, group_id, epoch, group_seq, stored_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -242,9 +267,7 @@ fn set_flag(
 ) -> Result<(), StoreError> {
     // `column` is one of two literals chosen below, never input.
     let sql = format!("UPDATE users SET {column} = ?1 WHERE username = ?2");
-    let changed = conn
-        .execute(&sql, params![value, name.as_str()])
-        .map_err(backend)?;
+    let changed = cached_exec(conn, &sql, params![value, name.as_str()]).map_err(backend)?;
     if changed == 0 {
         return Err(StoreError::UserNotFound);
     }
@@ -261,22 +284,22 @@ fn group_state(
     group: &GroupId,
     device: &DeviceId,
 ) -> Result<(u64, bool), StoreError> {
-    let epoch: Option<i64> = conn
-        .query_row(
-            "SELECT epoch FROM groups WHERE group_id = ?1",
-            [group.as_bytes().as_slice()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(backend)?;
+    let epoch: Option<i64> = cached_row(
+        conn,
+        "SELECT epoch FROM groups WHERE group_id = ?1",
+        [group.as_bytes().as_slice()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(backend)?;
     let epoch = epoch.ok_or(StoreError::GroupNotFound)?;
-    let member: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = ?1 AND device_id = ?2)",
-            params![group.as_bytes().as_slice(), device.as_bytes().as_slice()],
-            |r| r.get(0),
-        )
-        .map_err(backend)?;
+    let member: bool = cached_row(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = ?1 AND device_id = ?2)",
+        params![group.as_bytes().as_slice(), device.as_bytes().as_slice()],
+        |r| r.get(0),
+    )
+    .map_err(backend)?;
     Ok((epoch as u64, member))
 }
 
@@ -297,7 +320,8 @@ fn members_of(conn: &Connection, group: &GroupId) -> Result<Vec<DeviceId>, Store
 }
 
 fn device_exists(conn: &Connection, device: &DeviceId) -> Result<bool, StoreError> {
-    conn.query_row(
+    cached_row(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM devices WHERE device_id = ?1)",
         [device.as_bytes().as_slice()],
         |r| r.get(0),
@@ -556,13 +580,13 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<Enqueued, StoreError> {
     if !invited.is_empty()
         && let Some(sender) = &sender_user
     {
-        let name: String = conn
-            .query_row(
-                "SELECT username FROM users WHERE user_id = ?1",
-                [sender],
-                |r| r.get(0),
-            )
-            .map_err(backend)?;
+        let name: String = cached_row(
+            conn,
+            "SELECT username FROM users WHERE user_id = ?1",
+            [sender],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
         let notice = Outgoing {
             kind: EntryKind::Request,
             ..m
@@ -610,13 +634,13 @@ fn insert_message(
 
 /// `QuotaExceeded` if the group holds more than `max` devices.
 fn check_group_size(conn: &Connection, group: &[u8], max: u64) -> Result<(), StoreError> {
-    let n: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM group_members WHERE group_id = ?1",
-            [group],
-            |r| r.get(0),
-        )
-        .map_err(backend)?;
+    let n: i64 = cached_row(
+        conn,
+        "SELECT COUNT(*) FROM group_members WHERE group_id = ?1",
+        [group],
+        |r| r.get(0),
+    )
+    .map_err(backend)?;
     if n.max(0) as u64 > max {
         return Err(StoreError::QuotaExceeded {
             quota: Quota::GroupMembers,
@@ -632,18 +656,19 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         self.run(move |conn| {
             let tx = conn.savepoint().map_err(backend)?;
-            tx.execute(
+            cached_exec(
+                &tx,
                 "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![name, init],
             )
             .map_err(backend)?;
-            let value: Vec<u8> = tx
-                .query_row(
-                    "SELECT value FROM server_secrets WHERE name = ?1",
-                    [&name],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
+            let value: Vec<u8> = cached_row(
+                &tx,
+                "SELECT value FROM server_secrets WHERE name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(value)
         })
@@ -655,8 +680,7 @@ impl Store for SqliteStore {
             let tx = conn
                 .savepoint()
                 .map_err(backend)?;
-            let taken: bool = tx
-                .query_row(
+            let taken: bool = cached_row(&tx,
                     "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
                     [user.username.as_str()],
                     |r| r.get(0),
@@ -666,8 +690,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::UsernameTaken);
             }
             if let Some(digest) = user.invite {
-                let used = tx
-                    .execute(
+                let used = cached_exec(&tx,
                         "UPDATE invites SET uses_left = uses_left - 1
                          WHERE digest = ?1 AND uses_left > 0
                            AND (expires_at IS NULL OR expires_at > ?2)",
@@ -679,7 +702,7 @@ impl Store for SqliteStore {
                 }
             }
             let uid = user.user_id.as_bytes().as_slice();
-            tx.execute(
+            cached_exec(&tx,
                 "INSERT INTO users (user_id, username, display_name, email, password_file, created_at,
                                     account_key, sealed_account_key)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -704,27 +727,22 @@ impl Store for SqliteStore {
     async fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StoreError> {
         let name = name.clone();
         self.read(move |conn| {
-            let row = conn
-                .query_row(
-                    "SELECT user_id, display_name, email, password_file, admin, disabled, created_at,
+            let row = cached_row(
+                conn,
+                "SELECT user_id, display_name, email, password_file, admin, disabled, created_at,
                             account_key, sealed_account_key
                      FROM users WHERE username = ?1",
-                    [name.as_str()],
-                    |r| {
-                        Ok((
-                            (
-                                r.get::<_, Vec<u8>>(0)?,
-                                r.get(1)?,
-                                r.get(2)?,
-                                r.get(3)?,
-                            ),
-                            (r.get(4)?, r.get(5)?, r.get(6)?),
-                            (r.get::<_, Option<Vec<u8>>>(7)?, r.get(8)?),
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(backend)?;
+                [name.as_str()],
+                |r| {
+                    Ok((
+                        (r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+                        (r.get(4)?, r.get(5)?, r.get(6)?),
+                        (r.get::<_, Option<Vec<u8>>>(7)?, r.get(8)?),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)?;
             row.map(
                 |(
                     (id, display_name, email, password_file),
@@ -758,23 +776,23 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
             let tx = conn.savepoint().map_err(backend)?;
-            let exists: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
-                    [user.as_bytes().as_slice()],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
+            let exists: bool = cached_row(
+                &tx,
+                "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
+                [user.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
             if !exists {
                 return Err(StoreError::UserNotFound);
             }
-            let have: i64 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM devices WHERE user_id = ?1",
-                    [user.as_bytes().as_slice()],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
+            let have: i64 = cached_row(
+                &tx,
+                "SELECT COUNT(*) FROM devices WHERE user_id = ?1",
+                [user.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
             if have.max(0) as u64 >= max_devices {
                 return Err(StoreError::QuotaExceeded {
                     quota: Quota::Devices,
@@ -790,28 +808,28 @@ impl Store for SqliteStore {
     async fn session(&self, token_digest: &[u8; 32]) -> Result<Option<Session>, StoreError> {
         let digest = *token_digest;
         self.read(move |conn| {
-            let row = conn
-                .query_row(
-                    "SELECT d.device_id, u.user_id, u.username, u.display_name, u.email,
+            let row = cached_row(
+                conn,
+                "SELECT d.device_id, u.user_id, u.username, u.display_name, u.email,
                             u.admin, u.disabled, u.created_at
                      FROM devices d JOIN users u ON u.user_id = d.user_id
                      WHERE d.token_digest = ?1",
-                    [digest.as_slice()],
-                    |r| {
-                        Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get::<_, Vec<u8>>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(backend)?;
+                [digest.as_slice()],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)?;
             row.map(
                 |(d, u, name, display_name, email, admin, disabled, created_at)| {
                     Ok(Session {
@@ -833,7 +851,8 @@ impl Store for SqliteStore {
 
     async fn remove_device(&self, device: DeviceId) -> Result<(), StoreError> {
         self.run(move |conn| {
-            conn.execute(
+            cached_exec(
+                conn,
                 "DELETE FROM devices WHERE device_id = ?1",
                 [device.as_bytes().as_slice()],
             )
@@ -845,7 +864,7 @@ impl Store for SqliteStore {
 
     async fn create_invite(&self, invite: NewInvite) -> Result<(), StoreError> {
         self.run(move |conn| {
-            conn.execute(
+            cached_exec(conn,
                 "INSERT INTO invites (digest, uses_left, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![
                     invite.digest.as_slice(),
@@ -863,7 +882,8 @@ impl Store for SqliteStore {
     async fn invite_usable(&self, digest: &[u8; 32], now: i64) -> Result<bool, StoreError> {
         let digest = *digest;
         self.read(move |conn| {
-            conn.query_row(
+            cached_row(
+                conn,
                 "SELECT EXISTS (SELECT 1 FROM invites WHERE digest = ?1 AND uses_left > 0
                                 AND (expires_at IS NULL OR expires_at > ?2))",
                 params![digest.as_slice(), now],
@@ -932,10 +952,8 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             let tx = conn.savepoint().map_err(backend)?;
             let id = user_id_of(&tx, &name)?;
-            tx.execute("DELETE FROM devices WHERE user_id = ?1", [&id])
-                .map_err(backend)?;
-            tx.execute("DELETE FROM users WHERE user_id = ?1", [&id])
-                .map_err(backend)?;
+            cached_exec(&tx, "DELETE FROM devices WHERE user_id = ?1", [&id]).map_err(backend)?;
+            cached_exec(&tx, "DELETE FROM users WHERE user_id = ?1", [&id]).map_err(backend)?;
             tx.commit().map_err(backend)
         })
         .await
@@ -956,8 +974,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::DeviceNotFound(device));
             }
             let d = device.as_bytes().as_slice();
-            let have: i64 = tx
-                .query_row(
+            let have: i64 = cached_row(&tx,
                     "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
                     [d],
                     |r| r.get(0),
@@ -978,16 +995,15 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(p) = last_resort {
-                tx.execute("DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1", [d])
+                cached_exec(&tx, "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1", [d])
                     .map_err(backend)?;
-                tx.execute(
+                cached_exec(&tx,
                     "INSERT INTO key_packages (device_id, package, last_resort) VALUES (?1, ?2, 1)",
                     params![d, p],
                 )
                 .map_err(backend)?;
             }
-            let n: u32 = tx
-                .query_row(
+            let n: u32 = cached_row(&tx,
                     "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
                     [d],
                     |r| r.get(0),
@@ -1001,7 +1017,8 @@ impl Store for SqliteStore {
 
     async fn key_package_count(&self, device: DeviceId) -> Result<u32, StoreError> {
         self.read(move |conn| {
-            conn.query_row(
+            cached_row(
+                conn,
                 "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
                 [device.as_bytes().as_slice()],
                 |r| r.get(0),
@@ -1164,7 +1181,8 @@ impl Store for SqliteStore {
 
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<(), StoreError> {
         self.run(move |conn| {
-            conn.execute(
+            cached_exec(
+                conn,
                 "UPDATE devices SET last_seen = ?2 WHERE device_id = ?1",
                 params![device.as_bytes().as_slice(), now],
             )
@@ -1183,16 +1201,14 @@ impl Store for SqliteStore {
                 return Ok(first);
             }
             let gid = g.group_id.as_bytes().as_slice();
-            let exists: bool = tx
-                .query_row("SELECT EXISTS (SELECT 1 FROM groups WHERE group_id = ?1)", [gid], |r| r.get(0))
+            let exists: bool = cached_row(&tx, "SELECT EXISTS (SELECT 1 FROM groups WHERE group_id = ?1)", [gid], |r| r.get(0))
                 .map_err(backend)?;
             if exists {
                 return Err(StoreError::GroupExists);
             }
             let direct = g.direct.map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
             if let Some((a, b)) = direct {
-                let taken: bool = tx
-                    .query_row(
+                let taken: bool = cached_row(&tx,
                         "SELECT EXISTS (SELECT 1 FROM direct_groups WHERE user_a = ?1 AND user_b = ?2)",
                         params![a.as_bytes().as_slice(), b.as_bytes().as_slice()],
                         |r| r.get(0),
@@ -1203,8 +1219,7 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(name) = &g.name {
-                let taken: bool = tx
-                    .query_row("SELECT EXISTS (SELECT 1 FROM group_names WHERE name = ?1)", [name], |r| r.get(0))
+                let taken: bool = cached_row(&tx, "SELECT EXISTS (SELECT 1 FROM group_names WHERE name = ?1)", [name], |r| r.get(0))
                     .map_err(backend)?;
                 if taken {
                     return Err(StoreError::GroupExists);
@@ -1221,13 +1236,11 @@ impl Store for SqliteStore {
                     return Err(StoreError::DeviceNotFound(*d));
                 }
             }
-            let creator_user: Option<Vec<u8>> = tx
-                .query_row("SELECT user_id FROM devices WHERE device_id = ?1", [g.creator.as_bytes().as_slice()], |r| r.get(0))
+            let creator_user: Option<Vec<u8>> = cached_row(&tx, "SELECT user_id FROM devices WHERE device_id = ?1", [g.creator.as_bytes().as_slice()], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
             if let Some(user) = &creator_user {
-                let recent: i64 = tx
-                    .query_row(
+                let recent: i64 = cached_row(&tx,
                         "SELECT COUNT(*) FROM groups WHERE created_by = ?1 AND created_at > ?2",
                         params![user, g.now_ms - 3_600_000],
                         |r| r.get(0),
@@ -1237,7 +1250,7 @@ impl Store for SqliteStore {
                     return Err(StoreError::QuotaExceeded { quota: Quota::GroupsPerHour, limit: g.quotas.groups_per_hour });
                 }
             }
-            tx.execute(
+            cached_exec(&tx,
                 "INSERT INTO groups (group_id, epoch, next_seq, created_at, created_by) VALUES (?1, 1, 1, ?2, ?3)",
                 params![gid, g.now_ms, creator_user],
             )
@@ -1251,11 +1264,11 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(name) = &g.name {
-                tx.execute("INSERT INTO group_names (name, group_id) VALUES (?1, ?2)", params![name, gid])
+                cached_exec(&tx, "INSERT INTO group_names (name, group_id) VALUES (?1, ?2)", params![name, gid])
                     .map_err(backend)?;
             }
             if let Some((a, b)) = direct {
-                tx.execute(
+                cached_exec(&tx,
                     "INSERT INTO direct_groups (user_a, user_b, group_id) VALUES (?1, ?2, ?3)",
                     params![a.as_bytes().as_slice(), b.as_bytes().as_slice(), gid],
                 )
@@ -1299,14 +1312,14 @@ impl Store for SqliteStore {
 
     async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError> {
         self.read(move |conn| {
-            let epoch: Option<i64> = conn
-                .query_row(
-                    "SELECT epoch FROM groups WHERE group_id = ?1",
-                    [group.as_bytes().as_slice()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
+            let epoch: Option<i64> = cached_row(
+                conn,
+                "SELECT epoch FROM groups WHERE group_id = ?1",
+                [group.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
             match epoch {
                 None => Ok(None),
                 Some(epoch) => Ok(Some(GroupRecord {
@@ -1322,14 +1335,14 @@ impl Store for SqliteStore {
     async fn named_group(&self, name: &str) -> Result<Option<GroupId>, StoreError> {
         let name = name.to_owned();
         self.read(move |conn| {
-            let id: Option<Vec<u8>> = conn
-                .query_row(
-                    "SELECT group_id FROM group_names WHERE name = ?1",
-                    [&name],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
+            let id: Option<Vec<u8>> = cached_row(
+                conn,
+                "SELECT group_id FROM group_names WHERE name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
             id.map(|id| Ok(GroupId::from_bytes(id16(id)?))).transpose()
         })
         .await
@@ -1338,14 +1351,14 @@ impl Store for SqliteStore {
     async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError> {
         let (a, b) = if a <= b { (a, b) } else { (b, a) };
         self.read(move |conn| {
-            let id: Option<Vec<u8>> = conn
-                .query_row(
-                    "SELECT group_id FROM direct_groups WHERE user_a = ?1 AND user_b = ?2",
-                    params![a.as_bytes().as_slice(), b.as_bytes().as_slice()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
+            let id: Option<Vec<u8>> = cached_row(
+                conn,
+                "SELECT group_id FROM direct_groups WHERE user_a = ?1 AND user_b = ?2",
+                params![a.as_bytes().as_slice(), b.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
             id.map(|id| Ok(GroupId::from_bytes(id16(id)?))).transpose()
         })
         .await
@@ -1411,21 +1424,24 @@ impl Store for SqliteStore {
             }
             let gid = c.group_id.as_bytes().as_slice();
             for d in &c.added {
-                tx.execute(
+                cached_exec(
+                    &tx,
                     "INSERT OR IGNORE INTO group_members (group_id, device_id) VALUES (?1, ?2)",
                     params![gid, d.as_bytes().as_slice()],
                 )
                 .map_err(backend)?;
             }
             for d in &c.removed {
-                tx.execute(
+                cached_exec(
+                    &tx,
                     "DELETE FROM group_members WHERE group_id = ?1 AND device_id = ?2",
                     params![gid, d.as_bytes().as_slice()],
                 )
                 .map_err(backend)?;
             }
             check_group_size(&tx, gid, c.quotas.group_members)?;
-            tx.execute(
+            cached_exec(
+                &tx,
                 "UPDATE groups SET epoch = epoch + 1 WHERE group_id = ?1",
                 [gid],
             )
@@ -1453,8 +1469,7 @@ impl Store for SqliteStore {
                 .savepoint()
                 .map_err(backend)?;
             let sender = m.sender.as_bytes().as_slice();
-            let earlier: Option<(i64, i64, i64)> = tx
-                .query_row(
+            let earlier: Option<(i64, i64, i64)> = cached_row(&tx,
                     "SELECT epoch, group_seq, stored_at FROM sent_messages
                      WHERE sender_device = ?1 AND client_message_id = ?2",
                     params![sender, m.client_message_id.as_slice()],
@@ -1512,7 +1527,7 @@ impl Store for SqliteStore {
                 let other = if a == me { b } else { a };
                 record_consent(&tx, &me, &other)?;
             }
-            tx.execute(
+            cached_exec(&tx,
                 "INSERT INTO sent_messages (sender_device, client_message_id, epoch, group_seq, stored_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![sender, m.client_message_id.as_slice(), epoch as i64, seq as i64, m.now_ms],
@@ -1610,7 +1625,8 @@ impl Store for SqliteStore {
                 }
             }
             if missed_seen > 0 {
-                tx.execute(
+                cached_exec(
+                    &tx,
                     "UPDATE mailbox_usage SET missed = MAX(missed - ?1, 0) WHERE device_id = ?2",
                     params![missed_seen, device.as_bytes().as_slice()],
                 )
@@ -1690,12 +1706,12 @@ impl Store for SqliteStore {
                 record_consent(&tx, u, inviter.as_bytes())?;
                 for (id, device, _, message) in &rows {
                     // Delivered first, so the message is never without an entry.
-                    tx.execute(
+                    cached_exec(&tx,
                         "INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)",
                         params![device, message],
                     )
                     .map_err(backend)?;
-                    tx.execute("DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
+                    cached_exec(&tx, "DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
                     let d = DeviceId::from_bytes(id16(device.clone())?);
                     if !wake.contains(&d) {
                         wake.push(d);
@@ -1703,8 +1719,8 @@ impl Store for SqliteStore {
                 }
             } else {
                 for (id, device, group, _) in &rows {
-                    tx.execute("DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
-                    tx.execute(
+                    cached_exec(&tx, "DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
+                    cached_exec(&tx,
                         "DELETE FROM group_members WHERE group_id = ?1 AND device_id = ?2",
                         params![group, device],
                     )
@@ -1724,7 +1740,7 @@ impl Store for SqliteStore {
     ) -> Result<Pruned, StoreError> {
         self.run(move |conn| {
             let mut pruned = Pruned::default();
-            conn.execute("DELETE FROM held WHERE stored_at < ?1", [expire_before_ms])
+            cached_exec(conn, "DELETE FROM held WHERE stored_at < ?1", [expire_before_ms])
                 .map_err(backend)?;
             // In batches, so a large expiry never holds the write lock for long.
             loop {
@@ -1765,17 +1781,15 @@ impl Store for SqliteStore {
                 .savepoint()
                 .map_err(backend)?;
             // Left over from before messages were collected with their last entry.
-            tx.execute(
+            cached_exec(&tx,
                 "DELETE FROM messages WHERE stored_at < ?1
                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)",
                 [expire_before_ms],
             )
             .map_err(backend)?;
-            let sent = tx
-                .execute("DELETE FROM sent_messages WHERE stored_at < ?1", [idempotency_before_ms])
+            let sent = cached_exec(&tx, "DELETE FROM sent_messages WHERE stored_at < ?1", [idempotency_before_ms])
                 .map_err(backend)?;
-            let handshakes = tx
-                .execute("DELETE FROM handshakes WHERE stored_at < ?1", [idempotency_before_ms])
+            let handshakes = cached_exec(&tx, "DELETE FROM handshakes WHERE stored_at < ?1", [idempotency_before_ms])
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
             pruned.idempotency_records = (sent + handshakes) as u64;
