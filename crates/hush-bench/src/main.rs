@@ -60,6 +60,9 @@ pub struct Common {
 enum Scenario {
     /// Pairs of connected clients sending 1:1 to each other.
     Direct(Common),
+    /// Senders queue rate × seconds messages for partners that are not reading, then
+    /// the partners drain them: the durable store rate and the drain rate.
+    Offline(Common),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.scenario {
             Scenario::Direct(c) => scenario::direct(&c).await,
+            Scenario::Offline(c) => scenario::offline(&c).await,
         }
     });
     match result {

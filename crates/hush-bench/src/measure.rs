@@ -81,6 +81,27 @@ pub struct Report {
     pub others_cpu: Option<Duration>,
     pub server_rss_bytes: u64,
     pub latency_us: (u64, u64, u64),
+    /// Scenario phases measured on their own (offline: store, then drain).
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a run.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub name: &'static str,
+    pub messages: u64,
+    pub elapsed: Duration,
+    pub server_cpu: Duration,
+}
+
+impl Phase {
+    fn per_second(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_us_per_message(&self) -> f64 {
+        self.server_cpu.as_micros() as f64 / self.messages.max(1) as f64
+    }
 }
 
 impl Report {
@@ -110,11 +131,33 @@ impl Report {
             "others_cpu_s": self.others_cpu.map(|d| d.as_secs_f64()),
             "server_rss_bytes": self.server_rss_bytes,
             "latency_us": {"p50": self.latency_us.0, "p99": self.latency_us.1, "p99_9": self.latency_us.2},
+            "phases": self.phases.iter().map(|p| json!({
+                "phase": p.name,
+                "messages": p.messages,
+                "seconds": p.elapsed.as_secs_f64(),
+                "per_s": p.per_second(),
+                "server_cpu_us_per_message": p.cpu_us_per_message(),
+            })).collect::<Vec<_>>(),
         })
         .to_string()
     }
 
     pub fn table(&self) -> String {
+        let mut t = self.summary();
+        for p in &self.phases {
+            t.push_str(&format!(
+                "\n{:<20}{} msgs in {:.2} s: {:.0} msgs/s, {:.1} µs server CPU each",
+                p.name,
+                p.messages,
+                p.elapsed.as_secs_f64(),
+                p.per_second(),
+                p.cpu_us_per_message()
+            ));
+        }
+        t
+    }
+
+    fn summary(&self) -> String {
         format!(
             "scenario            {}\n\
              delivered           {} of {} sent ({} lost, {} duplicated)\n\

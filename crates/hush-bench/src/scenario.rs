@@ -19,7 +19,7 @@ use rand::RngCore;
 use tokio::sync::Mutex;
 
 use crate::Common;
-use crate::measure::{self, Report};
+use crate::measure::{self, Phase, Report};
 use crate::server;
 
 const PASSWORD: &[u8] = b"benchmark password, long enough";
@@ -163,20 +163,8 @@ async fn send(
     rand::thread_rng().fill_bytes(&mut body[HEADER..]);
     while Instant::now() < until {
         tick.tick().await;
-        body[0..4].copy_from_slice(&index.to_be_bytes());
-        body[4..12].copy_from_slice(&seq.to_be_bytes());
-        body[12..20].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
-        let mut id = [0u8; 16];
-        id[0..4].copy_from_slice(&index.to_be_bytes());
-        id[4..12].copy_from_slice(&seq.to_be_bytes());
-        let sent = conn
-            .request(Body::Send(pb::Send {
-                group_id: group.clone().into(),
-                epoch: 1,
-                ciphertext: body.clone().into(),
-                client_message_id: id.to_vec().into(),
-            }))
-            .await;
+        stamp(&mut body, index, seq, start);
+        let sent = conn.request(send_body(&group, &body, index, seq)).await;
         match sent {
             Ok(Response::Sent { .. }) => acked += 1,
             _ => {
@@ -188,8 +176,16 @@ async fn send(
     acked
 }
 
-/// `direct`: pairs of connected clients, each sending 1:1 to its partner.
-pub async fn direct(c: &Common) -> anyhow::Result<Report> {
+/// Accounts in pairs, each pair with its 1:1 group, all connected.
+struct Setup {
+    server: server::Server,
+    accounts: Vec<Account>,
+    conns: Vec<Arc<Connection>>,
+    /// The group of pair `i / 2`.
+    groups: Vec<Vec<u8>>,
+}
+
+async fn pairs(c: &Common) -> anyhow::Result<Setup> {
     if c.clients < 2 || !c.clients.is_multiple_of(2) {
         bail!("--clients must be an even number of at least 2");
     }
@@ -229,7 +225,73 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
         }
         groups.push(gid);
     }
+    Ok(Setup {
+        server,
+        accounts,
+        conns,
+        groups,
+    })
+}
 
+/// Waits (bounded) until every receiver has its partner's acknowledged sends:
+/// client `i` sends to `i ^ 1`.
+async fn drained(acked: &[u64], received: &[Arc<Mutex<Received>>], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut done = true;
+        for (i, sent) in acked.iter().enumerate() {
+            if received[i ^ 1].lock().await.count < *sent {
+                done = false;
+            }
+        }
+        if done || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Totals what every receiver saw against what was acknowledged to its partner.
+async fn tally(report: &mut Report, acked: &[u64], received: &[Arc<Mutex<Received>>]) {
+    let mut latencies = Vec::new();
+    for (i, sent) in acked.iter().enumerate() {
+        let r = received[i ^ 1].lock().await;
+        report.sent += sent;
+        report.delivered += r.count;
+        report.duplicated += r.duplicated;
+        report.lost += sent.saturating_sub(r.count);
+        latencies.extend_from_slice(&r.latencies_us);
+    }
+    report.latency_us = measure::percentiles(latencies);
+}
+
+/// Writes the header of a message: sender, sequence number, send time.
+fn stamp(body: &mut [u8], index: u32, seq: u64, start: Instant) {
+    body[0..4].copy_from_slice(&index.to_be_bytes());
+    body[4..12].copy_from_slice(&seq.to_be_bytes());
+    body[12..20].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
+}
+
+fn send_body(group: &[u8], body: &[u8], index: u32, seq: u64) -> Body {
+    let mut id = [0u8; 16];
+    id[0..4].copy_from_slice(&index.to_be_bytes());
+    id[4..12].copy_from_slice(&seq.to_be_bytes());
+    Body::Send(pb::Send {
+        group_id: group.to_vec().into(),
+        epoch: 1,
+        ciphertext: body.to_vec().into(),
+        client_message_id: id.to_vec().into(),
+    })
+}
+
+/// `direct`: pairs of connected clients, each sending 1:1 to its partner.
+pub async fn direct(c: &Common) -> anyhow::Result<Report> {
+    let Setup {
+        server,
+        accounts,
+        conns,
+        groups,
+    } = pairs(c).await?;
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
@@ -270,20 +332,7 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
         acked[i] = s.await?;
     }
     // Let the receivers drain what was acknowledged, bounded.
-    let drain_deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut done = true;
-        for (i, sent) in acked.iter().enumerate() {
-            // Client i's messages arrive at its partner, i ^ 1.
-            if received[i ^ 1].lock().await.count < *sent {
-                done = false;
-            }
-        }
-        if done || Instant::now() > drain_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drained(&acked, &received, Duration::from_secs(30)).await;
     let elapsed = sending_started.elapsed();
     let after = measure::sample(server.pid)?;
     let others_after = measure::others_cpu(server.pid);
@@ -302,16 +351,7 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
         server_rss_bytes: after.rss_bytes,
         ..Report::default()
     };
-    let mut latencies = Vec::new();
-    for (i, sent) in acked.iter().enumerate() {
-        let r = received[i ^ 1].lock().await;
-        report.sent += sent;
-        report.delivered += r.count;
-        report.duplicated += r.duplicated;
-        report.lost += sent.saturating_sub(r.count);
-        latencies.extend_from_slice(&r.latencies_us);
-    }
-    report.latency_us = measure::percentiles(latencies);
+    tally(&mut report, &acked, &received).await;
     let refused = errors.load(Ordering::Relaxed);
     if refused > 0 {
         eprintln!("warning: {refused} sends were refused (not counted as sent)");
@@ -319,4 +359,116 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
     drop(conns);
     drop(accounts);
     Ok(report)
+}
+
+/// `offline`: every sender queues its share of `rate × seconds` messages, as fast as
+/// the server takes them, for a partner that is not reading; then the partners read
+/// and acknowledge everything. Reports both rates.
+pub async fn offline(c: &Common) -> anyhow::Result<Report> {
+    let Setup {
+        server,
+        accounts,
+        conns,
+        groups,
+    } = pairs(c).await?;
+    let total = c.rate.saturating_mul(c.seconds).max(1);
+    let per_sender = total.div_ceil((c.clients / 2) as u64);
+    let start = Instant::now();
+    let errors = Arc::new(AtomicU64::new(0));
+    let cpu0 = measure::sample(server.pid)?;
+    let t0 = Instant::now();
+    let senders: Vec<_> = (0..c.clients)
+        .step_by(2)
+        .map(|i| {
+            let conn = Arc::clone(&conns[i]);
+            let group = groups[i / 2].clone();
+            let errors = Arc::clone(&errors);
+            let payload = c.payload;
+            tokio::spawn(async move {
+                send_n(conn, i as u32, group, payload, per_sender, start, errors).await
+            })
+        })
+        .collect();
+    let mut acked = vec![0u64; c.clients];
+    for (k, s) in senders.into_iter().enumerate() {
+        acked[2 * k] = s.await?;
+    }
+    let stored = t0.elapsed();
+    let cpu1 = measure::sample(server.pid)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
+    let t1 = Instant::now();
+    let receivers: Vec<_> = (1..c.clients)
+        .step_by(2)
+        .map(|i| {
+            tokio::spawn(receive(
+                Arc::clone(&conns[i]),
+                start,
+                Arc::clone(&stop),
+                Arc::clone(&received[i]),
+            ))
+        })
+        .collect();
+    drained(&acked, &received, Duration::from_secs(120)).await;
+    let drain = t1.elapsed();
+    let cpu2 = measure::sample(server.pid)?;
+    stop.store(true, Ordering::Relaxed);
+    for r in receivers {
+        r.await??;
+    }
+    let mut report = Report {
+        scenario: "offline",
+        common: Some(c.clone()),
+        elapsed: stored + drain,
+        server_cpu: cpu2.cpu.saturating_sub(cpu0.cpu),
+        server_rss_bytes: cpu2.rss_bytes,
+        ..Report::default()
+    };
+    tally(&mut report, &acked, &received).await;
+    report.phases = vec![
+        Phase {
+            name: "store",
+            messages: report.sent,
+            elapsed: stored,
+            server_cpu: cpu1.cpu.saturating_sub(cpu0.cpu),
+        },
+        Phase {
+            name: "drain",
+            messages: report.delivered,
+            elapsed: drain,
+            server_cpu: cpu2.cpu.saturating_sub(cpu1.cpu),
+        },
+    ];
+    let refused = errors.load(Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!("warning: {refused} sends were refused (not counted as sent)");
+    }
+    drop(conns);
+    drop(accounts);
+    Ok(report)
+}
+
+/// Sends `n` messages back to back; returns how many the server acknowledged.
+async fn send_n(
+    conn: Arc<Connection>,
+    index: u32,
+    group: Vec<u8>,
+    payload: usize,
+    n: u64,
+    start: Instant,
+    errors: Arc<AtomicU64>,
+) -> u64 {
+    let mut acked = 0;
+    let mut body = vec![0u8; payload.max(HEADER)];
+    rand::thread_rng().fill_bytes(&mut body[HEADER..]);
+    for seq in 0..n {
+        stamp(&mut body, index, seq, start);
+        match conn.request(send_body(&group, &body, index, seq)).await {
+            Ok(Response::Sent { .. }) => acked += 1,
+            _ => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    acked
 }
