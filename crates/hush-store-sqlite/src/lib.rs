@@ -1738,63 +1738,82 @@ impl Store for SqliteStore {
         expire_before_ms: i64,
         idempotency_before_ms: i64,
     ) -> Result<Pruned, StoreError> {
-        self.run(move |conn| {
-            let mut pruned = Pruned::default();
-            cached_exec(conn, "DELETE FROM held WHERE stored_at < ?1", [expire_before_ms])
-                .map_err(backend)?;
-            // In batches, so a large expiry never holds the write lock for long.
-            loop {
-                let tx = conn
-                    .savepoint()
-                    .map_err(backend)?;
-                let batch: Vec<(i64, Vec<u8>)> = {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "SELECT d.id, d.device_id FROM messages m JOIN deliveries d ON d.message_id = m.id
-                             WHERE m.stored_at < ?1 LIMIT 1000",
-                        )
-                        .map_err(backend)?;
-                    let rows = stmt
-                        .query_map([expire_before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .map_err(backend)?;
-                    rows.collect::<Result<_, _>>().map_err(backend)?
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                {
-                    let mut del = tx
-                        .prepare_cached("DELETE FROM deliveries WHERE id = ?1")
-                        .map_err(backend)?;
-                    let mut missed = tx
-                        .prepare_cached("UPDATE mailbox_usage SET missed = missed + 1 WHERE device_id = ?1")
-                        .map_err(backend)?;
-                    for (id, device) in &batch {
-                        del.execute([id]).map_err(backend)?;
-                        missed.execute([device]).map_err(backend)?;
+        let mut pruned = Pruned::default();
+        // One write per batch: a large expiry never holds the writer for long, and
+        // sends and acks are committed between the batches.
+        loop {
+            let expired = self
+                .run(move |conn| {
+                    let tx = conn.savepoint().map_err(backend)?;
+                    let batch: Vec<(i64, Vec<u8>)> = {
+                        let mut stmt = tx
+                            .prepare_cached(
+                                "SELECT d.id, d.device_id FROM messages m JOIN deliveries d ON d.message_id = m.id
+                                 WHERE m.stored_at < ?1 LIMIT 1000",
+                            )
+                            .map_err(backend)?;
+                        let rows = stmt
+                            .query_map([expire_before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .map_err(backend)?;
+                        rows.collect::<Result<_, _>>().map_err(backend)?
+                    };
+                    {
+                        let mut del = tx
+                            .prepare_cached("DELETE FROM deliveries WHERE id = ?1")
+                            .map_err(backend)?;
+                        let mut missed = tx
+                            .prepare_cached(
+                                "UPDATE mailbox_usage SET missed = missed + 1 WHERE device_id = ?1",
+                            )
+                            .map_err(backend)?;
+                        for (id, device) in &batch {
+                            del.execute([id]).map_err(backend)?;
+                            missed.execute([device]).map_err(backend)?;
+                        }
                     }
-                }
-                tx.commit().map_err(backend)?;
-                pruned.expired_entries += batch.len() as u64;
+                    tx.commit().map_err(backend)?;
+                    Ok(batch.len() as u64)
+                })
+                .await?;
+            if expired == 0 {
+                break;
             }
-            let tx = conn
-                .savepoint()
+            pruned.expired_entries += expired;
+        }
+        pruned.idempotency_records = self
+            .run(move |conn| {
+                let tx = conn.savepoint().map_err(backend)?;
+                cached_exec(
+                    &tx,
+                    "DELETE FROM held WHERE stored_at < ?1",
+                    [expire_before_ms],
+                )
                 .map_err(backend)?;
-            // Left over from before messages were collected with their last entry.
-            cached_exec(&tx,
-                "DELETE FROM messages WHERE stored_at < ?1
-                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)",
-                [expire_before_ms],
-            )
-            .map_err(backend)?;
-            let sent = cached_exec(&tx, "DELETE FROM sent_messages WHERE stored_at < ?1", [idempotency_before_ms])
+                // Left over from before messages were collected with their last entry.
+                cached_exec(
+                    &tx,
+                    "DELETE FROM messages WHERE stored_at < ?1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)
+                     AND NOT EXISTS (SELECT 1 FROM held h WHERE h.message_id = messages.id)",
+                    [expire_before_ms],
+                )
                 .map_err(backend)?;
-            let handshakes = cached_exec(&tx, "DELETE FROM handshakes WHERE stored_at < ?1", [idempotency_before_ms])
+                let sent = cached_exec(
+                    &tx,
+                    "DELETE FROM sent_messages WHERE stored_at < ?1",
+                    [idempotency_before_ms],
+                )
                 .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            pruned.idempotency_records = (sent + handshakes) as u64;
-            Ok(pruned)
-        })
-        .await
+                let handshakes = cached_exec(
+                    &tx,
+                    "DELETE FROM handshakes WHERE stored_at < ?1",
+                    [idempotency_before_ms],
+                )
+                .map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                Ok((sent + handshakes) as u64)
+            })
+            .await?;
+        Ok(pruned)
     }
 }
