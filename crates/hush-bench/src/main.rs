@@ -63,6 +63,8 @@ enum Scenario {
     /// Senders queue rate × seconds messages for partners that are not reading, then
     /// the partners drain them: the durable store rate and the drain rate.
     Offline(Common),
+    /// `--clients` authenticated sessions that do nothing: server memory per session.
+    Idle(Common),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +83,7 @@ fn main() -> std::process::ExitCode {
         match cli.scenario {
             Scenario::Direct(c) => scenario::direct(&c).await,
             Scenario::Offline(c) => scenario::offline(&c).await,
+            Scenario::Idle(c) => scenario::idle(&c).await,
         }
     });
     match result {

@@ -83,6 +83,9 @@ pub struct Report {
     pub latency_us: (u64, u64, u64),
     /// Scenario phases measured on their own (offline: store, then drain).
     pub phases: Vec<Phase>,
+    /// `idle`: server RSS per open session, and what stays after they closed.
+    pub per_session_bytes: Option<u64>,
+    pub kept_after_close_bytes: Option<u64>,
 }
 
 /// One phase of a run.
@@ -131,6 +134,8 @@ impl Report {
             "others_cpu_s": self.others_cpu.map(|d| d.as_secs_f64()),
             "server_rss_bytes": self.server_rss_bytes,
             "latency_us": {"p50": self.latency_us.0, "p99": self.latency_us.1, "p99_9": self.latency_us.2},
+            "per_session_bytes": self.per_session_bytes,
+            "kept_after_close_bytes": self.kept_after_close_bytes,
             "phases": self.phases.iter().map(|p| json!({
                 "phase": p.name,
                 "messages": p.messages,

@@ -472,3 +472,56 @@ async fn send_n(
     }
     acked
 }
+
+/// `idle`: `--clients` authenticated sessions that do nothing; the server's memory per
+/// session (RSS after they connect less RSS before, over their number), and what is
+/// left after they close.
+pub async fn idle(c: &Common) -> anyhow::Result<Report> {
+    let server = server::start(c)?;
+    // Two accounts; every session is one of their devices resuming (the account cap
+    // is opened up for the benchmark).
+    let accounts = vec![register(&server, 0).await?, register(&server, 1).await?];
+    // Warm up: one session of each, so buffers the first ones allocate are not counted.
+    let mut sessions = Vec::with_capacity(c.clients);
+    for a in &accounts {
+        sessions.push(connect(&server, a.dir.path()).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = measure::sample(server.pid)?;
+    let t0 = Instant::now();
+    for i in 0..c.clients {
+        sessions.push(connect(&server, accounts[i % 2].dir.path()).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = measure::sample(server.pid)?;
+    let elapsed = t0.elapsed();
+    for s in sessions.drain(..) {
+        s.close().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = measure::sample(server.pid)?;
+    let per_session = during.rss_bytes.saturating_sub(before.rss_bytes) / c.clients.max(1) as u64;
+    let kept = after.rss_bytes.saturating_sub(before.rss_bytes);
+    let mut report = Report {
+        scenario: "idle",
+        common: Some(c.clone()),
+        elapsed,
+        server_cpu: during.cpu.saturating_sub(before.cpu),
+        server_rss_bytes: during.rss_bytes,
+        ..Report::default()
+    };
+    report.phases = vec![Phase {
+        name: "connect",
+        messages: c.clients as u64,
+        elapsed,
+        server_cpu: during.cpu.saturating_sub(before.cpu),
+    }];
+    eprintln!(
+        "idle sessions       {} open: {} bytes of server RSS each; {} bytes kept after they closed",
+        c.clients, per_session, kept
+    );
+    report.per_session_bytes = Some(per_session);
+    report.kept_after_close_bytes = Some(kept);
+    drop(accounts);
+    Ok(report)
+}
