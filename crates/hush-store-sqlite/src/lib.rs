@@ -348,6 +348,8 @@ struct Enqueued {
     undelivered: Vec<DeviceId>,
     /// Held until an invitation is answered (P460).
     held: Vec<DeviceId>,
+    /// The sending device's user, looked up once for the caller too.
+    sender_user: Option<Vec<u8>>,
 }
 
 fn user_of(conn: &Connection, device: &DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
@@ -551,6 +553,7 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<Enqueued, StoreError> {
             seq: seq as u64,
             undelivered,
             held,
+            sender_user,
         });
     }
     let message = insert_message(conn, &m, seq, size, sender_user.as_deref(), m.payload)?;
@@ -601,6 +604,7 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<Enqueued, StoreError> {
         seq: seq as u64,
         undelivered,
         held,
+        sender_user,
     })
 }
 
@@ -1285,7 +1289,12 @@ impl Store for SqliteStore {
                     now_ms: g.now_ms,
                     quotas: &g.quotas,
                 })?,
-                None => Enqueued { seq: 0, undelivered: Vec::new(), held: Vec::new() },
+                None => Enqueued {
+                    seq: 0,
+                    undelivered: Vec::new(),
+                    held: Vec::new(),
+                    sender_user: None,
+                },
             };
             // P460: whoever the creator brought in may invite the creator.
             if let Some(creator) = &creator_user {
@@ -1523,7 +1532,7 @@ impl Store for SqliteStore {
                         .optional()
                 })
                 .map_err(backend)?;
-            if let (Some((a, b)), Some(me)) = (pair, user_of(&tx, &m.sender)?) {
+            if let (Some((a, b)), Some(me)) = (pair, out.sender_user.clone()) {
                 let other = if a == me { b } else { a };
                 record_consent(&tx, &me, &other)?;
             }
