@@ -37,6 +37,16 @@ pub struct Common {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 256)]
     pub payload: usize,
+    /// Sends each client keeps in flight (pipelined, answered by request id).
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: usize,
+    /// How receivers get entries: pushed to a following connection (P443) or fetched
+    /// after each wake-up (P442).
+    #[arg(long, value_enum, default_value_t = Delivery::Push)]
+    pub delivery: Delivery,
+    /// Receivers acknowledge after this many entries (or 2 ms, whichever is first).
+    #[arg(long, default_value_t = 64)]
+    pub ack_batch: usize,
     /// The hushd binary to start (default: next to this one).
     #[arg(long)]
     pub hushd: Option<std::path::PathBuf>,
@@ -54,6 +64,12 @@ pub struct Common {
     /// Print only the JSON line.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Push,
+    Fetch,
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
 use hush_client::connection::Connection;
 use hush_client::home::Home;
 use hush_client::hush_proto::fingerprint::Fingerprint;
@@ -18,9 +19,9 @@ use hush_client::{Client, ClientOptions, Enrolment};
 use rand::RngCore;
 use tokio::sync::Mutex;
 
-use crate::Common;
 use crate::measure::{self, Phase, Report};
 use crate::server;
+use crate::{Common, Delivery};
 
 const PASSWORD: &[u8] = b"benchmark password, long enough";
 /// Bytes before the padding: sender index, sequence number, send time (µs).
@@ -81,97 +82,217 @@ struct Received {
     latencies_us: Vec<u64>,
 }
 
-/// Receives and acknowledges until `stop`, checking each message once.
+/// How a receiver takes its entries and acknowledges them.
+#[derive(Clone, Copy)]
+struct ReceiveMode {
+    delivery: Delivery,
+    ack_batch: usize,
+}
+
+impl ReceiveMode {
+    fn of(c: &Common) -> Self {
+        ReceiveMode {
+            delivery: c.delivery,
+            ack_batch: c.ack_batch.max(1),
+        }
+    }
+}
+
+/// Acknowledges this receiver's entries in batches, several batches in flight.
+struct Acker {
+    conn: Arc<Connection>,
+    pending: Vec<u64>,
+    in_flight: futures::stream::FuturesUnordered<
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>,
+    >,
+}
+
+impl Acker {
+    fn new(conn: Arc<Connection>) -> Self {
+        Acker {
+            conn,
+            pending: Vec::new(),
+            in_flight: Default::default(),
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.pending);
+        let conn = Arc::clone(&self.conn);
+        self.in_flight.push(Box::pin(async move {
+            match conn
+                .request(Body::Ack(pb::Ack {
+                    ids,
+                    missed_seen: 0,
+                }))
+                .await?
+            {
+                Response::Acked => Ok(()),
+                other => bail!("unexpected answer to Ack: {}", other.kind()),
+            }
+        }));
+    }
+
+    /// Waits for every ack sent so far.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        self.flush();
+        while let Some(r) = self.in_flight.next().await {
+            r?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts one page of entries (each message once) and queues their acks.
+async fn note(
+    entries: &[hush_client::hush_proto::response::Entry],
+    start: Instant,
+    seen: &mut HashSet<(u32, u64)>,
+    out: &Mutex<Received>,
+    acker: &mut Acker,
+) {
+    let now_us = start.elapsed().as_micros() as u64;
+    let mut r = out.lock().await;
+    for e in entries {
+        acker.pending.push(e.id);
+        if e.kind != EntryKind::Application || e.payload.len() < HEADER {
+            continue;
+        }
+        let p = &e.payload;
+        let sender = u32::from_be_bytes(p[0..4].try_into().unwrap_or_default());
+        let seq = u64::from_be_bytes(p[4..12].try_into().unwrap_or_default());
+        let sent_us = u64::from_be_bytes(p[12..20].try_into().unwrap_or_default());
+        if seen.insert((sender, seq)) {
+            r.count += 1;
+            r.latencies_us.push(now_us.saturating_sub(sent_us));
+        } else {
+            r.duplicated += 1;
+        }
+    }
+}
+
+/// Receives and acknowledges until `stop`, checking each message once: entries
+/// pushed to a following connection (P443), or fetched after each wake-up (P442).
 async fn receive(
     conn: Arc<Connection>,
+    mode: ReceiveMode,
     start: Instant,
     stop: Arc<AtomicBool>,
     out: Arc<Mutex<Received>>,
 ) -> anyhow::Result<()> {
     let mut seen: HashSet<(u32, u64)> = HashSet::new();
+    let mut acker = Acker::new(Arc::clone(&conn));
+    let follow = mode.delivery == Delivery::Push;
+    let first = conn
+        .request(Body::Fetch(pb::Fetch {
+            after_id: 0,
+            limit: 500,
+            follow,
+        }))
+        .await?;
+    let Response::Mailbox { entries, .. } = first else {
+        bail!("unexpected answer to Fetch: {}", first.kind());
+    };
+    note(&entries, start, &mut seen, &out, &mut acker).await;
+    const ACK_EVERY: Duration = Duration::from_millis(2);
     loop {
-        let answer = conn
-            .request(Body::Fetch(pb::Fetch {
-                after_id: 0,
-                limit: 500,
-            }))
-            .await?;
-        let Response::Mailbox { entries, .. } = answer else {
-            bail!("unexpected answer to Fetch: {}", answer.kind());
-        };
-        if entries.is_empty() {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = conn.mailbox_changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-            continue;
+        if acker.pending.len() >= mode.ack_batch {
+            acker.flush();
         }
-        let now_us = start.elapsed().as_micros() as u64;
-        let mut ids = Vec::with_capacity(entries.len());
-        {
-            let mut r = out.lock().await;
-            for e in &entries {
-                ids.push(e.id);
-                if e.kind != EntryKind::Application || e.payload.len() < HEADER {
-                    continue;
-                }
-                let p = &e.payload;
-                let sender = u32::from_be_bytes(p[0..4].try_into().unwrap_or_default());
-                let seq = u64::from_be_bytes(p[4..12].try_into().unwrap_or_default());
-                let sent_us = u64::from_be_bytes(p[12..20].try_into().unwrap_or_default());
-                if seen.insert((sender, seq)) {
-                    r.count += 1;
-                    r.latencies_us.push(now_us.saturating_sub(sent_us));
-                } else {
-                    r.duplicated += 1;
+        let idle = acker.pending.is_empty() && acker.in_flight.is_empty();
+        if idle && stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        tokio::select! {
+            Some(r) = acker.in_flight.next(), if !acker.in_flight.is_empty() => r?,
+            d = conn.delivery(), if follow => match d {
+                Some(d) => note(&d.entries, start, &mut seen, &out, &mut acker).await,
+                None => bail!("the connection closed: {}", conn.closed_reason().unwrap_or_default()),
+            },
+            _ = conn.mailbox_changed(), if !follow => {
+                // P442: fetch everything after the wake-up, page by page.
+                loop {
+                    let answer = conn
+                        .request(Body::Fetch(pb::Fetch { after_id: 0, limit: 500, follow: false }))
+                        .await?;
+                    let Response::Mailbox { entries, more, .. } = answer else {
+                        bail!("unexpected answer to Fetch: {}", answer.kind());
+                    };
+                    note(&entries, start, &mut seen, &out, &mut acker).await;
+                    // Fetched entries stay until acked: ack before the next page.
+                    acker.settle().await?;
+                    if !more {
+                        break;
+                    }
                 }
             }
-        }
-        match conn
-            .request(Body::Ack(pb::Ack {
-                ids,
-                missed_seen: 0,
-            }))
-            .await?
-        {
-            Response::Acked => {}
-            other => bail!("unexpected answer to Ack: {}", other.kind()),
+            _ = tokio::time::sleep(ACK_EVERY), if !acker.pending.is_empty() => acker.flush(),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
 }
 
-/// Sends at `every` until `until`; returns how many the server acknowledged.
+/// How long a sender goes on.
+#[derive(Clone, Copy)]
+enum Until {
+    Time(Instant),
+    Count(u64),
+}
+
+/// Sends every `every` (back to back when `None`), each of up to `window` sends
+/// waiting for its `Sent` at once, until `until`; returns how many the server
+/// acknowledged.
 #[allow(clippy::too_many_arguments)]
 async fn send(
     conn: Arc<Connection>,
     index: u32,
     group: Vec<u8>,
     payload: usize,
-    every: Duration,
+    every: Option<Duration>,
+    window: usize,
     start: Instant,
-    until: Instant,
+    until: Until,
     errors: Arc<AtomicU64>,
 ) -> u64 {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(every.unwrap_or(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut acked = 0u64;
     let mut seq = 0u64;
     let mut body = vec![0u8; payload.max(HEADER)];
     rand::thread_rng().fill_bytes(&mut body[HEADER..]);
-    while Instant::now() < until {
-        tick.tick().await;
-        stamp(&mut body, index, seq, start);
-        let sent = conn.request(send_body(&group, &body, index, seq)).await;
-        match sent {
-            Ok(Response::Sent { .. }) => acked += 1,
-            _ => {
-                errors.fetch_add(1, Ordering::Relaxed);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut count = |r: Result<Response, hush_client::ClientError>| match r {
+        Ok(Response::Sent { .. }) => acked += 1,
+        _ => {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let going = |seq: u64| match until {
+        Until::Time(t) => Instant::now() < t,
+        Until::Count(n) => seq < n,
+    };
+    while going(seq) {
+        let paced = async {
+            if every.is_some() {
+                tick.tick().await;
+            }
+        };
+        tokio::select! {
+            Some(r) = in_flight.next(), if !in_flight.is_empty() => count(r),
+            () = paced, if in_flight.len() < window.max(1) => {
+                stamp(&mut body, index, seq, start);
+                let request = send_body(&group, &body, index, seq);
+                let conn = Arc::clone(&conn);
+                in_flight.push(async move { conn.request(request).await });
+                seq += 1;
             }
         }
-        seq += 1;
+    }
+    while let Some(r) = in_flight.next().await {
+        count(r);
     }
     acked
 }
@@ -301,6 +422,7 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
         .map(|(conn, r)| {
             tokio::spawn(receive(
                 Arc::clone(conn),
+                ReceiveMode::of(c),
                 start,
                 Arc::clone(&stop),
                 Arc::clone(r),
@@ -320,9 +442,10 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
                 i as u32,
                 groups[i / 2].clone(),
                 c.payload,
-                every,
+                Some(every),
+                c.in_flight,
                 start,
-                until,
+                Until::Time(until),
                 Arc::clone(&errors),
             ))
         })
@@ -384,8 +507,20 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
             let group = groups[i / 2].clone();
             let errors = Arc::clone(&errors);
             let payload = c.payload;
+            let window = c.in_flight;
             tokio::spawn(async move {
-                send_n(conn, i as u32, group, payload, per_sender, start, errors).await
+                send(
+                    conn,
+                    i as u32,
+                    group,
+                    payload,
+                    None,
+                    window,
+                    start,
+                    Until::Count(per_sender),
+                    errors,
+                )
+                .await
             })
         })
         .collect();
@@ -403,6 +538,7 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
         .map(|i| {
             tokio::spawn(receive(
                 Arc::clone(&conns[i]),
+                ReceiveMode::of(c),
                 start,
                 Arc::clone(&stop),
                 Arc::clone(&received[i]),
@@ -446,31 +582,6 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
     drop(conns);
     drop(accounts);
     Ok(report)
-}
-
-/// Sends `n` messages back to back; returns how many the server acknowledged.
-async fn send_n(
-    conn: Arc<Connection>,
-    index: u32,
-    group: Vec<u8>,
-    payload: usize,
-    n: u64,
-    start: Instant,
-    errors: Arc<AtomicU64>,
-) -> u64 {
-    let mut acked = 0;
-    let mut body = vec![0u8; payload.max(HEADER)];
-    rand::thread_rng().fill_bytes(&mut body[HEADER..]);
-    for seq in 0..n {
-        stamp(&mut body, index, seq, start);
-        match conn.request(send_body(&group, &body, index, seq)).await {
-            Ok(Response::Sent { .. }) => acked += 1,
-            _ => {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    acked
 }
 
 /// `idle`: `--clients` authenticated sessions that do nothing; the server's memory per

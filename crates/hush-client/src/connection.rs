@@ -17,7 +17,7 @@ use hush_proto::{ErrorCode, PROTOCOL_VERSION, ServerFrameIn, frame};
 use rustls::pki_types::ServerName;
 use tokio::io::WriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -102,6 +102,7 @@ pub struct Connection {
     next_id: AtomicU64,
     /// Set by a `MailboxChanged` push; many pushes fold into one permit.
     wake: Arc<Notify>,
+    deliveries: tokio::sync::Mutex<mpsc::UnboundedReceiver<Delivery>>,
     closed: watch::Receiver<bool>,
     #[cfg(feature = "fault-injection")]
     faults: crate::faults::Faults,
@@ -180,12 +181,14 @@ impl Connection {
         let closed_reason = Arc::new(Mutex::new(None));
         let wake = Arc::new(Notify::new());
         let (closed_tx, closed_rx) = watch::channel(false);
+        let (deliveries_tx, deliveries_rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(
             FramedRead::new(read_half, codec()),
             Reader {
                 pending: Arc::clone(&pending),
                 closed_reason: Arc::clone(&closed_reason),
                 wake: Arc::clone(&wake),
+                deliveries: deliveries_tx,
                 closed: closed_tx,
                 #[cfg(feature = "fault-injection")]
                 faults: faults.clone(),
@@ -204,6 +207,7 @@ impl Connection {
             closed_reason,
             next_id: AtomicU64::new(1),
             wake,
+            deliveries: tokio::sync::Mutex::new(deliveries_rx),
             closed: closed_rx,
             #[cfg(feature = "fault-injection")]
             faults,
@@ -241,6 +245,12 @@ impl Connection {
     /// Pushes that came while nobody waited are kept as one pending wake-up.
     pub async fn mailbox_changed(&self) {
         self.wake.notified().await
+    }
+
+    /// The next entries pushed after a `Fetch{follow: true}` (P443); `None` once the
+    /// connection closed.
+    pub async fn delivery(&self) -> Option<Delivery> {
+        self.deliveries.lock().await.recv().await
     }
 
     /// Sets the pending wake-up by hand (to retry a sync).
@@ -356,9 +366,18 @@ struct Reader {
     pending: Pending,
     closed_reason: Arc<Mutex<Option<String>>>,
     wake: Arc<Notify>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
     closed: watch::Sender<bool>,
     #[cfg(feature = "fault-injection")]
     faults: crate::faults::Faults,
+}
+
+/// Entries the server pushed to a following connection (P443), oldest first.
+#[derive(Debug)]
+pub struct Delivery {
+    pub entries: Vec<hush_proto::response::Entry>,
+    /// P450: messages this device missed that it has not yet noted.
+    pub missed: u32,
 }
 
 async fn read_loop<R>(mut frames: FramedRead<R, LengthDelimitedCodec>, r: Reader)
@@ -402,6 +421,13 @@ where
             None if resp.request_id == 0 => match resp.body {
                 // A flag, not a queue: a busy client never blocks this reader (P442).
                 Response::MailboxChanged => r.wake.notify_one(),
+                // A queue the server bounds: it pushes at most its window of
+                // unacknowledged entries (P443).
+                Response::Delivery {
+                    entries, missed, ..
+                } => {
+                    let _ = r.deliveries.send(Delivery { entries, missed });
+                }
                 other => tracing::debug!(kind = other.kind(), "ignoring an unasked frame"),
             },
             None => tracing::debug!(id = resp.request_id, "answer to a forgotten request"),
@@ -446,6 +472,7 @@ mod tests {
                 pending: Arc::clone(&pending),
                 closed_reason: Arc::new(Mutex::new(None)),
                 wake: Arc::clone(&wake),
+                deliveries: mpsc::unbounded_channel().0,
                 closed: closed_tx,
                 #[cfg(feature = "fault-injection")]
                 faults: Default::default(),

@@ -263,9 +263,15 @@ impl<'a> Messenger<'a> {
                 .request(Body::Fetch(pb::Fetch {
                     after_id: 0,
                     limit: FETCH_LIMIT,
+                    follow: false,
                 }))
                 .await?;
-            let Response::Mailbox { entries, missed } = answer else {
+            let Response::Mailbox {
+                entries,
+                missed,
+                more,
+            } = answer
+            else {
                 return Err(unexpected(&answer));
             };
             if entries.is_empty() && missed == 0 {
@@ -322,11 +328,11 @@ impl<'a> Messenger<'a> {
                 self.send_answer(by, true).await?;
                 tracing::info!(%by, "accepted a group invitation (invitations: everyone)");
             }
-            if entries.is_empty() {
+            // Answers are bounded by bytes as well as entries (P440): the server says
+            // whether more wait. What accepting released comes in the next pages.
+            if !more && accept.is_empty() {
                 break;
             }
-            // Answers are bounded by bytes as well as entries (P440): a short page
-            // does not mean the mailbox is empty, only an empty one does.
         }
         Ok(added)
     }

@@ -40,6 +40,7 @@ fn requests() -> Vec<pb::ClientFrame> {
             Body::Fetch(pb::Fetch {
                 after_id: 0,
                 limit: 100,
+                follow: true,
             }),
         ),
         client(
@@ -111,8 +112,17 @@ fn answers() -> Vec<pb::ServerFrame> {
         pb::ServerFrame {
             request_id: 3,
             body: Some(Answer::Mailbox(pb::Mailbox {
-                entries: vec![entry],
+                entries: vec![entry.clone()],
                 missed: 2,
+                more: true,
+            })),
+        },
+        pb::ServerFrame {
+            request_id: 0,
+            body: Some(Answer::Delivery(pb::Mailbox {
+                entries: vec![entry],
+                missed: 0,
+                more: false,
             })),
         },
         pb::ServerFrame {

@@ -35,8 +35,11 @@ fn any_frame() -> impl Strategy<Value = hush_proto::pb::ClientFrame> {
     use hush_proto::pb::{self, client_frame::Body};
     let body = prop_oneof![
         any::<Vec<u8>>().prop_map(|p| Body::Ping(pb::Ping { payload: p.into() })),
-        (any::<u64>(), any::<u32>())
-            .prop_map(|(after_id, limit)| Body::Fetch(pb::Fetch { after_id, limit })),
+        (any::<u64>(), any::<u32>()).prop_map(|(after_id, limit)| Body::Fetch(pb::Fetch {
+            after_id,
+            limit,
+            follow: after_id % 2 == 0
+        })),
         (proptest::collection::vec(any::<u64>(), 0..50), any::<u32>())
             .prop_map(|(ids, missed_seen)| Body::Ack(pb::Ack { ids, missed_seen })),
         (

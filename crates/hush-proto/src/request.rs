@@ -119,6 +119,8 @@ pub enum Request {
     Fetch {
         after_id: u64,
         limit: u32,
+        /// P443: push what lands later.
+        follow: bool,
     },
     Ack {
         ids: Vec<u64>,
@@ -474,8 +476,13 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             ciphertext: blob("ciphertext", ciphertext, crate::frame::MAX_ENTRY_PAYLOAD)?,
             client_message_id: MessageId::from_slice(&client_message_id)?,
         },
-        Body::Fetch(pb::Fetch { after_id, limit }) => Request::Fetch {
+        Body::Fetch(pb::Fetch {
             after_id,
+            limit,
+            follow,
+        }) => Request::Fetch {
+            after_id,
+            follow,
             limit: if limit == 0 {
                 100
             } else {

@@ -199,6 +199,14 @@ pub enum Response {
         entries: Vec<Entry>,
         /// P450: messages this device missed (full mailbox, expiry) not yet noted.
         missed: u32,
+        /// More entries follow this page.
+        more: bool,
+    },
+    /// P443: entries pushed to a following connection.
+    Delivery {
+        entries: Vec<Entry>,
+        missed: u32,
+        more: bool,
     },
     Acked,
     Devices(Vec<DeviceOwner>),
@@ -239,6 +247,7 @@ impl Response {
             Response::CommitAccepted { .. } => "commit_accepted",
             Response::Sent { .. } => "sent",
             Response::Mailbox { .. } => "mailbox",
+            Response::Delivery { .. } => "delivery",
             Response::Acked => "acked",
             Response::Devices(_) => "devices",
             Response::MailboxChanged => "mailbox_changed",
@@ -373,12 +382,29 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
                 .map(|d| DeviceId::from_slice(d))
                 .collect::<Result<_, _>>()?,
         },
-        Body::Mailbox(pb::Mailbox { entries, missed }) => Response::Mailbox {
+        Body::Mailbox(pb::Mailbox {
+            entries,
+            missed,
+            more,
+        }) => Response::Mailbox {
             entries: entries
                 .into_iter()
                 .map(Entry::from_pb)
                 .collect::<Result<_, _>>()?,
             missed,
+            more,
+        },
+        Body::Delivery(pb::Mailbox {
+            entries,
+            missed,
+            more,
+        }) => Response::Delivery {
+            entries: entries
+                .into_iter()
+                .map(Entry::from_pb)
+                .collect::<Result<_, _>>()?,
+            missed,
+            more,
         },
         Body::Acked(pb::Acked {}) => Response::Acked,
         Body::Devices(pb::Devices { devices }) => Response::Devices(

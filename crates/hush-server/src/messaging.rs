@@ -414,14 +414,27 @@ pub async fn fetch(
     after_id: u64,
     limit: u32,
 ) -> Result<Body, Refusal> {
+    Ok(Body::Mailbox(
+        page(st, auth.device_id, after_id, limit).await?,
+    ))
+}
+
+/// One page of `device`'s mailbox after `after_id`, as answered (P440) or pushed (P443).
+pub async fn page(
+    st: &ServerState,
+    device: DeviceId,
+    after_id: u64,
+    limit: u32,
+) -> Result<pb::Mailbox, Refusal> {
     let page = st
         .store
-        .fetch_mailbox(auth.device_id, after_id, limit, answer_budget(st))
+        .fetch_mailbox(device, after_id, limit, answer_budget(st))
         .await?;
-    Ok(Body::Mailbox(pb::Mailbox {
+    Ok(pb::Mailbox {
         entries: page.entries.iter().map(|e| e.to_pb()).collect(),
         missed: page.missed,
-    }))
+        more: page.more,
+    })
 }
 
 /// P441: the device has stored these entries durably; the server forgets them.

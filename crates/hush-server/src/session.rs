@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, SinkExt, StreamExt};
 use hush_proto::pb::{self, server_frame::Body};
 use hush_proto::request::{Request, validate};
 use hush_proto::{ClientFrameIn, ErrorCode, ProtoError, SUPPORTED_VERSIONS, frame};
@@ -119,8 +120,23 @@ pub async fn run<R, W>(
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set once authenticated: changes when this device's mailbox gets entries.
     let mut wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)> = None;
+    // P443: set once the client asked to follow its mailbox.
+    let mut follow: Option<Follow> = None;
+    // Sends and acks waiting for their commit, answered as each completes (P110).
+    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    // Answers written but not yet flushed: one TLS write carries all that is ready.
+    let mut unflushed = false;
 
     loop {
+        let pull_ready = follow.as_ref().is_some_and(Follow::ready);
+        if unflushed && !pull_ready && !next_frame_buffered(frames_in.read_buffer()) {
+            if let Err(e) = SinkExt::<Bytes>::flush(&mut frames_out).await {
+                tracing::debug!(%peer, error = %e, "peer went away");
+                release(&state, wake);
+                return;
+            }
+            unflushed = false;
+        }
         let authenticated = matches!(phase, Phase::Authenticated { .. });
         let (request_id, reply) = tokio::select! {
             _ = shutdown.changed() => (0, fatal(ErrorCode::ShuttingDown, "the server is shutting down")),
@@ -131,8 +147,31 @@ pub async fn run<R, W>(
                         ErrorCode::Unauthenticated,
                         "this device's session ended: the device was revoked or logged out, or its account was disabled or deleted",
                     ))
+                } else if let Some(f) = follow.as_mut() {
+                    // Pushed by the pull below, as the window allows.
+                    f.pending = true;
+                    continue;
                 } else {
                     (0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
+                }
+            }
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                if let Some(f) = follow.as_mut() {
+                    f.acked(done.acked);
+                }
+                (done.request_id, done.reply)
+            }
+            () = std::future::ready(()), if pull_ready => {
+                let (Some(f), Some((device, _))) = (follow.as_mut(), wake.as_ref()) else {
+                    continue;
+                };
+                match f.pull(&state, *device).await {
+                    Ok(Some(body)) => (0, Reply::ok(body)),
+                    Ok(None) => continue,
+                    Err(r) => {
+                        tracing::warn!(%peer, reason = %r.message, "closing: could not read the mailbox to push it");
+                        (0, Reply { close: true, ..refusal(r) })
+                    }
                 }
             }
             _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
@@ -152,7 +191,7 @@ pub async fn run<R, W>(
                     (0, fatal(ErrorCode::Timeout, format!(
                         "a frame must arrive whole within {} s", limits.frame_read_timeout.as_secs()
                     )))
-                } else if authenticated && now.saturating_duration_since(last_frame) > limits.idle_timeout {
+                } else if authenticated && now.saturating_duration_since(last_frame) > limits.idle_timeout && inflight.is_empty() {
                     tracing::info!(%peer, "closing: idle");
                     (0, fatal(ErrorCode::Timeout, format!(
                         "no request for {} s; ping to stay connected", limits.idle_timeout.as_secs()
@@ -161,7 +200,7 @@ pub async fn run<R, W>(
                     continue;
                 }
             }
-            next = frames_in.next() => match next {
+            next = frames_in.next(), if inflight.len() < MAX_IN_FLIGHT => match next {
                 None => break,
                 Some(Err(e)) => {
                     let too_big = e
@@ -217,7 +256,45 @@ pub async fn run<R, W>(
                             Ok(()) => {
                                 over_budget_logged = false;
                                 tracing::debug!(%peer, kind = req.body.kind(), id = req.id, "request");
-                                (req.id, dispatch(&state, peer, &mut phase, &mut account_slot, req.body).await)
+                                let id = req.id;
+                                match (&phase, req.body) {
+                                    (Phase::Authenticated { auth, .. }, body @ (Request::Send { .. } | Request::Ack { .. })) => {
+                                        // Submitted to the store now, in arrival order;
+                                        // answered when its commit is.
+                                        let mut fut = pipelined(Arc::clone(&state), auth.clone(), id, body);
+                                        match futures::poll!(fut.as_mut()) {
+                                            std::task::Poll::Ready(done) => {
+                                                if let Some(f) = follow.as_mut() {
+                                                    f.acked(done.acked);
+                                                }
+                                                (done.request_id, done.reply)
+                                            }
+                                            std::task::Poll::Pending => {
+                                                inflight.push_back(fut);
+                                                continue;
+                                            }
+                                        }
+                                    }
+                                    (_, body) => {
+                                        let following = match body {
+                                            Request::Fetch { after_id, follow: true, .. } => Some(after_id),
+                                            _ => None,
+                                        };
+                                        if !inflight.is_empty() {
+                                            // Everything else sees the effect of every
+                                            // earlier request: answer those first.
+                                            if finish_in_flight(&mut inflight, &mut frames_out, &mut follow).await.is_err() {
+                                                release(&state, wake);
+                                                return;
+                                            }
+                                        }
+                                        let reply = dispatch(&state, peer, &mut phase, &mut account_slot, body).await;
+                                        if let (Some(after_id), Body::Mailbox(page)) = (following, &reply.body) {
+                                            follow = Some(Follow::after(after_id, page));
+                                        }
+                                        (id, reply)
+                                    }
+                                }
                             }
                         },
                     },
@@ -238,25 +315,185 @@ pub async fn run<R, W>(
             request_id,
             body: Some(reply.body),
         };
-        // A whole next request already buffered is answered in the same write: its
-        // answer follows at once, so nothing waits on the unflushed one.
-        let written = if !reply.close && next_frame_buffered(frames_in.read_buffer()) {
-            frames_out.feed(frame::encode_body(&out)).await
-        } else {
-            frames_out.send(frame::encode_body(&out)).await
-        };
-        if let Err(e) = written {
+        if let Err(e) = frames_out.feed(frame::encode_body(&out)).await {
             tracing::debug!(%peer, error = %e, "peer went away");
             release(&state, wake);
             return;
         }
+        unflushed = true;
         if reply.close {
             break;
+        }
+        // Answers that completed meanwhile go in the same write.
+        while let Some(Some(done)) = inflight.next().now_or_never() {
+            if let Some(f) = follow.as_mut() {
+                f.acked(done.acked);
+            }
+            if let Err(e) = feed_answer(&mut frames_out, done).await {
+                tracing::debug!(%peer, error = %e, "peer went away");
+                release(&state, wake);
+                return;
+            }
         }
     }
     // Flush and send TLS close_notify; the peer may already be gone.
     let _ = SinkExt::<Bytes>::close(&mut frames_out).await;
     release(&state, wake);
+}
+
+/// Most sends and acks one connection may have waiting for their commit; beyond,
+/// the connection is not read until one completes.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Most entries pushed to a following connection and not yet acknowledged on it
+/// (P443); beyond, pushing waits for acks.
+const FOLLOW_WINDOW: usize = 1_000;
+
+/// A request handled beside others: its answer, and how many entries it acked.
+struct Done {
+    request_id: u64,
+    reply: Reply,
+    acked: usize,
+}
+
+type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>;
+
+/// A send or an ack, owning what it needs so that several run at once. The store
+/// takes the write when the future is first polled, so writes keep arrival order.
+fn pipelined(
+    state: Arc<ServerState>,
+    auth: Authenticated,
+    request_id: u64,
+    body: Request,
+) -> InFlight {
+    Box::pin(async move {
+        let (result, acked) = match body {
+            Request::Send {
+                group_id,
+                epoch,
+                ciphertext,
+                client_message_id,
+            } => (
+                messaging::send(
+                    &state,
+                    &auth,
+                    group_id,
+                    epoch,
+                    ciphertext,
+                    client_message_id,
+                )
+                .await,
+                0,
+            ),
+            Request::Ack { ids, missed_seen } => {
+                let n = ids.len();
+                let r = messaging::ack(&state, &auth, ids, missed_seen).await;
+                let acked = if r.is_ok() { n } else { 0 };
+                (r, acked)
+            }
+            _ => (
+                Err(Refusal::new(ErrorCode::Internal, "not a pipelined request")),
+                0,
+            ),
+        };
+        Done {
+            request_id,
+            reply: match result {
+                Ok(body) => Reply::ok(body),
+                Err(r) => refusal(r),
+            },
+            acked,
+        }
+    })
+}
+
+async fn feed_answer<W>(
+    frames_out: &mut FramedWrite<W, LengthDelimitedCodec>,
+    done: Done,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let out = pb::ServerFrame {
+        request_id: done.request_id,
+        body: Some(done.reply.body),
+    };
+    frames_out.feed(frame::encode_body(&out)).await
+}
+
+/// Waits for every request in flight and writes their answers, in order.
+async fn finish_in_flight<W>(
+    inflight: &mut FuturesOrdered<InFlight>,
+    frames_out: &mut FramedWrite<W, LengthDelimitedCodec>,
+    follow: &mut Option<Follow>,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    while let Some(done) = inflight.next().await {
+        if let Some(f) = follow.as_mut() {
+            f.acked(done.acked);
+        }
+        feed_answer(frames_out, done).await?;
+    }
+    Ok(())
+}
+
+/// P443: what a following connection has been pushed.
+#[derive(Debug)]
+struct Follow {
+    /// The last entry id answered or pushed on this connection.
+    cursor: u64,
+    /// Entries pushed and not acknowledged on this connection since.
+    unacked: usize,
+    /// Entries may wait after `cursor`.
+    pending: bool,
+    /// The missed count last told, so an unchanged one is not pushed again.
+    missed: u32,
+}
+
+impl Follow {
+    /// Starts (or restarts) following: `page` answered a `Fetch{after_id, follow}`.
+    fn after(after_id: u64, page: &pb::Mailbox) -> Follow {
+        Follow {
+            cursor: page.entries.last().map_or(after_id, |e| e.id),
+            unacked: page.entries.len(),
+            pending: page.more,
+            missed: page.missed,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.pending && self.unacked < FOLLOW_WINDOW
+    }
+
+    fn acked(&mut self, n: usize) {
+        self.unacked = self.unacked.saturating_sub(n);
+    }
+
+    /// The next push: entries after the cursor (as many as the window allows), or a
+    /// changed missed count; `None` when there is nothing new.
+    async fn pull(
+        &mut self,
+        state: &ServerState,
+        device: hush_proto::ids::DeviceId,
+    ) -> Result<Option<Body>, Refusal> {
+        let room = FOLLOW_WINDOW.saturating_sub(self.unacked);
+        let limit = u32::try_from(room)
+            .unwrap_or(u32::MAX)
+            .min(hush_proto::request::MAX_FETCH);
+        let page = messaging::page(state, device, self.cursor, limit).await?;
+        self.pending = page.more;
+        if page.entries.is_empty() && page.missed == self.missed {
+            return Ok(None);
+        }
+        if let Some(last) = page.entries.last() {
+            self.cursor = last.id;
+        }
+        self.unacked += page.entries.len();
+        self.missed = page.missed;
+        Ok(Some(Body::Delivery(page)))
+    }
 }
 
 /// Whether `buf` holds a complete frame (its length prefix and its whole body).
@@ -554,9 +791,9 @@ async fn dispatch(
                 } => {
                     messaging::send(st, &auth, group_id, epoch, ciphertext, client_message_id).await
                 }
-                Request::Fetch { after_id, limit } => {
-                    messaging::fetch(st, &auth, after_id, limit).await
-                }
+                Request::Fetch {
+                    after_id, limit, ..
+                } => messaging::fetch(st, &auth, after_id, limit).await,
                 Request::Ack { ids, missed_seen } => {
                     messaging::ack(st, &auth, ids, missed_seen).await
                 }

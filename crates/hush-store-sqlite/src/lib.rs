@@ -1576,7 +1576,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let rows = stmt
                 .query_map(
-                    params![device.as_bytes().as_slice(), after_id as i64, limit],
+                    params![device.as_bytes().as_slice(), after_id as i64, i64::from(limit) + 1],
                     |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
@@ -1592,13 +1592,15 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let mut out = Vec::new();
             let mut bytes = 0usize;
+            let mut more = false;
             for row in rows {
                 let (id, group, kind, payload, sender, seq, at) = row.map_err(backend)?;
                 // Rows stream: what does not fit is never held in memory past this one.
                 bytes = bytes
                     .saturating_add(payload.len())
                     .saturating_add(hush_proto::frame::ENTRY_OVERHEAD);
-                if bytes > max_bytes && !out.is_empty() {
+                if out.len() == limit as usize || (bytes > max_bytes && !out.is_empty()) {
+                    more = true;
                     break;
                 }
                 out.push(Entry {
@@ -1614,6 +1616,7 @@ impl Store for SqliteStore {
             Ok(MailboxPage {
                 entries: out,
                 missed: u32::try_from(missed.max(0)).unwrap_or(u32::MAX),
+                more,
             })
         })
         .await

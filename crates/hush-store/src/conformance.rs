@@ -681,12 +681,28 @@ async fn fetch_bounded_by_bytes<S: Store + ?Sized>(store: &S) {
         .unwrap()
         .entries;
     assert_eq!(tiny.len(), 1, "the first entry always comes");
-    let all = store
-        .fetch_mailbox(dev(21), 0, 500, ANY)
+    let all = store.fetch_mailbox(dev(21), 0, 500, ANY).await.unwrap();
+    assert_eq!(all.entries.len(), 5);
+    assert!(!all.more, "the whole mailbox fit: nothing more");
+    let cut = store.fetch_mailbox(dev(21), 0, 500, 2_500).await.unwrap();
+    assert!(cut.more, "a page cut by bytes says more follow");
+    let by_limit = store.fetch_mailbox(dev(21), 0, 5, ANY).await.unwrap();
+    assert!(!by_limit.more, "exactly `limit` left: nothing more");
+    let by_limit = store.fetch_mailbox(dev(21), 0, 4, ANY).await.unwrap();
+    assert!(by_limit.more, "a page cut by `limit` says more follow");
+
+    // P443: a following connection keeps a cursor, so a later entry's id is larger
+    // than every earlier one's, even once those were acknowledged.
+    let last = all.entries.last().map(|e| e.id).unwrap();
+    let ids: Vec<u64> = all.entries.iter().map(|e| e.id).collect();
+    store.ack(dev(21), &ids, 0).await.unwrap();
+    store
+        .enqueue_message(msg(g, 1, 20, 120, b"later"))
         .await
-        .unwrap()
-        .entries;
-    assert_eq!(all.len(), 5);
+        .unwrap();
+    let later = store.fetch_mailbox(dev(21), last, 500, ANY).await.unwrap();
+    assert_eq!(later.entries.len(), 1, "the new entry is after the cursor");
+    assert!(later.entries[0].id > last);
 }
 
 /// P423, P433: a creation or commit retried with its client key is answered with the

@@ -1015,7 +1015,8 @@ impl Store for MemoryStore {
                 .deliveries
                 .range(after_id.saturating_add(1)..)
                 .filter(|(_, (d, _))| *d == device)
-                .take(limit as usize);
+                .take(limit as usize + 1);
+            let mut more = false;
             for (id, (_, msg)) in mine {
                 let Some(m) = s.messages.get(msg) else {
                     continue;
@@ -1023,7 +1024,8 @@ impl Store for MemoryStore {
                 bytes = bytes
                     .saturating_add(m.payload.len())
                     .saturating_add(hush_proto::frame::ENTRY_OVERHEAD);
-                if bytes > max_bytes && !out.is_empty() {
+                if out.len() == limit as usize || (bytes > max_bytes && !out.is_empty()) {
+                    more = true;
                     break;
                 }
                 out.push(Entry {
@@ -1039,6 +1041,7 @@ impl Store for MemoryStore {
             Ok(MailboxPage {
                 entries: out,
                 missed: s.missed.get(&device).copied().unwrap_or(0),
+                more,
             })
         })
     }

@@ -263,6 +263,8 @@ pub struct MailboxPage {
     /// P450: messages not stored for this device (full mailbox, expired) that it has
     /// not yet acknowledged noticing.
     pub missed: u32,
+    /// Entries after this page wait: the page was cut by `limit` or by bytes.
+    pub more: bool,
 }
 
 /// What one pass of retention removed (P453).
