@@ -137,6 +137,12 @@ pub async fn run<R, W>(
             }
             unflushed = false;
         }
+        if !unflushed {
+            // About to wait: an idle session keeps no codec buffers (they are
+            // allocated again, frame-sized, when bytes come).
+            shrink_when_empty(frames_in.read_buffer_mut());
+            shrink_when_empty(frames_out.write_buffer_mut());
+        }
         let authenticated = matches!(phase, Phase::Authenticated { .. });
         let (request_id, reply) = tokio::select! {
             _ = shutdown.changed() => (0, fatal(ErrorCode::ShuttingDown, "the server is shutting down")),
@@ -165,7 +171,7 @@ pub async fn run<R, W>(
                 let (Some(f), Some((device, _))) = (follow.as_mut(), wake.as_ref()) else {
                     continue;
                 };
-                match f.pull(&state, *device).await {
+                match Box::pin(f.pull(&state, *device)).await {
                     Ok(Some(body)) => (0, Reply::ok(body)),
                     Ok(None) => continue,
                     Err(r) => {
@@ -283,12 +289,14 @@ pub async fn run<R, W>(
                                         if !inflight.is_empty() {
                                             // Everything else sees the effect of every
                                             // earlier request: answer those first.
-                                            if finish_in_flight(&mut inflight, &mut frames_out, &mut follow).await.is_err() {
+                                            if Box::pin(finish_in_flight(&mut inflight, &mut frames_out, &mut follow)).await.is_err() {
                                                 release(&state, wake);
                                                 return;
                                             }
                                         }
-                                        let reply = dispatch(&state, peer, &mut phase, &mut account_slot, body).await;
+                                        // Boxed: a request's state lives only while it runs, not in every
+                                        // idle session's task.
+                                        let reply = Box::pin(dispatch(&state, peer, &mut phase, &mut account_slot, body)).await;
                                         if let (Some(after_id), Body::Mailbox(page)) = (following, &reply.body) {
                                             follow = Some(Follow::after(after_id, page));
                                         }
@@ -493,6 +501,15 @@ impl Follow {
         self.unacked += page.entries.len();
         self.missed = page.missed;
         Ok(Some(Body::Delivery(page)))
+    }
+}
+
+/// Buffers at most this big are kept while idle: small frames reuse them.
+const KEEP_IDLE_BUFFER: usize = 512;
+
+fn shrink_when_empty(buf: &mut bytes::BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_IDLE_BUFFER {
+        *buf = bytes::BytesMut::new();
     }
 }
 

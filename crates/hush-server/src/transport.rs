@@ -100,33 +100,37 @@ pub async fn serve(
     let sweeper = tokio::spawn(recheck_sessions(Arc::clone(&state), stop_rx.clone()));
     let pruner = tokio::spawn(prune_periodically(Arc::clone(&state), stop_rx.clone()));
 
-    loop {
+    'serve: loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,
             _ = admin_stop.changed() => {
                 tracing::info!("shutdown requested by an admin");
                 break;
             }
+            // A finished session's task is freed at once, not at the next accept.
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             p = Arc::clone(&permits).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            _ = admin_stop.changed() => {
-                tracing::info!("shutdown requested by an admin");
-                break;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+        let (tcp, peer) = loop {
+            tokio::select! {
+                _ = &mut shutdown => break 'serve,
+                _ = admin_stop.changed() => {
+                    tracing::info!("shutdown requested by an admin");
+                    break 'serve;
                 }
-            },
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => break a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
         };
         // Reap finished sessions so the set stays small.
         while sessions.try_join_next().is_some() {}
@@ -145,7 +149,8 @@ pub async fn serve(
             let _permit = permit;
             let _address_slot = address_slot;
             let timeout = state.config.limits.tls_handshake_timeout;
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            // Boxed: the handshake's state is not kept in every idle session's task.
+            let tls = match tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp))).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::info!(%peer, error = %e, "TLS handshake failed");

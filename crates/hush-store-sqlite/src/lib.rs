@@ -47,7 +47,8 @@ fn connection(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
     )
     .map_err(backend)?;
     Ok(conn)
@@ -659,21 +660,21 @@ impl Store for SqliteStore {
     async fn secret_or_init(&self, name: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.run(move |conn| {
-            let tx = conn.savepoint().map_err(backend)?;
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
             cached_exec(
-                &tx,
+                tx,
                 "INSERT INTO server_secrets (name, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![name, init],
             )
             .map_err(backend)?;
             let value: Vec<u8> = cached_row(
-                &tx,
+                tx,
                 "SELECT value FROM server_secrets WHERE name = ?1",
                 [&name],
                 |r| r.get(0),
             )
             .map_err(backend)?;
-            tx.commit().map_err(backend)?;
             Ok(value)
         })
         .await
@@ -681,10 +682,9 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, user: NewUser) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let tx = conn
-                .savepoint()
-                .map_err(backend)?;
-            let taken: bool = cached_row(&tx,
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
+            let taken: bool = cached_row(tx,
                     "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
                     [user.username.as_str()],
                     |r| r.get(0),
@@ -694,7 +694,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::UsernameTaken);
             }
             if let Some(digest) = user.invite {
-                let used = cached_exec(&tx,
+                let used = cached_exec(tx,
                         "UPDATE invites SET uses_left = uses_left - 1
                          WHERE digest = ?1 AND uses_left > 0
                            AND (expires_at IS NULL OR expires_at > ?2)",
@@ -706,7 +706,7 @@ impl Store for SqliteStore {
                 }
             }
             let uid = user.user_id.as_bytes().as_slice();
-            cached_exec(&tx,
+            cached_exec(tx,
                 "INSERT INTO users (user_id, username, display_name, email, password_file, created_at,
                                     account_key, sealed_account_key)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -722,8 +722,8 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(backend)?;
-            insert_device(&tx, uid, &user.device)?;
-            tx.commit().map_err(backend)
+            insert_device(tx, uid, &user.device)?;
+            Ok(())
         })
         .await
     }
@@ -779,9 +779,10 @@ impl Store for SqliteStore {
         max_devices: u64,
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let tx = conn.savepoint().map_err(backend)?;
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
             let exists: bool = cached_row(
-                &tx,
+                tx,
                 "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
                 [user.as_bytes().as_slice()],
                 |r| r.get(0),
@@ -791,7 +792,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::UserNotFound);
             }
             let have: i64 = cached_row(
-                &tx,
+                tx,
                 "SELECT COUNT(*) FROM devices WHERE user_id = ?1",
                 [user.as_bytes().as_slice()],
                 |r| r.get(0),
@@ -803,8 +804,8 @@ impl Store for SqliteStore {
                     limit: max_devices,
                 });
             }
-            insert_device(&tx, user.as_bytes(), &device)?;
-            tx.commit().map_err(backend)
+            insert_device(tx, user.as_bytes(), &device)?;
+            Ok(())
         })
         .await
     }
@@ -954,11 +955,12 @@ impl Store for SqliteStore {
     async fn delete_user(&self, name: &Username) -> Result<(), StoreError> {
         let name = name.clone();
         self.run(move |conn| {
-            let tx = conn.savepoint().map_err(backend)?;
-            let id = user_id_of(&tx, &name)?;
-            cached_exec(&tx, "DELETE FROM devices WHERE user_id = ?1", [&id]).map_err(backend)?;
-            cached_exec(&tx, "DELETE FROM users WHERE user_id = ?1", [&id]).map_err(backend)?;
-            tx.commit().map_err(backend)
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
+            let id = user_id_of(tx, &name)?;
+            cached_exec(tx, "DELETE FROM devices WHERE user_id = ?1", [&id]).map_err(backend)?;
+            cached_exec(tx, "DELETE FROM users WHERE user_id = ?1", [&id]).map_err(backend)?;
+            Ok(())
         })
         .await
     }
@@ -971,14 +973,13 @@ impl Store for SqliteStore {
         max: u32,
     ) -> Result<u32, StoreError> {
         self.run(move |conn| {
-            let tx = conn
-                .savepoint()
-                .map_err(backend)?;
-            if !device_exists(&tx, &device)? {
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
+            if !device_exists(tx, &device)? {
                 return Err(StoreError::DeviceNotFound(device));
             }
             let d = device.as_bytes().as_slice();
-            let have: i64 = cached_row(&tx,
+            let have: i64 = cached_row(tx,
                     "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
                     [d],
                     |r| r.get(0),
@@ -999,21 +1000,20 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(p) = last_resort {
-                cached_exec(&tx, "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1", [d])
+                cached_exec(tx, "DELETE FROM key_packages WHERE device_id = ?1 AND last_resort = 1", [d])
                     .map_err(backend)?;
-                cached_exec(&tx,
+                cached_exec(tx,
                     "INSERT INTO key_packages (device_id, package, last_resort) VALUES (?1, ?2, 1)",
                     params![d, p],
                 )
                 .map_err(backend)?;
             }
-            let n: u32 = cached_row(&tx,
+            let n: u32 = cached_row(tx,
                     "SELECT COUNT(*) FROM key_packages WHERE device_id = ?1 AND last_resort = 0",
                     [d],
                     |r| r.get(0),
                 )
                 .map_err(backend)?;
-            tx.commit().map_err(backend)?;
             Ok(n)
         })
         .await
@@ -1035,7 +1035,8 @@ impl Store for SqliteStore {
     async fn claim_key_packages(&self, users: &[UserId]) -> Result<Vec<Claimed>, StoreError> {
         let users = users.to_vec();
         self.run(move |conn| {
-            let tx = conn.savepoint().map_err(backend)?;
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
             let mut out = Vec::new();
             {
                 let mut devices_of = tx
@@ -1077,7 +1078,6 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            tx.commit().map_err(backend)?;
             Ok(out)
         })
         .await
@@ -1198,21 +1198,20 @@ impl Store for SqliteStore {
 
     async fn create_group(&self, g: NewGroup) -> Result<Delivered, StoreError> {
         self.run(move |conn| {
-            let tx = conn
-                .savepoint()
-                .map_err(backend)?;
-            if let Some(first) = earlier_handshake(&tx, &g.creator, g.client_key.as_ref())? {
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
+            if let Some(first) = earlier_handshake(tx, &g.creator, g.client_key.as_ref())? {
                 return Ok(first);
             }
             let gid = g.group_id.as_bytes().as_slice();
-            let exists: bool = cached_row(&tx, "SELECT EXISTS (SELECT 1 FROM groups WHERE group_id = ?1)", [gid], |r| r.get(0))
+            let exists: bool = cached_row(tx, "SELECT EXISTS (SELECT 1 FROM groups WHERE group_id = ?1)", [gid], |r| r.get(0))
                 .map_err(backend)?;
             if exists {
                 return Err(StoreError::GroupExists);
             }
             let direct = g.direct.map(|(a, b)| if a <= b { (a, b) } else { (b, a) });
             if let Some((a, b)) = direct {
-                let taken: bool = cached_row(&tx,
+                let taken: bool = cached_row(tx,
                         "SELECT EXISTS (SELECT 1 FROM direct_groups WHERE user_a = ?1 AND user_b = ?2)",
                         params![a.as_bytes().as_slice(), b.as_bytes().as_slice()],
                         |r| r.get(0),
@@ -1223,7 +1222,7 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(name) = &g.name {
-                let taken: bool = cached_row(&tx, "SELECT EXISTS (SELECT 1 FROM group_names WHERE name = ?1)", [name], |r| r.get(0))
+                let taken: bool = cached_row(tx, "SELECT EXISTS (SELECT 1 FROM group_names WHERE name = ?1)", [name], |r| r.get(0))
                     .map_err(backend)?;
                 if taken {
                     return Err(StoreError::GroupExists);
@@ -1236,15 +1235,15 @@ impl Store for SqliteStore {
                 return Err(StoreError::QuotaExceeded { quota: Quota::GroupMembers, limit: g.quotas.group_members });
             }
             for d in &g.members {
-                if !device_exists(&tx, d)? {
+                if !device_exists(tx, d)? {
                     return Err(StoreError::DeviceNotFound(*d));
                 }
             }
-            let creator_user: Option<Vec<u8>> = cached_row(&tx, "SELECT user_id FROM devices WHERE device_id = ?1", [g.creator.as_bytes().as_slice()], |r| r.get(0))
+            let creator_user: Option<Vec<u8>> = cached_row(tx, "SELECT user_id FROM devices WHERE device_id = ?1", [g.creator.as_bytes().as_slice()], |r| r.get(0))
                 .optional()
                 .map_err(backend)?;
             if let Some(user) = &creator_user {
-                let recent: i64 = cached_row(&tx,
+                let recent: i64 = cached_row(tx,
                         "SELECT COUNT(*) FROM groups WHERE created_by = ?1 AND created_at > ?2",
                         params![user, g.now_ms - 3_600_000],
                         |r| r.get(0),
@@ -1254,7 +1253,7 @@ impl Store for SqliteStore {
                     return Err(StoreError::QuotaExceeded { quota: Quota::GroupsPerHour, limit: g.quotas.groups_per_hour });
                 }
             }
-            cached_exec(&tx,
+            cached_exec(tx,
                 "INSERT INTO groups (group_id, epoch, next_seq, created_at, created_by) VALUES (?1, 1, 1, ?2, ?3)",
                 params![gid, g.now_ms, creator_user],
             )
@@ -1268,11 +1267,11 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(name) = &g.name {
-                cached_exec(&tx, "INSERT INTO group_names (name, group_id) VALUES (?1, ?2)", params![name, gid])
+                cached_exec(tx, "INSERT INTO group_names (name, group_id) VALUES (?1, ?2)", params![name, gid])
                     .map_err(backend)?;
             }
             if let Some((a, b)) = direct {
-                cached_exec(&tx,
+                cached_exec(tx,
                     "INSERT INTO direct_groups (user_a, user_b, group_id) VALUES (?1, ?2, ?3)",
                     params![a.as_bytes().as_slice(), b.as_bytes().as_slice(), gid],
                 )
@@ -1280,7 +1279,7 @@ impl Store for SqliteStore {
             }
             let recipients: Vec<DeviceId> = g.members.iter().copied().filter(|d| *d != g.creator).collect();
             let out = match &g.welcome {
-                Some(w) => enqueue(&tx, Outgoing {
+                Some(w) => enqueue(tx, Outgoing {
                     group: &g.group_id,
                     kind: EntryKind::Welcome,
                     sender: &g.creator,
@@ -1299,8 +1298,8 @@ impl Store for SqliteStore {
             // P460: whoever the creator brought in may invite the creator.
             if let Some(creator) = &creator_user {
                 for d in &recipients {
-                    if let Some(owner) = user_of(&tx, d)? {
-                        record_consent(&tx, creator, &owner)?;
+                    if let Some(owner) = user_of(tx, d)? {
+                        record_consent(tx, creator, &owner)?;
                     }
                 }
             }
@@ -1312,8 +1311,7 @@ impl Store for SqliteStore {
                 undelivered: Vec::new(),
                 held: out.held,
             };
-            record_handshake(&tx, &g.creator, g.client_key.as_ref(), &g.group_id, &done)?;
-            tx.commit().map_err(backend)?;
+            record_handshake(tx, &g.creator, g.client_key.as_ref(), &g.group_id, &done)?;
             Ok(done)
         })
         .await
@@ -1375,11 +1373,12 @@ impl Store for SqliteStore {
 
     async fn accept_commit(&self, c: NewCommit) -> Result<Delivered, StoreError> {
         self.run(move |conn| {
-            let tx = conn.savepoint().map_err(backend)?;
-            if let Some(first) = earlier_handshake(&tx, &c.sender, c.client_key.as_ref())? {
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
+            if let Some(first) = earlier_handshake(tx, &c.sender, c.client_key.as_ref())? {
                 return Ok(first);
             }
-            let (epoch, member) = group_state(&tx, &c.group_id, &c.sender)?;
+            let (epoch, member) = group_state(tx, &c.group_id, &c.sender)?;
             if !member {
                 return Err(StoreError::NotAMember);
             }
@@ -1387,16 +1386,16 @@ impl Store for SqliteStore {
                 return Err(StoreError::StaleEpoch { current: epoch });
             }
             for d in &c.added {
-                if !device_exists(&tx, d)? {
+                if !device_exists(tx, d)? {
                     return Err(StoreError::DeviceNotFound(*d));
                 }
             }
-            let recipients: Vec<DeviceId> = members_of(&tx, &c.group_id)?
+            let recipients: Vec<DeviceId> = members_of(tx, &c.group_id)?
                 .into_iter()
                 .filter(|d| *d != c.sender)
                 .collect();
             let commit = enqueue(
-                &tx,
+                tx,
                 Outgoing {
                     group: &c.group_id,
                     kind: EntryKind::Handshake,
@@ -1411,7 +1410,7 @@ impl Store for SqliteStore {
             let mut held = commit.held;
             if let Some(w) = &c.welcome {
                 let welcome = enqueue(
-                    &tx,
+                    tx,
                     Outgoing {
                         group: &c.group_id,
                         kind: EntryKind::Welcome,
@@ -1424,17 +1423,17 @@ impl Store for SqliteStore {
                 )?;
                 held.extend(welcome.held);
             }
-            if let Some(sender) = user_of(&tx, &c.sender)? {
+            if let Some(sender) = user_of(tx, &c.sender)? {
                 for d in &c.added {
-                    if let Some(owner) = user_of(&tx, d)? {
-                        record_consent(&tx, &sender, &owner)?;
+                    if let Some(owner) = user_of(tx, d)? {
+                        record_consent(tx, &sender, &owner)?;
                     }
                 }
             }
             let gid = c.group_id.as_bytes().as_slice();
             for d in &c.added {
                 cached_exec(
-                    &tx,
+                    tx,
                     "INSERT OR IGNORE INTO group_members (group_id, device_id) VALUES (?1, ?2)",
                     params![gid, d.as_bytes().as_slice()],
                 )
@@ -1442,15 +1441,15 @@ impl Store for SqliteStore {
             }
             for d in &c.removed {
                 cached_exec(
-                    &tx,
+                    tx,
                     "DELETE FROM group_members WHERE group_id = ?1 AND device_id = ?2",
                     params![gid, d.as_bytes().as_slice()],
                 )
                 .map_err(backend)?;
             }
-            check_group_size(&tx, gid, c.quotas.group_members)?;
+            check_group_size(tx, gid, c.quotas.group_members)?;
             cached_exec(
-                &tx,
+                tx,
                 "UPDATE groups SET epoch = epoch + 1 WHERE group_id = ?1",
                 [gid],
             )
@@ -1465,8 +1464,7 @@ impl Store for SqliteStore {
                 undelivered: Vec::new(),
                 held,
             };
-            record_handshake(&tx, &c.sender, c.client_key.as_ref(), &c.group_id, &done)?;
-            tx.commit().map_err(backend)?;
+            record_handshake(tx, &c.sender, c.client_key.as_ref(), &c.group_id, &done)?;
             Ok(done)
         })
         .await
@@ -1474,11 +1472,10 @@ impl Store for SqliteStore {
 
     async fn enqueue_message(&self, m: NewMessage) -> Result<Delivered, StoreError> {
         self.run(move |conn| {
-            let tx = conn
-                .savepoint()
-                .map_err(backend)?;
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
             let sender = m.sender.as_bytes().as_slice();
-            let earlier: Option<(i64, i64, i64)> = cached_row(&tx,
+            let earlier: Option<(i64, i64, i64)> = cached_row(tx,
                     "SELECT epoch, group_seq, stored_at FROM sent_messages
                      WHERE sender_device = ?1 AND client_message_id = ?2",
                     params![sender, m.client_message_id.as_slice()],
@@ -1496,19 +1493,19 @@ impl Store for SqliteStore {
                     held: Vec::new(),
                 });
             }
-            let (epoch, member) = group_state(&tx, &m.group_id, &m.sender)?;
+            let (epoch, member) = group_state(tx, &m.group_id, &m.sender)?;
             if !member {
                 return Err(StoreError::NotAMember);
             }
             if epoch != m.epoch {
                 return Err(StoreError::StaleEpoch { current: epoch });
             }
-            let recipients: Vec<DeviceId> = members_of(&tx, &m.group_id)?
+            let recipients: Vec<DeviceId> = members_of(tx, &m.group_id)?
                 .into_iter()
                 .filter(|d| *d != m.sender)
                 .collect();
             let out = enqueue(
-                &tx,
+                tx,
                 Outgoing {
                     group: &m.group_id,
                     kind: EntryKind::Application,
@@ -1534,15 +1531,14 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             if let (Some((a, b)), Some(me)) = (pair, out.sender_user.clone()) {
                 let other = if a == me { b } else { a };
-                record_consent(&tx, &me, &other)?;
+                record_consent(tx, &me, &other)?;
             }
-            cached_exec(&tx,
+            cached_exec(tx,
                 "INSERT INTO sent_messages (sender_device, client_message_id, epoch, group_seq, stored_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![sender, m.client_message_id.as_slice(), epoch as i64, seq as i64, m.now_ms],
             )
             .map_err(backend)?;
-            tx.commit().map_err(backend)?;
             Ok(Delivered {
                 epoch,
                 group_seq: seq,
@@ -1625,7 +1621,8 @@ impl Store for SqliteStore {
     async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError> {
         let ids = ids.to_vec();
         self.run(move |conn| {
-            let tx = conn.savepoint().map_err(backend)?;
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
             {
                 // The deliveries_uncount trigger deletes a message with its last entry.
                 let mut del = tx
@@ -1638,13 +1635,13 @@ impl Store for SqliteStore {
             }
             if missed_seen > 0 {
                 cached_exec(
-                    &tx,
+                    tx,
                     "UPDATE mailbox_usage SET missed = MAX(missed - ?1, 0) WHERE device_id = ?2",
                     params![missed_seen, device.as_bytes().as_slice()],
                 )
                 .map_err(backend)?;
             }
-            tx.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
@@ -1691,9 +1688,8 @@ impl Store for SqliteStore {
         accept: bool,
     ) -> Result<Vec<DeviceId>, StoreError> {
         self.run(move |conn| {
-            let tx = conn
-                .savepoint()
-                .map_err(backend)?;
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
             let u = user.as_bytes().as_slice();
             let rows: Vec<(i64, Vec<u8>, Vec<u8>, i64)> = {
                 let mut stmt = tx
@@ -1715,15 +1711,15 @@ impl Store for SqliteStore {
             };
             let mut wake = Vec::new();
             if accept {
-                record_consent(&tx, u, inviter.as_bytes())?;
+                record_consent(tx, u, inviter.as_bytes())?;
                 for (id, device, _, message) in &rows {
                     // Delivered first, so the message is never without an entry.
-                    cached_exec(&tx,
+                    cached_exec(tx,
                         "INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)",
                         params![device, message],
                     )
                     .map_err(backend)?;
-                    cached_exec(&tx, "DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
+                    cached_exec(tx, "DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
                     let d = DeviceId::from_bytes(id16(device.clone())?);
                     if !wake.contains(&d) {
                         wake.push(d);
@@ -1731,15 +1727,14 @@ impl Store for SqliteStore {
                 }
             } else {
                 for (id, device, group, _) in &rows {
-                    cached_exec(&tx, "DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
-                    cached_exec(&tx,
+                    cached_exec(tx, "DELETE FROM held WHERE id = ?1", [id]).map_err(backend)?;
+                    cached_exec(tx,
                         "DELETE FROM group_members WHERE group_id = ?1 AND device_id = ?2",
                         params![group, device],
                     )
                     .map_err(backend)?;
                 }
             }
-            tx.commit().map_err(backend)?;
             Ok(wake)
         })
         .await

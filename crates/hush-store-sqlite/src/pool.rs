@@ -110,10 +110,10 @@ impl Pool {
         };
         let (tx, rx) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
-            let result = match conn.execute_batch("BEGIN") {
+            let result = match exec_cached(conn, "BEGIN") {
                 Ok(()) => {
                     let r = f(conn);
-                    let _ = conn.execute_batch("COMMIT");
+                    let _ = exec_cached(conn, "COMMIT");
                     r
                 }
                 Err(e) => Err(StoreError::backend_from("sqlite read", e, true)),
@@ -125,6 +125,11 @@ impl Pool {
     }
 }
 
+/// Runs one statement that returns no rows, prepared once per connection.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -134,7 +139,7 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             tracing::warn!(error = %e, writes = batch.len(), "could not begin a write batch");
             for job in batch {
                 // Not run: nothing of it took effect.
@@ -145,7 +150,7 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         }
         let mut done = Vec::with_capacity(batch.len());
         for job in batch {
-            if let Err(e) = conn.execute_batch("SAVEPOINT write") {
+            if let Err(e) = exec_cached(&conn, "SAVEPOINT write") {
                 tracing::warn!(error = %e, "could not open a savepoint");
                 let (_, d) = job(None);
                 done.push((d, Some(batch_failed(&e))));
@@ -153,13 +158,14 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
             }
             let (ok, d) = job(Some(&mut conn));
             let end = if ok {
-                conn.execute_batch("RELEASE write")
+                exec_cached(&conn, "RELEASE write")
             } else {
-                conn.execute_batch("ROLLBACK TO write; RELEASE write")
+                exec_cached(&conn, "ROLLBACK TO write")
+                    .and_then(|()| exec_cached(&conn, "RELEASE write"))
             };
             done.push((d, end.err().map(|e| batch_failed(&e))));
         }
-        let committed = conn.execute_batch("COMMIT");
+        let committed = exec_cached(&conn, "COMMIT");
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
