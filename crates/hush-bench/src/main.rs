@@ -37,6 +37,9 @@ pub struct Common {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 256)]
     pub payload: usize,
+    /// `group`: members per group (`--clients` is a multiple of it).
+    #[arg(long, default_value_t = 50)]
+    pub group_size: usize,
     /// Sends each client keeps in flight (pipelined, answered by request id).
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
@@ -81,6 +84,8 @@ enum Scenario {
     Offline(Common),
     /// `--clients` authenticated sessions that do nothing: server memory per session.
     Idle(Common),
+    /// Groups of `--group-size`: one sender each, every other member receives.
+    Group(Common),
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Direct(c) => scenario::direct(&c).await,
             Scenario::Offline(c) => scenario::offline(&c).await,
             Scenario::Idle(c) => scenario::idle(&c).await,
+            Scenario::Group(c) => scenario::group(&c).await,
         }
     });
     match result {

@@ -81,6 +81,8 @@ pub struct Report {
     pub others_cpu: Option<Duration>,
     pub server_rss_bytes: u64,
     pub latency_us: (u64, u64, u64),
+    /// `group`: messages sent (each delivered to every other member).
+    pub messages: Option<u64>,
     /// Scenario phases measured on their own (offline: store, then drain).
     pub phases: Vec<Phase>,
     /// `idle`: server RSS per open session, and what stays after they closed.
@@ -132,6 +134,8 @@ impl Report {
             "duplicated": self.duplicated,
             "seconds": self.elapsed.as_secs_f64(),
             "delivered_per_s": self.per_second(),
+            "group_size": c.filter(|_| self.scenario == "group").map(|c| c.group_size),
+            "messages": self.messages,
             "server_cpu_us_per_delivery": self.cpu_us_per_delivery(),
             "server_cpu_s": self.server_cpu.as_secs_f64(),
             "others_cpu_s": self.others_cpu.map(|d| d.as_secs_f64()),

@@ -257,7 +257,11 @@ async fn send(
     until: Until,
     errors: Arc<AtomicU64>,
 ) -> u64 {
-    let mut tick = tokio::time::interval(every.unwrap_or(Duration::from_secs(1)));
+    // Each sender starts at a random point of its period, so the clients' sends are
+    // spread over time instead of arriving together in bursts.
+    let period = every.unwrap_or(Duration::from_secs(1));
+    let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
+    let mut tick = tokio::time::interval_at(first, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut acked = 0u64;
     let mut seq = 0u64;
@@ -306,22 +310,31 @@ struct Setup {
     groups: Vec<Vec<u8>>,
 }
 
+/// `n` registered accounts, each with an authenticated connection.
+async fn accounts(
+    server: &server::Server,
+    n: usize,
+) -> anyhow::Result<(Vec<Account>, Vec<Arc<Connection>>)> {
+    let mut accounts = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let batch = futures::future::join_all(chunk.iter().map(|i| register(server, *i))).await;
+        for a in batch {
+            accounts.push(a?);
+        }
+    }
+    let mut conns = Vec::with_capacity(n);
+    for a in &accounts {
+        conns.push(Arc::new(connect(server, a.dir.path()).await?));
+    }
+    Ok((accounts, conns))
+}
+
 async fn pairs(c: &Common) -> anyhow::Result<Setup> {
     if c.clients < 2 || !c.clients.is_multiple_of(2) {
         bail!("--clients must be an even number of at least 2");
     }
     let server = server::start(c)?;
-    let mut accounts = Vec::with_capacity(c.clients);
-    for chunk in (0..c.clients).collect::<Vec<_>>().chunks(8) {
-        let batch = futures::future::join_all(chunk.iter().map(|i| register(&server, *i))).await;
-        for a in batch {
-            accounts.push(a?);
-        }
-    }
-    let mut conns = Vec::with_capacity(c.clients);
-    for a in &accounts {
-        conns.push(Arc::new(connect(&server, a.dir.path()).await?));
-    }
+    let (accounts, conns) = accounts(&server, c.clients).await?;
     // One 1:1 group per pair (the Welcome is a stand-in: receivers never decrypt).
     let mut groups = Vec::with_capacity(c.clients / 2);
     for pair in 0..c.clients / 2 {
@@ -582,6 +595,159 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
     drop(conns);
     drop(accounts);
     Ok(report)
+}
+
+/// `group`: the clients in groups of `--group-size`, each group a named group whose
+/// first member sends (the groups together at `--rate` messages per second) and every
+/// other member receives: the fan-out. A delivery is one message to one member.
+pub async fn group(c: &Common) -> anyhow::Result<Report> {
+    let size = c.group_size;
+    if size < 2 || c.clients < size || !c.clients.is_multiple_of(size) {
+        bail!("--clients must be a multiple of --group-size (at least 2)");
+    }
+    let server = server::start(c)?;
+    let (accounts, conns) = accounts(&server, c.clients).await?;
+    let groups = c.clients / size;
+    let mut ids = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let members = &accounts[g * size..(g + 1) * size];
+        let mut gid = vec![0u8; 16];
+        rand::thread_rng().fill_bytes(&mut gid);
+        let created = conns[g * size]
+            .request(Body::CreateGroup(pb::CreateGroup {
+                group_id: gid.clone().into(),
+                name: format!("bench{g}"),
+                direct_peer: String::new(),
+                welcome: vec![0u8; 8].into(),
+                members: members
+                    .iter()
+                    .map(|m| m.device.as_bytes().to_vec().into())
+                    .collect(),
+                client_key: Default::default(),
+            }))
+            .await?;
+        if !matches!(created, Response::GroupCreated { .. }) {
+            bail!("could not create a group: {}", created.kind());
+        }
+        // P460: each member accepts the creator's invitation, as clients do by default.
+        let creator = members[0].name.to_string();
+        let answers =
+            futures::future::join_all(conns[g * size + 1..(g + 1) * size].iter().map(|conn| {
+                conn.request(Body::AnswerRequest(pb::AnswerRequest {
+                    inviter: creator.clone(),
+                    accept: true,
+                }))
+            }))
+            .await;
+        for a in answers {
+            match a {
+                Ok(Response::RequestAnswered) => {}
+                Ok(other) => bail!("unexpected answer to AnswerRequest: {}", other.kind()),
+                Err(e) => bail!("accepting the invitation: {e}"),
+            }
+        }
+        ids.push(gid);
+    }
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
+    let receivers: Vec<_> = conns
+        .iter()
+        .zip(&received)
+        .map(|(conn, r)| {
+            tokio::spawn(receive(
+                Arc::clone(conn),
+                ReceiveMode::of(c),
+                start,
+                Arc::clone(&stop),
+                Arc::clone(r),
+            ))
+        })
+        .collect();
+    let before = measure::sample(server.pid)?;
+    let others_before = measure::others_cpu(server.pid);
+    let sending_started = Instant::now();
+    let until = sending_started + Duration::from_secs(c.seconds);
+    let every = Duration::from_secs_f64(groups as f64 / c.rate.max(1) as f64);
+    let errors = Arc::new(AtomicU64::new(0));
+    let senders: Vec<_> = (0..groups)
+        .map(|g| {
+            tokio::spawn(send(
+                Arc::clone(&conns[g * size]),
+                (g * size) as u32,
+                ids[g].clone(),
+                c.payload,
+                Some(every),
+                c.in_flight,
+                start,
+                Until::Time(until),
+                Arc::clone(&errors),
+            ))
+        })
+        .collect();
+    let mut acked = Vec::with_capacity(groups);
+    for s in senders {
+        acked.push(s.await?);
+    }
+    // Every member but the sender expects every acknowledged message of its group.
+    let expected: Vec<u64> = (0..c.clients)
+        .map(|i| if i % size == 0 { 0 } else { acked[i / size] })
+        .collect();
+    drained_all(&expected, &received, Duration::from_secs(60)).await;
+    let elapsed = sending_started.elapsed();
+    let after = measure::sample(server.pid)?;
+    let others_after = measure::others_cpu(server.pid);
+    stop.store(true, Ordering::Relaxed);
+    for r in receivers {
+        r.await??;
+    }
+    let mut report = Report {
+        scenario: "group",
+        common: Some(c.clone()),
+        elapsed,
+        server_cpu: after.cpu.saturating_sub(before.cpu),
+        others_cpu: others_after
+            .zip(others_before)
+            .map(|(a, b)| a.saturating_sub(b)),
+        server_rss_bytes: after.rss_bytes,
+        ..Report::default()
+    };
+    let mut latencies = Vec::new();
+    for (i, want) in expected.iter().enumerate() {
+        let r = received[i].lock().await;
+        report.sent += want;
+        report.delivered += r.count;
+        report.duplicated += r.duplicated;
+        report.lost += want.saturating_sub(r.count);
+        latencies.extend_from_slice(&r.latencies_us);
+    }
+    report.latency_us = measure::percentiles(latencies);
+    report.messages = Some(acked.iter().sum());
+    let refused = errors.load(Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!("warning: {refused} sends were refused (not counted as sent)");
+    }
+    drop(conns);
+    drop(accounts);
+    Ok(report)
+}
+
+/// Waits (bounded) until receiver `i` has `expected[i]` messages.
+async fn drained_all(expected: &[u64], received: &[Arc<Mutex<Received>>], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut done = true;
+        for (want, r) in expected.iter().zip(received) {
+            if r.lock().await.count < *want {
+                done = false;
+                break;
+            }
+        }
+        if done || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `idle`: `--clients` authenticated sessions that do nothing; the server's memory per

@@ -122,6 +122,10 @@ impl TlsIdentity {
             .with_no_client_auth()
             .with_single_cert(self.certs.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![ALPN.to_vec()];
+        // Clients resume with their session token, never a TLS ticket: issuing and
+        // caching tickets would only cost every handshake CPU and the server memory.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Arc::new(config))
     }
 }

@@ -319,17 +319,16 @@ pub async fn run<R, W>(
                 .subscribe(auth.device_id)
                 .map(|rx| (auth.device_id, rx));
         }
-        let out = pb::ServerFrame {
-            request_id,
-            body: Some(reply.body),
-        };
-        if let Err(e) = frames_out.feed(frame::encode_body(&out)).await {
+        let close = reply.close;
+        // Encoded before the write waits, so the session's task keeps no frame.
+        let encoded = encode(request_id, reply);
+        if let Err(e) = frames_out.feed(encoded).await {
             tracing::debug!(%peer, error = %e, "peer went away");
             release(&state, wake);
             return;
         }
         unflushed = true;
-        if reply.close {
+        if close {
             break;
         }
         // Answers that completed meanwhile go in the same write.
@@ -422,11 +421,15 @@ async fn feed_answer<W>(
 where
     W: AsyncWrite + Unpin,
 {
-    let out = pb::ServerFrame {
-        request_id: done.request_id,
-        body: Some(done.reply.body),
-    };
-    frames_out.feed(frame::encode_body(&out)).await
+    let encoded = encode(done.request_id, done.reply);
+    frames_out.feed(encoded).await
+}
+
+fn encode(request_id: u64, reply: Reply) -> Bytes {
+    frame::encode_body(&pb::ServerFrame {
+        request_id,
+        body: Some(reply.body),
+    })
 }
 
 /// Waits for every request in flight and writes their answers, in order.

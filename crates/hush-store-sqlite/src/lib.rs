@@ -18,6 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pool::Durability;
+
 use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
@@ -1620,30 +1622,33 @@ impl Store for SqliteStore {
 
     async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError> {
         let ids = ids.to_vec();
-        self.run(move |conn| {
-            // The pool runs every write in its own savepoint.
-            let tx: &Connection = conn;
-            {
-                // The deliveries_uncount trigger deletes a message with its last entry.
-                let mut del = tx
-                    .prepare_cached("DELETE FROM deliveries WHERE id = ?1 AND device_id = ?2")
-                    .map_err(backend)?;
-                for id in ids {
-                    del.execute(params![id as i64, device.as_bytes().as_slice()])
+        // An ack a crash undoes only brings the entries again, and clients skip what
+        // they processed (P441): it need not wait for an fsync of its own.
+        self.pool
+            .write_with(Durability::Relaxed, move |conn| {
+                // The pool runs every write in its own savepoint.
+                let tx: &Connection = conn;
+                {
+                    // The deliveries_uncount trigger deletes a message with its last entry.
+                    let mut del = tx
+                        .prepare_cached("DELETE FROM deliveries WHERE id = ?1 AND device_id = ?2")
                         .map_err(backend)?;
+                    for id in ids {
+                        del.execute(params![id as i64, device.as_bytes().as_slice()])
+                            .map_err(backend)?;
+                    }
                 }
-            }
-            if missed_seen > 0 {
-                cached_exec(
+                if missed_seen > 0 {
+                    cached_exec(
                     tx,
                     "UPDATE mailbox_usage SET missed = MAX(missed - ?1, 0) WHERE device_id = ?2",
                     params![missed_seen, device.as_bytes().as_slice()],
                 )
                 .map_err(backend)?;
-            }
-            Ok(())
-        })
-        .await
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn requests(&self, user: UserId) -> Result<Vec<HeldRequest>, StoreError> {

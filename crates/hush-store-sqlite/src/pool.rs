@@ -20,10 +20,21 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write: runs on the writer's connection (or, given none, does not run at all);
 /// says whether it succeeded.
 type WriteJob = Box<dyn FnOnce(Option<&mut Connection>) -> (bool, Completion) + Send>;
+
+/// Whether a write must reach the disk before its caller is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed and fsynced (`synchronous = FULL`): sends, handshakes, accounts.
+    Full,
+    /// Committed, fsynced with the next durable batch or checkpoint: a crash may undo
+    /// it, never half of it. For acks: an undone ack only means the entry is delivered
+    /// again, and clients skip what they already processed (P441).
+    Relaxed,
+}
 type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub struct Pool {
-    writer: mpsc::Sender<WriteJob>,
+    writer: mpsc::Sender<(Durability, WriteJob)>,
     readers: Vec<mpsc::Sender<ReadJob>>,
     next: AtomicUsize,
 }
@@ -50,7 +61,7 @@ fn clone_error(e: &rusqlite::Error) -> std::io::Error {
 impl Pool {
     /// Starts the writer on `writer` and one reader per connection in `readers`.
     pub fn start(writer: Connection, readers: Vec<Connection>) -> Result<Pool, StoreError> {
-        let (wtx, wrx) = mpsc::channel::<WriteJob>();
+        let (wtx, wrx) = mpsc::channel::<(Durability, WriteJob)>();
         std::thread::Builder::new()
             .name("hush-sqlite-writer".into())
             .spawn(move || write_loop(writer, wrx))
@@ -71,8 +82,17 @@ impl Pool {
         })
     }
 
-    /// Runs `f` as one write, answered after its batch commits.
+    /// Runs `f` as one durable write, answered after its batch commits.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(Durability::Full, f).await
+    }
+
+    /// Runs `f` as one write of the given durability, answered after its batch commits.
+    pub async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -92,7 +112,7 @@ impl Pool {
             });
             (ok, done)
         });
-        self.writer.send(job).map_err(|_| stopped())?;
+        self.writer.send((durability, job)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -130,13 +150,33 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
-    while let Ok(first) = jobs.recv() {
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<(Durability, WriteJob)>) {
+    // The connection opens with `synchronous = FULL`.
+    let mut synced = Durability::Full;
+    while let Ok((first_durability, first)) = jobs.recv() {
+        let mut durability = first_durability;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok((d, j)) => {
+                    if d == Durability::Full {
+                        durability = Durability::Full;
+                    }
+                    batch.push(j);
+                }
                 Err(_) => break,
+            }
+        }
+        // One durable write makes its whole batch durable (and every relaxed batch
+        // before it: the WAL is synced in order).
+        if durability != synced {
+            let pragma = match durability {
+                Durability::Full => "PRAGMA synchronous = FULL",
+                Durability::Relaxed => "PRAGMA synchronous = NORMAL",
+            };
+            match exec_cached(&conn, pragma) {
+                Ok(()) => synced = durability,
+                Err(e) => tracing::warn!(error = %e, "could not change synchronous mode"),
             }
         }
         if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
