@@ -86,6 +86,8 @@ enum Scenario {
     Idle(Common),
     /// Groups of `--group-size`: one sender each, every other member receives.
     Group(Common),
+    /// OPAQUE logins: complete ones (server CPU per login), then `LoginStart` only.
+    Login(Common),
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,6 +108,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Offline(c) => scenario::offline(&c).await,
             Scenario::Idle(c) => scenario::idle(&c).await,
             Scenario::Group(c) => scenario::group(&c).await,
+            Scenario::Login(c) => scenario::login(&c).await,
         }
     });
     match result {

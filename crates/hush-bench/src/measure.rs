@@ -155,7 +155,19 @@ impl Report {
     }
 
     pub fn table(&self) -> String {
-        let mut t = self.summary();
+        let mut t = if self.sent == 0 && self.delivered == 0 {
+            // No messages (idle, login): only what was measured.
+            format!(
+                "scenario            {}\n\
+                 server CPU          {:.2} s\n\
+                 server RSS          {:.1} MiB",
+                self.scenario,
+                self.server_cpu.as_secs_f64(),
+                self.server_rss_bytes as f64 / (1024.0 * 1024.0),
+            )
+        } else {
+            self.summary()
+        };
         for p in &self.phases {
             t.push_str(&format!(
                 "\n{:<20}{} msgs in {:.2} s: {:.0} msgs/s, {:.1} µs server CPU each",

@@ -750,6 +750,124 @@ async fn drained_all(expected: &[u64], received: &[Arc<Mutex<Received>>], within
     }
 }
 
+/// `login`: OPAQUE logins against one account. Phase `full`: `--rate × --seconds`
+/// complete logins (`--clients` at a time), each a new TLS connection, `LoginStart`,
+/// the client's key stretching (argon2, on this machine's other cores) and
+/// `LoginFinish`, which creates a device and a session: the server's CPU per login.
+/// Phase `start`: connections that stop after `LoginStart` as fast as the clients
+/// can open them, so the server's side of the handshake, not argon2, is the limit.
+pub async fn login(c: &Common) -> anyhow::Result<Report> {
+    use hush_client::hush_proto::auth::OpaqueSuite;
+    use hush_client::hush_proto::auth::opaque_ke::rand::rngs::OsRng;
+    use hush_client::hush_proto::auth::opaque_ke::{ClientLogin, ClientLoginFinishParameters};
+
+    let server = server::start(c)?;
+    let account = register(&server, 0).await?;
+    let fp = Fingerprint::parse(&server.fingerprint)?;
+    let known = KnownServers::new(account.dir.path());
+    let first_use = FirstUse::Expect(fp);
+    let name = account.name.to_string();
+    let total = c.rate.saturating_mul(c.seconds).max(1);
+
+    // One login: connect, LoginStart and, when `finish`, LoginFinish.
+    let (known, first_use, name, addr) = (&known, &first_use, &name, &server.addr);
+    let one = |finish: bool| async move {
+        let conn = Connection::connect(addr, known, first_use).await?;
+        let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, PASSWORD)
+            .map_err(|e| anyhow::anyhow!("OPAQUE: {e:?}"))?;
+        let challenge = conn
+            .request(Body::LoginStart(pb::LoginStart {
+                username: name.clone(),
+                credential_request: start.message.serialize().to_vec().into(),
+            }))
+            .await?;
+        let Response::LoginChallenge(response) = challenge else {
+            bail!("unexpected answer to LoginStart: {}", challenge.kind());
+        };
+        if finish {
+            let state = start.state;
+            let finished = tokio::task::spawn_blocking(move || {
+                state.finish(
+                    &mut OsRng,
+                    PASSWORD,
+                    *response,
+                    ClientLoginFinishParameters::default(),
+                )
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("OPAQUE: {e:?}"))?;
+            let done = conn
+                .request(Body::LoginFinish(pb::LoginFinish {
+                    credential_finalization: finished.message.serialize().to_vec().into(),
+                    device_name: "bench".into(),
+                }))
+                .await?;
+            if !matches!(done, Response::LoggedIn { .. }) {
+                bail!("unexpected answer to LoginFinish: {}", done.kind());
+            }
+        }
+        conn.close().await;
+        Ok(())
+    };
+    let run = |finish: bool, n: u64| {
+        let one = &one;
+        async move {
+            let mut ok = 0u64;
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut started = 0u64;
+            while ok < n {
+                while started < n && in_flight.len() < c.clients.max(1) {
+                    in_flight.push(one(finish));
+                    started += 1;
+                }
+                match in_flight.next().await {
+                    Some(Ok(())) => ok += 1,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
+            }
+            Ok::<u64, anyhow::Error>(ok)
+        }
+    };
+    let cpu0 = measure::sample(server.pid)?;
+    let t0 = Instant::now();
+    let full = run(true, total).await?;
+    let full_time = t0.elapsed();
+    let cpu1 = measure::sample(server.pid)?;
+    let t1 = Instant::now();
+    let starts = run(false, total.saturating_mul(4)).await?;
+    let start_time = t1.elapsed();
+    let cpu2 = measure::sample(server.pid)?;
+    let mut report = Report {
+        scenario: "login",
+        common: Some(c.clone()),
+        elapsed: full_time + start_time,
+        server_cpu: cpu2.cpu.saturating_sub(cpu0.cpu),
+        server_rss_bytes: cpu2.rss_bytes,
+        ..Report::default()
+    };
+    report.phases = vec![
+        Phase {
+            name: "full",
+            messages: full,
+            elapsed: full_time,
+            server_cpu: cpu1.cpu.saturating_sub(cpu0.cpu),
+        },
+        Phase {
+            name: "start",
+            messages: starts,
+            elapsed: start_time,
+            server_cpu: cpu2.cpu.saturating_sub(cpu1.cpu),
+        },
+    ];
+    let per_login = cpu1.cpu.saturating_sub(cpu0.cpu).as_secs_f64() / full.max(1) as f64;
+    eprintln!(
+        "logins per core     {:.0}/s (1 s over the server CPU of one full login)",
+        1.0 / per_login.max(1e-9)
+    );
+    Ok(report)
+}
+
 /// `idle`: `--clients` authenticated sessions that do nothing; the server's memory per
 /// session (RSS after they connect less RSS before, over their number), and what is
 /// left after they close.
