@@ -66,7 +66,7 @@ pub struct ServerState {
     pub(crate) accounts: accounts::Accounts,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) entropy: Arc<dyn Entropy>,
-    pub(crate) hub: hub::Hub,
+    pub(crate) hub: Arc<hub::Hub>,
     /// Set when an admin asks the server to stop (P601).
     pub(crate) stop_requested: tokio::sync::watch::Sender<bool>,
     /// Key package claims per device (P411).
@@ -90,13 +90,16 @@ impl ServerState {
         let accounts = accounts::Accounts::load(store.as_ref(), entropy.as_ref(), &config).await?;
         let claims =
             limits::FailureLimiter::new(config.limits.key_package_claims_per_minute, 60, 100_000);
+        // The store tells the hub of every committed entry, in commit order (P443).
+        let hub = Arc::new(hub::Hub::default());
+        store.set_listener(hub.clone());
         Ok(ServerState {
             store,
             config,
             accounts,
             clock,
             entropy,
-            hub: hub::Hub::default(),
+            hub,
             stop_requested: tokio::sync::watch::channel(false).0,
             claims,
             per_address: Arc::default(),

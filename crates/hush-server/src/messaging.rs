@@ -266,7 +266,6 @@ pub async fn create_group(
         })
         .await
         .map_err(|e| refused(st, auth, "create a group", e))?;
-    st.hub.wake(&done.recipients);
     if !done.held.is_empty() {
         tracing::info!(group = %group_id, devices = done.held.len(), "invitation held until answered");
     }
@@ -345,7 +344,6 @@ pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Resu
         })
         .await
         .map_err(|e| refused(st, auth, "commit", e))?;
-    st.hub.wake(&done.recipients);
     Ok(Body::CommitAccepted(pb::CommitAccepted {
         epoch: done.epoch,
         group_seq: done.group_seq,
@@ -387,7 +385,6 @@ pub async fn send(
         })
         .await
         .map_err(|e| refused(st, auth, "send", e))?;
-    st.hub.wake(&done.recipients);
     if !done.undelivered.is_empty() {
         tracing::info!(
             device = %auth.device_id,
@@ -514,11 +511,11 @@ pub async fn answer_request(
             format!("{inviter} has no invitation waiting for you"),
         ));
     }
-    let wake = st
+    // The store wakes the devices that got entries (P443).
+    let woken = st
         .store
         .answer_request(auth.user_id, from.user_id, accept)
         .await?;
-    st.hub.wake(&wake);
-    tracing::info!(user = %auth.username, %inviter, accept, "answered an invitation");
+    tracing::info!(user = %auth.username, %inviter, accept, devices = woken.len(), "answered an invitation");
     Ok(Body::RequestAnswered(pb::RequestAnswered {}))
 }

@@ -129,6 +129,7 @@ pub async fn run<R, W>(
 
     loop {
         let pull_ready = follow.as_ref().is_some_and(Follow::ready);
+        let follower = follow.as_ref().map(|f| Arc::clone(&f.follower));
         if unflushed && !pull_ready && !next_frame_buffered(frames_in.read_buffer()) {
             if let Err(e) = SinkExt::<Bytes>::flush(&mut frames_out).await {
                 tracing::debug!(%peer, error = %e, "peer went away");
@@ -153,9 +154,8 @@ pub async fn run<R, W>(
                         ErrorCode::Unauthenticated,
                         "this device's session ended: the device was revoked or logged out, or its account was disabled or deleted",
                     ))
-                } else if let Some(f) = follow.as_mut() {
-                    // Pushed by the pull below, as the window allows.
-                    f.pending = true;
+                } else if follow.is_some() {
+                    // The hub hands this connection what committed (below).
                     continue;
                 } else {
                     (0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
@@ -166,6 +166,12 @@ pub async fn run<R, W>(
                     f.acked(done.acked);
                 }
                 (done.request_id, done.reply)
+            }
+            () = handed_over(follower.as_deref()), if follower.is_some() => {
+                if let Some(f) = follow.as_mut() {
+                    f.take();
+                }
+                continue;
             }
             () = std::future::ready(()), if pull_ready => {
                 let (Some(f), Some((device, _))) = (follow.as_mut(), wake.as_ref()) else {
@@ -286,6 +292,15 @@ pub async fn run<R, W>(
                                             Request::Fetch { after_id, follow: true, .. } => Some(after_id),
                                             _ => None,
                                         };
+                                        // Handed what commits from now on, before the
+                                        // page is read, so nothing falls between (P443).
+                                        let follower = match (following, wake.as_ref()) {
+                                            (Some(_), Some((device, _))) => {
+                                                follow = None;
+                                                Some(Followed::new(Arc::clone(&state.hub), *device))
+                                            }
+                                            _ => None,
+                                        };
                                         if !inflight.is_empty() {
                                             // Everything else sees the effect of every
                                             // earlier request: answer those first.
@@ -297,8 +312,8 @@ pub async fn run<R, W>(
                                         // Boxed: a request's state lives only while it runs, not in every
                                         // idle session's task.
                                         let reply = Box::pin(dispatch(&state, peer, &mut phase, &mut account_slot, body)).await;
-                                        if let (Some(after_id), Body::Mailbox(page)) = (following, &reply.body) {
-                                            follow = Some(Follow::after(after_id, page));
+                                        if let (Some(after_id), Some(followed), Body::Mailbox(page)) = (following, follower, &reply.body) {
+                                            follow = Some(Follow::after(after_id, page, followed));
                                         }
                                         (id, reply)
                                     }
@@ -450,49 +465,147 @@ where
     Ok(())
 }
 
-/// P443: what a following connection has been pushed.
-#[derive(Debug)]
+/// Resolves when the hub handed `follower` something; never without one.
+async fn handed_over(follower: Option<&crate::hub::Follower>) {
+    match follower {
+        Some(f) => f.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection's place among its device's followers in the hub; left on drop.
+struct Followed {
+    hub: Arc<crate::hub::Hub>,
+    device: hush_proto::ids::DeviceId,
+    follower: Arc<crate::hub::Follower>,
+}
+
+impl Followed {
+    fn new(hub: Arc<crate::hub::Hub>, device: hush_proto::ids::DeviceId) -> Self {
+        let follower = hub.follow(device);
+        Followed {
+            hub,
+            device,
+            follower,
+        }
+    }
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.hub.unfollow(self.device, &self.follower);
+    }
+}
+
+impl std::ops::Deref for Followed {
+    type Target = Arc<crate::hub::Follower>;
+    fn deref(&self) -> &Self::Target {
+        &self.follower
+    }
+}
+
+/// Most entries a following connection keeps handed over and not yet pushed (its
+/// window full); beyond, it reads them from the store when the window opens.
+const QUEUED_MAX: usize = 2 * FOLLOW_WINDOW;
+
+/// P443: what a following connection has been pushed, and what waits for it.
 struct Follow {
     /// The last entry id answered or pushed on this connection.
     cursor: u64,
     /// Entries pushed and not acknowledged on this connection since.
     unacked: usize,
-    /// Entries may wait after `cursor`.
+    /// The store may hold entries after `cursor` that were not handed over.
     pending: bool,
     /// The missed count last told, so an unchanged one is not pushed again.
     missed: u32,
+    /// Entries handed over by the hub after `cursor`, in commit order.
+    queued: std::collections::VecDeque<hush_proto::response::Entry>,
+    follower: Followed,
 }
 
 impl Follow {
-    /// Starts (or restarts) following: `page` answered a `Fetch{after_id, follow}`.
-    fn after(after_id: u64, page: &pb::Mailbox) -> Follow {
-        Follow {
+    /// Starts following: `page` answered a `Fetch{after_id, follow}` read after
+    /// `follower` was registered.
+    fn after(after_id: u64, page: &pb::Mailbox, follower: Followed) -> Follow {
+        let mut f = Follow {
             cursor: page.entries.last().map_or(after_id, |e| e.id),
             unacked: page.entries.len(),
             pending: page.more,
             missed: page.missed,
-        }
+            queued: Default::default(),
+            follower,
+        };
+        // What committed while the page was read is in both: skipped by id.
+        f.take();
+        f
     }
 
     fn ready(&self) -> bool {
-        self.pending && self.unacked < FOLLOW_WINDOW
+        self.unacked < FOLLOW_WINDOW && (self.pending || !self.queued.is_empty())
     }
 
     fn acked(&mut self, n: usize) {
         self.unacked = self.unacked.saturating_sub(n);
     }
 
-    /// The next push: entries after the cursor (as many as the window allows), or a
-    /// changed missed count; `None` when there is nothing new.
+    /// Takes what the hub handed over since the last look.
+    fn take(&mut self) {
+        let taken = self.follower.take();
+        if taken.read {
+            // Something was not handed over: the store has it all, in order.
+            self.pending = true;
+        }
+        if self.pending {
+            // Committed, so the store read that comes next returns them.
+            self.queued.clear();
+            return;
+        }
+        let last = self.queued.back().map_or(self.cursor, |e| e.id);
+        self.queued
+            .extend(taken.entries.into_iter().filter(|e| e.id > last));
+        if self.queued.len() > QUEUED_MAX {
+            self.queued.clear();
+            self.pending = true;
+        }
+    }
+
+    /// The next push, as the window allows: handed-over entries, or entries read
+    /// after the cursor (with the missed count when it changed); `None` when there
+    /// is nothing new.
     async fn pull(
         &mut self,
         state: &ServerState,
         device: hush_proto::ids::DeviceId,
     ) -> Result<Option<Body>, Refusal> {
         let room = FOLLOW_WINDOW.saturating_sub(self.unacked);
-        let limit = u32::try_from(room)
-            .unwrap_or(u32::MAX)
-            .min(hush_proto::request::MAX_FETCH);
+        let limit = room.min(hush_proto::request::MAX_FETCH as usize);
+        if !self.pending {
+            let budget = messaging::answer_budget(state);
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(e) = self.queued.front() {
+                let size = e.payload.len() + hush_proto::frame::ENTRY_OVERHEAD;
+                if entries.len() >= limit || (!entries.is_empty() && bytes + size > budget) {
+                    break;
+                }
+                bytes += size;
+                if let Some(e) = self.queued.pop_front() {
+                    self.cursor = e.id;
+                    entries.push(e.to_pb());
+                }
+            }
+            if entries.is_empty() {
+                return Ok(None);
+            }
+            self.unacked += entries.len();
+            return Ok(Some(Body::Delivery(pb::Mailbox {
+                entries,
+                missed: 0,
+                more: !self.queued.is_empty(),
+            })));
+        }
+        self.queued.clear();
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         let page = messaging::page(state, device, self.cursor, limit).await?;
         self.pending = page.more;
         if page.entries.is_empty() && page.missed == self.missed {

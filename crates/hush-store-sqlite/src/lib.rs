@@ -24,9 +24,9 @@ use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
-    Claimed, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage, NewCommit, NewDevice,
-    NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store,
-    StoreError, UserRecord, UserSummary,
+    Claimed, CommitListener, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage,
+    NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas,
+    Session, Store, StoreError, UserRecord, UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -35,6 +35,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Arc<pool::Pool>,
+    /// Told of committed entries, on the writer's thread (P443).
+    listener: Arc<std::sync::RwLock<Option<Arc<dyn CommitListener>>>>,
 }
 
 /// Reader connections (WAL readers run beside the writer).
@@ -116,12 +118,35 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SqliteStore {
             pool: Arc::new(pool::Pool::start(writer, readers)?),
+            listener: Arc::default(),
         })
     }
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_limited(path, 0)
+    }
+
+    /// Runs `f`, a write that may queue entries, and tells the listener what it
+    /// queued once it committed, in commit order.
+    async fn run_reported<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<(T, Published), StoreError> + Send + 'static,
+    {
+        let listener = Arc::clone(&self.listener);
+        self.pool
+            .write_then(Durability::Full, f, move |published: Published| {
+                if published.entries.is_empty() && published.woken.is_empty() {
+                    return;
+                }
+                if let Ok(l) = listener.read()
+                    && let Some(l) = l.as_ref()
+                {
+                    l.committed(&published.entries, &published.woken);
+                }
+            })
+            .await
     }
 
     /// Runs `f` as one write (group-committed, `pool`).
@@ -344,6 +369,29 @@ struct Outgoing<'a> {
     quotas: &'a Quotas,
 }
 
+/// What one committed write tells the listener (P443).
+#[derive(Default)]
+struct Published {
+    entries: Vec<(DeviceId, Entry)>,
+    woken: Vec<DeviceId>,
+}
+
+impl Published {
+    fn entries(entries: Vec<(DeviceId, Entry)>) -> Self {
+        Published {
+            entries,
+            woken: Vec::new(),
+        }
+    }
+
+    fn woken(woken: Vec<DeviceId>) -> Self {
+        Published {
+            entries: Vec::new(),
+            woken,
+        }
+    }
+}
+
 /// Where one stored message went.
 struct Enqueued {
     seq: u64,
@@ -353,6 +401,8 @@ struct Enqueued {
     held: Vec<DeviceId>,
     /// The sending device's user, looked up once for the caller too.
     sender_user: Option<Vec<u8>>,
+    /// The entries queued, for the listener (P443).
+    pushed: Vec<(DeviceId, Entry)>,
 }
 
 fn user_of(conn: &Connection, device: &DeviceId) -> Result<Option<Vec<u8>>, StoreError> {
@@ -557,15 +607,31 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<Enqueued, StoreError> {
             undelivered,
             held,
             sender_user,
+            pushed: Vec::new(),
         });
     }
     let message = insert_message(conn, &m, seq, size, sender_user.as_deref(), m.payload)?;
     let mut stmt = conn
         .prepare_cached("INSERT INTO deliveries (device_id, message_id) VALUES (?1, ?2)")
         .map_err(backend)?;
+    let mut pushed = Vec::with_capacity(recipients.len());
+    // One copy of the payload, shared by every recipient's entry.
+    let payload = bytes::Bytes::copy_from_slice(m.payload);
     for d in &recipients {
         stmt.execute(params![d.as_bytes().as_slice(), message])
             .map_err(backend)?;
+        pushed.push((
+            *d,
+            Entry {
+                id: conn.last_insert_rowid() as u64,
+                group_id: *m.group,
+                kind: m.kind,
+                payload: payload.clone(),
+                sender_device: *m.sender,
+                group_seq: seq as u64,
+                stored_at_ms: m.now_ms,
+            },
+        ));
     }
     let mut keep = conn
         .prepare_cached(
@@ -598,9 +664,22 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<Enqueued, StoreError> {
             ..m
         };
         let id = insert_message(conn, &notice, seq, name.len() as u64, None, name.as_bytes())?;
+        let name = bytes::Bytes::from(name.into_bytes());
         for d in &invited {
             stmt.execute(params![d.as_bytes().as_slice(), id])
                 .map_err(backend)?;
+            pushed.push((
+                *d,
+                Entry {
+                    id: conn.last_insert_rowid() as u64,
+                    group_id: *m.group,
+                    kind: EntryKind::Request,
+                    payload: name.clone(),
+                    sender_device: *m.sender,
+                    group_seq: seq as u64,
+                    stored_at_ms: m.now_ms,
+                },
+            ));
         }
     }
     Ok(Enqueued {
@@ -608,6 +687,7 @@ fn enqueue(conn: &Connection, m: Outgoing<'_>) -> Result<Enqueued, StoreError> {
         undelivered,
         held,
         sender_user,
+        pushed,
     })
 }
 
@@ -659,6 +739,12 @@ fn check_group_size(conn: &Connection, group: &[u8], max: u64) -> Result<(), Sto
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn set_listener(&self, listener: Arc<dyn CommitListener>) {
+        if let Ok(mut l) = self.listener.write() {
+            *l = Some(listener);
+        }
+    }
+
     async fn secret_or_init(&self, name: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.run(move |conn| {
@@ -1199,11 +1285,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_group(&self, g: NewGroup) -> Result<Delivered, StoreError> {
-        self.run(move |conn| {
+        self.run_reported(move |conn| {
             // The pool runs every write in its own savepoint.
             let tx: &Connection = conn;
             if let Some(first) = earlier_handshake(tx, &g.creator, g.client_key.as_ref())? {
-                return Ok(first);
+                return Ok((first, Published::default()));
             }
             let gid = g.group_id.as_bytes().as_slice();
             let exists: bool = cached_row(tx, "SELECT EXISTS (SELECT 1 FROM groups WHERE group_id = ?1)", [gid], |r| r.get(0))
@@ -1295,6 +1381,7 @@ impl Store for SqliteStore {
                     undelivered: Vec::new(),
                     held: Vec::new(),
                     sender_user: None,
+                    pushed: Vec::new(),
                 },
             };
             // P460: whoever the creator brought in may invite the creator.
@@ -1314,7 +1401,7 @@ impl Store for SqliteStore {
                 held: out.held,
             };
             record_handshake(tx, &g.creator, g.client_key.as_ref(), &g.group_id, &done)?;
-            Ok(done)
+            Ok((done, Published::entries(out.pushed)))
         })
         .await
     }
@@ -1374,11 +1461,11 @@ impl Store for SqliteStore {
     }
 
     async fn accept_commit(&self, c: NewCommit) -> Result<Delivered, StoreError> {
-        self.run(move |conn| {
+        self.run_reported(move |conn| {
             // The pool runs every write in its own savepoint.
             let tx: &Connection = conn;
             if let Some(first) = earlier_handshake(tx, &c.sender, c.client_key.as_ref())? {
-                return Ok(first);
+                return Ok((first, Published::default()));
             }
             let (epoch, member) = group_state(tx, &c.group_id, &c.sender)?;
             if !member {
@@ -1410,6 +1497,7 @@ impl Store for SqliteStore {
             )?;
             let seq = commit.seq;
             let mut held = commit.held;
+            let mut pushed = commit.pushed;
             if let Some(w) = &c.welcome {
                 let welcome = enqueue(
                     tx,
@@ -1424,6 +1512,7 @@ impl Store for SqliteStore {
                     },
                 )?;
                 held.extend(welcome.held);
+                pushed.extend(welcome.pushed);
             }
             if let Some(sender) = user_of(tx, &c.sender)? {
                 for d in &c.added {
@@ -1467,13 +1556,12 @@ impl Store for SqliteStore {
                 held,
             };
             record_handshake(tx, &c.sender, c.client_key.as_ref(), &c.group_id, &done)?;
-            Ok(done)
+            Ok((done, Published::entries(pushed)))
         })
         .await
     }
-
     async fn enqueue_message(&self, m: NewMessage) -> Result<Delivered, StoreError> {
-        self.run(move |conn| {
+        self.run_reported(move |conn| {
             // The pool runs every write in its own savepoint.
             let tx: &Connection = conn;
             let sender = m.sender.as_bytes().as_slice();
@@ -1486,14 +1574,17 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(backend)?;
             if let Some((epoch, seq, at)) = earlier {
-                return Ok(Delivered {
-                    epoch: epoch as u64,
-                    group_seq: seq as u64,
-                    stored_at_ms: at,
-                    recipients: Vec::new(),
-                    undelivered: Vec::new(),
-                    held: Vec::new(),
-                });
+                return Ok((
+                    Delivered {
+                        epoch: epoch as u64,
+                        group_seq: seq as u64,
+                        stored_at_ms: at,
+                        recipients: Vec::new(),
+                        undelivered: Vec::new(),
+                        held: Vec::new(),
+                    },
+                    Published::default(),
+                ));
             }
             let (epoch, member) = group_state(tx, &m.group_id, &m.sender)?;
             if !member {
@@ -1541,14 +1632,21 @@ impl Store for SqliteStore {
                 params![sender, m.client_message_id.as_slice(), epoch as i64, seq as i64, m.now_ms],
             )
             .map_err(backend)?;
-            Ok(Delivered {
-                epoch,
-                group_seq: seq,
-                stored_at_ms: m.now_ms,
-                recipients,
-                undelivered: out.undelivered,
-                held: out.held,
-            })
+            Ok((
+                Delivered {
+                    epoch,
+                    group_seq: seq,
+                    stored_at_ms: m.now_ms,
+                    recipients,
+                    // Woken too: their missed count went up (P450).
+                    undelivered: out.undelivered.clone(),
+                    held: out.held,
+                },
+                Published {
+                    entries: out.pushed,
+                    woken: out.undelivered,
+                },
+            ))
         })
         .await
     }
@@ -1692,7 +1790,7 @@ impl Store for SqliteStore {
         inviter: UserId,
         accept: bool,
     ) -> Result<Vec<DeviceId>, StoreError> {
-        self.run(move |conn| {
+        self.run_reported(move |conn| {
             // The pool runs every write in its own savepoint.
             let tx: &Connection = conn;
             let u = user.as_bytes().as_slice();
@@ -1740,7 +1838,8 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 }
             }
-            Ok(wake)
+            let published = Published::woken(wake.clone());
+            Ok((wake, published))
         })
         .await
     }

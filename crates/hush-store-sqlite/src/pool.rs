@@ -15,6 +15,9 @@ use tokio::sync::oneshot;
 /// Most writes committed together.
 const MAX_BATCH: usize = 256;
 
+/// How long a batch waits for more writes when the last one was not alone.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(250);
+
 /// What a finished write does once its batch committed (or failed to).
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write: runs on the writer's connection (or, given none, does not run at all);
@@ -116,6 +119,44 @@ impl Pool {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// As [`Pool::write_with`] for a write whose `f` also returns a report; `after`
+    /// gets it on the writer's thread once the batch committed, before any later
+    /// write's `after` (so in commit order), and only if the write took effect.
+    pub async fn write_then<T, R, F, A>(
+        &self,
+        durability: Durability,
+        f: F,
+        after: A,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<(T, R), StoreError> + Send + 'static,
+        A: FnOnce(R) + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let Some(conn) = conn else {
+                let done: Completion = Box::new(move |e| {
+                    let _ = tx.send(e.and(Err(stopped())));
+                });
+                return (false, done);
+            };
+            let result = f(conn);
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |committed| {
+                let out = committed.and(result).map(|(t, report)| {
+                    after(report);
+                    t
+                });
+                let _ = tx.send(out);
+            });
+            (ok, done)
+        });
+        self.writer.send((durability, job)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// Runs `f` on a reader's connection, in one read transaction (one snapshot).
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -153,20 +194,33 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<(Durability, WriteJob)>) {
     // The connection opens with `synchronous = FULL`.
     let mut synced = Durability::Full;
+    let mut last_batch = 0usize;
     while let Ok((first_durability, first)) = jobs.recv() {
         let mut durability = first_durability;
         let mut batch = vec![first];
+        // Under load (the last batch held several writes), wait a moment for more:
+        // a commit's cost is mostly per transaction, not per write. Alone, a write
+        // commits at once.
+        let linger = (last_batch > 1).then(|| std::time::Instant::now() + LINGER);
         while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok((d, j)) => {
+            let next = match linger {
+                Some(until) => {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    jobs.recv_timeout(left).ok()
+                }
+                None => jobs.try_recv().ok(),
+            };
+            match next {
+                Some((d, j)) => {
                     if d == Durability::Full {
                         durability = Durability::Full;
                     }
                     batch.push(j);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
+        last_batch = batch.len();
         // One durable write makes its whole batch durable (and every relaxed batch
         // before it: the WAL is synced in order).
         if durability != synced {

@@ -52,6 +52,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     messaging(store).await;
     quotas(store).await;
     consent(store).await;
+    listener(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -1430,4 +1431,122 @@ async fn consent<S: Store + ?Sized>(store: &S) {
     );
     let still = store.create_group(named(229, 83, &[83, 81])).await.unwrap();
     assert_eq!(still.held, vec![dev(81)], "declining is not accepting");
+}
+
+/// One listener call: the entries handed over, and the devices named.
+type Report = (Vec<(DeviceId, hush_proto::response::Entry)>, Vec<DeviceId>);
+
+/// What a [`crate::CommitListener`] was told, call by call.
+#[derive(Default)]
+struct Recording {
+    calls: std::sync::Mutex<Vec<Report>>,
+}
+
+impl crate::CommitListener for Recording {
+    fn committed(&self, entries: &[(DeviceId, hush_proto::response::Entry)], woken: &[DeviceId]) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push((entries.to_vec(), woken.to_vec()));
+        }
+    }
+}
+
+/// P443: every committed write that queues entries is reported, naming each device
+/// that got one (the entry itself, or the device to read from); handed-over
+/// entries are what a fetch returns.
+async fn listener<S: Store + ?Sized>(store: &S) {
+    let recording = std::sync::Arc::new(Recording::default());
+    store.set_listener(recording.clone());
+    for (n, name) in [(90, "lis_ann"), (91, "lis_ben"), (92, "lis_cat")] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let seen = std::sync::Mutex::new(std::collections::HashMap::<u8, u64>::new());
+    // After one operation: the reports it made cover every new entry of `devices`.
+    let check = |what: &'static str, from: usize, devices: &'static [u8]| {
+        let recording = recording.clone();
+        let seen = &seen;
+        async move {
+            let calls = recording.calls.lock().unwrap()[from..].to_vec();
+            assert!(
+                calls.len() <= 1,
+                "{what}: one report per write, got {}",
+                calls.len()
+            );
+            let mut got_any = false;
+            for d in devices {
+                let after = seen.lock().unwrap().get(d).copied().unwrap_or(0);
+                let page = store.fetch_mailbox(dev(*d), after, 100, ANY).await.unwrap();
+                for e in &page.entries {
+                    got_any = true;
+                    let (entries, woken) = calls.first().unwrap_or_else(|| {
+                        panic!("{what}: entry {} of device {d} not reported", e.id)
+                    });
+                    let handed = entries
+                        .iter()
+                        .find(|(to, x)| *to == dev(*d) && x.id == e.id);
+                    match handed {
+                        Some((_, x)) => assert_eq!(
+                            x.to_pb(),
+                            e.to_pb(),
+                            "{what}: the entry handed over is the stored one"
+                        ),
+                        None => assert!(
+                            woken.contains(&dev(*d)),
+                            "{what}: device {d} got entry {} but was not named",
+                            e.id
+                        ),
+                    }
+                }
+                if let Some(last) = page.entries.last() {
+                    seen.lock().unwrap().insert(*d, last.id);
+                }
+            }
+            assert!(got_any, "{what}: the operation queued something");
+        }
+    };
+    let reports = || recording.calls.lock().unwrap().len();
+
+    // A stranger's group: the Welcome is held, a REQUEST entry is queued.
+    let g = GroupId::from_bytes([95; 16]);
+    let at = reports();
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(90),
+            direct: None,
+            name: None,
+            members: vec![dev(90), dev(91)],
+            welcome: Some(vec![1; 8]),
+            now_ms: 100,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+        })
+        .await
+        .unwrap();
+    check("an invitation", at, &[91]).await;
+    let at = reports();
+    store.answer_request(uid(91), uid(90), true).await.unwrap();
+    check("accepting releases the Welcome", at, &[91]).await;
+    let at = reports();
+    store
+        .enqueue_message(msg(g, 1, 90, 96, b"hi"))
+        .await
+        .unwrap();
+    check("a message", at, &[91]).await;
+    let at = reports();
+    store
+        .accept_commit(NewCommit {
+            group_id: g,
+            epoch: 1,
+            sender: dev(90),
+            commit: b"add cat".to_vec(),
+            welcome: Some(vec![2; 8]),
+            added: vec![dev(92)],
+            removed: vec![],
+            now_ms: 200,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+        })
+        .await
+        .unwrap();
+    check("a commit and its Welcome", at, &[91, 92]).await;
 }

@@ -114,6 +114,22 @@ impl std::error::Error for BackendError {
     }
 }
 
+/// Told by the store, as each write that queued mailbox entries commits, which
+/// devices got entries: the relay wakes them, and pushes what is handed over to
+/// following connections without reading it back (P443).
+///
+/// Contract (checked by [`conformance::run`]): for every committed write that adds
+/// entries to a mailbox (`create_group`, `accept_commit`, `enqueue_message`,
+/// `answer_request`), the store calls [`CommitListener::committed`] exactly once,
+/// after the commit and before any later write's call, naming every device that got
+/// an entry, either in `entries` (the entry itself) or in `woken` (read it from the
+/// store). Calls come in commit order, so an entry handed over is never ahead of an
+/// earlier one that was not. Naming a device that got nothing is allowed.
+pub trait CommitListener: Send + Sync {
+    /// Must not block: it runs on the store's commit path.
+    fn committed(&self, entries: &[(DeviceId, hush_proto::response::Entry)], woken: &[DeviceId]);
+}
+
 /// The storage operations of the relay. Every method is atomic: it takes effect whole
 /// and durably before it returns `Ok`, or not at all.
 ///
@@ -132,6 +148,9 @@ impl std::error::Error for BackendError {
 ///   connection) means the operation did not take effect and may be retried whole.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Where committed entries are reported from now on ([`CommitListener`]).
+    fn set_listener(&self, listener: std::sync::Arc<dyn CommitListener>);
+
     /// Returns the secret stored under `name`, storing `init` first if there is none.
     /// Used for server-wide keys (the OPAQUE server setup) that every node must share.
     async fn secret_or_init(&self, name: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError>;

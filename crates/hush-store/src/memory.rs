@@ -388,6 +388,7 @@ impl State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    listener: Mutex<Option<std::sync::Arc<dyn crate::CommitListener>>>,
 }
 
 impl MemoryStore {
@@ -411,6 +412,44 @@ impl MemoryStore {
         }
         result
     }
+
+    /// As `with`, for a write that may queue entries: the devices `woken` names are
+    /// reported to the listener while the state is still locked, so reports keep
+    /// commit order (the memory store hands over no entries: they are read back).
+    fn with_reported<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, StoreError>,
+        woken: impl FnOnce(&T) -> Vec<DeviceId>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self
+            .state
+            .lock()
+            .map_err(|_| StoreError::backend("memory store lock poisoned"))?;
+        let before = guard.clone();
+        let result = f(&mut guard);
+        match &result {
+            Err(_) => *guard = before,
+            Ok(done) => {
+                let devices = woken(done);
+                if !devices.is_empty()
+                    && let Ok(listener) = self.listener.lock()
+                    && let Some(l) = listener.as_ref()
+                {
+                    l.committed(&[], &devices);
+                }
+            }
+        }
+        drop(guard);
+        result
+    }
+}
+
+/// Every device a write's entries went to: recipients, and the held ones told of
+/// an invitation (P460).
+fn delivered_to(d: &Delivered) -> Vec<DeviceId> {
+    let mut all = d.recipients.clone();
+    all.extend(d.held.iter().copied());
+    all
 }
 
 fn invite_ok(invite: &NewInvite, now: i64) -> bool {
@@ -419,6 +458,12 @@ fn invite_ok(invite: &NewInvite, now: i64) -> bool {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn set_listener(&self, listener: std::sync::Arc<dyn crate::CommitListener>) {
+        if let Ok(mut l) = self.listener.lock() {
+            *l = Some(listener);
+        }
+    }
+
     async fn secret_or_init(&self, name: &str, init: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         self.with(|s| Ok(s.secrets.entry(name.to_owned()).or_insert(init).clone()))
     }
@@ -709,120 +754,125 @@ impl Store for MemoryStore {
     }
 
     async fn create_group(&self, g: NewGroup) -> Result<Delivered, StoreError> {
-        self.with(|s| {
-            if let Some(first) = s.earlier(g.creator, g.client_key) {
-                return Ok(first);
-            }
-            if s.groups.contains_key(&g.group_id) {
-                return Err(StoreError::GroupExists);
-            }
-            if let Some((a, b)) = g.direct
-                && s.direct.contains_key(&pair(a, b))
-            {
-                return Err(StoreError::GroupExists);
-            }
-            if let Some(name) = &g.name
-                && s.names.contains_key(name)
-            {
-                return Err(StoreError::GroupExists);
-            }
-            if !g.members.contains(&g.creator) {
-                return Err(StoreError::NotAMember);
-            }
-            if g.members.len() as u64 > g.quotas.group_members {
-                return Err(StoreError::QuotaExceeded {
-                    quota: Quota::GroupMembers,
-                    limit: g.quotas.group_members,
-                });
-            }
-            if let Some(d) = g.members.iter().find(|d| !s.devices.contains_key(d)) {
-                return Err(StoreError::DeviceNotFound(*d));
-            }
-            let creator = s.devices.get(&g.creator).map(|(u, _)| *u);
-            if let Some(user) = creator {
-                let recent = s
-                    .groups
-                    .values()
-                    .filter(|x| x.created_by == Some(user) && x.created_at > g.now_ms - 3_600_000)
-                    .count() as u64;
-                if recent >= g.quotas.groups_per_hour {
+        self.with_reported(
+            |s| {
+                if let Some(first) = s.earlier(g.creator, g.client_key) {
+                    return Ok(first);
+                }
+                if s.groups.contains_key(&g.group_id) {
+                    return Err(StoreError::GroupExists);
+                }
+                if let Some((a, b)) = g.direct
+                    && s.direct.contains_key(&pair(a, b))
+                {
+                    return Err(StoreError::GroupExists);
+                }
+                if let Some(name) = &g.name
+                    && s.names.contains_key(name)
+                {
+                    return Err(StoreError::GroupExists);
+                }
+                if !g.members.contains(&g.creator) {
+                    return Err(StoreError::NotAMember);
+                }
+                if g.members.len() as u64 > g.quotas.group_members {
                     return Err(StoreError::QuotaExceeded {
-                        quota: Quota::GroupsPerHour,
-                        limit: g.quotas.groups_per_hour,
+                        quota: Quota::GroupMembers,
+                        limit: g.quotas.group_members,
                     });
                 }
-            }
-            // Checked before anything changes: a refusal leaves no trace.
-            if let (Some(w), Some(user)) = (&g.welcome, creator) {
-                let used: u64 = s
-                    .messages
-                    .values()
-                    .filter(|m| m.sender_user == Some(user))
-                    .map(|m| m.payload.len() as u64)
-                    .sum();
-                if used.saturating_add(w.len() as u64) > g.quotas.user_bytes {
-                    return Err(StoreError::QuotaExceeded {
-                        quota: Quota::UserBytes,
-                        limit: g.quotas.user_bytes,
-                    });
+                if let Some(d) = g.members.iter().find(|d| !s.devices.contains_key(d)) {
+                    return Err(StoreError::DeviceNotFound(*d));
                 }
-            }
-            s.groups.insert(
-                g.group_id,
-                Group {
-                    epoch: 1,
-                    next_seq: 1,
-                    members: g.members.iter().copied().collect(),
-                    created_by: creator,
-                    created_at: g.now_ms,
-                },
-            );
-            if let Some((a, b)) = g.direct {
-                s.direct.insert(pair(a, b), g.group_id);
-            }
-            if let Some(name) = &g.name {
-                s.names.insert(name.clone(), g.group_id);
-            }
-            let recipients: Vec<DeviceId> = g
-                .members
-                .iter()
-                .copied()
-                .filter(|d| *d != g.creator)
-                .collect();
-            let seq = match g.welcome {
-                Some(w) => s.enqueue(
-                    g.group_id,
-                    EntryKind::Welcome,
-                    g.creator,
-                    w,
-                    &recipients,
-                    g.now_ms,
-                    &g.quotas,
-                )?,
-                None => Enqueued {
-                    seq: 0,
-                    undelivered: Vec::new(),
-                    held: Vec::new(),
-                },
-            };
-            if let Some(creator) = creator {
-                for d in &recipients {
-                    if let Some(owner) = s.owner(*d) {
-                        s.record_consent(creator, owner);
+                let creator = s.devices.get(&g.creator).map(|(u, _)| *u);
+                if let Some(user) = creator {
+                    let recent = s
+                        .groups
+                        .values()
+                        .filter(|x| {
+                            x.created_by == Some(user) && x.created_at > g.now_ms - 3_600_000
+                        })
+                        .count() as u64;
+                    if recent >= g.quotas.groups_per_hour {
+                        return Err(StoreError::QuotaExceeded {
+                            quota: Quota::GroupsPerHour,
+                            limit: g.quotas.groups_per_hour,
+                        });
                     }
                 }
-            }
-            let done = Delivered {
-                epoch: 1,
-                group_seq: seq.seq,
-                stored_at_ms: g.now_ms,
-                recipients,
-                undelivered: Vec::new(),
-                held: seq.held,
-            };
-            s.record(g.creator, g.client_key, &done);
-            Ok(done)
-        })
+                // Checked before anything changes: a refusal leaves no trace.
+                if let (Some(w), Some(user)) = (&g.welcome, creator) {
+                    let used: u64 = s
+                        .messages
+                        .values()
+                        .filter(|m| m.sender_user == Some(user))
+                        .map(|m| m.payload.len() as u64)
+                        .sum();
+                    if used.saturating_add(w.len() as u64) > g.quotas.user_bytes {
+                        return Err(StoreError::QuotaExceeded {
+                            quota: Quota::UserBytes,
+                            limit: g.quotas.user_bytes,
+                        });
+                    }
+                }
+                s.groups.insert(
+                    g.group_id,
+                    Group {
+                        epoch: 1,
+                        next_seq: 1,
+                        members: g.members.iter().copied().collect(),
+                        created_by: creator,
+                        created_at: g.now_ms,
+                    },
+                );
+                if let Some((a, b)) = g.direct {
+                    s.direct.insert(pair(a, b), g.group_id);
+                }
+                if let Some(name) = &g.name {
+                    s.names.insert(name.clone(), g.group_id);
+                }
+                let recipients: Vec<DeviceId> = g
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|d| *d != g.creator)
+                    .collect();
+                let seq = match g.welcome {
+                    Some(w) => s.enqueue(
+                        g.group_id,
+                        EntryKind::Welcome,
+                        g.creator,
+                        w,
+                        &recipients,
+                        g.now_ms,
+                        &g.quotas,
+                    )?,
+                    None => Enqueued {
+                        seq: 0,
+                        undelivered: Vec::new(),
+                        held: Vec::new(),
+                    },
+                };
+                if let Some(creator) = creator {
+                    for d in &recipients {
+                        if let Some(owner) = s.owner(*d) {
+                            s.record_consent(creator, owner);
+                        }
+                    }
+                }
+                let done = Delivered {
+                    epoch: 1,
+                    group_seq: seq.seq,
+                    stored_at_ms: g.now_ms,
+                    recipients,
+                    undelivered: Vec::new(),
+                    held: seq.held,
+                };
+                s.record(g.creator, g.client_key, &done);
+                Ok(done)
+            },
+            delivered_to,
+        )
     }
 
     async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError> {
@@ -844,161 +894,167 @@ impl Store for MemoryStore {
     }
 
     async fn accept_commit(&self, c: NewCommit) -> Result<Delivered, StoreError> {
-        self.with(|s| {
-            if let Some(first) = s.earlier(c.sender, c.client_key) {
-                return Ok(first);
-            }
-            let g = s.groups.get(&c.group_id).ok_or(StoreError::GroupNotFound)?;
-            if !g.members.contains(&c.sender) {
-                return Err(StoreError::NotAMember);
-            }
-            if g.epoch != c.epoch {
-                return Err(StoreError::StaleEpoch { current: g.epoch });
-            }
-            if let Some(d) = c.added.iter().find(|d| !s.devices.contains_key(d)) {
-                return Err(StoreError::DeviceNotFound(*d));
-            }
-            let mut after = g.members.clone();
-            after.extend(c.added.iter().copied());
-            for r in &c.removed {
-                after.remove(r);
-            }
-            if after.len() as u64 > c.quotas.group_members {
-                return Err(StoreError::QuotaExceeded {
-                    quota: Quota::GroupMembers,
-                    limit: c.quotas.group_members,
-                });
-            }
-            let bytes = (c.commit.len() + c.welcome.as_ref().map_or(0, |w| w.len())) as u64;
-            if let Some(user) = s.former_owners.get(&c.sender) {
-                let used: u64 = s
-                    .messages
-                    .values()
-                    .filter(|m| m.sender_user == Some(*user))
-                    .map(|m| m.payload.len() as u64)
-                    .sum();
-                if used.saturating_add(bytes) > c.quotas.user_bytes {
+        self.with_reported(
+            |s| {
+                if let Some(first) = s.earlier(c.sender, c.client_key) {
+                    return Ok(first);
+                }
+                let g = s.groups.get(&c.group_id).ok_or(StoreError::GroupNotFound)?;
+                if !g.members.contains(&c.sender) {
+                    return Err(StoreError::NotAMember);
+                }
+                if g.epoch != c.epoch {
+                    return Err(StoreError::StaleEpoch { current: g.epoch });
+                }
+                if let Some(d) = c.added.iter().find(|d| !s.devices.contains_key(d)) {
+                    return Err(StoreError::DeviceNotFound(*d));
+                }
+                let mut after = g.members.clone();
+                after.extend(c.added.iter().copied());
+                for r in &c.removed {
+                    after.remove(r);
+                }
+                if after.len() as u64 > c.quotas.group_members {
                     return Err(StoreError::QuotaExceeded {
-                        quota: Quota::UserBytes,
-                        limit: c.quotas.user_bytes,
+                        quota: Quota::GroupMembers,
+                        limit: c.quotas.group_members,
                     });
                 }
-            }
-            let recipients: Vec<DeviceId> = g
-                .members
-                .iter()
-                .copied()
-                .filter(|d| *d != c.sender)
-                .collect();
-            let commit = s.enqueue(
-                c.group_id,
-                EntryKind::Handshake,
-                c.sender,
-                c.commit,
-                &recipients,
-                c.now_ms,
-                &c.quotas,
-            )?;
-            let seq = commit.seq;
-            let mut held = commit.held;
-            if let Some(w) = c.welcome {
-                let welcome = s.enqueue(
+                let bytes = (c.commit.len() + c.welcome.as_ref().map_or(0, |w| w.len())) as u64;
+                if let Some(user) = s.former_owners.get(&c.sender) {
+                    let used: u64 = s
+                        .messages
+                        .values()
+                        .filter(|m| m.sender_user == Some(*user))
+                        .map(|m| m.payload.len() as u64)
+                        .sum();
+                    if used.saturating_add(bytes) > c.quotas.user_bytes {
+                        return Err(StoreError::QuotaExceeded {
+                            quota: Quota::UserBytes,
+                            limit: c.quotas.user_bytes,
+                        });
+                    }
+                }
+                let recipients: Vec<DeviceId> = g
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|d| *d != c.sender)
+                    .collect();
+                let commit = s.enqueue(
                     c.group_id,
-                    EntryKind::Welcome,
+                    EntryKind::Handshake,
                     c.sender,
-                    w,
-                    &c.added,
+                    c.commit,
+                    &recipients,
                     c.now_ms,
                     &c.quotas,
                 )?;
-                held.extend(welcome.held);
-            }
-            if let Some(sender) = s.owner(c.sender) {
-                for d in &c.added {
-                    if let Some(owner) = s.owner(*d) {
-                        s.record_consent(sender, owner);
+                let seq = commit.seq;
+                let mut held = commit.held;
+                if let Some(w) = c.welcome {
+                    let welcome = s.enqueue(
+                        c.group_id,
+                        EntryKind::Welcome,
+                        c.sender,
+                        w,
+                        &c.added,
+                        c.now_ms,
+                        &c.quotas,
+                    )?;
+                    held.extend(welcome.held);
+                }
+                if let Some(sender) = s.owner(c.sender) {
+                    for d in &c.added {
+                        if let Some(owner) = s.owner(*d) {
+                            s.record_consent(sender, owner);
+                        }
                     }
                 }
-            }
-            let g = s
-                .groups
-                .get_mut(&c.group_id)
-                .ok_or(StoreError::GroupNotFound)?;
-            g.members.extend(c.added.iter().copied());
-            for r in &c.removed {
-                g.members.remove(r);
-            }
-            g.epoch += 1;
-            let mut wake = recipients;
-            wake.extend(c.added);
-            let done = Delivered {
-                epoch: g.epoch,
-                group_seq: seq,
-                stored_at_ms: c.now_ms,
-                recipients: wake,
-                undelivered: Vec::new(),
-                held,
-            };
-            s.record(c.sender, c.client_key, &done);
-            Ok(done)
-        })
+                let g = s
+                    .groups
+                    .get_mut(&c.group_id)
+                    .ok_or(StoreError::GroupNotFound)?;
+                g.members.extend(c.added.iter().copied());
+                for r in &c.removed {
+                    g.members.remove(r);
+                }
+                g.epoch += 1;
+                let mut wake = recipients;
+                wake.extend(c.added);
+                let done = Delivered {
+                    epoch: g.epoch,
+                    group_seq: seq,
+                    stored_at_ms: c.now_ms,
+                    recipients: wake,
+                    undelivered: Vec::new(),
+                    held,
+                };
+                s.record(c.sender, c.client_key, &done);
+                Ok(done)
+            },
+            delivered_to,
+        )
     }
 
     async fn enqueue_message(&self, m: NewMessage) -> Result<Delivered, StoreError> {
-        self.with(|s| {
-            if let Some(done) = s.sent.get(&(m.sender, m.client_message_id)) {
-                return Ok(Delivered {
-                    recipients: Vec::new(),
-                    undelivered: Vec::new(),
-                    held: Vec::new(),
-                    ..done.clone()
-                });
-            }
-            let g = s.groups.get(&m.group_id).ok_or(StoreError::GroupNotFound)?;
-            if !g.members.contains(&m.sender) {
-                return Err(StoreError::NotAMember);
-            }
-            if g.epoch != m.epoch {
-                return Err(StoreError::StaleEpoch { current: g.epoch });
-            }
-            let epoch = g.epoch;
-            let recipients: Vec<DeviceId> = g
-                .members
-                .iter()
-                .copied()
-                .filter(|d| *d != m.sender)
-                .collect();
-            let out = s.enqueue(
-                m.group_id,
-                EntryKind::Application,
-                m.sender,
-                m.ciphertext,
-                &recipients,
-                m.now_ms,
-                &m.quotas,
-            )?;
-            // P460: writing in a 1:1 accepts the other's invitations.
-            if let (Some(sender), Some((pair, _))) = (
-                s.owner(m.sender),
-                s.direct.iter().find(|(_, g)| **g == m.group_id),
-            ) {
-                let other = if pair.0 == sender { pair.1 } else { pair.0 };
-                s.record_consent(sender, other);
-            }
-            let done = Delivered {
-                epoch,
-                group_seq: out.seq,
-                stored_at_ms: m.now_ms,
-                recipients: recipients
-                    .into_iter()
-                    .filter(|d| !out.undelivered.contains(d) && !out.held.contains(d))
-                    .collect(),
-                undelivered: out.undelivered,
-                held: out.held,
-            };
-            s.sent.insert((m.sender, m.client_message_id), done.clone());
-            Ok(done)
-        })
+        self.with_reported(
+            |s| {
+                if let Some(done) = s.sent.get(&(m.sender, m.client_message_id)) {
+                    return Ok(Delivered {
+                        recipients: Vec::new(),
+                        undelivered: Vec::new(),
+                        held: Vec::new(),
+                        ..done.clone()
+                    });
+                }
+                let g = s.groups.get(&m.group_id).ok_or(StoreError::GroupNotFound)?;
+                if !g.members.contains(&m.sender) {
+                    return Err(StoreError::NotAMember);
+                }
+                if g.epoch != m.epoch {
+                    return Err(StoreError::StaleEpoch { current: g.epoch });
+                }
+                let epoch = g.epoch;
+                let recipients: Vec<DeviceId> = g
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|d| *d != m.sender)
+                    .collect();
+                let out = s.enqueue(
+                    m.group_id,
+                    EntryKind::Application,
+                    m.sender,
+                    m.ciphertext,
+                    &recipients,
+                    m.now_ms,
+                    &m.quotas,
+                )?;
+                // P460: writing in a 1:1 accepts the other's invitations.
+                if let (Some(sender), Some((pair, _))) = (
+                    s.owner(m.sender),
+                    s.direct.iter().find(|(_, g)| **g == m.group_id),
+                ) {
+                    let other = if pair.0 == sender { pair.1 } else { pair.0 };
+                    s.record_consent(sender, other);
+                }
+                let done = Delivered {
+                    epoch,
+                    group_seq: out.seq,
+                    stored_at_ms: m.now_ms,
+                    recipients: recipients
+                        .into_iter()
+                        .filter(|d| !out.undelivered.contains(d) && !out.held.contains(d))
+                        .collect(),
+                    undelivered: out.undelivered,
+                    held: out.held,
+                };
+                s.sent.insert((m.sender, m.client_message_id), done.clone());
+                Ok(done)
+            },
+            delivered_to,
+        )
     }
 
     async fn fetch_mailbox(
@@ -1094,53 +1150,57 @@ impl Store for MemoryStore {
         inviter: UserId,
         accept: bool,
     ) -> Result<Vec<DeviceId>, StoreError> {
-        self.with(|s| {
-            let mine = |s: &State, d: DeviceId| s.devices.get(&d).is_some_and(|(u, _)| *u == user);
-            let groups: BTreeSet<GroupId> = s
-                .held
-                .values()
-                .filter(|h| h.inviter == inviter && mine(s, h.device))
-                .map(|h| h.group)
-                .collect();
-            let ids: Vec<u64> = s
-                .held
-                .iter()
-                .filter(|(_, h)| groups.contains(&h.group) && mine(s, h.device))
-                .map(|(id, _)| *id)
-                .collect();
-            let mut wake = Vec::new();
-            if accept {
-                s.record_consent(user, inviter);
-                for id in ids {
-                    if let Some(h) = s.held.get(&id).copied() {
-                        s.next_id += 1;
-                        s.deliveries.insert(s.next_id, (h.device, h.message));
-                        s.remove_held(id);
-                        if !wake.contains(&h.device) {
-                            wake.push(h.device);
-                        }
-                    }
-                }
-            } else {
-                for id in ids {
-                    s.remove_held(id);
-                }
-                let devices: Vec<DeviceId> = s
-                    .devices
-                    .iter()
-                    .filter(|(_, (u, _))| *u == user)
-                    .map(|(d, _)| *d)
+        self.with_reported(
+            |s| {
+                let mine =
+                    |s: &State, d: DeviceId| s.devices.get(&d).is_some_and(|(u, _)| *u == user);
+                let groups: BTreeSet<GroupId> = s
+                    .held
+                    .values()
+                    .filter(|h| h.inviter == inviter && mine(s, h.device))
+                    .map(|h| h.group)
                     .collect();
-                for g in &groups {
-                    if let Some(group) = s.groups.get_mut(g) {
-                        for d in &devices {
-                            group.members.remove(d);
+                let ids: Vec<u64> = s
+                    .held
+                    .iter()
+                    .filter(|(_, h)| groups.contains(&h.group) && mine(s, h.device))
+                    .map(|(id, _)| *id)
+                    .collect();
+                let mut wake = Vec::new();
+                if accept {
+                    s.record_consent(user, inviter);
+                    for id in ids {
+                        if let Some(h) = s.held.get(&id).copied() {
+                            s.next_id += 1;
+                            s.deliveries.insert(s.next_id, (h.device, h.message));
+                            s.remove_held(id);
+                            if !wake.contains(&h.device) {
+                                wake.push(h.device);
+                            }
+                        }
+                    }
+                } else {
+                    for id in ids {
+                        s.remove_held(id);
+                    }
+                    let devices: Vec<DeviceId> = s
+                        .devices
+                        .iter()
+                        .filter(|(_, (u, _))| *u == user)
+                        .map(|(d, _)| *d)
+                        .collect();
+                    for g in &groups {
+                        if let Some(group) = s.groups.get_mut(g) {
+                            for d in &devices {
+                                group.members.remove(d);
+                            }
                         }
                     }
                 }
-            }
-            Ok(wake)
-        })
+                Ok(wake)
+            },
+            |wake| wake.clone(),
+        )
     }
 
     async fn prune(
