@@ -242,6 +242,84 @@ enum Until {
     Count(u64),
 }
 
+/// The server's CPU, and the other processes', over a measured stretch of a run.
+struct Window {
+    pid: u32,
+    before: measure::ProcessSample,
+    others: Option<Duration>,
+}
+
+impl Window {
+    fn open(pid: u32) -> anyhow::Result<Self> {
+        Ok(Window {
+            pid,
+            before: measure::sample(pid)?,
+            others: measure::others_cpu(pid),
+        })
+    }
+
+    /// A report of what the server used since `open`, over `elapsed`.
+    fn close(
+        &self,
+        scenario: &'static str,
+        c: &Common,
+        elapsed: Duration,
+    ) -> anyhow::Result<Report> {
+        let after = measure::sample(self.pid)?;
+        let others = measure::others_cpu(self.pid);
+        Ok(Report {
+            scenario,
+            common: Some(c.clone()),
+            elapsed,
+            server_cpu: after.cpu.saturating_sub(self.before.cpu),
+            others_cpu: others.zip(self.others).map(|(a, b)| a.saturating_sub(b)),
+            server_rss_bytes: after.rss_bytes,
+            ..Report::default()
+        })
+    }
+}
+
+/// One receiving task per connection, counting what each gets.
+struct Receivers {
+    stop: Arc<AtomicBool>,
+    received: Vec<Arc<Mutex<Received>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Receivers {
+    fn start(conns: &[Arc<Connection>], c: &Common, start: Instant) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received: Vec<Arc<Mutex<Received>>> = conns.iter().map(|_| Arc::default()).collect();
+        let tasks = conns
+            .iter()
+            .zip(&received)
+            .map(|(conn, r)| {
+                tokio::spawn(receive(
+                    Arc::clone(conn),
+                    ReceiveMode::of(c),
+                    start,
+                    Arc::clone(&stop),
+                    Arc::clone(r),
+                ))
+            })
+            .collect();
+        Receivers {
+            stop,
+            received,
+            tasks,
+        }
+    }
+
+    /// Stops the receivers once they acknowledged what they have; what each got.
+    async fn finish(self) -> anyhow::Result<Vec<Arc<Mutex<Received>>>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await??;
+        }
+        Ok(self.received)
+    }
+}
+
 /// Sends every `every` (back to back when `None`), each of up to `window` sends
 /// waiting for its `Sent` at once, until `until`; returns how many the server
 /// acknowledged.
@@ -427,23 +505,9 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
         groups,
     } = pairs(c).await?;
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
-    let receivers: Vec<_> = conns
-        .iter()
-        .zip(&received)
-        .map(|(conn, r)| {
-            tokio::spawn(receive(
-                Arc::clone(conn),
-                ReceiveMode::of(c),
-                start,
-                Arc::clone(&stop),
-                Arc::clone(r),
-            ))
-        })
-        .collect();
-    let before = measure::sample(server.pid)?;
-    let others_before = measure::others_cpu(server.pid);
+    let listening = Receivers::start(&conns, c, start);
+    let received = &listening.received;
+    let window = Window::open(server.pid)?;
     let sending_started = Instant::now();
     let until = sending_started + Duration::from_secs(c.seconds);
     let every = Duration::from_secs_f64(c.clients as f64 / c.rate.max(1) as f64);
@@ -468,25 +532,10 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
         acked[i] = s.await?;
     }
     // Let the receivers drain what was acknowledged, bounded.
-    drained(&acked, &received, Duration::from_secs(30)).await;
+    drained(&acked, received, Duration::from_secs(30)).await;
     let elapsed = sending_started.elapsed();
-    let after = measure::sample(server.pid)?;
-    let others_after = measure::others_cpu(server.pid);
-    stop.store(true, Ordering::Relaxed);
-    for r in receivers {
-        r.await??;
-    }
-    let mut report = Report {
-        scenario: "direct",
-        common: Some(c.clone()),
-        elapsed,
-        server_cpu: after.cpu.saturating_sub(before.cpu),
-        others_cpu: others_after
-            .zip(others_before)
-            .map(|(a, b)| a.saturating_sub(b)),
-        server_rss_bytes: after.rss_bytes,
-        ..Report::default()
-    };
+    let mut report = window.close("direct", c, elapsed)?;
+    let received = listening.finish().await?;
     tally(&mut report, &acked, &received).await;
     let refused = errors.load(Ordering::Relaxed);
     if refused > 0 {
@@ -649,23 +698,9 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
         ids.push(gid);
     }
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
-    let receivers: Vec<_> = conns
-        .iter()
-        .zip(&received)
-        .map(|(conn, r)| {
-            tokio::spawn(receive(
-                Arc::clone(conn),
-                ReceiveMode::of(c),
-                start,
-                Arc::clone(&stop),
-                Arc::clone(r),
-            ))
-        })
-        .collect();
-    let before = measure::sample(server.pid)?;
-    let others_before = measure::others_cpu(server.pid);
+    let listening = Receivers::start(&conns, c, start);
+    let received = &listening.received;
+    let window = Window::open(server.pid)?;
     let sending_started = Instant::now();
     let until = sending_started + Duration::from_secs(c.seconds);
     let every = Duration::from_secs_f64(groups as f64 / c.rate.max(1) as f64);
@@ -693,25 +728,10 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
     let expected: Vec<u64> = (0..c.clients)
         .map(|i| if i % size == 0 { 0 } else { acked[i / size] })
         .collect();
-    drained_all(&expected, &received, Duration::from_secs(60)).await;
+    drained_all(&expected, received, Duration::from_secs(60)).await;
     let elapsed = sending_started.elapsed();
-    let after = measure::sample(server.pid)?;
-    let others_after = measure::others_cpu(server.pid);
-    stop.store(true, Ordering::Relaxed);
-    for r in receivers {
-        r.await??;
-    }
-    let mut report = Report {
-        scenario: "group",
-        common: Some(c.clone()),
-        elapsed,
-        server_cpu: after.cpu.saturating_sub(before.cpu),
-        others_cpu: others_after
-            .zip(others_before)
-            .map(|(a, b)| a.saturating_sub(b)),
-        server_rss_bytes: after.rss_bytes,
-        ..Report::default()
-    };
+    let mut report = window.close("group", c, elapsed)?;
+    let received = listening.finish().await?;
     let mut latencies = Vec::new();
     for (i, want) in expected.iter().enumerate() {
         let r = received[i].lock().await;

@@ -269,6 +269,11 @@ impl fmt::Debug for Response {
     }
 }
 
+/// A page of mailbox entries, each validated.
+fn entries_in(entries: Vec<pb::MailboxEntry>) -> Result<Vec<Entry>, ProtoError> {
+    entries.into_iter().map(Entry::from_pb).collect()
+}
+
 /// Validates a decoded server frame.
 pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
     let body = match frame.body.ok_or(ProtoError::Empty)? {
@@ -387,10 +392,7 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
             missed,
             more,
         }) => Response::Mailbox {
-            entries: entries
-                .into_iter()
-                .map(Entry::from_pb)
-                .collect::<Result<_, _>>()?,
+            entries: entries_in(entries)?,
             missed,
             more,
         },
@@ -399,10 +401,7 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
             missed,
             more,
         }) => Response::Delivery {
-            entries: entries
-                .into_iter()
-                .map(Entry::from_pb)
-                .collect::<Result<_, _>>()?,
+            entries: entries_in(entries)?,
             missed,
             more,
         },

@@ -100,23 +100,8 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn| {
-            let Some(conn) = conn else {
-                let done: Completion = Box::new(move |e| {
-                    let _ = tx.send(e.and(Err(stopped())));
-                });
-                return (false, done);
-            };
-            let result = f(conn);
-            let ok = result.is_ok();
-            let done: Completion = Box::new(move |committed| {
-                let _ = tx.send(committed.and(result));
-            });
-            (ok, done)
-        });
-        self.writer.send((durability, job)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.write_then(durability, move |conn| f(conn).map(|t| (t, ())), |()| {})
+            .await
     }
 
     /// As [`Pool::write_with`] for a write whose `f` also returns a report; `after`

@@ -400,20 +400,11 @@ impl MemoryStore {
         &self,
         f: impl FnOnce(&mut State) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut guard = self
-            .state
-            .lock()
-            .map_err(|_| StoreError::backend("memory store lock poisoned"))?;
-        // All or nothing, like a transaction: a failed operation leaves no trace.
-        let before = guard.clone();
-        let result = f(&mut guard);
-        if result.is_err() {
-            *guard = before;
-        }
-        result
+        self.with_reported(f, |_| Vec::new())
     }
 
-    /// As `with`, for a write that may queue entries: the devices `woken` names are
+    /// Runs `f` all or nothing, like a transaction. For a write that may queue
+    /// entries, the devices `woken` names are
     /// reported to the listener while the state is still locked, so reports keep
     /// commit order (the memory store hands over no entries: they are read back).
     fn with_reported<T>(
