@@ -40,6 +40,10 @@ pub struct Common {
     /// `group`: members per group (`--clients` is a multiple of it).
     #[arg(long, default_value_t = 50)]
     pub group_size: usize,
+    /// `direct`: messages go through the real client library (MLS, local history,
+    /// outbox) instead of raw opaque sends (`--payload` is then ignored).
+    #[arg(long)]
+    pub mls: bool,
     /// Sends each client keeps in flight (pipelined, answered by request id).
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
@@ -104,6 +108,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.scenario {
+            Scenario::Direct(c) if c.mls => scenario::direct_mls(&c).await,
             Scenario::Direct(c) => scenario::direct(&c).await,
             Scenario::Offline(c) => scenario::offline(&c).await,
             Scenario::Idle(c) => scenario::idle(&c).await,

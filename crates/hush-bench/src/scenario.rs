@@ -546,6 +546,142 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// `direct --mls`: the same pairs, through the real client library end to end: each
+/// client sends with `Client::send` (MLS encryption, the outbox, the server) and
+/// receives through its engine (fetch, MLS decryption, local history, ack), counted
+/// from its event stream. Client CPU is part of the cost, so rates are far lower.
+pub async fn direct_mls(c: &Common) -> anyhow::Result<Report> {
+    use hush_client::Target;
+    use hush_client::events::Event;
+
+    if c.clients < 2 || !c.clients.is_multiple_of(2) {
+        bail!("--clients must be an even number of at least 2");
+    }
+    let server = server::start(c)?;
+    let mut accounts = Vec::with_capacity(c.clients);
+    for i in 0..c.clients {
+        accounts.push(register(&server, i).await?);
+    }
+    let mut clients = Vec::with_capacity(c.clients);
+    for a in &accounts {
+        clients.push(Arc::new(
+            Client::open(a.dir.path(), ClientOptions::default()).await?,
+        ));
+    }
+    let targets: Vec<Target> = (0..c.clients)
+        .map(|i| Target::parse(accounts[i ^ 1].name.as_str()))
+        .collect::<Result<_, _>>()?;
+    // The first message of each pair creates its 1:1; both sides then know it.
+    for pair in 0..c.clients / 2 {
+        clients[2 * pair]
+            .send(&targets[2 * pair], "hello")
+            .await
+            .context("creating a 1:1")?;
+        clients[2 * pair + 1].sync().await?;
+    }
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
+    let listeners: Vec<_> = clients
+        .iter()
+        .zip(&received)
+        .map(|(client, out)| {
+            let mut events = client.events();
+            let (stop, out) = (Arc::clone(&stop), Arc::clone(out));
+            tokio::spawn(async move {
+                let mut seen = HashSet::new();
+                loop {
+                    let next = tokio::time::timeout(Duration::from_millis(50), events.next()).await;
+                    let event = match next {
+                        Ok(Some(e)) => e,
+                        Ok(None) => return,
+                        Err(_) if stop.load(Ordering::Relaxed) => return,
+                        Err(_) => continue,
+                    };
+                    let Event::Message {
+                        text,
+                        outgoing: false,
+                        ..
+                    } = event
+                    else {
+                        continue;
+                    };
+                    let mut parts = text.split(' ').skip(1).map(|p| p.parse::<u64>().ok());
+                    let (Some(Some(sender)), Some(Some(seq)), Some(Some(sent_us))) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        continue;
+                    };
+                    let now_us = start.elapsed().as_micros() as u64;
+                    let mut r = out.lock().await;
+                    if seen.insert((sender as u32, seq)) {
+                        r.count += 1;
+                        r.latencies_us.push(now_us.saturating_sub(sent_us));
+                    } else {
+                        r.duplicated += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let window = Window::open(server.pid)?;
+    let sending_started = Instant::now();
+    let until = sending_started + Duration::from_secs(c.seconds);
+    let every = Duration::from_secs_f64(c.clients as f64 / c.rate.max(1) as f64);
+    let errors = Arc::new(AtomicU64::new(0));
+    let senders: Vec<_> = (0..c.clients)
+        .map(|i| {
+            let (client, target, errors) = (
+                Arc::clone(&clients[i]),
+                targets[i].clone(),
+                Arc::clone(&errors),
+            );
+            tokio::spawn(async move {
+                let first = tokio::time::Instant::now() + every.mul_f64(rand::random::<f64>());
+                let mut tick = tokio::time::interval_at(first, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut acked = 0u64;
+                let mut seq = 0u64;
+                while Instant::now() < until {
+                    tick.tick().await;
+                    let text = format!("bench {i} {seq} {}", start.elapsed().as_micros());
+                    seq += 1;
+                    match client.send(&target, &text).await {
+                        Ok(_) => acked += 1,
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = vec![0u64; c.clients];
+    for (i, s) in senders.into_iter().enumerate() {
+        acked[i] = s.await?;
+    }
+    drained(&acked, &received, Duration::from_secs(60)).await;
+    let elapsed = sending_started.elapsed();
+    let mut report = window.close("direct-mls", c, elapsed)?;
+    stop.store(true, Ordering::Relaxed);
+    for l in listeners {
+        l.await?;
+    }
+    tally(&mut report, &acked, &received).await;
+    let refused = errors.load(Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!("warning: {refused} sends failed (not counted as sent)");
+    }
+    for client in clients {
+        if let Ok(client) = Arc::try_unwrap(client) {
+            client.close().await;
+        }
+    }
+    drop(accounts);
+    Ok(report)
+}
+
 /// `offline`: every sender queues its share of `rate × seconds` messages, as fast as
 /// the server takes them, for a partner that is not reading; then the partners read
 /// and acknowledge everything. Reports both rates.

@@ -100,3 +100,21 @@ fn a_short_group_run_delivers_each_message_to_every_other_member_once() {
         "each message reaches the five other members: {report}"
     );
 }
+
+#[test]
+fn a_short_run_through_the_client_library_loses_and_duplicates_nothing() {
+    let Some(report) = bench(&[
+        "direct",
+        "--mls",
+        "--clients",
+        "2",
+        "--rate",
+        "20",
+        "--seconds",
+        "1",
+    ]) else {
+        return;
+    };
+    assert_all_once(&report);
+    assert_eq!(report["scenario"], "direct-mls", "{report}");
+}
