@@ -235,6 +235,40 @@ async fn receive(
     }
 }
 
+/// A ticker of `period` that starts at a random point of it, so the clients' sends
+/// are spread over time instead of arriving together in bursts.
+fn spread(period: Duration) -> tokio::time::Interval {
+    let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
+    tokio::time::interval_at(first, period)
+}
+
+/// One paced sender per `(client, group)` of `who`, each every `every` until `until`.
+fn paced_senders(
+    c: &Common,
+    conns: &[Arc<Connection>],
+    who: Vec<(usize, Vec<u8>)>,
+    every: Duration,
+    start: Instant,
+    until: Instant,
+    errors: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    who.into_iter()
+        .map(|(i, group)| {
+            tokio::spawn(send(
+                Arc::clone(&conns[i]),
+                i as u32,
+                group,
+                c.payload,
+                Some(every),
+                c.in_flight,
+                start,
+                Until::Time(until),
+                Arc::clone(errors),
+            ))
+        })
+        .collect()
+}
+
 /// How long a sender goes on.
 #[derive(Clone, Copy)]
 enum Until {
@@ -335,11 +369,7 @@ async fn send(
     until: Until,
     errors: Arc<AtomicU64>,
 ) -> u64 {
-    // Each sender starts at a random point of its period, so the clients' sends are
-    // spread over time instead of arriving together in bursts.
-    let period = every.unwrap_or(Duration::from_secs(1));
-    let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
-    let mut tick = tokio::time::interval_at(first, period);
+    let mut tick = spread(every.unwrap_or(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut acked = 0u64;
     let mut seq = 0u64;
@@ -445,36 +475,24 @@ async fn pairs(c: &Common) -> anyhow::Result<Setup> {
     })
 }
 
-/// Waits (bounded) until every receiver has its partner's acknowledged sends:
-/// client `i` sends to `i ^ 1`.
-async fn drained(acked: &[u64], received: &[Arc<Mutex<Received>>], within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut done = true;
-        for (i, sent) in acked.iter().enumerate() {
-            if received[i ^ 1].lock().await.count < *sent {
-                done = false;
-            }
-        }
-        if done || Instant::now() > deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Totals what every receiver saw against what was acknowledged to its partner.
-async fn tally(report: &mut Report, acked: &[u64], received: &[Arc<Mutex<Received>>]) {
+/// Totals what every receiver saw against what it should have: receiver `i` expects
+/// `expected[i]` messages.
+async fn tally(report: &mut Report, expected: &[u64], received: &[Arc<Mutex<Received>>]) {
     let mut latencies = Vec::new();
-    for (i, sent) in acked.iter().enumerate() {
-        let r = received[i ^ 1].lock().await;
-        report.sent += sent;
+    for (want, r) in expected.iter().zip(received) {
+        let r = r.lock().await;
+        report.sent += want;
         report.delivered += r.count;
         report.duplicated += r.duplicated;
-        report.lost += sent.saturating_sub(r.count);
+        report.lost += want.saturating_sub(r.count);
         latencies.extend_from_slice(&r.latencies_us);
     }
     report.latency_us = measure::percentiles(latencies);
+}
+
+/// In pairs, client `i` sends to `i ^ 1`: what each receiver expects.
+fn from_partners(acked: &[u64]) -> Vec<u64> {
+    (0..acked.len()).map(|i| acked[i ^ 1]).collect()
 }
 
 /// Writes the header of a message: sender, sequence number, send time.
@@ -512,31 +530,18 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
     let until = sending_started + Duration::from_secs(c.seconds);
     let every = Duration::from_secs_f64(c.clients as f64 / c.rate.max(1) as f64);
     let errors = Arc::new(AtomicU64::new(0));
-    let senders: Vec<_> = (0..c.clients)
-        .map(|i| {
-            tokio::spawn(send(
-                Arc::clone(&conns[i]),
-                i as u32,
-                groups[i / 2].clone(),
-                c.payload,
-                Some(every),
-                c.in_flight,
-                start,
-                Until::Time(until),
-                Arc::clone(&errors),
-            ))
-        })
-        .collect();
+    let who: Vec<(usize, Vec<u8>)> = (0..c.clients).map(|i| (i, groups[i / 2].clone())).collect();
+    let senders = paced_senders(c, &conns, who, every, start, until, &errors);
     let mut acked = vec![0u64; c.clients];
     for (i, s) in senders.into_iter().enumerate() {
         acked[i] = s.await?;
     }
     // Let the receivers drain what was acknowledged, bounded.
-    drained(&acked, received, Duration::from_secs(30)).await;
+    drained(&from_partners(&acked), received, Duration::from_secs(30)).await;
     let elapsed = sending_started.elapsed();
     let mut report = window.close("direct", c, elapsed)?;
     let received = listening.finish().await?;
-    tally(&mut report, &acked, &received).await;
+    tally(&mut report, &from_partners(&acked), &received).await;
     let refused = errors.load(Ordering::Relaxed);
     if refused > 0 {
         eprintln!("warning: {refused} sends were refused (not counted as sent)");
@@ -637,8 +642,7 @@ pub async fn direct_mls(c: &Common) -> anyhow::Result<Report> {
                 Arc::clone(&errors),
             );
             tokio::spawn(async move {
-                let first = tokio::time::Instant::now() + every.mul_f64(rand::random::<f64>());
-                let mut tick = tokio::time::interval_at(first, every);
+                let mut tick = spread(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut acked = 0u64;
                 let mut seq = 0u64;
@@ -661,14 +665,14 @@ pub async fn direct_mls(c: &Common) -> anyhow::Result<Report> {
     for (i, s) in senders.into_iter().enumerate() {
         acked[i] = s.await?;
     }
-    drained(&acked, &received, Duration::from_secs(60)).await;
+    drained(&from_partners(&acked), &received, Duration::from_secs(60)).await;
     let elapsed = sending_started.elapsed();
     let mut report = window.close("direct-mls", c, elapsed)?;
     stop.store(true, Ordering::Relaxed);
     for l in listeners {
         l.await?;
     }
-    tally(&mut report, &acked, &received).await;
+    tally(&mut report, &from_partners(&acked), &received).await;
     let refused = errors.load(Ordering::Relaxed);
     if refused > 0 {
         eprintln!("warning: {refused} sends failed (not counted as sent)");
@@ -743,7 +747,7 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
             ))
         })
         .collect();
-    drained(&acked, &received, Duration::from_secs(120)).await;
+    drained(&from_partners(&acked), &received, Duration::from_secs(120)).await;
     let drain = t1.elapsed();
     let cpu2 = measure::sample(server.pid)?;
     stop.store(true, Ordering::Relaxed);
@@ -758,7 +762,7 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
         server_rss_bytes: cpu2.rss_bytes,
         ..Report::default()
     };
-    tally(&mut report, &acked, &received).await;
+    tally(&mut report, &from_partners(&acked), &received).await;
     report.phases = vec![
         Phase {
             name: "store",
@@ -841,21 +845,8 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
     let until = sending_started + Duration::from_secs(c.seconds);
     let every = Duration::from_secs_f64(groups as f64 / c.rate.max(1) as f64);
     let errors = Arc::new(AtomicU64::new(0));
-    let senders: Vec<_> = (0..groups)
-        .map(|g| {
-            tokio::spawn(send(
-                Arc::clone(&conns[g * size]),
-                (g * size) as u32,
-                ids[g].clone(),
-                c.payload,
-                Some(every),
-                c.in_flight,
-                start,
-                Until::Time(until),
-                Arc::clone(&errors),
-            ))
-        })
-        .collect();
+    let who: Vec<(usize, Vec<u8>)> = (0..groups).map(|g| (g * size, ids[g].clone())).collect();
+    let senders = paced_senders(c, &conns, who, every, start, until, &errors);
     let mut acked = Vec::with_capacity(groups);
     for s in senders {
         acked.push(s.await?);
@@ -864,20 +855,11 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
     let expected: Vec<u64> = (0..c.clients)
         .map(|i| if i % size == 0 { 0 } else { acked[i / size] })
         .collect();
-    drained_all(&expected, received, Duration::from_secs(60)).await;
+    drained(&expected, received, Duration::from_secs(60)).await;
     let elapsed = sending_started.elapsed();
     let mut report = window.close("group", c, elapsed)?;
     let received = listening.finish().await?;
-    let mut latencies = Vec::new();
-    for (i, want) in expected.iter().enumerate() {
-        let r = received[i].lock().await;
-        report.sent += want;
-        report.delivered += r.count;
-        report.duplicated += r.duplicated;
-        report.lost += want.saturating_sub(r.count);
-        latencies.extend_from_slice(&r.latencies_us);
-    }
-    report.latency_us = measure::percentiles(latencies);
+    tally(&mut report, &expected, &received).await;
     report.messages = Some(acked.iter().sum());
     let refused = errors.load(Ordering::Relaxed);
     if refused > 0 {
@@ -889,7 +871,7 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
 }
 
 /// Waits (bounded) until receiver `i` has `expected[i]` messages.
-async fn drained_all(expected: &[u64], received: &[Arc<Mutex<Received>>], within: Duration) {
+async fn drained(expected: &[u64], received: &[Arc<Mutex<Received>>], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let mut done = true;
