@@ -89,6 +89,10 @@ fn codec(max: usize) -> LengthDelimitedCodec {
 }
 
 /// Runs one connection until the peer leaves, breaks a rule, or the server shuts down.
+///
+/// The loop's own future is what every idle connection keeps (its task): it holds
+/// only the connection's state and the futures it waits on. Whatever handles a
+/// request or reads the store is boxed, so it exists only while it runs.
 pub async fn run<R, W>(
     reader: R,
     writer: W,
@@ -103,38 +107,40 @@ pub async fn run<R, W>(
     let mut frames_in = FramedRead::new(reader, codec(limits.max_pre_auth_frame_len));
     let mut frames_out = FramedWrite::new(writer, codec(limits.max_frame_len));
     let auth_deadline = Instant::now() + limits.auth_timeout;
-    let mut phase = Phase::AwaitHello;
-    let mut account_slot: AccountSlot = None;
-    let mut budget = RequestBudget::new(
-        limits.requests_per_second,
-        limits.request_burst,
-        Instant::now().into_std(),
-    );
-    let mut over_budget_logged = false;
+    let check_every = (limits.frame_read_timeout.min(limits.idle_timeout) / 4)
+        .max(std::time::Duration::from_millis(50));
+    // One timer for every deadline: the periodic checks, and authentication's.
+    let mut timer = Box::pin(tokio::time::sleep_until(
+        (Instant::now() + check_every).min(auth_deadline),
+    ));
+    let mut conn = Conn {
+        budget: RequestBudget::new(
+            limits.requests_per_second,
+            limits.request_burst,
+            Instant::now().into_std(),
+        ),
+        state: Arc::clone(&state),
+        peer,
+        phase: Phase::AwaitHello,
+        account_slot: None,
+        over_budget_logged: false,
+        wake: None,
+        follow: None,
+        inflight: FuturesOrdered::new(),
+    };
     // P108: when the last whole frame arrived, and since when a partial one has waited.
     let mut last_frame = Instant::now();
     let mut partial_since: Option<Instant> = None;
-    let check_every = (limits.frame_read_timeout.min(limits.idle_timeout) / 4)
-        .max(std::time::Duration::from_millis(50));
-    let mut housekeeping = tokio::time::interval(check_every);
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Set once authenticated: changes when this device's mailbox gets entries.
-    let mut wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)> = None;
-    // P443: set once the client asked to follow its mailbox.
-    let mut follow: Option<Follow> = None;
-    // Sends and acks waiting for their commit, answered as each completes (P110).
-    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     // Answers written but not yet flushed: one TLS write carries all that is ready.
     let mut unflushed = false;
 
     loop {
-        let pull_ready = follow.as_ref().is_some_and(Follow::ready);
-        let follower = follow.as_ref().map(|f| Arc::clone(&f.follower));
+        let pull_ready = conn.follow.as_ref().is_some_and(Follow::ready);
+        let follower = conn.follow.as_ref().map(|f| Arc::clone(&f.follower));
         if unflushed && !pull_ready && !next_frame_buffered(frames_in.read_buffer()) {
             if let Err(e) = SinkExt::<Bytes>::flush(&mut frames_out).await {
                 tracing::debug!(%peer, error = %e, "peer went away");
-                release(&state, wake);
-                return;
+                break;
             }
             unflushed = false;
         }
@@ -144,76 +150,62 @@ pub async fn run<R, W>(
             shrink_when_empty(frames_in.read_buffer_mut());
             shrink_when_empty(frames_out.write_buffer_mut());
         }
-        let authenticated = matches!(phase, Phase::Authenticated { .. });
-        let (request_id, reply) = tokio::select! {
-            _ = shutdown.changed() => (0, fatal(ErrorCode::ShuttingDown, "the server is shutting down")),
-            Some(revoked) = mailbox_changed(&mut wake) => {
+        let authenticated = matches!(conn.phase, Phase::Authenticated { .. });
+        // Every branch is synchronous: what needs to wait is done below, boxed.
+        let event = tokio::select! {
+            _ = shutdown.changed() => Event::fatal(ErrorCode::ShuttingDown, "the server is shutting down"),
+            Some(revoked) = mailbox_changed(&mut conn.wake) => {
                 if revoked {
                     tracing::info!(%peer, "closing: the device's session is no longer valid");
-                    (0, fatal(
+                    Event::fatal(
                         ErrorCode::Unauthenticated,
                         "this device's session ended: the device was revoked or logged out, or its account was disabled or deleted",
-                    ))
-                } else if follow.is_some() {
+                    )
+                } else if conn.follow.is_some() {
                     // The hub hands this connection what committed (below).
-                    continue;
+                    Event::Continue
                 } else {
-                    (0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
+                    Event::answer(0, Reply::ok(Body::MailboxChanged(pb::MailboxChanged {})))
                 }
             }
-            Some(done) = inflight.next(), if !inflight.is_empty() => {
-                if let Some(f) = follow.as_mut() {
-                    f.acked(done.acked);
-                }
-                (done.request_id, done.reply)
-            }
+            Some(done) = conn.inflight.next(), if !conn.inflight.is_empty() => conn.answered(done),
             () = handed_over(follower.as_deref()), if follower.is_some() => {
-                if let Some(f) = follow.as_mut() {
+                if let Some(f) = conn.follow.as_mut() {
                     f.take();
                 }
-                continue;
+                Event::Continue
             }
-            () = std::future::ready(()), if pull_ready => {
-                let (Some(f), Some((device, _))) = (follow.as_mut(), wake.as_ref()) else {
-                    continue;
-                };
-                match Box::pin(f.pull(&state, *device)).await {
-                    Ok(Some(body)) => (0, Reply::ok(body)),
-                    Ok(None) => continue,
-                    Err(r) => {
-                        tracing::warn!(%peer, reason = %r.message, "closing: could not read the mailbox to push it");
-                        (0, Reply { close: true, ..refusal(r) })
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
-                tracing::info!(%peer, "closing: did not authenticate in time");
-                (0, fatal(ErrorCode::Timeout, format!(
-                    "authenticate within {} s of connecting", limits.auth_timeout.as_secs()
-                )))
-            }
-            now = housekeeping.tick() => {
+            () = std::future::ready(()), if pull_ready => Event::Pull,
+            () = &mut timer => {
+                let now = Instant::now();
+                let next = now + check_every;
+                timer.as_mut().reset(if authenticated { next } else { next.min(auth_deadline) });
                 if frames_in.read_buffer().is_empty() {
                     partial_since = None;
                 } else {
                     partial_since.get_or_insert(now);
                 }
-                if partial_since.is_some_and(|t| now.saturating_duration_since(t) > limits.frame_read_timeout) {
+                if !authenticated && now >= auth_deadline {
+                    tracing::info!(%peer, "closing: did not authenticate in time");
+                    Event::fatal(ErrorCode::Timeout, format!(
+                        "authenticate within {} s of connecting", limits.auth_timeout.as_secs()
+                    ))
+                } else if partial_since.is_some_and(|t| now.saturating_duration_since(t) > limits.frame_read_timeout) {
                     tracing::info!(%peer, buffered = frames_in.read_buffer().len(), "closing: a frame did not arrive in time");
-                    (0, fatal(ErrorCode::Timeout, format!(
+                    Event::fatal(ErrorCode::Timeout, format!(
                         "a frame must arrive whole within {} s", limits.frame_read_timeout.as_secs()
-                    )))
-                } else if authenticated && now.saturating_duration_since(last_frame) > limits.idle_timeout && inflight.is_empty() {
+                    ))
+                } else if authenticated && now.saturating_duration_since(last_frame) > limits.idle_timeout && conn.inflight.is_empty() {
                     tracing::info!(%peer, "closing: idle");
-                    (0, fatal(ErrorCode::Timeout, format!(
+                    Event::fatal(ErrorCode::Timeout, format!(
                         "no request for {} s; ping to stay connected", limits.idle_timeout.as_secs()
-                    )))
+                    ))
                 } else {
-                    continue;
+                    Event::Continue
                 }
             }
-            next = frames_in.next(), if inflight.len() < MAX_IN_FLIGHT => match next {
-                None => break,
+            next = frames_in.next(), if conn.inflight.len() < MAX_IN_FLIGHT => match next {
+                None => Event::Closed,
                 Some(Err(e)) => {
                     let too_big = e
                         .get_ref()
@@ -223,123 +215,51 @@ pub async fn run<R, W>(
                     if clean_eof {
                         // Left between frames without a TLS close_notify: not an attack.
                         tracing::debug!(%peer, error = %e, "peer left abruptly");
-                        break;
+                        Event::Closed
                     } else if too_big {
                         let max = frames_in.decoder().max_frame_length();
                         tracing::warn!(%peer, max, "closing: oversized frame");
-                        (0, fatal(ErrorCode::FrameTooLarge, format!("frame exceeds the limit of {max} bytes")))
+                        Event::fatal(ErrorCode::FrameTooLarge, format!("frame exceeds the limit of {max} bytes"))
                     } else {
                         tracing::warn!(%peer, error = %e, "closing: truncated frame or read error");
-                        (0, fatal(ErrorCode::MalformedFrame, "truncated frame"))
+                        Event::fatal(ErrorCode::MalformedFrame, "truncated frame")
                     }
                 }
                 Some(Ok(bytes)) => {
                     last_frame = Instant::now();
                     partial_since = None;
-                    match frame::decode::<ClientFrameIn>(&bytes, usize::MAX) {
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "closing: undecodable frame");
-                        (0, fatal(e.code(), e.to_string()))
-                    }
-                    Ok(raw) => match validate(raw) {
-                        Err(rejected) => {
-                            tracing::info!(%peer, error = %rejected.error, "rejected an invalid request");
-                            let reply = match rejected.error {
-                                ProtoError::Invalid { .. } => Reply::ok(error_body(
-                                    rejected.error.code(), rejected.error.to_string(), false, 0,
-                                )),
-                                other => fatal(other.code(), other.to_string()),
-                            };
-                            (rejected.request_id, reply)
-                        }
-                        Ok(req) => match budget.take(Instant::now().into_std()) {
-                            Err(wait) => {
-                                if !over_budget_logged {
-                                    tracing::info!(%peer, "refusing requests: over the per-connection rate");
-                                    over_budget_logged = true;
-                                }
-                                (req.id, Reply::ok(error_body(
-                                    ErrorCode::RateLimited,
-                                    "too many requests on this connection; slow down",
-                                    false,
-                                    u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1),
-                                )))
-                            }
-                            Ok(()) => {
-                                over_budget_logged = false;
-                                tracing::debug!(%peer, kind = req.body.kind(), id = req.id, "request");
-                                let id = req.id;
-                                match (&phase, req.body) {
-                                    (Phase::Authenticated { auth, .. }, body @ (Request::Send { .. } | Request::Ack { .. })) => {
-                                        // Submitted to the store now, in arrival order;
-                                        // answered when its commit is.
-                                        let mut fut = pipelined(Arc::clone(&state), auth.clone(), id, body);
-                                        match futures::poll!(fut.as_mut()) {
-                                            std::task::Poll::Ready(done) => {
-                                                if let Some(f) = follow.as_mut() {
-                                                    f.acked(done.acked);
-                                                }
-                                                (done.request_id, done.reply)
-                                            }
-                                            std::task::Poll::Pending => {
-                                                inflight.push_back(fut);
-                                                continue;
-                                            }
-                                        }
-                                    }
-                                    (_, body) => {
-                                        let following = match body {
-                                            Request::Fetch { after_id, follow: true, .. } => Some(after_id),
-                                            _ => None,
-                                        };
-                                        // Handed what commits from now on, before the
-                                        // page is read, so nothing falls between (P443).
-                                        let follower = match (following, wake.as_ref()) {
-                                            (Some(_), Some((device, _))) => {
-                                                follow = None;
-                                                Some(Followed::new(Arc::clone(&state.hub), *device))
-                                            }
-                                            _ => None,
-                                        };
-                                        if !inflight.is_empty() {
-                                            // Everything else sees the effect of every
-                                            // earlier request: answer those first.
-                                            if Box::pin(finish_in_flight(&mut inflight, &mut frames_out, &mut follow)).await.is_err() {
-                                                release(&state, wake);
-                                                return;
-                                            }
-                                        }
-                                        // Boxed: a request's state lives only while it runs, not in every
-                                        // idle session's task.
-                                        let reply = Box::pin(dispatch(&state, peer, &mut phase, &mut account_slot, body)).await;
-                                        if let (Some(after_id), Some(followed), Body::Mailbox(page)) = (following, follower, &reply.body) {
-                                            follow = Some(Follow::after(after_id, page, followed));
-                                        }
-                                        (id, reply)
-                                    }
-                                }
-                            }
-                        },
-                    },
-                }
+                    Event::Frame(bytes)
                 }
             },
         };
-        if let (Phase::Authenticated { auth, .. }, false) = (&phase, authenticated) {
+        let (encoded, close) = match event {
+            Event::Write { frame, close } => (frame, close),
+            Event::Continue => continue,
+            Event::Closed => break,
+            Event::Pull => match Box::pin(conn.pull()).await {
+                Some(Event::Write { frame, close }) => (frame, close),
+                _ => continue,
+            },
+            Event::Frame(bytes) => match Box::pin(conn.on_frame(&bytes, &mut frames_out)).await {
+                Ok(Some((frame, close))) => (frame, close),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "peer went away");
+                    return;
+                }
+            },
+        };
+        if let (Phase::Authenticated { auth, .. }, false) = (&conn.phase, authenticated) {
             frames_in
                 .decoder_mut()
                 .set_max_frame_length(limits.max_frame_len);
-            wake = state
+            conn.wake = state
                 .hub
                 .subscribe(auth.device_id)
                 .map(|rx| (auth.device_id, rx));
         }
-        let close = reply.close;
-        // Encoded before the write waits, so the session's task keeps no frame.
-        let encoded = encode(request_id, reply);
         if let Err(e) = frames_out.feed(encoded).await {
             tracing::debug!(%peer, error = %e, "peer went away");
-            release(&state, wake);
             return;
         }
         unflushed = true;
@@ -347,20 +267,234 @@ pub async fn run<R, W>(
             break;
         }
         // Answers that completed meanwhile go in the same write.
-        while let Some(Some(done)) = inflight.next().now_or_never() {
-            if let Some(f) = follow.as_mut() {
-                f.acked(done.acked);
-            }
-            if let Err(e) = feed_answer(&mut frames_out, done).await {
+        while let Some(Some(done)) = conn.inflight.next().now_or_never() {
+            let Event::Write { frame, .. } = conn.answered(done) else {
+                continue;
+            };
+            if let Err(e) = frames_out.feed(frame).await {
                 tracing::debug!(%peer, error = %e, "peer went away");
-                release(&state, wake);
                 return;
             }
         }
     }
     // Flush and send TLS close_notify; the peer may already be gone.
     let _ = SinkExt::<Bytes>::close(&mut frames_out).await;
-    release(&state, wake);
+}
+
+/// What one turn of a connection's loop does next. Small: it is all the loop keeps
+/// of what woke it.
+enum Event {
+    /// Write this encoded frame (then close, if asked).
+    Write { frame: Bytes, close: bool },
+    /// Nothing to write.
+    Continue,
+    /// The peer left: flush what is written and end.
+    Closed,
+    /// A following connection may be pushed more.
+    Pull,
+    /// A whole frame arrived.
+    Frame(bytes::BytesMut),
+}
+
+impl Event {
+    /// Encoded here, before anything waits, so the loop keeps no frame.
+    fn answer(request_id: u64, reply: Reply) -> Event {
+        let close = reply.close;
+        Event::Write {
+            frame: encode(request_id, reply),
+            close,
+        }
+    }
+
+    fn fatal(code: ErrorCode, message: impl Into<String>) -> Event {
+        Event::answer(0, fatal(code, message))
+    }
+}
+
+/// A connection's protocol state, apart from its frames in and out.
+struct Conn {
+    state: Arc<ServerState>,
+    peer: SocketAddr,
+    phase: Phase,
+    account_slot: AccountSlot,
+    budget: RequestBudget,
+    over_budget_logged: bool,
+    /// Set once authenticated: changes when this device's mailbox gets entries.
+    wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)>,
+    /// P443: set once the client asked to follow its mailbox.
+    follow: Option<Follow>,
+    /// Sends and acks waiting for their commit, answered as each completes (P110).
+    inflight: FuturesOrdered<InFlight>,
+}
+
+impl Conn {
+    /// A pipelined request completed: its answer.
+    fn answered(&mut self, done: Done) -> Event {
+        if let Some(f) = self.follow.as_mut() {
+            f.acked(done.acked);
+        }
+        Event::answer(done.request_id, done.reply)
+    }
+
+    /// The next push to a following connection, if there is one.
+    async fn pull(&mut self) -> Option<Event> {
+        let (Some(f), Some((device, _))) = (self.follow.as_mut(), self.wake.as_ref()) else {
+            return None;
+        };
+        match f.pull(&self.state, *device).await {
+            Ok(Some(body)) => Some(Event::answer(0, Reply::ok(body))),
+            Ok(None) => None,
+            Err(r) => {
+                tracing::warn!(peer = %self.peer, reason = %r.message, "closing: could not read the mailbox to push it");
+                Some(Event::answer(
+                    0,
+                    Reply {
+                        close: true,
+                        ..refusal(r)
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Handles one whole frame: the encoded answer and whether to close after it, or
+    /// nothing to write yet (a pipelined request, answered when it commits). An error
+    /// means the peer went away while earlier answers were written.
+    async fn on_frame<W>(
+        &mut self,
+        bytes: &[u8],
+        frames_out: &mut FramedWrite<W, LengthDelimitedCodec>,
+    ) -> std::io::Result<Option<(Bytes, bool)>>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let peer = self.peer;
+        let (request_id, reply) = match frame::decode::<ClientFrameIn>(bytes, usize::MAX) {
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing: undecodable frame");
+                (0, fatal(e.code(), e.to_string()))
+            }
+            Ok(raw) => match validate(raw) {
+                Err(rejected) => {
+                    tracing::info!(%peer, error = %rejected.error, "rejected an invalid request");
+                    let reply = match rejected.error {
+                        ProtoError::Invalid { .. } => Reply::ok(error_body(
+                            rejected.error.code(),
+                            rejected.error.to_string(),
+                            false,
+                            0,
+                        )),
+                        other => fatal(other.code(), other.to_string()),
+                    };
+                    (rejected.request_id, reply)
+                }
+                Ok(req) => match self.budget.take(Instant::now().into_std()) {
+                    Err(wait) => {
+                        if !self.over_budget_logged {
+                            tracing::info!(%peer, "refusing requests: over the per-connection rate");
+                            self.over_budget_logged = true;
+                        }
+                        (
+                            req.id,
+                            Reply::ok(error_body(
+                                ErrorCode::RateLimited,
+                                "too many requests on this connection; slow down",
+                                false,
+                                u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1),
+                            )),
+                        )
+                    }
+                    Ok(()) => {
+                        self.over_budget_logged = false;
+                        tracing::debug!(%peer, kind = req.body.kind(), id = req.id, "request");
+                        match self.request(req.id, req.body, frames_out).await? {
+                            Some(answer) => answer,
+                            None => return Ok(None),
+                        }
+                    }
+                },
+            },
+        };
+        let close = reply.close;
+        Ok(Some((encode(request_id, reply), close)))
+    }
+
+    /// One valid request within the connection's budget.
+    async fn request<W>(
+        &mut self,
+        id: u64,
+        body: Request,
+        frames_out: &mut FramedWrite<W, LengthDelimitedCodec>,
+    ) -> std::io::Result<Option<(u64, Reply)>>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        if let (Phase::Authenticated { auth, .. }, Request::Send { .. } | Request::Ack { .. }) =
+            (&self.phase, &body)
+        {
+            // Submitted to the store now, in arrival order; answered when its
+            // commit is.
+            let mut fut = pipelined(Arc::clone(&self.state), auth.clone(), id, body);
+            return Ok(match futures::poll!(fut.as_mut()) {
+                std::task::Poll::Ready(done) => {
+                    if let Some(f) = self.follow.as_mut() {
+                        f.acked(done.acked);
+                    }
+                    Some((done.request_id, done.reply))
+                }
+                std::task::Poll::Pending => {
+                    self.inflight.push_back(fut);
+                    None
+                }
+            });
+        }
+        let following = match body {
+            Request::Fetch {
+                after_id,
+                follow: true,
+                ..
+            } => Some(after_id),
+            _ => None,
+        };
+        // Handed what commits from now on, before the page is read, so nothing
+        // falls between (P443).
+        let follower = match (following, self.wake.as_ref()) {
+            (Some(_), Some((device, _))) => {
+                self.follow = None;
+                Some(Followed::new(Arc::clone(&self.state.hub), *device))
+            }
+            _ => None,
+        };
+        if !self.inflight.is_empty() {
+            // Everything else sees the effect of every earlier request: answer
+            // those first.
+            finish_in_flight(&mut self.inflight, frames_out, &mut self.follow).await?;
+        }
+        let reply = dispatch(
+            &self.state,
+            self.peer,
+            &mut self.phase,
+            &mut self.account_slot,
+            body,
+        )
+        .await;
+        if let (Some(after_id), Some(followed), Body::Mailbox(page)) =
+            (following, follower, &reply.body)
+        {
+            self.follow = Some(Follow::after(after_id, page, followed));
+        }
+        Ok(Some((id, reply)))
+    }
+}
+
+impl Drop for Conn {
+    /// Leaves the hub: the connection no longer waits on its device's mailbox.
+    fn drop(&mut self) {
+        if let Some((device, rx)) = self.wake.take() {
+            drop(rx);
+            self.state.hub.release(device);
+        }
+    }
 }
 
 /// Most sends and acks one connection may have waiting for their commit; beyond,
@@ -429,17 +563,6 @@ fn pipelined(
     })
 }
 
-async fn feed_answer<W>(
-    frames_out: &mut FramedWrite<W, LengthDelimitedCodec>,
-    done: Done,
-) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    let encoded = encode(done.request_id, done.reply);
-    frames_out.feed(encoded).await
-}
-
 fn encode(request_id: u64, reply: Reply) -> Bytes {
     frame::encode_body(&pb::ServerFrame {
         request_id,
@@ -460,7 +583,7 @@ where
         if let Some(f) = follow.as_mut() {
             f.acked(done.acked);
         }
-        feed_answer(frames_out, done).await?;
+        frames_out.feed(encode(done.request_id, done.reply)).await?;
     }
     Ok(())
 }
@@ -635,16 +758,6 @@ fn next_frame_buffered(buf: &[u8]) -> bool {
         return false;
     };
     buf.len() - frame::LENGTH_PREFIX >= u32::from_be_bytes(*len) as usize
-}
-
-fn release(
-    state: &ServerState,
-    wake: Option<(hush_proto::ids::DeviceId, watch::Receiver<Signal>)>,
-) {
-    if let Some((device, rx)) = wake {
-        drop(rx);
-        state.hub.release(device);
-    }
 }
 
 /// Resolves when the mailbox of the connection's device changed (false) or the device

@@ -4,7 +4,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -85,6 +88,60 @@ pub async fn prune_once(state: &ServerState) -> Result<hush_store::Pruned, hush_
     Ok(pruned)
 }
 
+/// What a connection holds while it lives: its place under `max_connections`, and
+/// among its address's connections (P106).
+type Held = (
+    tokio::sync::OwnedSemaphorePermit,
+    crate::limits::Slot<std::net::IpAddr>,
+);
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// One connection, from its TLS handshake to its end. This future is what each open
+/// connection's task keeps (its size is checked by a test): the handshake is boxed
+/// and gone once done, the TLS stream lives in the halves' shared state.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    acceptor: TlsAcceptor,
+    stop: watch::Receiver<bool>,
+    held: Held,
+) {
+    let _held = held;
+    let Some((reader, writer)) = Box::pin(handshake(tcp, peer, &state, acceptor)).await else {
+        return;
+    };
+    session::run(reader, writer, peer, state, stop).await;
+}
+
+/// The TLS handshake, within its deadline, with ALPN hush/1 (P100).
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: &ServerState,
+    acceptor: TlsAcceptor,
+) -> Option<(ReadHalf<Tls>, WriteHalf<Tls>)> {
+    let timeout = state.config.limits.tls_handshake_timeout;
+    let mut tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() != Some(crate::identity::ALPN) {
+        tracing::info!(%peer, "closing: the client did not offer ALPN hush/1");
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return None;
+    }
+    Some(tokio::io::split(tls))
+}
+
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ServerState>,
@@ -145,32 +202,14 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let state = Arc::clone(&state);
         let stop = stop_rx.clone();
-        sessions.spawn(async move {
-            let _permit = permit;
-            let _address_slot = address_slot;
-            let timeout = state.config.limits.tls_handshake_timeout;
-            // Boxed: the handshake's state is not kept in every idle session's task.
-            let tls = match tokio::time::timeout(timeout, Box::pin(acceptor.accept(tcp))).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // P100: the client must speak hush/1 by ALPN.
-            if tls.get_ref().1.alpn_protocol() != Some(crate::identity::ALPN) {
-                tracing::info!(%peer, "closing: the client did not offer ALPN hush/1");
-                let mut tls = tls;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-                return;
-            }
-            let (reader, writer) = tokio::io::split(tls);
-            session::run(reader, writer, peer, state, stop).await;
-        });
+        sessions.spawn(connection(
+            tcp,
+            peer,
+            state,
+            acceptor,
+            stop,
+            (permit, address_slot),
+        ));
     }
 
     tracing::info!(
@@ -195,4 +234,53 @@ pub async fn serve(
         sessions.abort_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Most bytes one open connection's task may keep besides its TLS state: the task
+    /// is what every idle session costs (docs/benchmarks.md), so growth here is a
+    /// regression even when every other test passes.
+    const CONNECTION_FUTURE_MAX: usize = 2_048;
+
+    #[tokio::test]
+    async fn an_open_connection_keeps_a_small_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = crate::identity::TlsIdentity::load_or_create(dir.path()).unwrap();
+        let acceptor = TlsAcceptor::from(identity.server_config().unwrap());
+        let state = Arc::new(
+            ServerState::new(
+                Arc::new(hush_store::memory::MemoryStore::new()),
+                crate::ServerConfig::default(),
+                Arc::new(crate::clock::SystemClock),
+                Arc::new(crate::OsEntropy),
+            )
+            .await
+            .unwrap(),
+        );
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let slot = state.per_address.try_take(peer.ip(), 1).unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = connection(
+            tcp,
+            peer,
+            Arc::clone(&state),
+            acceptor,
+            stop,
+            (permit, slot),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= CONNECTION_FUTURE_MAX,
+            "a connection's task is {size} bytes, more than {CONNECTION_FUTURE_MAX}: box what it awaits on rare paths"
+        );
+        drop((task, client));
+    }
 }
