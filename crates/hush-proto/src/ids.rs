@@ -297,6 +297,147 @@ impl fmt::Debug for InviteCode {
     }
 }
 
+/// A second factor typed at login or to turn two-factor off (P330): the current
+/// 6-digit authenticator code, or one of the account's recovery codes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecondFactor {
+    /// Six ASCII digits (RFC 6238 with 6 digits).
+    Code(TotpCode),
+    /// A recovery code, normalised: lowercase, without separators.
+    Recovery(RecoveryCode),
+}
+
+/// Six ASCII digits: an authenticator code (RFC 6238, 6 digits).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpCode(String);
+
+impl TotpCode {
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ProtoError::invalid(
+                "code",
+                "an authenticator code is 6 digits",
+            ));
+        }
+        Ok(TotpCode(s))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TotpCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpCode(<redacted>)")
+    }
+}
+
+/// Characters of recovery codes: no 0/o, 1/l/i, so they read aloud and type back.
+pub const RECOVERY_ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuvwxyz23456789+";
+
+/// Characters in a recovery code, without its separators.
+pub const RECOVERY_LEN: usize = 15;
+
+/// A recovery code: 15 characters of [`RECOVERY_ALPHABET`] (75 bits), usually shown
+/// in groups of five; case and dashes or spaces are ignored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecoveryCode(String);
+
+impl RecoveryCode {
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let s: String = s
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if s.len() != RECOVERY_LEN || !s.bytes().all(|b| RECOVERY_ALPHABET.contains(&b)) {
+            return Err(ProtoError::invalid(
+                "recovery_code",
+                "a recovery code is 15 letters and digits, like abcde-fghjk-mnpqr",
+            ));
+        }
+        Ok(RecoveryCode(s))
+    }
+
+    /// The code in groups of five, as shown to the user.
+    pub fn display(&self) -> String {
+        self.0
+            .as_bytes()
+            .chunks(5)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+
+    /// The digest the server stores recovery codes by (they carry 75 random bits, so
+    /// a plain hash is enough).
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.0.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for RecoveryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecoveryCode(<redacted>)")
+    }
+}
+
+impl SecondFactor {
+    /// Six digits are a code; anything else must be a recovery code.
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let digits = s.chars().filter(|c| !c.is_whitespace()).count();
+        if s.chars().all(|c| c.is_ascii_digit() || c.is_whitespace()) && digits > 0 {
+            return TotpCode::parse(s).map(SecondFactor::Code);
+        }
+        RecoveryCode::parse(s).map(SecondFactor::Recovery).map_err(|_| {
+            ProtoError::invalid(
+                "second_factor",
+                "give the 6-digit code from your authenticator app, or one recovery code (like abcde-fghjk-mnpqr)",
+            )
+        })
+    }
+
+    pub fn expose(&self) -> String {
+        match self {
+            SecondFactor::Code(c) => c.expose().to_owned(),
+            SecondFactor::Recovery(r) => r.display(),
+        }
+    }
+}
+
+impl fmt::Debug for SecondFactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecondFactor(<redacted>)")
+    }
+}
+
+/// A TOTP secret (RFC 6238) as the server hands it out for an authenticator app:
+/// 16 to 64 bytes. Redacted from `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpSecret(Vec<u8>);
+
+impl TotpSecret {
+    pub fn from_slice(b: &[u8]) -> Result<Self, ProtoError> {
+        if !(16..=64).contains(&b.len()) {
+            return Err(ProtoError::invalid("secret", "must be 16 to 64 bytes"));
+        }
+        Ok(TotpSecret(b.to_vec()))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpSecret(<redacted>)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +489,32 @@ mod tests {
         assert_eq!(format!("{t:?}"), "SessionToken(<redacted>)");
         let i = InviteCode::parse("secret-code").unwrap();
         assert!(!format!("{i:?}").contains("secret"));
+    }
+
+    #[test]
+    fn p330_second_factors_parse_to_codes_or_recovery_codes() {
+        assert!(matches!(
+            SecondFactor::parse("123456"),
+            Ok(SecondFactor::Code(_))
+        ));
+        assert!(matches!(
+            SecondFactor::parse(" 123 456 "),
+            Ok(SecondFactor::Code(_))
+        ));
+        for short in ["12345", "1234567", ""] {
+            assert!(SecondFactor::parse(short).is_err(), "{short:?}");
+        }
+        let r = SecondFactor::parse("ABCDE-fghjk-MNPQR").unwrap();
+        let SecondFactor::Recovery(r) = r else {
+            panic!("not a recovery code")
+        };
+        assert_eq!(r.display(), "abcde-fghjk-mnpqr");
+        assert_eq!(r, RecoveryCode::parse("abcdefghjkmnpqr").unwrap());
+        assert!(
+            SecondFactor::parse("abcde-fghjk-mnpq0").is_err(),
+            "0 is not in the alphabet"
+        );
+        assert!(SecondFactor::parse("abcde-fghjk").is_err());
+        assert_eq!(format!("{r:?}"), "RecoveryCode(<redacted>)");
     }
 }

@@ -9,8 +9,8 @@ use opaque_ke::{
 
 use crate::auth::OpaqueSuite;
 use crate::ids::{
-    AccountKeyBytes, DeviceId, GroupId, HandshakeKey, InviteCode, MessageId, SessionToken,
-    Username, parse_display_name, parse_email,
+    AccountKeyBytes, DeviceId, GroupId, HandshakeKey, InviteCode, MessageId, SecondFactor,
+    SessionToken, TotpCode, Username, parse_display_name, parse_email,
 };
 use crate::pb::{self, client_frame::Body};
 use crate::{ClientFrameIn, ProtoError};
@@ -68,6 +68,8 @@ pub enum Request {
     LoginFinish {
         finalization: CredentialFinalization<OpaqueSuite>,
         device_name: Option<String>,
+        /// P330: when the account has two-factor login on.
+        second_factor: Option<SecondFactor>,
     },
     Authenticate {
         token: SessionToken,
@@ -143,6 +145,13 @@ pub enum Request {
         inviter: Username,
         accept: bool,
     },
+    TotpEnable,
+    TotpConfirm {
+        code: TotpCode,
+    },
+    TotpDisable {
+        second_factor: SecondFactor,
+    },
 }
 
 impl Request {
@@ -175,6 +184,9 @@ impl Request {
             Request::RevokeDevice { .. } => "revoke_device",
             Request::ListRequests => "list_requests",
             Request::AnswerRequest { .. } => "answer_request",
+            Request::TotpEnable => "totp_enable",
+            Request::TotpConfirm { .. } => "totp_confirm",
+            Request::TotpDisable { .. } => "totp_disable",
         }
     }
 }
@@ -327,7 +339,13 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         Body::LoginFinish(pb::LoginFinish {
             credential_finalization,
             device_name,
+            second_factor,
         }) => Request::LoginFinish {
+            second_factor: if second_factor.trim().is_empty() {
+                None
+            } else {
+                Some(SecondFactor::parse(&second_factor)?)
+            },
             finalization: opaque(
                 "credential_finalization",
                 CredentialFinalization::deserialize(&credential_finalization),
@@ -504,6 +522,13 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             device: DeviceId::from_slice(&device_id)?,
         },
         Body::ListRequests(pb::ListRequests {}) => Request::ListRequests,
+        Body::TotpEnable(pb::TotpEnable {}) => Request::TotpEnable,
+        Body::TotpConfirm(pb::TotpConfirm { code }) => Request::TotpConfirm {
+            code: TotpCode::parse(&code)?,
+        },
+        Body::TotpDisable(pb::TotpDisable { second_factor }) => Request::TotpDisable {
+            second_factor: SecondFactor::parse(&second_factor)?,
+        },
         Body::AnswerRequest(pb::AnswerRequest { inviter, accept }) => Request::AnswerRequest {
             inviter: Username::parse(&inviter)?,
             accept,

@@ -5,7 +5,9 @@ use std::fmt;
 use opaque_ke::{CredentialResponse, RegistrationResponse};
 
 use crate::auth::OpaqueSuite;
-use crate::ids::{AccountKeyBytes, DeviceId, GroupId, SessionToken, UserId, Username};
+use crate::ids::{
+    AccountKeyBytes, DeviceId, GroupId, RecoveryCode, SessionToken, TotpSecret, UserId, Username,
+};
 pub use crate::pb::EntryKind;
 use crate::pb::{self, server_frame::Body};
 use crate::{ErrorCode, ProtoError, ServerFrameIn};
@@ -217,6 +219,11 @@ pub enum Response {
     RequestAnswered,
     MailboxChanged,
     ShutdownStarted,
+    /// P333: the pending secret for the authenticator app.
+    TotpSecret(TotpSecret),
+    /// P333: two-factor login is on; each recovery code works once.
+    TotpEnabled(Vec<RecoveryCode>),
+    TotpDisabled,
 }
 
 /// Invitations held from one user (P461).
@@ -256,6 +263,9 @@ impl Response {
             Response::DeviceRevoked => "device_revoked",
             Response::Requests(_) => "requests",
             Response::RequestAnswered => "request_answered",
+            Response::TotpSecret(_) => "totp_secret",
+            Response::TotpEnabled(_) => "totp_enabled",
+            Response::TotpDisabled => "totp_disabled",
         }
     }
 }
@@ -448,6 +458,21 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
         Body::RequestAnswered(pb::RequestAnswered {}) => Response::RequestAnswered,
         Body::MailboxChanged(pb::MailboxChanged {}) => Response::MailboxChanged,
         Body::ShutdownStarted(pb::ShutdownStarted {}) => Response::ShutdownStarted,
+        Body::TotpSecret(pb::TotpSecret { secret }) => {
+            Response::TotpSecret(TotpSecret::from_slice(&secret)?)
+        }
+        Body::TotpEnabled(pb::TotpEnabled { recovery_codes }) => {
+            if recovery_codes.len() > 64 {
+                return Err(ProtoError::invalid("recovery_codes", "at most 64"));
+            }
+            Response::TotpEnabled(
+                recovery_codes
+                    .iter()
+                    .map(|c| RecoveryCode::parse(c))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Body::TotpDisabled(pb::TotpDisabled {}) => Response::TotpDisabled,
     };
     Ok(ServerResponse {
         request_id: frame.request_id,

@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use hush_proto::ErrorCode;
 use hush_proto::auth::OpaqueSuite;
-use hush_proto::ids::{AccountKeyBytes, DeviceId, InviteCode, SessionToken, UserId, Username};
+use hush_proto::ids::{
+    AccountKeyBytes, DeviceId, InviteCode, SecondFactor, SessionToken, UserId, Username,
+};
 use hush_proto::response::Account;
 use hush_store::{NewDevice, NewInvite, NewUser, Session, Store, StoreError, UserRecord};
 use opaque_ke::{
@@ -126,6 +128,9 @@ pub struct Accounts {
     bad_tokens: FailureLimiter<IpAddr>,
     /// Accounts created per source address in the last hour (open registration).
     registrations: FailureLimiter<IpAddr>,
+    /// P332: wrong second factors per account; past the limit none is checked until
+    /// the window passes.
+    pub(crate) second_factor: FailureLimiter<UserId>,
     slowdown_after: u32,
 }
 
@@ -159,6 +164,11 @@ impl Accounts {
             registrations: FailureLimiter::new(
                 config.limits.registrations_per_address_per_hour,
                 3600,
+                LIMITER_CAP,
+            ),
+            second_factor: FailureLimiter::new(
+                config.limits.login_failures_per_account,
+                window,
                 LIMITER_CAP,
             ),
             slowdown_after: config.limits.login_failures_per_account,
@@ -428,6 +438,7 @@ pub async fn login_finish(
     pending: PendingLogin,
     finalization: CredentialFinalization<OpaqueSuite>,
     device_name: Option<String>,
+    second_factor: Option<SecondFactor>,
 ) -> Result<(Account, SessionToken, Authenticated, AccountKeys), Refusal> {
     let proved = pending
         .state
@@ -440,6 +451,19 @@ pub async fn login_finish(
     let acc = &st.accounts;
     acc.by_account.clear(&pending.username);
     acc.by_address.forgive_one(&pending.address);
+    // P330–P332: the password is proven; an account with two-factor login on also
+    // needs a code or a recovery code (asked only now, so nobody learns whether an
+    // account has it without the password).
+    if let Some(two_factor) = st.store.two_factor(user.user_id).await? {
+        let Some(factor) = second_factor else {
+            tracing::info!(user = %user.username, "login needs a second factor");
+            return Err(Refusal::new(
+                ErrorCode::SecondFactorRequired,
+                "this account has two-factor login on: give the code from your authenticator app (--code), or a recovery code",
+            ));
+        };
+        crate::two_factor::check(st, user.user_id, &two_factor, &factor).await?;
+    }
     if user.disabled {
         tracing::warn!(user = %user.username, "login refused: account disabled");
         return Err(Refusal::new(

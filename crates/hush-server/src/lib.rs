@@ -33,6 +33,7 @@ pub mod messaging;
 pub mod reserve;
 pub mod session;
 pub mod transport;
+pub mod two_factor;
 
 use std::sync::Arc;
 

@@ -888,8 +888,11 @@ async fn dispatch(
             Request::LoginFinish {
                 finalization,
                 device_name,
+                second_factor,
             },
-        ) => match accounts::login_finish(st, *pending, finalization, device_name).await {
+        ) => match accounts::login_finish(st, *pending, finalization, device_name, second_factor)
+            .await
+        {
             Ok((account, token, auth, keys)) => {
                 // The device exists now: its first connection is counted, not refused.
                 *slot = st.per_account.try_take(auth.user_id, usize::MAX);
@@ -1050,6 +1053,23 @@ async fn dispatch(
                 Request::ListRequests => messaging::list_requests(st, &auth).await,
                 Request::AnswerRequest { inviter, accept } => {
                     messaging::answer_request(st, &auth, inviter, accept).await
+                }
+                Request::TotpEnable => crate::two_factor::enable(st, &auth).await.map(|secret| {
+                    Body::TotpSecret(pb::TotpSecret {
+                        secret: Bytes::copy_from_slice(secret.expose()),
+                    })
+                }),
+                Request::TotpConfirm { code } => crate::two_factor::confirm(st, &auth, &code)
+                    .await
+                    .map(|codes| {
+                        Body::TotpEnabled(pb::TotpEnabled {
+                            recovery_codes: codes.iter().map(|c| c.display()).collect(),
+                        })
+                    }),
+                Request::TotpDisable { second_factor } => {
+                    crate::two_factor::disable(st, &auth, &second_factor)
+                        .await
+                        .map(|()| Body::TotpDisabled(pb::TotpDisabled {}))
                 }
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,

@@ -26,7 +26,7 @@ use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
     Claimed, CommitListener, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage,
     NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas,
-    Session, Store, StoreError, UserRecord, UserSummary,
+    Session, Store, StoreError, TwoFactor, UserRecord, UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -1049,6 +1049,162 @@ impl Store for SqliteStore {
             cached_exec(tx, "DELETE FROM devices WHERE user_id = ?1", [&id]).map_err(backend)?;
             cached_exec(tx, "DELETE FROM users WHERE user_id = ?1", [&id]).map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn two_factor(&self, user: UserId) -> Result<Option<TwoFactor>, StoreError> {
+        self.read(move |conn| {
+            let row = cached_row(
+                conn,
+                "SELECT t.secret, t.last_step,
+                        (SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = t.user_id)
+                 FROM two_factor t WHERE t.user_id = ?1",
+                [user.as_bytes().as_slice()],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)?;
+            Ok(row.map(|(secret, step, left)| TwoFactor {
+                secret,
+                last_step: u64::try_from(step).unwrap_or(0),
+                recovery_left: u32::try_from(left).unwrap_or(u32::MAX),
+            }))
+        })
+        .await
+    }
+
+    async fn set_pending_totp(&self, user: UserId, secret: Vec<u8>) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let exists: bool = cached_row(
+                conn,
+                "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
+                [user.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+            if !exists {
+                return Err(StoreError::UserNotFound);
+            }
+            cached_exec(
+                conn,
+                "INSERT INTO pending_totp (user_id, secret) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret",
+                params![user.as_bytes().as_slice(), secret],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending_totp(&self, user: UserId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |conn| {
+            cached_row(
+                conn,
+                "SELECT secret FROM pending_totp WHERE user_id = ?1",
+                [user.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn enable_two_factor(
+        &self,
+        user: UserId,
+        secret: &[u8],
+        step: u64,
+        recovery: Vec<[u8; 32]>,
+    ) -> Result<bool, StoreError> {
+        let secret = secret.to_vec();
+        self.run(move |conn| {
+            // The pool runs every write in its own savepoint.
+            let tx: &Connection = conn;
+            let uid = user.as_bytes().as_slice();
+            let removed = cached_exec(
+                tx,
+                "DELETE FROM pending_totp WHERE user_id = ?1 AND secret = ?2",
+                params![uid, secret],
+            )
+            .map_err(backend)?;
+            if removed == 0 {
+                return Ok(false);
+            }
+            let step =
+                i64::try_from(step).map_err(|_| StoreError::backend("time step out of range"))?;
+            cached_exec(
+                tx,
+                "INSERT INTO two_factor (user_id, secret, last_step) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret,
+                                                     last_step = excluded.last_step",
+                params![uid, secret, step],
+            )
+            .map_err(backend)?;
+            cached_exec(tx, "DELETE FROM recovery_codes WHERE user_id = ?1", [uid])
+                .map_err(backend)?;
+            for digest in &recovery {
+                cached_exec(
+                    tx,
+                    "INSERT OR IGNORE INTO recovery_codes (user_id, digest) VALUES (?1, ?2)",
+                    params![uid, digest.as_slice()],
+                )
+                .map_err(backend)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn disable_two_factor(&self, user: UserId) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let uid = user.as_bytes().as_slice();
+            for sql in [
+                "DELETE FROM two_factor WHERE user_id = ?1",
+                "DELETE FROM pending_totp WHERE user_id = ?1",
+                "DELETE FROM recovery_codes WHERE user_id = ?1",
+            ] {
+                cached_exec(conn, sql, [uid]).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
+        let Ok(step) = i64::try_from(step) else {
+            return Ok(false);
+        };
+        self.run(move |conn| {
+            let updated = cached_exec(
+                conn,
+                "UPDATE two_factor SET last_step = ?2 WHERE user_id = ?1 AND last_step < ?2",
+                params![user.as_bytes().as_slice(), step],
+            )
+            .map_err(backend)?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    async fn use_recovery_code(&self, user: UserId, digest: &[u8; 32]) -> Result<bool, StoreError> {
+        let digest = *digest;
+        self.run(move |conn| {
+            let removed = cached_exec(
+                conn,
+                "DELETE FROM recovery_codes WHERE user_id = ?1 AND digest = ?2",
+                params![user.as_bytes().as_slice(), digest.as_slice()],
+            )
+            .map_err(backend)?;
+            Ok(removed == 1)
         })
         .await
     }

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_account_keys.sql"),
     include_str!("../migrations/0006_quotas.sql"),
     include_str!("../migrations/0007_consent.sql"),
+    include_str!("../migrations/0008_two_factor.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

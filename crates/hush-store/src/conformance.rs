@@ -53,6 +53,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     quotas(store).await;
     consent(store).await;
     listener(store).await;
+    two_factor(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -1549,4 +1550,103 @@ async fn listener<S: Store + ?Sized>(store: &S) {
         .await
         .unwrap();
     check("a commit and its Welcome", at, &[91, 92]).await;
+}
+
+/// P330–P334: pending secrets, enabling, one use per time step, one use per recovery
+/// code, and turning it off.
+async fn two_factor<S: Store + ?Sized>(store: &S) {
+    for (n, name) in [(100, "tf_ann"), (101, "tf_ben")] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let ann = UserId::from_bytes([100; 16]);
+    let ben = UserId::from_bytes([101; 16]);
+    let nobody = UserId::from_bytes([199; 16]);
+    assert!(store.two_factor(ann).await.unwrap().is_none());
+    assert!(store.pending_totp(ann).await.unwrap().is_none());
+    assert!(matches!(
+        store.set_pending_totp(nobody, vec![1; 20]).await,
+        Err(StoreError::UserNotFound)
+    ));
+    // A second enable replaces the pending secret; confirming the first then fails.
+    store.set_pending_totp(ann, vec![1; 20]).await.unwrap();
+    store.set_pending_totp(ann, vec![2; 20]).await.unwrap();
+    assert_eq!(store.pending_totp(ann).await.unwrap(), Some(vec![2; 20]));
+    let codes = vec![[7; 32], [8; 32]];
+    assert!(
+        !store
+            .enable_two_factor(ann, &[1; 20], 100, codes.clone())
+            .await
+            .unwrap()
+    );
+    assert!(store.two_factor(ann).await.unwrap().is_none());
+    assert!(
+        store
+            .enable_two_factor(ann, &[2; 20], 100, codes)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.pending_totp(ann).await.unwrap().is_none(),
+        "no longer pending"
+    );
+    let tf = store.two_factor(ann).await.unwrap().unwrap();
+    assert_eq!(
+        (tf.secret, tf.last_step, tf.recovery_left),
+        (vec![2; 20], 100, 2)
+    );
+    assert!(store.two_factor(ben).await.unwrap().is_none(), "per user");
+
+    // Time steps: only later ones, each once.
+    assert!(
+        !store.use_totp_step(ann, 100).await.unwrap(),
+        "the confirming step"
+    );
+    assert!(!store.use_totp_step(ann, 99).await.unwrap());
+    assert!(store.use_totp_step(ann, 101).await.unwrap());
+    assert!(!store.use_totp_step(ann, 101).await.unwrap(), "a replay");
+    assert!(
+        !store.use_totp_step(ben, 500).await.unwrap(),
+        "no two-factor login"
+    );
+    assert_eq!(store.two_factor(ann).await.unwrap().unwrap().last_step, 101);
+
+    // Recovery codes: each once, only the owner's.
+    assert!(!store.use_recovery_code(ben, &[7; 32]).await.unwrap());
+    assert!(store.use_recovery_code(ann, &[7; 32]).await.unwrap());
+    assert!(
+        !store.use_recovery_code(ann, &[7; 32]).await.unwrap(),
+        "used"
+    );
+    assert!(
+        !store.use_recovery_code(ann, &[9; 32]).await.unwrap(),
+        "unknown"
+    );
+    assert_eq!(
+        store.two_factor(ann).await.unwrap().unwrap().recovery_left,
+        1
+    );
+
+    store.disable_two_factor(ann).await.unwrap();
+    assert!(store.two_factor(ann).await.unwrap().is_none());
+    assert!(
+        !store.use_recovery_code(ann, &[8; 32]).await.unwrap(),
+        "gone with it"
+    );
+    // On again later: a fresh start, old codes do not come back.
+    store.set_pending_totp(ann, vec![3; 20]).await.unwrap();
+    assert!(
+        store
+            .enable_two_factor(ann, &[3; 20], 5, vec![])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.two_factor(ann).await.unwrap().unwrap().recovery_left,
+        0
+    );
+    assert!(store.use_totp_step(ann, 6).await.unwrap());
+    // Deleting the user deletes it all.
+    store.set_pending_totp(ben, vec![4; 20]).await.unwrap();
+    store.delete_user(&name("tf_ben")).await.unwrap();
+    assert!(store.pending_totp(ben).await.unwrap().is_none());
 }

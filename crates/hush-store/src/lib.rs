@@ -193,6 +193,39 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a user, its devices and sessions.
     async fn delete_user(&self, name: &Username) -> Result<(), StoreError>;
 
+    /// P330: the user's two-factor login, when it is on.
+    async fn two_factor(&self, user: UserId) -> Result<Option<TwoFactor>, StoreError>;
+
+    /// P333: keeps `secret` as the user's pending TOTP secret (replacing any pending
+    /// one) until [`Store::enable_two_factor`] makes it active.
+    async fn set_pending_totp(&self, user: UserId, secret: Vec<u8>) -> Result<(), StoreError>;
+
+    /// The pending TOTP secret, if one waits for confirmation.
+    async fn pending_totp(&self, user: UserId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// P333: makes the pending secret active, with `step` as its last used time step,
+    /// and replaces the recovery codes by `recovery` (digests). `false` (and nothing
+    /// changed) if the pending secret is no longer `secret`.
+    async fn enable_two_factor(
+        &self,
+        user: UserId,
+        secret: &[u8],
+        step: u64,
+        recovery: Vec<[u8; 32]>,
+    ) -> Result<bool, StoreError>;
+
+    /// Turns two-factor login off: the secret, any pending one and the recovery codes
+    /// are deleted.
+    async fn disable_two_factor(&self, user: UserId) -> Result<(), StoreError>;
+
+    /// P332: records time step `step` as used if it is later than the last one used;
+    /// `false` (a replay, or an older code) otherwise. Atomic: of two logins with the
+    /// same code, one gets `true`.
+    async fn use_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError>;
+
+    /// P332: deletes the recovery code with this digest; `false` if it was not there.
+    async fn use_recovery_code(&self, user: UserId, digest: &[u8; 32]) -> Result<bool, StoreError>;
+
     /// Adds one-time key packages for a device and, if given, replaces its last-resort
     /// package. Returns how many one-time packages it now has. `QuotaExceeded` (and
     /// nothing added) if that would be more than `max`.

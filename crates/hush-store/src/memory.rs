@@ -10,7 +10,7 @@ use hush_proto::response::{Entry, EntryKind};
 use crate::{
     Claimed, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage, NewCommit, NewDevice,
     NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store,
-    StoreError, UserRecord, UserSummary,
+    StoreError, TwoFactor, UserRecord, UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
@@ -69,6 +69,9 @@ struct State {
     consent: std::collections::HashSet<(UserId, UserId)>,
     /// P460: held entry id → (device, group, message id, inviter, time).
     held: BTreeMap<u64, Held>,
+    /// P330: (active secret, last step used, recovery digests) and pending secrets.
+    two_factor: HashMap<UserId, (Vec<u8>, u64, Vec<[u8; 32]>)>,
+    pending_totp: HashMap<UserId, Vec<u8>>,
 }
 
 #[derive(Clone, Copy)]
@@ -612,7 +615,81 @@ impl Store for MemoryStore {
             }
             s.direct.retain(|(a, b), _| *a != id && *b != id);
             s.former_owners.retain(|_, owner| *owner != id);
+            s.two_factor.remove(&id);
+            s.pending_totp.remove(&id);
             Ok(())
+        })
+    }
+
+    async fn two_factor(&self, user: UserId) -> Result<Option<TwoFactor>, StoreError> {
+        self.with(|s| {
+            Ok(s.two_factor
+                .get(&user)
+                .map(|(secret, step, codes)| TwoFactor {
+                    secret: secret.clone(),
+                    last_step: *step,
+                    recovery_left: codes.len() as u32,
+                }))
+        })
+    }
+
+    async fn set_pending_totp(&self, user: UserId, secret: Vec<u8>) -> Result<(), StoreError> {
+        self.with(|s| {
+            if !s.users.contains_key(&user) {
+                return Err(StoreError::UserNotFound);
+            }
+            s.pending_totp.insert(user, secret);
+            Ok(())
+        })
+    }
+
+    async fn pending_totp(&self, user: UserId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|s| Ok(s.pending_totp.get(&user).cloned()))
+    }
+
+    async fn enable_two_factor(
+        &self,
+        user: UserId,
+        secret: &[u8],
+        step: u64,
+        recovery: Vec<[u8; 32]>,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| {
+            if s.pending_totp.get(&user).map(Vec::as_slice) != Some(secret) {
+                return Ok(false);
+            }
+            s.pending_totp.remove(&user);
+            s.two_factor.insert(user, (secret.to_vec(), step, recovery));
+            Ok(true)
+        })
+    }
+
+    async fn disable_two_factor(&self, user: UserId) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.two_factor.remove(&user);
+            s.pending_totp.remove(&user);
+            Ok(())
+        })
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
+        self.with(|s| match s.two_factor.get_mut(&user) {
+            Some((_, last, _)) if step > *last => {
+                *last = step;
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
+    }
+
+    async fn use_recovery_code(&self, user: UserId, digest: &[u8; 32]) -> Result<bool, StoreError> {
+        self.with(|s| match s.two_factor.get_mut(&user) {
+            Some((_, _, codes)) => {
+                let before = codes.len();
+                codes.retain(|c| c != digest);
+                Ok(codes.len() < before)
+            }
+            None => Ok(false),
         })
     }
 

@@ -58,6 +58,27 @@ pub struct UserRecord {
     pub sealed_account_key: Option<Vec<u8>>,
 }
 
+/// P330: an account's active two-factor login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TwoFactor {
+    /// The RFC 6238 secret the server checks codes with.
+    pub secret: Vec<u8>,
+    /// The last time step a code was accepted for (codes of it or earlier are
+    /// refused).
+    pub last_step: u64,
+    /// Recovery codes left.
+    pub recovery_left: u32,
+}
+
+impl fmt::Debug for TwoFactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwoFactor")
+            .field("last_step", &self.last_step)
+            .field("recovery_left", &self.recovery_left)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A device of an account as its owner lists it (P546).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRecord {
