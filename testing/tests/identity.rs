@@ -75,6 +75,7 @@ async fn a_tampered_sealed_account_key_does_not_open_on_login() {
             username: user("ann"),
             password: zeroize::Zeroizing::new(PASSWORD.to_vec()),
             device_name: None,
+            second_factor: None,
         },
         Default::default(),
     )

@@ -204,6 +204,7 @@ async fn p452_devices_per_account() {
             username: user("ann"),
             password: zeroize::Zeroizing::new(inproc::PASSWORD.to_vec()),
             device_name: None,
+            second_factor: None,
         },
         Default::default(),
     )

@@ -938,6 +938,7 @@ pub async fn login(c: &Common) -> anyhow::Result<Report> {
                 .request(Body::LoginFinish(pb::LoginFinish {
                     credential_finalization: finished.message.serialize().to_vec().into(),
                     device_name: "bench".into(),
+                    second_factor: String::new(),
                 }))
                 .await?;
             if !matches!(done, Response::LoggedIn { .. }) {

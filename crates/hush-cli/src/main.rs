@@ -21,10 +21,11 @@ use hush_client::events::Event;
 use hush_client::hush_proto::ErrorCode;
 use hush_client::hush_proto::content::GroupName;
 use hush_client::hush_proto::fingerprint::Fingerprint;
-use hush_client::hush_proto::ids::{DeviceId, Username};
+use hush_client::hush_proto::ids::{DeviceId, RecoveryCode, SecondFactor, TotpCode, Username};
 use hush_client::hush_proto::response::Account;
 use hush_client::trust::FirstUse;
 use hush_client::{Client, ClientError, ClientOptions, Enrolment, Target};
+use std::io::IsTerminal;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,6 +86,10 @@ enum Command {
         server: String,
         #[arg(long)]
         username: String,
+        /// With two-factor login on: the authenticator code, or a recovery code (asked
+        /// on a terminal when needed and not given).
+        #[arg(long)]
+        code: Option<String>,
     },
     /// End this device's session and forget the account in this home.
     Logout {
@@ -171,8 +176,31 @@ enum Command {
     /// or known (only people you wrote to, added, or accepted; others wait in
     /// `hush requests`). Without an argument, shows the setting.
     Invitations { policy: Option<String> },
+    /// Two-factor login with an authenticator app (TOTP): enable, confirm, disable.
+    #[command(name = "2fa", subcommand)]
+    TwoFa(TwoFaCommand),
     #[command(flatten)]
     Later(Later),
+}
+
+#[derive(Subcommand, Debug)]
+enum TwoFaCommand {
+    /// Show a new secret (otpauth URI, and a QR code on a terminal) for an
+    /// authenticator app, then ask for a code from it to turn two-factor login on.
+    Enable {
+        /// Only print the URI; confirm later with `hush 2fa confirm CODE`.
+        #[arg(long)]
+        uri_only: bool,
+    },
+    /// Turn two-factor login on with a code from the secret `enable` showed; prints
+    /// the recovery codes, once.
+    Confirm { code: String },
+    /// Turn two-factor login off (needs a current code or a recovery code).
+    Disable {
+        /// A 6-digit code or a recovery code; asked on a terminal if missing.
+        #[arg(long)]
+        code: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,10 +266,6 @@ enum Later {
     Channel(Rest),
     /// Send and fetch files (not available yet).
     File(Rest),
-
-    /// Two-factor authentication (not available yet).
-    #[command(name = "2fa")]
-    TwoFa(Rest),
 }
 
 #[derive(Args, Debug)]
@@ -255,8 +279,6 @@ impl Later {
         match self {
             Later::Channel(_) => "channel",
             Later::File(_) => "file",
-
-            Later::TwoFa(_) => "2fa",
         }
     }
 }
@@ -282,6 +304,14 @@ impl From<anyhow::Error> for Failure {
                 ) =>
             {
                 3
+            }
+            Some(ClientError::Server(e))
+                if matches!(
+                    e.code,
+                    ErrorCode::SecondFactorRequired | ErrorCode::SecondFactorInvalid
+                ) =>
+            {
+                8
             }
             Some(
                 ClientError::FingerprintChanged { .. }
@@ -477,15 +507,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 account.username, account.device_id
             );
         }
-        Command::Login { server, username } => {
+        Command::Login {
+            server,
+            username,
+            code,
+        } => {
             let username = parse_username(&username)?;
             let password = prompt::password(global.password_stdin, false)?;
-            let (client, account) = enrol(&dir, &server, &global, || Enrolment::Login {
+            let mut factor = code.as_deref().map(parse_second_factor).transpose()?;
+            let login = |factor: Option<SecondFactor>| Enrolment::Login {
                 username: username.clone(),
                 password: password.clone(),
                 device_name: device_name(),
-            })
-            .await?;
+                second_factor: factor,
+            };
+            let (client, account) = loop {
+                match enrol(&dir, &server, &global, || login(factor.clone())).await {
+                    Err(f)
+                        if needs_second_factor(&f) && factor.is_none() && prompt::interactive() =>
+                    {
+                        factor = Some(parse_second_factor(&prompt::line(
+                            "Authenticator code (or a recovery code): ",
+                        )?)?);
+                    }
+                    other => break other?,
+                }
+            };
             let server = client.stored_account().await?.server;
             client.close().await;
             println!(
@@ -683,9 +730,100 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Accept { user } => answer(&dir, &user, true).await?,
         Command::Decline { user } => answer(&dir, &user, false).await?,
+        Command::TwoFa(command) => two_factor(&dir, command).await?,
         Command::Later(_) => {}
     }
     Ok(())
+}
+
+/// `hush 2fa ...`.
+async fn two_factor(dir: &std::path::Path, command: TwoFaCommand) -> Result<(), Failure> {
+    match command {
+        TwoFaCommand::Enable { uri_only } => {
+            if !uri_only && !prompt::interactive() {
+                return Err(anyhow::anyhow!(
+                    "asking for a code needs a terminal: run `hush 2fa enable --uri-only`, add the URI to the app, then `hush 2fa confirm CODE`"
+                )
+                .into());
+            }
+            let client = open(dir).await?;
+            let setup = client.two_factor_enable().await?;
+            println!("{}", setup.uri);
+            if std::io::stdout().is_terminal() {
+                if let Some(qr) = output::qr_of(&setup.uri) {
+                    println!("{qr}");
+                }
+                println!(
+                    "Scan it with an authenticator app (Aegis, Google Authenticator, ...), or type the secret {}.",
+                    setup.secret_base32
+                );
+            }
+            if uri_only {
+                client.close().await;
+                return Ok(());
+            }
+            let code = loop {
+                match TotpCode::parse(&prompt::line("Code from the app: ")?) {
+                    Ok(code) => break code,
+                    Err(e) => eprintln!("{e}"),
+                }
+            };
+            let codes = client.two_factor_confirm(code).await;
+            client.close().await;
+            print_recovery_codes(&codes?);
+        }
+        TwoFaCommand::Confirm { code } => {
+            let code = TotpCode::parse(&code).map_err(|e| anyhow::anyhow!("CODE: {e}"))?;
+            let client = open(dir).await?;
+            let codes = client.two_factor_confirm(code).await;
+            client.close().await;
+            print_recovery_codes(&codes?);
+        }
+        TwoFaCommand::Disable { code } => {
+            let factor = match code {
+                Some(c) => parse_second_factor(&c)?,
+                None if prompt::interactive() => parse_second_factor(&prompt::line(
+                    "Authenticator code (or a recovery code): ",
+                )?)?,
+                None => {
+                    return Err(anyhow::anyhow!(
+                        "turning two-factor login off needs --code (a current code or a recovery code)"
+                    )
+                    .into());
+                }
+            };
+            let client = open(dir).await?;
+            let done = client.two_factor_disable(factor).await;
+            client.close().await;
+            done?;
+            println!("two-factor login is off");
+        }
+    }
+    Ok(())
+}
+
+fn print_recovery_codes(codes: &[RecoveryCode]) {
+    println!("two-factor login is on; logins now need a code from the app");
+    println!(
+        "recovery codes (each works once in place of a code; keep them somewhere safe, they are not shown again):"
+    );
+    for c in codes {
+        println!("  {}", c.display());
+    }
+}
+
+fn parse_second_factor(s: &str) -> Result<SecondFactor, Failure> {
+    SecondFactor::parse(s).map_err(|e| Failure {
+        code: 8,
+        error: anyhow::anyhow!("{e}"),
+    })
+}
+
+fn needs_second_factor(f: &Failure) -> bool {
+    matches!(
+        f.error.downcast_ref::<ClientError>(),
+        Some(ClientError::Server(e)) if e.code == ErrorCode::SecondFactorRequired
+    )
 }
 
 /// `hush accept` / `hush decline`.

@@ -107,7 +107,13 @@ pub fn verification(v: &hush_client::Verification, as_json: bool) -> String {
 
 /// The safety number as a QR code in terminal block characters.
 pub fn qr(number: &str) -> Option<String> {
-    let code = qrcode::QrCode::new(number.replace(' ', "").as_bytes()).ok()?;
+    qr_of(&number.replace(' ', ""))
+}
+
+/// `text` as a QR code in terminal block characters (two modules per character
+/// cell, with the quiet zone scanners need).
+pub fn qr_of(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
     Some(
         code.render::<qrcode::render::unicode::Dense1x2>()
             .quiet_zone(true)

@@ -63,6 +63,18 @@ pub fn suggestion() -> String {
     format!("{adj}-{animal}-{n}")
 }
 
+/// One line typed after `question` (on stderr), trimmed.
+pub fn line(question: &str) -> anyhow::Result<String> {
+    eprint!("{question}");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    Ok(line.trim().to_owned())
+}
+
 pub fn username() -> anyhow::Result<String> {
     let suggested = suggestion();
     eprint!("Username [{suggested}]: ");

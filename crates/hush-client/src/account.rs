@@ -2,7 +2,7 @@
 //! leaves this process), whoami and logout. The engine resumes sessions with the
 //! device token.
 use hush_proto::auth::OpaqueSuite;
-use hush_proto::ids::{SessionToken, Username};
+use hush_proto::ids::{RecoveryCode, SecondFactor, SessionToken, TotpCode, TotpSecret, Username};
 use hush_proto::pb::{self, client_frame::Body};
 use hush_proto::response::{Account, Response};
 use opaque_ke::rand::rngs::OsRng;
@@ -97,6 +97,7 @@ pub(crate) async fn login(
     username: &Username,
     password: Zeroizing<Vec<u8>>,
     device_name: Option<String>,
+    second_factor: Option<&SecondFactor>,
 ) -> Result<(Account, SessionToken, AccountKey), ClientError> {
     let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, &password).map_err(opaque_err)?;
     let challenge = conn
@@ -124,6 +125,7 @@ pub(crate) async fn login(
         .request(Body::LoginFinish(pb::LoginFinish {
             credential_finalization: finish.message.serialize().to_vec().into(),
             device_name: device_name.unwrap_or_default(),
+            second_factor: second_factor.map(SecondFactor::expose).unwrap_or_default(),
         }))
         .await?;
     match done {
@@ -198,5 +200,128 @@ pub(crate) async fn admin_shutdown(conn: &Connection) -> Result<(), ClientError>
     {
         Response::ShutdownStarted => Ok(()),
         other => Err(unexpected(&other)),
+    }
+}
+
+/// What an authenticator app needs to add an account: the otpauth URI (RFC 6238
+/// parameters: SHA-1, 6 digits, 30 s) and the secret in base32 for typing by hand.
+#[derive(Clone)]
+pub struct TotpSetup {
+    pub uri: String,
+    pub secret_base32: String,
+}
+
+impl std::fmt::Debug for TotpSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSetup(<redacted>)")
+    }
+}
+
+impl TotpSetup {
+    /// The `otpauth://totp/` URI with issuer `hush` and `label` (such as
+    /// `alice@chat.example.org`).
+    pub fn new(secret: &[u8], label: &str) -> Self {
+        let secret_base32 = totp_rs::Secret::Raw(secret.to_vec())
+            .to_encoded()
+            .to_string();
+        let uri = format!(
+            "otpauth://totp/hush:{}?secret={secret_base32}&issuer=hush&algorithm=SHA1&digits=6&period=30",
+            percent_encode(label)
+        );
+        TotpSetup { uri, secret_base32 }
+    }
+}
+
+/// The label an account's two-factor entry gets in the app: `user@host`, with the port
+/// when it is not hush's (a colon would split the label).
+pub fn totp_label(name: &str, server: &str) -> String {
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (server, None),
+    };
+    match port {
+        Some(p) if p != "5535" => format!("{name}@{host} port {p}"),
+        _ => format!("{name}@{host}"),
+    }
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// P333: asks for a new pending secret.
+pub(crate) async fn totp_enable(conn: &Connection) -> Result<TotpSecret, ClientError> {
+    match conn.request(Body::TotpEnable(pb::TotpEnable {})).await? {
+        Response::TotpSecret(secret) => Ok(secret),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// P333: confirms the pending secret with a code from it.
+pub(crate) async fn totp_confirm(
+    conn: &Connection,
+    code: &TotpCode,
+) -> Result<Vec<RecoveryCode>, ClientError> {
+    match conn
+        .request(Body::TotpConfirm(pb::TotpConfirm {
+            code: code.expose().to_owned(),
+        }))
+        .await?
+    {
+        Response::TotpEnabled(codes) => Ok(codes),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// P334: turns two-factor login off.
+pub(crate) async fn totp_disable(
+    conn: &Connection,
+    factor: &SecondFactor,
+) -> Result<(), ClientError> {
+    match conn
+        .request(Body::TotpDisable(pb::TotpDisable {
+            second_factor: factor.expose(),
+        }))
+        .await?
+    {
+        Response::TotpDisabled => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[cfg(test)]
+mod totp_tests {
+    use super::*;
+
+    #[test]
+    fn otpauth_uris_carry_the_rfc6238_parameters_and_a_safe_label() {
+        let s = TotpSetup::new(
+            b"12345678901234567890",
+            &totp_label("ann", "chat.example:5535"),
+        );
+        assert_eq!(s.secret_base32, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert_eq!(
+            s.uri,
+            "otpauth://totp/hush:ann@chat.example?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=hush&algorithm=SHA1&digits=6&period=30"
+        );
+        assert_eq!(
+            totp_label("ann", "127.0.0.1:40000"),
+            "ann@127.0.0.1 port 40000"
+        );
+        let odd = TotpSetup::new(&[0; 20], "#te am:x");
+        assert!(
+            odd.uri.starts_with("otpauth://totp/hush:%23te%20am%3Ax?"),
+            "{}",
+            odd.uri
+        );
     }
 }

@@ -125,6 +125,8 @@ pub enum Enrolment {
         username: Username,
         password: Zeroizing<Vec<u8>>,
         device_name: Option<String>,
+        /// P330: for an account with two-factor login on.
+        second_factor: Option<hush_proto::ids::SecondFactor>,
     },
 }
 
@@ -534,6 +536,49 @@ impl Client {
         .await
     }
 
+    /// P333: starts turning two-factor login on: the new secret, as an otpauth URI for
+    /// an authenticator app. Nothing changes until [`Client::two_factor_confirm`].
+    pub async fn two_factor_enable(&self) -> Result<account::TotpSetup, ClientError> {
+        self.call(|e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                let secret = account::totp_enable(&live.conn).await?;
+                let label = account::totp_label(live.account.username.as_str(), live.conn.server());
+                Ok(account::TotpSetup::new(secret.expose(), &label))
+            })
+        })
+        .await
+    }
+
+    /// P333: a code from the new secret turns two-factor login on; the recovery codes
+    /// are shown once.
+    pub async fn two_factor_confirm(
+        &self,
+        code: hush_proto::ids::TotpCode,
+    ) -> Result<Vec<hush_proto::ids::RecoveryCode>, ClientError> {
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                account::totp_confirm(&live.conn, &code).await
+            })
+        })
+        .await
+    }
+
+    /// P334: turns two-factor login off, with a code or a recovery code.
+    pub async fn two_factor_disable(
+        &self,
+        factor: hush_proto::ids::SecondFactor,
+    ) -> Result<(), ClientError> {
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                account::totp_disable(&live.conn, &factor).await
+            })
+        })
+        .await
+    }
+
     /// Pinned contacts, for front ends that mark verified ones (no network).
     pub async fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
         self.call(|e| Box::pin(async move { e.home.contacts() }))
@@ -756,7 +801,17 @@ async fn enrol(
             username,
             password,
             device_name,
-        } => account::login(&conn, &username, password, device_name).await?,
+            second_factor,
+        } => {
+            account::login(
+                &conn,
+                &username,
+                password,
+                device_name,
+                second_factor.as_ref(),
+            )
+            .await?
+        }
     };
     engine
         .home

@@ -70,9 +70,12 @@ struct State {
     /// P460: held entry id → (device, group, message id, inviter, time).
     held: BTreeMap<u64, Held>,
     /// P330: (active secret, last step used, recovery digests) and pending secrets.
-    two_factor: HashMap<UserId, (Vec<u8>, u64, Vec<[u8; 32]>)>,
+    two_factor: HashMap<UserId, TwoFactorState>,
     pending_totp: HashMap<UserId, Vec<u8>>,
 }
+
+/// An active two-factor login: secret, last step used, recovery code digests.
+type TwoFactorState = (Vec<u8>, u64, Vec<[u8; 32]>);
 
 #[derive(Clone, Copy)]
 struct Held {

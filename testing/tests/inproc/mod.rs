@@ -58,6 +58,7 @@ pub async fn login(server: &Server, dir: &Path, name: &str, options: ClientOptio
             username: user(name),
             password: zeroize::Zeroizing::new(PASSWORD.to_vec()),
             device_name: None,
+            second_factor: None,
         },
         options,
     )
