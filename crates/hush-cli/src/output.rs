@@ -167,3 +167,40 @@ pub fn device(d: &hush_client::hush_proto::response::DeviceInfo, as_json: bool) 
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Reads terminal block characters back into modules (two rows per character,
+    /// `█ ▀ ▄` and space), scaled up, and decodes them as a camera would.
+    fn decode(drawn: &str) -> Result<String, String> {
+        let rows: Vec<Vec<char>> = drawn.lines().map(|l| l.chars().collect()).collect();
+        let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let scale = 6;
+        let (w, h) = (width * scale, rows.len() * 2 * scale);
+        let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+            let (col, row) = (x / scale, y / scale);
+            let c = rows[row / 2].get(col).copied().unwrap_or(' ');
+            let upper = row % 2 == 0;
+            // The block characters draw ink; a space shows the background.
+            let ink = match c {
+                '█' => true,
+                '▀' => upper,
+                '▄' => !upper,
+                _ => false,
+            };
+            if ink { 0 } else { 255 }
+        });
+        let grids = img.detect_grids();
+        let grid = grids.first().ok_or("no QR code found")?;
+        grid.decode()
+            .map(|(_, text)| text)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_terminal_qr_decodes_to_the_printed_uri() {
+        let uri = "otpauth://totp/hush:ann@chat.example?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=hush&algorithm=SHA1&digits=6&period=30";
+        let drawn = super::qr_of(uri).unwrap();
+        assert_eq!(decode(&drawn).unwrap(), uri);
+    }
+}
