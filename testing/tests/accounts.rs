@@ -153,9 +153,15 @@ fn a_disabled_user_is_refused_until_enabled() {
 #[test]
 fn operators_list_promote_demote_and_delete_users() {
     let server = Server::start(&[]);
-    ok(&Client::new().register(&server, "ann", PW, &[]));
+    let ann = Client::new();
+    let first = ok(&ann.register(&server, "ann", PW, &[]));
+    // A fresh server's first account administers it, and is told so.
+    assert!(first.contains("first account on this server"), "{first}");
+    assert_eq!(ann.whoami().unwrap()["admin"], true);
     let ben = Client::new();
-    ok(&ben.register(&server, "ben", PW, &[]));
+    let second = ok(&ben.register(&server, "ben", PW, &[]));
+    assert!(!second.contains("administers"), "{second}");
+    assert_eq!(ben.whoami().unwrap()["admin"], false);
 
     ok(&server.admin(&["user", "promote", "ben"]));
     assert_eq!(ben.whoami().unwrap()["admin"], true);
@@ -166,6 +172,7 @@ fn operators_list_promote_demote_and_delete_users() {
         .collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["username"], "ann");
+    assert_eq!(rows[0]["admin"], true);
     assert_eq!(rows[1]["admin"], true);
     ok(&server.admin(&["user", "demote", "ben"]));
     assert_eq!(ben.whoami().unwrap()["admin"], false);

@@ -506,6 +506,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "registered {} on {server} (device {})",
                 account.username, account.device_id
             );
+            if account.admin {
+                println!(
+                    "{} is the first account on this server, so it administers it (`hushd user` manages accounts)",
+                    account.username
+                );
+            }
         }
         Command::Login {
             server,

@@ -324,7 +324,8 @@ pub async fn register_finish(
     let user_id = UserId::from_bytes(random(st.entropy.as_ref()));
     let created_at = st.clock.now_unix();
     let device_id = device.device_id;
-    st.store
+    let admin = st
+        .store
         .create_user(NewUser {
             user_id,
             username: pending.username.clone(),
@@ -341,14 +342,14 @@ pub async fn register_finish(
     st.accounts
         .registrations
         .record_failure(&pending.address, st.clock.now_unix());
-    tracing::info!(user = %pending.username, device = %device_id, "registered a new account");
+    tracing::info!(user = %pending.username, device = %device_id, admin, "registered a new account");
     let account = Account {
         user_id,
         username: pending.username.clone(),
         display_name,
         email,
         device_id,
-        admin: false,
+        admin,
         created_at,
     };
     let auth = Authenticated {

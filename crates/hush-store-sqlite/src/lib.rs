@@ -768,7 +768,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_user(&self, user: NewUser) -> Result<(), StoreError> {
+    async fn create_user(&self, user: NewUser) -> Result<bool, StoreError> {
         self.run(move |conn| {
             // The pool runs every write in its own savepoint.
             let tx: &Connection = conn;
@@ -794,10 +794,14 @@ impl Store for SqliteStore {
                 }
             }
             let uid = user.user_id.as_bytes().as_slice();
+            let first: bool = cached_row(tx, "SELECT NOT EXISTS (SELECT 1 FROM users)", [], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
             cached_exec(tx,
                 "INSERT INTO users (user_id, username, display_name, email, password_file, created_at,
-                                    account_key, sealed_account_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                    account_key, sealed_account_key, admin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     uid,
                     user.username.as_str(),
@@ -806,12 +810,13 @@ impl Store for SqliteStore {
                     user.password_file,
                     user.created_at,
                     user.account_key.as_slice(),
-                    user.sealed_account_key
+                    user.sealed_account_key,
+                    first
                 ],
             )
             .map_err(backend)?;
             insert_device(tx, uid, &user.device)?;
-            Ok(())
+            Ok(first)
         })
         .await
     }

@@ -72,7 +72,19 @@ async fn secrets<S: Store + ?Sized>(store: &S) {
 }
 
 async fn users_and_sessions<S: Store + ?Sized>(store: &S) {
-    store.create_user(user(1, "ann")).await.unwrap();
+    assert!(
+        store.create_user(user(1, "ann")).await.unwrap(),
+        "the first user of an empty store administers it"
+    );
+    assert!(
+        store
+            .user_by_name(&name("ann"))
+            .await
+            .unwrap()
+            .unwrap()
+            .admin,
+        "and is stored as an admin"
+    );
     let dup = store.create_user(user(2, "ann")).await;
     assert!(
         matches!(dup, Err(StoreError::UsernameTaken)),
@@ -86,7 +98,7 @@ async fn users_and_sessions<S: Store + ?Sized>(store: &S) {
     assert_eq!(ann.user_id, UserId::from_bytes([1; 16]));
     assert_eq!(ann.password_file, vec![1; 64]);
     assert_eq!(ann.display_name.as_deref(), Some("User 1"));
-    assert!(!ann.admin && !ann.disabled);
+    assert!(ann.admin && !ann.disabled, "the first user is an admin");
     assert_eq!(
         ann.account_key,
         Some([1; 32]),
@@ -287,7 +299,10 @@ async fn administration<S: Store + ?Sized>(store: &S) {
     );
     let again = store.delete_user(&name("dan")).await;
     assert!(matches!(again, Err(StoreError::UserNotFound)));
-    store.create_user(user(11, "dan")).await.unwrap();
+    assert!(
+        !store.create_user(user(11, "dan")).await.unwrap(),
+        "only the first user is made an admin"
+    );
 }
 
 fn packages(claimed: Vec<crate::Claimed>) -> Vec<(DeviceId, Vec<u8>)> {

@@ -157,8 +157,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a user with its first device. If `user.invite` is set, consumes one use
     /// of that invite in the same transaction and fails with `InviteInvalid` if it has
-    /// none left or has expired at `user.created_at`.
-    async fn create_user(&self, user: NewUser) -> Result<(), StoreError>;
+    /// none left or has expired at `user.created_at`. The first user of an empty store
+    /// is made an admin in the same transaction (a fresh server's first account
+    /// administers it); returns whether this one was.
+    async fn create_user(&self, user: NewUser) -> Result<bool, StoreError>;
 
     async fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StoreError>;
 

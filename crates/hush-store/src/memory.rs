@@ -465,7 +465,7 @@ impl Store for MemoryStore {
         self.with(|s| Ok(s.secrets.entry(name.to_owned()).or_insert(init).clone()))
     }
 
-    async fn create_user(&self, user: NewUser) -> Result<(), StoreError> {
+    async fn create_user(&self, user: NewUser) -> Result<bool, StoreError> {
         self.with(|s| {
             if s.users.values().any(|u| u.username == user.username) {
                 return Err(StoreError::UsernameTaken);
@@ -476,6 +476,7 @@ impl Store for MemoryStore {
                     _ => return Err(StoreError::InviteInvalid),
                 }
             }
+            let first = s.users.is_empty();
             s.former_owners.insert(user.device.device_id, user.user_id);
             s.devices
                 .insert(user.device.device_id, (user.user_id, user.device.clone()));
@@ -487,14 +488,14 @@ impl Store for MemoryStore {
                     display_name: user.display_name,
                     email: user.email,
                     password_file: user.password_file,
-                    admin: false,
+                    admin: first,
                     disabled: false,
                     created_at: user.created_at,
                     account_key: Some(user.account_key),
                     sealed_account_key: Some(user.sealed_account_key),
                 },
             );
-            Ok(())
+            Ok(first)
         })
     }
 
