@@ -55,6 +55,11 @@ fn a_three_member_group_talks() {
         .map(|m| m["username"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ann", "ben", "cat"]);
+    let text = ok(&cat.run("", &["group", "members", "#team"]));
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["#team: 3 members", "ann (admin)", "ben", "cat"]
+    );
     assert_eq!(members[0]["admin"], true);
     assert_eq!(members[1]["admin"], false);
     assert_eq!(

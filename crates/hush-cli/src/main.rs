@@ -605,7 +605,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("{} now administer {name}", users.join(", "));
                 }
                 GroupCommand::Members { name, json } => {
-                    for member in client.members(&group_name(&name)?).await? {
+                    let name = group_name(&name)?;
+                    let members = client.members(&name).await?;
+                    if !json {
+                        println!("{}", output::member_count(&name, members.len()));
+                    }
+                    for member in members {
                         println!("{}", output::member(&member, json));
                     }
                 }

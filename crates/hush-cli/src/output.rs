@@ -64,6 +64,11 @@ pub fn chat(c: &Chat, json: bool) -> String {
     }
 }
 
+/// The heading of `hush group members`: `#team: 5 members`.
+pub fn member_count(name: &impl std::fmt::Display, n: usize) -> String {
+    format!("{name}: {n} member{}", if n == 1 { "" } else { "s" })
+}
+
 pub fn member(m: &hush_client::Member, as_json: bool) -> String {
     if as_json {
         json!({"username": m.username, "admin": m.admin, "devices": m.devices}).to_string()

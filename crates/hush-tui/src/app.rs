@@ -27,6 +27,19 @@ pub struct Conversation {
     pub name: String,
     pub unread: u32,
     pub lines: Vec<Line>,
+    /// For a group: how many members its MLS roster has, once read.
+    pub members: Option<usize>,
+}
+
+impl Conversation {
+    /// The title line of the conversation pane: `#team: 5 members`, or the name.
+    pub fn title(&self) -> String {
+        match self.members {
+            Some(1) => format!("{}: 1 member", self.name),
+            Some(n) => format!("{}: {n} members", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +114,7 @@ impl App {
                 name: STATUS.to_owned(),
                 unread: 0,
                 lines: Vec::new(),
+                members: None,
             }],
             selected: 0,
             input: String::new(),
@@ -130,8 +144,15 @@ impl App {
             name: name.to_owned(),
             unread: 0,
             lines: Vec::new(),
+            members: None,
         });
         self.conversations.len() - 1
+    }
+
+    /// Records a group's member count (from its roster) for its title line.
+    pub fn set_members(&mut self, name: &str, count: usize) {
+        let i = self.index_of(name);
+        self.conversations[i].members = Some(count);
     }
 
     /// Shows `name`, creating it if needed, and marks it read.

@@ -57,6 +57,7 @@ async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool,
         Action::Members(group) => match GroupName::parse(&group) {
             Ok(name) => match client.members(&name).await {
                 Ok(members) => {
+                    app.set_members(&group, members.len());
                     let list: Vec<String> = members
                         .iter()
                         .map(|m| {
@@ -89,6 +90,20 @@ async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool,
     Ok(true)
 }
 
+/// Reads a group's roster for its member count (shown in its title line); a group
+/// this device is not in (yet) keeps no count.
+async fn refresh_members(client: &Client, app: &mut App, conversation: &str) {
+    if !conversation.starts_with('#') {
+        return;
+    }
+    let Ok(name) = GroupName::parse(conversation) else {
+        return;
+    };
+    if let Ok(members) = client.members(&name).await {
+        app.set_members(conversation, members.len());
+    }
+}
+
 /// Runs the interactive client until the user quits.
 pub async fn run(client: Client) -> Result<(), ClientError> {
     let stored = client.stored_account().await?;
@@ -101,6 +116,7 @@ pub async fn run(client: Client) -> Result<(), ClientError> {
             shown = shown.max(e.row().unwrap_or(0));
             app.on_event(&e, false);
         }
+        refresh_members(&client, &mut app, &chat.name).await;
     }
     let seen: Vec<i64> = client
         .unstreamed()
@@ -176,6 +192,20 @@ async fn event_loop(
                         app.say(&format!("stopped: {reason}"));
                     }
                     app.on_event(&e, true);
+                    match &e {
+                        // Joins and leaves change the count; a first message may be the
+                        // first sight of a group.
+                        Event::Membership { conversation, .. } | Event::Message { conversation, .. } => {
+                            let known = app
+                                .conversations
+                                .iter()
+                                .any(|c| &c.name == conversation && c.members.is_some());
+                            if matches!(e, Event::Membership { .. }) || !known {
+                                refresh_members(client, app, conversation).await;
+                            }
+                        }
+                        _ => {}
+                    }
                 }
                 None => return Ok(()),
             },

@@ -91,7 +91,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         Paragraph::new(visible).wrap(Wrap { trim: false }).block(
             Block::default()
                 .borders(Borders::ALL)
-                .title(current.name.as_str()),
+                .title(current.title()),
         ),
         pane,
     );

@@ -246,3 +246,23 @@ fn invitations_and_missed_messages_are_said_in_view() {
     );
     assert!(said.iter().any(|t| t.starts_with("3 message")), "{said:?}");
 }
+
+#[test]
+fn a_group_title_line_shows_its_member_count() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    app.on_event(&message("#team", "ben", "hello team"), true);
+    app.select("#team");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    assert!(
+        !screen(&terminal).contains("members"),
+        "no count before the roster is read"
+    );
+    app.set_members("#team", 5);
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    let text = screen(&terminal);
+    assert!(text.contains("#team: 5 members"), "{text}");
+    app.set_members("#team", 1);
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    assert!(screen(&terminal).contains("#team: 1 member"));
+}
