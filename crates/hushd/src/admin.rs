@@ -48,6 +48,21 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Checks an invite command's arguments before any store is opened.
+pub fn check_invite(command: &InviteCommand) -> anyhow::Result<()> {
+    match command {
+        InviteCommand::Create { uses, expires } => {
+            if *uses == 0 {
+                anyhow::bail!("--uses must be at least 1");
+            }
+            if let Some(d) = expires {
+                crate::config::parse_duration(d)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 pub async fn invite(store: &dyn Store, command: InviteCommand) -> anyhow::Result<()> {
     match command {
         InviteCommand::Create { uses, expires } => {

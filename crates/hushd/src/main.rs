@@ -128,16 +128,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => runtime.block_on(serve(settings)),
         Some(Command::Fingerprint) => {
-            let identity = identity(&settings)?;
+            let identity = existing_identity(&settings)?;
             println!("fingerprint {}", identity.fingerprint());
             Ok(())
         }
         Some(Command::Invite { command }) => {
-            let store = runtime.block_on(async { open_store(&settings) })?;
+            admin::check_invite(&command)?;
+            let store = runtime.block_on(async { existing_store(&settings) })?;
             runtime.block_on(admin::invite(store.as_ref(), command))
         }
         Some(Command::User { command }) => {
-            let store = runtime.block_on(async { open_store(&settings) })?;
+            let store = runtime.block_on(async { existing_store(&settings) })?;
             runtime.block_on(admin::user(store.as_ref(), command))
         }
         Some(Command::Config { .. }) => Ok(()),
@@ -177,6 +178,36 @@ fn identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
         Some((cert, key)) => TlsIdentity::from_files(cert, key)?,
         None => TlsIdentity::load_or_create(&settings.data_dir)?,
     })
+}
+
+/// The server's own key, for `hushd fingerprint`: never made here, so an operator
+/// pointed at the wrong directory is told so instead of handed a new key's
+/// fingerprint.
+fn existing_identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
+    if let Some((cert, key)) = &settings.tls {
+        return Ok(TlsIdentity::from_files(cert, key)?);
+    }
+    let (cert, key) = TlsIdentity::default_paths(&settings.data_dir);
+    if !cert.exists() || !key.exists() {
+        bail!(
+            "no server key at {}: give the --data-dir (or --config) the server runs with; hushd makes the key on its first start",
+            cert.display()
+        );
+    }
+    Ok(TlsIdentity::load_or_create(&settings.data_dir)?)
+}
+
+/// The server's database, for the operator subcommands: never created here.
+fn existing_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    if let Database::Sqlite(path) = &settings.database {
+        if !path.exists() {
+            bail!(
+                "no database at {}: give the --data-dir (or --config) the server runs with; hushd creates it on its first start",
+                path.display()
+            );
+        }
+    }
+    open_store(settings)
 }
 
 fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {

@@ -72,3 +72,28 @@ fn postgres_urls_are_recognised_but_not_yet_served() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build yet"));
 }
+
+#[test]
+fn operator_commands_never_make_a_data_dir_a_key_or_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-the-server");
+    let data = missing.to_str().unwrap();
+    let out = hushd(&["--data-dir", data, "fingerprint"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: no server key at ") && err.contains("not-the-server"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "no fingerprint printed"
+    );
+    for args in [&["user", "list"][..], &["invite", "create"]] {
+        let out = hushd(&[&["--data-dir", data][..], args].concat());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: no database at "), "{args:?}: {err}");
+    }
+    assert!(!missing.exists(), "nothing was created");
+}
