@@ -388,12 +388,14 @@ fn home_dir(global: &Global) -> anyhow::Result<PathBuf> {
         .context("no home directory: pass --home DIR or set HUSH_HOME")
 }
 
-fn first_use(global: &Global) -> anyhow::Result<FirstUse> {
+fn first_use(global: &Global) -> Result<FirstUse, Failure> {
     Ok(
         match (&global.server_fingerprint, global.trust_new_server) {
-            (Some(fp), _) => FirstUse::Expect(
-                Fingerprint::parse(fp).map_err(|e| anyhow::anyhow!("--server-fingerprint: {e}"))?,
-            ),
+            (Some(fp), _) => FirstUse::Expect(Fingerprint::parse(fp).map_err(|e| Failure {
+                // A malformed flag is a usage error.
+                code: 2,
+                error: anyhow::anyhow!("--server-fingerprint: {e}"),
+            })?),
             (None, true) => FirstUse::TrustNew,
             (None, false) => FirstUse::Refuse,
         },
@@ -421,7 +423,10 @@ async fn enrol(
                 )
                 .await?)
             } else {
-                Err(anyhow::anyhow!("server key not trusted; nothing was sent").into())
+                Err(Failure {
+                    code: 4,
+                    error: anyhow::anyhow!("server key not trusted; nothing was sent"),
+                })
             }
         }
         other => Ok(other?),
@@ -602,7 +607,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 GroupCommand::Promote { name, users } => {
                     let name = group_name(&name)?;
                     client.promote(&name, &usernames(&users)?).await?;
-                    println!("{} now administer {name}", users.join(", "));
+                    let verb = if users.len() == 1 {
+                        "administers"
+                    } else {
+                        "administer"
+                    };
+                    println!("{} now {verb} {name}", users.join(", "));
                 }
                 GroupCommand::Members { name, json } => {
                     let name = group_name(&name)?;

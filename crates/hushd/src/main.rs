@@ -199,13 +199,13 @@ fn existing_identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
 
 /// The server's database, for the operator subcommands: never created here.
 fn existing_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    if let Database::Sqlite(path) = &settings.database {
-        if !path.exists() {
-            bail!(
-                "no database at {}: give the --data-dir (or --config) the server runs with; hushd creates it on its first start",
-                path.display()
-            );
-        }
+    if let Database::Sqlite(path) = &settings.database
+        && !path.exists()
+    {
+        bail!(
+            "no database at {}: give the --data-dir (or --config) the server runs with; hushd creates it on its first start",
+            path.display()
+        );
     }
     open_store(settings)
 }
