@@ -55,6 +55,12 @@ fn a_three_member_group_talks() {
         .map(|m| m["username"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ann", "ben", "cat"]);
+    // The group's name without its #: a hint, not only "no user named team".
+    fails(
+        &cat.run("", &["send", "team", "hello"]),
+        1,
+        "no user named team; did you mean #team?",
+    );
     let text = ok(&cat.run("", &["group", "members", "#team"]));
     assert_eq!(
         text.lines().collect::<Vec<_>>(),

@@ -580,7 +580,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             let to = Target::parse(&target)?;
             let client = open(&dir).await?;
-            let event = client.send(&to, &text).await?;
+            let event = match client.send(&to, &text).await {
+                Err(ClientError::Server(e))
+                    if e.code == ErrorCode::NotFound && !target.starts_with('#') =>
+                {
+                    // `hush send team x` for the group #team.
+                    let group = format!("#{target}");
+                    let known = client
+                        .chats()
+                        .await
+                        .map(|chats| chats.iter().any(|c| c.name == group))
+                        .unwrap_or(false);
+                    client.close().await;
+                    let hint = if known {
+                        format!("; did you mean {group}?")
+                    } else {
+                        String::new()
+                    };
+                    return Err(anyhow::anyhow!("{}{hint}", e.message).into());
+                }
+                other => other?,
+            };
             if let Event::Message { id, .. } = &event {
                 println!("sent {id} to {target}");
             }
