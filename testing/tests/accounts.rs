@@ -356,3 +356,48 @@ fn open_registration_is_limited_per_address_per_hour() {
     // Logging in is not registering.
     ok(&Client::new().login(&server, "one", PW));
 }
+
+#[test]
+fn a_failed_register_or_login_leaves_the_home_as_it_was() {
+    let server = Server::start(&[]);
+    ok(&Client::new().register(&server, "ann", PW, &[]));
+    let home = Client::new();
+    // Nobody listens there.
+    let port = hush_testing::free_port();
+    let out = home.run(
+        PW,
+        &[
+            "register",
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--username",
+            "ben",
+            "--trust-new-server",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("WARN"),
+        "one error line, no log noise: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        hush_testing::files_below(home.home.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    fails(
+        &home.login(&server, "ann", "not the password"),
+        3,
+        "wrong username or password",
+    );
+    assert_eq!(
+        hush_testing::files_below(home.home.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // A file of the user's own stays; then the home works as usual.
+    std::fs::write(home.home.path().join("notes.txt"), "mine").unwrap();
+    fails(&home.login(&server, "ann", "not the password"), 3, "wrong");
+    assert_eq!(hush_testing::files_below(home.home.path()).len(), 1);
+    ok(&home.login(&server, "ann", PW));
+    assert_eq!(home.whoami().unwrap()["username"], "ann");
+}

@@ -212,11 +212,18 @@ impl Client {
                 let _ = tx.send(r);
             })
         });
+        // What this enrolment adds to the home is taken away again if it fails, so
+        // the home is left as it was and a retry starts clean.
+        let before = home_entries(dir);
         let client = Self::start(dir.to_owned(), options, Some(init)).await?;
-        let account = rx
-            .await
-            .map_err(|_| ClientError::Home("the engine stopped".into()))??;
-        Ok((client, account))
+        let failed = match rx.await {
+            Ok(Ok(account)) => return Ok((client, account)),
+            Ok(Err(e)) => e,
+            Err(_) => ClientError::Home("the engine stopped".into()),
+        };
+        client.close().await;
+        remove_made_home(dir, before);
+        Err(failed)
     }
 
     async fn start(
@@ -766,6 +773,42 @@ impl Client {
             let _ = kill.send(());
         }
         self.join().await;
+    }
+}
+
+/// The names in `dir`, or `None` if it does not exist.
+fn home_entries(dir: &Path) -> Option<std::collections::HashSet<std::ffi::OsString>> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect(),
+    )
+}
+
+/// Removes what a failed enrolment added to `dir`: the names not in `before`, and the
+/// directory itself if it did not exist.
+fn remove_made_home(dir: &Path, before: Option<std::collections::HashSet<std::ffi::OsString>>) {
+    let removed = match before {
+        None => std::fs::remove_dir_all(dir),
+        Some(before) => std::fs::read_dir(dir).and_then(|entries| {
+            for entry in entries {
+                let entry = entry?;
+                if before.contains(&entry.file_name()) {
+                    continue;
+                }
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        }),
+    };
+    if let Err(e) = removed {
+        tracing::warn!(home = %dir.display(), error = %e, "could not remove what a failed enrolment added to the home");
     }
 }
 

@@ -255,7 +255,13 @@ impl Engine {
                 self.set_state(ConnectionState::Connecting);
                 if let Err(e) = self.connect().await {
                     if fatal(&e) {
-                        tracing::warn!(error = %e, "not reconnecting");
+                        // A home without an account (an enrolment that failed) has
+                        // nothing to reconnect: not worth a warning.
+                        if matches!(e, ClientError::NoAccount) {
+                            tracing::debug!(error = %e, "not reconnecting");
+                        } else {
+                            tracing::warn!(error = %e, "not reconnecting");
+                        }
                         self.set_state(ConnectionState::Failed {
                             reason: e.to_string(),
                         });
