@@ -152,26 +152,3 @@ fn only_a_server_admin_can_shut_the_server_down() {
     }
     fails(&ben.run("", &["admin", "kick", "ben"]), 6, "not available");
 }
-
-#[test]
-fn a_malformed_fingerprint_flag_is_a_usage_error() {
-    let server = Server::start(&[]);
-    let c = Client::new();
-    let out = c.run(
-        "correct horse battery",
-        &[
-            "register",
-            "--server",
-            &server.addr,
-            "--username",
-            "ann",
-            "--server-fingerprint",
-            "SHA256:not-a-fingerprint",
-        ],
-    );
-    fails(&out, 2, "--server-fingerprint");
-    assert!(
-        hush_testing::files_below(c.home.path()).is_empty(),
-        "nothing was written to the home"
-    );
-}

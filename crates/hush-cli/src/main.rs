@@ -67,13 +67,16 @@ struct Global {
 enum Command {
     /// Create an account on a server; this home becomes its first device.
     Register {
+        /// The server, as HOST:PORT.
         #[arg(long, value_name = "HOST:PORT")]
         server: String,
         /// 3-32 of a-z 0-9 _ . - (asked for, with a suggestion, on a terminal).
         #[arg(long)]
         username: Option<String>,
+        /// The name contacts see next to your username.
         #[arg(long, value_name = "TEXT")]
         display_name: Option<String>,
+        /// An e-mail address kept with the account (optional).
         #[arg(long)]
         email: Option<String>,
         /// Invite code, for servers that require one.
@@ -82,8 +85,10 @@ enum Command {
     },
     /// Log in to an existing account; this home becomes a new device.
     Login {
+        /// The server, as HOST:PORT.
         #[arg(long, value_name = "HOST:PORT")]
         server: String,
+        /// The account's username.
         #[arg(long)]
         username: String,
         /// With two-factor login on: the authenticator code, or a recovery code (asked
@@ -99,6 +104,7 @@ enum Command {
     },
     /// Show the account of this home.
     Whoami {
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -124,14 +130,18 @@ enum Command {
     },
     /// Show a conversation's local history, newest last.
     History {
+        /// A username (1:1 conversation) or #name (group).
         target: String,
+        /// How many of the newest messages.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
     /// List conversations with unread counts.
     Chats {
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -149,10 +159,12 @@ enum Command {
     },
     /// Compare safety numbers with a contact; --confirm marks it verified.
     Verify {
+        /// The contact's username.
         user: String,
         /// Mark the contact verified (after comparing the number in person or by QR).
         #[arg(long)]
         confirm: bool,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -160,22 +172,33 @@ enum Command {
     Devices {
         #[command(subcommand)]
         command: Option<DevicesCommand>,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
     /// Group invitations from people you have not accepted yet (they wait for you).
     Requests {
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
     /// Accept USER's group invitations: join them now, and accept USER's from now on.
-    Accept { user: String },
+    Accept {
+        /// Whose invitations to accept.
+        user: String,
+    },
     /// Decline USER's group invitations: they are dropped and you leave those groups.
-    Decline { user: String },
+    Decline {
+        /// Whose invitations to decline.
+        user: String,
+    },
     /// Whose group invitations this device accepts by itself: everyone (the default)
     /// or known (only people you wrote to, added, or accepted; others wait in
     /// `hush requests`). Without an argument, shows the setting.
-    Invitations { policy: Option<String> },
+    Invitations {
+        /// `everyone` or `known`; without it, the setting is shown.
+        policy: Option<String>,
+    },
     /// Two-factor login with an authenticator app (TOTP): enable, confirm, disable.
     #[command(name = "2fa", subcommand)]
     TwoFa(TwoFaCommand),
@@ -194,7 +217,10 @@ enum TwoFaCommand {
     },
     /// Turn two-factor login on with a code from the secret `enable` showed; prints
     /// the recovery codes, once.
-    Confirm { code: String },
+    Confirm {
+        /// The 6-digit code the app shows now.
+        code: String,
+    },
     /// Turn two-factor login off (needs a current code or a recovery code).
     Disable {
         /// A 6-digit code or a recovery code; asked on a terminal if missing.
@@ -206,7 +232,10 @@ enum TwoFaCommand {
 #[derive(Subcommand, Debug)]
 enum DevicesCommand {
     /// Remove a device from every conversation and end its sessions at once.
-    Revoke { device: String },
+    Revoke {
+        /// The device id, as `hush devices` lists it.
+        device: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,13 +243,17 @@ enum AdminCommand {
     /// Stop the server gracefully.
     Shutdown,
     /// Disconnect a user (not available yet).
-    Kick { user: String },
+    Kick {
+        /// The user to disconnect.
+        user: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum GroupCommand {
     /// Create a group; you become its admin.
     Create {
+        /// The group, as #name.
         name: String,
         /// Usernames to add, comma-separated.
         #[arg(long, value_delimiter = ',')]
@@ -228,24 +261,31 @@ enum GroupCommand {
     },
     /// Add users (admins only).
     Add {
+        /// The group, as #name.
         name: String,
+        /// Usernames.
         #[arg(required = true)]
         users: Vec<String>,
     },
     /// Remove users (admins only).
     Remove {
+        /// The group, as #name.
         name: String,
+        /// Usernames.
         #[arg(required = true)]
         users: Vec<String>,
     },
     /// Make users admins (admins only).
     Promote {
+        /// The group, as #name.
         name: String,
+        /// Usernames.
         #[arg(required = true)]
         users: Vec<String>,
     },
     /// Leave a group; its other members see you go. The last admin names a successor.
     Leave {
+        /// The group, as #name.
         name: String,
         /// Make this member an admin first (needed when you are the only admin).
         #[arg(long, value_name = "USER")]
@@ -253,7 +293,9 @@ enum GroupCommand {
     },
     /// Show the members, from the group's authenticated state.
     Members {
+        /// The group, as #name.
         name: String,
+        /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -517,6 +559,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     account.username
                 );
             }
+            println!(
+                "next: `hush send USER TEXT` writes to someone, `hush group create '#NAME' --members USER` starts a group, `hush` alone opens the terminal client"
+            );
         }
         Command::Login {
             server,
@@ -904,4 +949,37 @@ fn read_stdin() -> anyhow::Result<String> {
         .map(|t| t.strip_suffix('\r').unwrap_or(t))
         .unwrap_or(&text)
         .to_owned())
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand says what it is for.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "hush", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
+    }
 }

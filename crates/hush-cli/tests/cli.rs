@@ -72,8 +72,10 @@ fn a_malformed_fingerprint_flag_is_explained() {
         .env("HUSH_PASSWORD", "whatever-password")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // A usage error (README: exit 2), and nothing written to the home.
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SHA256:"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]
