@@ -60,6 +60,11 @@ fn rfc6238_vectors_for_the_independent_implementation() {
 }
 
 fn login(server: &Server, extra: &[&str]) -> (Client, std::process::Output) {
+    login_with(server, PW, extra)
+}
+
+/// `hush login` as tfa from a new home, with `password`.
+fn login_with(server: &Server, password: &str, extra: &[&str]) -> (Client, std::process::Output) {
     let c = Client::new();
     let mut args = vec![
         "login",
@@ -71,7 +76,7 @@ fn login(server: &Server, extra: &[&str]) -> (Client, std::process::Output) {
         &server.fingerprint,
     ];
     args.extend_from_slice(extra);
-    let out = c.run(PW, &args);
+    let out = c.run(password, &args);
     (c, out)
 }
 
@@ -140,21 +145,7 @@ fn two_factor_login_with_codes_and_recovery_codes() {
     let (_, out) = login(&server, &["--code", "12ab"]);
     fails(&out, 8, "recovery code");
     // The wrong password is still the password's error, whatever the code.
-    let c = Client::new();
-    let out = c.run(
-        "not the password",
-        &[
-            "login",
-            "--server",
-            &server.addr,
-            "--username",
-            "tfa",
-            "--server-fingerprint",
-            &server.fingerprint,
-            "--code",
-            "000000",
-        ],
-    );
+    let (_, out) = login_with(&server, "not the password", &["--code", "000000"]);
     fails(&out, 3, "wrong username or password");
 
     // The next step's code works (±1 step of skew), once.

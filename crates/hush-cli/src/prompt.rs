@@ -77,19 +77,8 @@ pub fn line(question: &str) -> anyhow::Result<String> {
 
 pub fn username() -> anyhow::Result<String> {
     let suggested = suggestion();
-    eprint!("Username [{suggested}]: ");
-    std::io::stderr().flush().ok();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the username")?;
-    let line = line.trim();
-    Ok(if line.is_empty() {
-        suggested
-    } else {
-        line.to_owned()
-    })
+    let typed = line(&format!("Username [{suggested}]: "))?;
+    Ok(if typed.is_empty() { suggested } else { typed })
 }
 
 pub fn confirm_server(server: &str, fp: Fingerprint) -> anyhow::Result<bool> {

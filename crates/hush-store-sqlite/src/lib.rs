@@ -357,6 +357,16 @@ fn device_exists(conn: &Connection, device: &DeviceId) -> Result<bool, StoreErro
     .map_err(backend)
 }
 
+fn user_exists(conn: &Connection, user: &UserId) -> Result<bool, StoreError> {
+    cached_row(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
+        [user.as_bytes().as_slice()],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
 /// One message to store.
 #[derive(Clone, Copy)]
 struct Outgoing<'a> {
@@ -874,14 +884,7 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             // The pool runs every write in its own savepoint.
             let tx: &Connection = conn;
-            let exists: bool = cached_row(
-                tx,
-                "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
-                [user.as_bytes().as_slice()],
-                |r| r.get(0),
-            )
-            .map_err(backend)?;
-            if !exists {
+            if !user_exists(tx, &user)? {
                 return Err(StoreError::UserNotFound);
             }
             let have: i64 = cached_row(
@@ -1087,14 +1090,7 @@ impl Store for SqliteStore {
 
     async fn set_pending_totp(&self, user: UserId, secret: Vec<u8>) -> Result<(), StoreError> {
         self.run(move |conn| {
-            let exists: bool = cached_row(
-                conn,
-                "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = ?1)",
-                [user.as_bytes().as_slice()],
-                |r| r.get(0),
-            )
-            .map_err(backend)?;
-            if !exists {
+            if !user_exists(conn, &user)? {
                 return Err(StoreError::UserNotFound);
             }
             cached_exec(
