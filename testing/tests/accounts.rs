@@ -401,3 +401,82 @@ fn a_failed_register_or_login_leaves_the_home_as_it_was() {
     ok(&home.login(&server, "ann", PW));
     assert_eq!(home.whoami().unwrap()["username"], "ann");
 }
+
+#[test]
+fn the_home_config_file_supplies_the_server_and_username() {
+    let server = Server::start(&[]);
+    let ann = Client::new();
+    std::fs::write(
+        ann.home.path().join("hush.toml"),
+        format!("server = \"{}\"\nusername = \"cfg_ann\"\n", server.addr),
+    )
+    .unwrap();
+    let out = ok(&ann.run(
+        PW,
+        &["register", "--server-fingerprint", &server.fingerprint],
+    ));
+    assert!(
+        out.contains(&format!("registered cfg_ann on {}", server.addr)),
+        "{out}"
+    );
+
+    // The file's username, a flag's server.
+    let laptop = Client::new();
+    std::fs::write(
+        laptop.home.path().join("hush.toml"),
+        "username = \"cfg_ann\"\n",
+    )
+    .unwrap();
+    ok(&laptop.run(
+        PW,
+        &[
+            "login",
+            "--server",
+            &server.addr,
+            "--server-fingerprint",
+            &server.fingerprint,
+        ],
+    ));
+    assert_eq!(laptop.whoami().unwrap()["username"], "cfg_ann");
+
+    // Without a username anywhere, and not on a terminal: said so.
+    let other = Client::new();
+    fails(
+        &other.run(
+            PW,
+            &["login", "--server", &server.addr, "--trust-new-server"],
+        ),
+        1,
+        "--username is required",
+    );
+    // A broken file is named, with what is wrong in it.
+    std::fs::write(other.home.path().join("hush.toml"), "sever = \"x\"\n").unwrap();
+    fails(
+        &other.run(
+            PW,
+            &["login", "--username", "cfg_ann", "--trust-new-server"],
+        ),
+        1,
+        "hush.toml",
+    );
+    let err = String::from_utf8_lossy(
+        &other
+            .run(
+                PW,
+                &["login", "--username", "cfg_ann", "--trust-new-server"],
+            )
+            .stderr,
+    )
+    .into_owned();
+    assert!(err.contains("unknown field `sever`"), "{err}");
+}
+
+#[test]
+fn without_a_server_flag_or_file_the_default_is_127_0_0_1_5535() {
+    let c = Client::new();
+    let out = c.run(PW, &["login", "--username", "ann", "--trust-new-server"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Nothing listens there in the tests (every server binds port 0).
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("127.0.0.1:5535"), "{err}");
+}

@@ -7,6 +7,7 @@
 //! trusted (unknown or changed fingerprint); 5 server unreachable or connection lost;
 //! 6 command not available in this version yet; 7 refused because a verified contact's
 //! account key changed (run `hush verify USER --confirm` after checking).
+mod config;
 mod output;
 mod prompt;
 mod receive;
@@ -67,9 +68,10 @@ struct Global {
 enum Command {
     /// Create an account on a server; this home becomes its first device.
     Register {
-        /// The server, as HOST:PORT.
+        /// The server, as HOST:PORT [default: `server` in HOME/hush.toml, else
+        /// 127.0.0.1:5535].
         #[arg(long, value_name = "HOST:PORT")]
-        server: String,
+        server: Option<String>,
         /// 3-32 of a-z 0-9 _ . - (asked for, with a suggestion, on a terminal).
         #[arg(long)]
         username: Option<String>,
@@ -85,12 +87,13 @@ enum Command {
     },
     /// Log in to an existing account; this home becomes a new device.
     Login {
-        /// The server, as HOST:PORT.
+        /// The server, as HOST:PORT [default: `server` in HOME/hush.toml, else
+        /// 127.0.0.1:5535].
         #[arg(long, value_name = "HOST:PORT")]
-        server: String,
-        /// The account's username.
+        server: Option<String>,
+        /// The account's username [default: `username` in HOME/hush.toml].
         #[arg(long)]
-        username: String,
+        username: Option<String>,
         /// With two-factor login on: the authenticator code, or a recovery code (asked
         /// on a terminal when needed and not given).
         #[arg(long)]
@@ -520,13 +523,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             email,
             invite,
         } => {
-            let username = match username {
+            let config = config::Config::load(&dir)?;
+            let server = config.server(server);
+            let username = match username.or(config.username) {
                 Some(u) => parse_username(&u)?,
                 None if prompt::interactive() => parse_username(&prompt::username()?)?,
                 None => {
-                    return Err(
-                        anyhow::anyhow!("--username is required when not on a terminal").into(),
-                    );
+                    return Err(anyhow::anyhow!(
+                        "--username is required when not on a terminal (or `username` in HOME/hush.toml)"
+                    )
+                    .into());
                 }
             };
             let password = prompt::password(global.password_stdin, true)?;
@@ -568,7 +574,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             username,
             code,
         } => {
-            let username = parse_username(&username)?;
+            let config = config::Config::load(&dir)?;
+            let server = config.server(server);
+            let username = match username.or(config.username) {
+                Some(u) => parse_username(&u)?,
+                None if prompt::interactive() => parse_username(&prompt::line("Username: ")?)?,
+                None => {
+                    return Err(anyhow::anyhow!(
+                        "--username is required when not on a terminal (or `username` in HOME/hush.toml)"
+                    )
+                    .into());
+                }
+            };
             let password = prompt::password(global.password_stdin, false)?;
             let mut factor = code.as_deref().map(parse_second_factor).transpose()?;
             let login = |factor: Option<SecondFactor>| Enrolment::Login {

@@ -1,0 +1,70 @@
+//! `HOME/hush.toml`: defaults for `register` and `login` (PRODUCT.md §4). Flags win
+//! over the file; without either, the server is `127.0.0.1:5535`.
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Where `hush register` and `hush login` go when neither a flag nor the file says.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:5535";
+
+/// The file's name inside the home.
+pub const FILE: &str = "hush.toml";
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `HOST:PORT` of the server.
+    pub server: Option<String>,
+    /// The account's username.
+    pub username: Option<String>,
+}
+
+impl Config {
+    /// Reads `home/hush.toml`; a missing file is an empty config, a broken one an error
+    /// naming it.
+    pub fn load(home: &Path) -> anyhow::Result<Config> {
+        let path = home.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        Ok(config)
+    }
+
+    /// The server to enrol with: the flag, the file, or the default.
+    pub fn server(&self, flag: Option<String>) -> String {
+        flag.or_else(|| self.server.clone())
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_then_the_file_then_the_default() {
+        let empty = Config::default();
+        assert_eq!(empty.server(None), DEFAULT_SERVER);
+        let file = Config::parse("server = \"chat.example:6000\"\nusername = \"ann\"\n").unwrap();
+        assert_eq!(file.server(None), "chat.example:6000");
+        assert_eq!(file.server(Some("other:1".into())), "other:1");
+        assert_eq!(file.username.as_deref(), Some("ann"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_explained() {
+        let e = Config::parse("sever = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("unknown field `sever`"), "{e}");
+        let e = Config::parse("server = 5").unwrap_err().to_string();
+        assert!(e.contains("invalid type"), "{e}");
+    }
+}
