@@ -48,6 +48,28 @@ fn a_three_member_group_talks() {
     ben.send("#team", "hi from ben");
     assert_eq!(texts(&ann.recv(5)), ["hi from ben"]);
     assert_eq!(texts(&cat.recv(5)), ["hi from ben"]);
+    // One text shape for history (and recv): `[YYYY-MM-DD HH:MM] #team <ben> text`,
+    // your own lines included.
+    for (who, c) in [("cat", &cat), ("ben", &ben)] {
+        let history = ok(&c.run("", &["history", "#team"]));
+        let line = history
+            .lines()
+            .find(|l| l.ends_with("hi from ben"))
+            .unwrap_or_else(|| panic!("{who}: {history}"));
+        let (stamp, rest) = line.split_once("] ").unwrap();
+        assert_eq!(rest, "#team <ben> hi from ben", "{who}");
+        let stamp = stamp.strip_prefix('[').unwrap();
+        assert_eq!(stamp.len(), 16, "{stamp}");
+        assert!(
+            stamp.chars().enumerate().all(|(i, ch)| match i {
+                4 | 7 => ch == '-',
+                10 => ch == ' ',
+                13 => ch == ':',
+                _ => ch.is_ascii_digit(),
+            }),
+            "{stamp}"
+        );
+    }
 
     let members = json_lines(&ok(&cat.run("", &["group", "members", "#team", "--json"])));
     let names: Vec<&str> = members

@@ -248,6 +248,15 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
+/// `2026-12-01 08:10` (UTC): the time of a text line.
+pub fn minute(ms: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01 00:00".to_owned())
+}
+
 impl Event {
     /// The history row this event is, for the events that are history.
     pub fn row(&self) -> Option<i64> {
@@ -378,12 +387,8 @@ impl Event {
                 text,
                 ..
             } => {
-                let when = rfc3339(*sent_at_ms);
-                if conversation == from {
-                    format!("[{when}] {from}: {text}")
-                } else {
-                    format!("[{when}] {conversation} <{from}> {text}")
-                }
+                // One shape for 1:1 and groups, incoming and outgoing.
+                format!("[{}] {conversation} <{from}> {text}", minute(*sent_at_ms))
             }
             Event::Membership {
                 conversation,
@@ -399,7 +404,7 @@ impl Event {
                     MembershipKind::Promoted => format!("{by} made {member} an admin"),
                     MembershipKind::Removed => format!("{by} removed {member}"),
                 };
-                format!("[{}] {conversation} -- {what}", rfc3339(*at_ms))
+                format!("[{}] {conversation} -- {what}", minute(*at_ms))
             }
             Event::Security {
                 conversation,
@@ -409,7 +414,7 @@ impl Event {
                 ..
             } => format!(
                 "[{}] {conversation} !! security ({}): {reason}",
-                rfc3339(*at_ms),
+                minute(*at_ms),
                 kind.as_str()
             ),
             Event::Delivery {
@@ -461,7 +466,7 @@ mod tests {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert!(v.get("outgoing").is_none());
-        assert_eq!(e.to_text(), "[2026-01-01T00:00:00Z] alice: hi");
+        assert_eq!(e.to_text(), "[2026-01-01 00:00] alice <alice> hi");
     }
 
     #[test]
