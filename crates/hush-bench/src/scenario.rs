@@ -542,10 +542,7 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
     let mut report = window.close("direct", c, elapsed)?;
     let received = listening.finish().await?;
     tally(&mut report, &from_partners(&acked), &received).await;
-    let refused = errors.load(Ordering::Relaxed);
-    if refused > 0 {
-        eprintln!("warning: {refused} sends were refused (not counted as sent)");
-    }
+    warn_refused(&errors);
     drop(conns);
     drop(accounts);
     Ok(report)
@@ -777,10 +774,7 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
             server_cpu: cpu2.cpu.saturating_sub(cpu1.cpu),
         },
     ];
-    let refused = errors.load(Ordering::Relaxed);
-    if refused > 0 {
-        eprintln!("warning: {refused} sends were refused (not counted as sent)");
-    }
+    warn_refused(&errors);
     drop(conns);
     drop(accounts);
     Ok(report)
@@ -861,10 +855,7 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
     let received = listening.finish().await?;
     tally(&mut report, &expected, &received).await;
     report.messages = Some(acked.iter().sum());
-    let refused = errors.load(Ordering::Relaxed);
-    if refused > 0 {
-        eprintln!("warning: {refused} sends were refused (not counted as sent)");
-    }
+    warn_refused(&errors);
     drop(conns);
     drop(accounts);
     Ok(report)
@@ -1067,4 +1058,12 @@ pub async fn idle(c: &Common) -> anyhow::Result<Report> {
     report.kept_after_close_bytes = Some(kept);
     drop(accounts);
     Ok(report)
+}
+
+/// Says how many sends the server refused (they are not counted as sent).
+fn warn_refused(errors: &std::sync::atomic::AtomicU64) {
+    let refused = errors.load(Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!("warning: {refused} sends were refused (not counted as sent)");
+    }
 }

@@ -478,6 +478,21 @@ async fn enrol(
     }
 }
 
+/// The username to register or log in with: given (flag or hush.toml), else asked on
+/// a terminal with `ask`.
+fn enrol_username(
+    given: Option<String>,
+    ask: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<Username> {
+    match given {
+        Some(u) => parse_username(&u),
+        None if prompt::interactive() => parse_username(&ask()?),
+        None => anyhow::bail!(
+            "--username is required when not on a terminal (or `username` in HOME/hush.toml)"
+        ),
+    }
+}
+
 fn parse_username(s: &str) -> anyhow::Result<Username> {
     Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -525,16 +540,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let config = config::Config::load(&dir)?;
             let server = config.server(server);
-            let username = match username.or(config.username) {
-                Some(u) => parse_username(&u)?,
-                None if prompt::interactive() => parse_username(&prompt::username()?)?,
-                None => {
-                    return Err(anyhow::anyhow!(
-                        "--username is required when not on a terminal (or `username` in HOME/hush.toml)"
-                    )
-                    .into());
-                }
-            };
+            let username = enrol_username(username.or(config.username), prompt::username)?;
             let password = prompt::password(global.password_stdin, true)?;
             if password.len() < 8 {
                 return Err(anyhow::anyhow!("the password must be at least 8 characters").into());
@@ -576,16 +582,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let config = config::Config::load(&dir)?;
             let server = config.server(server);
-            let username = match username.or(config.username) {
-                Some(u) => parse_username(&u)?,
-                None if prompt::interactive() => parse_username(&prompt::line("Username: ")?)?,
-                None => {
-                    return Err(anyhow::anyhow!(
-                        "--username is required when not on a terminal (or `username` in HOME/hush.toml)"
-                    )
-                    .into());
-                }
-            };
+            let username =
+                enrol_username(username.or(config.username), || prompt::line("Username: "))?;
             let password = prompt::password(global.password_stdin, false)?;
             let mut factor = code.as_deref().map(parse_second_factor).transpose()?;
             let login = |factor: Option<SecondFactor>| Enrolment::Login {
