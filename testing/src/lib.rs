@@ -228,10 +228,16 @@ impl Client {
 
     /// Runs `hush --home HOME <args>` with `HUSH_PASSWORD` set to `password`.
     pub fn run(&self, password: &str, args: &[&str]) -> Output {
+        self.run_env(password, &[], args)
+    }
+
+    /// [`Client::run`] with more environment variables.
+    pub fn run_env(&self, password: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
         Command::new(bin("hush"))
             .arg("--home")
             .arg(self.home.path())
             .args(args)
+            .envs(env.iter().copied())
             .env("HUSH_PASSWORD", password)
             .env_remove("HUSH_HOME")
             .stdin(Stdio::null())
@@ -422,4 +428,62 @@ pub fn texts(events: &[serde_json::Value]) -> Vec<String> {
         .filter(|e| e["type"] == "message")
         .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// An RFC 6238 implementation of the tests' own (HMAC-SHA-1 from the `hmac` crate), so
+/// the server's codes are checked against something it does not share.
+pub mod totp {
+    use hmac::{Hmac, Mac};
+
+    /// RFC 4648 base32 without padding, as otpauth URIs carry secrets.
+    pub fn base32_decode(s: &str) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let mut out = Vec::new();
+        let (mut bits, mut n) = (0u32, 0);
+        for c in s.trim_end_matches('=').bytes() {
+            let v = ALPHABET
+                .iter()
+                .position(|&a| a == c.to_ascii_uppercase())
+                .expect("base32 character") as u32;
+            bits = (bits << 5) | v;
+            n += 5;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+            }
+        }
+        out
+    }
+
+    /// RFC 6238 with SHA-1, 6 digits, for time step `step`.
+    pub fn totp(secret: &[u8], step: u64) -> String {
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret).unwrap();
+        mac.update(&step.to_be_bytes());
+        let h = mac.finalize().into_bytes();
+        let offset = usize::from(h[19] & 0x0f);
+        let bin = u32::from_be_bytes([
+            h[offset] & 0x7f,
+            h[offset + 1],
+            h[offset + 2],
+            h[offset + 3],
+        ]);
+        format!("{:06}", bin % 1_000_000)
+    }
+
+    pub fn step_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30
+    }
+
+    /// The secret of an `otpauth://` URI.
+    pub fn secret_of(uri: &str) -> Vec<u8> {
+        let secret = uri
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("secret="))
+            .expect("a secret in the URI");
+        base32_decode(secret)
+    }
 }

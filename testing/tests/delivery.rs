@@ -45,6 +45,7 @@ async fn pair(server: &Server) -> ([tempfile::TempDir; 2], Stream, Stream, Vec<u
     ann.write_all(&request(
         3,
         Body::CreateGroup(pb::CreateGroup {
+            channel: None,
             group_id: group.clone().into(),
             name: String::new(),
             direct_peer: "ben".into(),

@@ -148,6 +148,7 @@ async fn a_stranger_creating_groups_with_junk_welcomes_cannot_lock_the_mailbox()
     let conn = raw(&server, d[2].path()).await;
     let junk = |i: u8, len: usize| {
         Body::CreateGroup(pb::CreateGroup {
+            channel: None,
             group_id: vec![i + 1; 16].into(),
             direct_peer: String::new(),
             name: String::new(),

@@ -451,6 +451,7 @@ async fn pairs(c: &Common) -> anyhow::Result<Setup> {
         rand::thread_rng().fill_bytes(&mut gid);
         let created = conns[2 * pair]
             .request(Body::CreateGroup(pb::CreateGroup {
+                channel: None,
                 group_id: gid.clone().into(),
                 name: String::new(),
                 direct_peer: b.name.to_string(),
@@ -798,6 +799,7 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
         rand::thread_rng().fill_bytes(&mut gid);
         let created = conns[g * size]
             .request(Body::CreateGroup(pb::CreateGroup {
+                channel: None,
                 group_id: gid.clone().into(),
                 name: format!("bench{g}"),
                 direct_peer: String::new(),

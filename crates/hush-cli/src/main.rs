@@ -6,7 +6,9 @@
 //! password, disabled account, revoked device, not logged in); 4 server key not
 //! trusted (unknown or changed fingerprint); 5 server unreachable or connection lost;
 //! 6 command not available in this version yet; 7 refused because a verified contact's
-//! account key changed (run `hush verify USER --confirm` after checking).
+//! account key changed (run `hush verify USER --confirm` after checking); 8 a second
+//! factor (authenticator code) is missing, wrong or used; 9 a channel's password is
+//! wrong or missing; 10 too many wrong channel passwords or codes (wait, then retry).
 mod config;
 mod output;
 mod prompt;
@@ -22,7 +24,9 @@ use hush_client::events::Event;
 use hush_client::hush_proto::ErrorCode;
 use hush_client::hush_proto::content::GroupName;
 use hush_client::hush_proto::fingerprint::Fingerprint;
-use hush_client::hush_proto::ids::{DeviceId, RecoveryCode, SecondFactor, TotpCode, Username};
+use hush_client::hush_proto::ids::{
+    ChannelPassword, DeviceId, RecoveryCode, SecondFactor, TotpCode, Username,
+};
 use hush_client::hush_proto::response::Account;
 use hush_client::trust::FirstUse;
 use hush_client::{Client, ClientError, ClientOptions, Enrolment, Target};
@@ -33,7 +37,7 @@ use std::io::IsTerminal;
     name = "hush",
     version,
     about = "End-to-end encrypted chat client for hushd servers.",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet, 7 a verified contact's key changed."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet, 7 a verified contact's key changed, 8 code missing/wrong/used, 9 channel password wrong, 10 too many wrong channel attempts."
 )]
 struct Cli {
     #[command(flatten)]
@@ -205,8 +209,72 @@ enum Command {
     /// Two-factor login with an authenticator app (TOTP): enable, confirm, disable.
     #[command(name = "2fa", subcommand)]
     TwoFa(TwoFaCommand),
+    /// Channels: groups anyone with the password (and the authenticator code) joins.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     #[command(flatten)]
     Later(Later),
+}
+
+#[derive(Subcommand, Debug)]
+enum ChannelCommand {
+    /// Create #NAME; you become its admin. The password comes from
+    /// HUSH_CHANNEL_PASSWORD, --password-stdin or a prompt.
+    Create {
+        /// The channel, as #name or name.
+        name: String,
+        /// Joining also needs the current code of an authenticator app (TOTP).
+        #[arg(long)]
+        totp: bool,
+        /// No password: anyone on the server may join.
+        #[arg(long)]
+        open: bool,
+        /// Read the channel password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Join #NAME (password as for create; the code is asked on a terminal).
+    Join {
+        /// The channel, as #name or name.
+        name: String,
+        /// The 6-digit code the channel's authenticator entry shows now.
+        #[arg(long)]
+        code: Option<String>,
+        /// Read the channel password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the server's channels: name, members, what joining needs.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change what joining #NAME needs (admins only).
+    Set {
+        /// The channel, as #name or name.
+        name: String,
+        /// Set a new password (from HUSH_CHANNEL_PASSWORD, --password-stdin or a prompt).
+        #[arg(long)]
+        password: bool,
+        /// Remove the password: anyone on the server may join.
+        #[arg(long, conflicts_with = "password")]
+        open: bool,
+        /// A new authenticator secret; prints its otpauth URI.
+        #[arg(long)]
+        rotate_totp: bool,
+        /// Stop asking joiners for a code.
+        #[arg(long, conflicts_with = "rotate_totp")]
+        no_totp: bool,
+        /// Read the new password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove every member and delete #NAME from the server (admins only).
+    Delete {
+        /// The channel, as #name or name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,8 +375,6 @@ enum GroupCommand {
 /// Commands of the product that later versions bring; they say so clearly.
 #[derive(Subcommand, Debug)]
 enum Later {
-    /// Manage channels (not available yet).
-    Channel(Rest),
     /// Send and fetch files (not available yet).
     File(Rest),
 }
@@ -322,7 +388,6 @@ struct Rest {
 impl Later {
     fn name(&self) -> &'static str {
         match self {
-            Later::Channel(_) => "channel",
             Later::File(_) => "file",
         }
     }
@@ -832,6 +897,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Accept { user } => answer(&dir, &user, true).await?,
         Command::Decline { user } => answer(&dir, &user, false).await?,
         Command::TwoFa(command) => two_factor(&dir, command).await?,
+        Command::Channel(command) => channel(&dir, command).await?,
         Command::Later(_) => {}
     }
     Ok(())
@@ -898,6 +964,223 @@ async fn two_factor(dir: &std::path::Path, command: TwoFaCommand) -> Result<(), 
             client.close().await;
             done?;
             println!("two-factor login is off");
+        }
+    }
+    Ok(())
+}
+
+/// `#name` from `name` or `#name`.
+fn channel_name(s: &str) -> anyhow::Result<GroupName> {
+    let s = s.trim();
+    if s.starts_with('#') {
+        group_name(s)
+    } else {
+        group_name(&format!("#{s}"))
+    }
+}
+
+/// A channel password from HUSH_CHANNEL_PASSWORD, one line of stdin, or a prompt.
+fn channel_password(from_stdin: bool, confirm: bool) -> Result<ChannelPassword, Failure> {
+    let pw = prompt::secret(
+        "HUSH_CHANNEL_PASSWORD",
+        "Channel password",
+        from_stdin,
+        confirm,
+    )?;
+    ChannelPassword::parse(&pw).map_err(|e| anyhow::anyhow!("{e}").into())
+}
+
+/// Prints a channel's otpauth URI, and its QR code on a terminal.
+fn print_channel_totp(setup: &hush_client::account::TotpSetup) {
+    println!("{}", setup.uri);
+    if std::io::stdout().is_terminal() {
+        if let Some(qr) = output::qr_of(&setup.uri) {
+            println!("{qr}");
+        }
+        println!(
+            "Members add it to an authenticator app (Aegis, Google Authenticator, ...) by scanning it, or type the secret {}.",
+            setup.secret_base32
+        );
+    }
+}
+
+/// Exit codes of a refused join: each reason its own.
+fn join_failure(e: ClientError) -> Failure {
+    let code = match &e {
+        ClientError::Server(s) => match s.code {
+            ErrorCode::ChannelPasswordWrong => Some(9),
+            ErrorCode::RateLimited => Some(10),
+            ErrorCode::NotFound | ErrorCode::AlreadyAMember => Some(1),
+            _ => None,
+        },
+        _ => None,
+    };
+    match code {
+        Some(code) => Failure {
+            code,
+            error: e.into(),
+        },
+        None => e.into(),
+    }
+}
+
+/// `hush channel ...`.
+async fn channel(dir: &std::path::Path, command: ChannelCommand) -> Result<(), Failure> {
+    match command {
+        ChannelCommand::Create {
+            name,
+            totp,
+            open: no_password,
+            password_stdin,
+        } => {
+            let name = channel_name(&name)?;
+            let password = if no_password {
+                None
+            } else {
+                Some(channel_password(password_stdin, true)?)
+            };
+            let client = open(dir).await?;
+            let made = client
+                .create_channel(
+                    &name,
+                    hush_client::channels::ChannelAccess { password, totp },
+                )
+                .await;
+            client.close().await;
+            let setup = made?;
+            println!("created {name}");
+            if let Some(setup) = setup {
+                print_channel_totp(&setup);
+            }
+        }
+        ChannelCommand::Join {
+            name,
+            code,
+            password_stdin,
+        } => {
+            let name = channel_name(&name)?;
+            let mut code = match code {
+                Some(c) => Some(TotpCode::parse(&c).map_err(|e| Failure {
+                    code: 8,
+                    error: anyhow::anyhow!("--code: {e}"),
+                })?),
+                None => None,
+            };
+            let client = open(dir).await?;
+            let listed = client.channels().await;
+            let needs = listed
+                .as_ref()
+                .ok()
+                .and_then(|l| l.iter().find(|c| c.name == name).cloned());
+            if listed.is_ok() && needs.is_none() {
+                client.close().await;
+                return Err(anyhow::anyhow!("there is no channel called {name}").into());
+            }
+            let password = match &needs {
+                Some(c) if !c.password => None,
+                _ => match channel_password(password_stdin, false) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        client.close().await;
+                        return Err(e);
+                    }
+                },
+            };
+            if code.is_none() && needs.as_ref().is_some_and(|c| c.totp) && prompt::interactive() {
+                code = loop {
+                    match TotpCode::parse(&prompt::line(&format!("Code for {name}: "))?) {
+                        Ok(c) => break Some(c),
+                        Err(e) => eprintln!("{e}"),
+                    }
+                };
+            }
+            let joined = client.join_channel(&name, password, code).await;
+            client.close().await;
+            joined.map_err(join_failure)?;
+            println!("joined {name}");
+        }
+        ChannelCommand::List { json } => {
+            let client = open(dir).await?;
+            let listed = client.channels().await;
+            client.close().await;
+            for c in listed? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "name": c.name.to_string(),
+                            "members": c.members,
+                            "password": c.password,
+                            "totp": c.totp,
+                            "lobby": c.lobby,
+                        })
+                    );
+                } else {
+                    let mut needs = Vec::new();
+                    if c.password {
+                        needs.push("password");
+                    }
+                    if c.totp {
+                        needs.push("code");
+                    }
+                    let needs = if needs.is_empty() {
+                        "open".to_owned()
+                    } else {
+                        needs.join(" + ")
+                    };
+                    let lobby = if c.lobby { ", the lobby" } else { "" };
+                    let members = if c.members == 1 { "member" } else { "members" };
+                    println!("{}: {} {members}, {needs}{lobby}", c.name, c.members);
+                }
+            }
+        }
+        ChannelCommand::Set {
+            name,
+            password,
+            open: no_password,
+            rotate_totp,
+            no_totp,
+            password_stdin,
+        } => {
+            let name = channel_name(&name)?;
+            if !(password || no_password || rotate_totp || no_totp) {
+                return Err(anyhow::anyhow!(
+                    "say what to change: --password, --open, --rotate-totp or --no-totp"
+                )
+                .into());
+            }
+            let password = if password {
+                Some(Some(channel_password(password_stdin, true)?))
+            } else if no_password {
+                Some(None)
+            } else {
+                None
+            };
+            let client = open(dir).await?;
+            let done = client
+                .update_channel(
+                    &name,
+                    hush_client::channels::ChannelChange {
+                        password,
+                        rotate_totp,
+                        remove_totp: no_totp,
+                    },
+                )
+                .await;
+            client.close().await;
+            let setup = done?;
+            println!("updated {name}");
+            if let Some(setup) = setup {
+                print_channel_totp(&setup);
+            }
+        }
+        ChannelCommand::Delete { name } => {
+            let name = channel_name(&name)?;
+            let client = open(dir).await?;
+            let done = client.delete_channel(&name).await;
+            client.close().await;
+            done?;
+            println!("deleted {name}");
         }
     }
     Ok(())

@@ -14,7 +14,19 @@ pub fn interactive() -> bool {
 /// The password from `HUSH_PASSWORD`, one line of stdin (`--password-stdin`), or a
 /// prompt; `confirm` asks twice.
 pub fn password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let pw = if let Ok(p) = std::env::var("HUSH_PASSWORD") {
+    let pw = secret("HUSH_PASSWORD", "Password", from_stdin, confirm)?;
+    Ok(Zeroizing::new(pw.as_bytes().to_vec()))
+}
+
+/// A secret from the environment variable `var`, one line of stdin, or a no-echo
+/// prompt (`what: `); `confirm` asks twice.
+pub fn secret(
+    var: &str,
+    what: &str,
+    from_stdin: bool,
+    confirm: bool,
+) -> anyhow::Result<Zeroizing<String>> {
+    let pw = if let Ok(p) = std::env::var(var) {
         Zeroizing::new(p)
     } else if from_stdin {
         let mut line = Zeroizing::new(String::new());
@@ -25,11 +37,12 @@ pub fn password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<Vec
         Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
     } else if interactive() {
         let first = Zeroizing::new(
-            rpassword::prompt_password("Password: ").context("reading the password")?,
+            rpassword::prompt_password(format!("{what}: ")).context("reading the password")?,
         );
         if confirm {
             let again = Zeroizing::new(
-                rpassword::prompt_password("Password again: ").context("reading the password")?,
+                rpassword::prompt_password(format!("{what} again: "))
+                    .context("reading the password")?,
             );
             if *first != *again {
                 bail!("the passwords do not match");
@@ -37,12 +50,12 @@ pub fn password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<Vec
         }
         first
     } else {
-        bail!("no password given: set HUSH_PASSWORD, pass --password-stdin, or run on a terminal");
+        bail!("no password given: set {var}, pass --password-stdin, or run on a terminal");
     };
     if pw.is_empty() {
         bail!("the password is empty");
     }
-    Ok(Zeroizing::new(pw.as_bytes().to_vec()))
+    Ok(pw)
 }
 
 const ADJECTIVES: &[&str] = &[

@@ -438,11 +438,86 @@ impl Client {
                 let live = e.live()?;
                 let m = e.messenger(&live);
                 match change {
-                    Change::Create => m.create_group(&name, &users).await,
+                    Change::Create => m.create_group(&name, &users, None).await,
                     Change::Add => m.add_members(&name, &users).await,
                     Change::Remove => m.remove_members(&name, &users).await,
                     Change::Promote => m.promote(&name, &users).await,
                 }
+            })
+        })
+        .await
+    }
+
+    /// P550: creates the channel `#name` with this user as its admin; with a code,
+    /// what authenticator apps need to add it.
+    pub async fn create_channel(
+        &self,
+        name: &GroupName,
+        access: crate::channels::ChannelAccess,
+    ) -> Result<Option<account::TotpSetup>, ClientError> {
+        let name = name.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).create_channel(&name, &access).await
+            })
+        })
+        .await
+    }
+
+    /// P553: joins the channel `#name` (password and code when it needs them).
+    pub async fn join_channel(
+        &self,
+        name: &GroupName,
+        password: Option<hush_proto::ids::ChannelPassword>,
+        code: Option<hush_proto::ids::TotpCode>,
+    ) -> Result<(), ClientError> {
+        let name = name.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live)
+                    .join_channel(&name, password.as_ref(), code.as_ref())
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// P554: the server's channels.
+    pub async fn channels(&self) -> Result<Vec<hush_proto::response::ChannelSummary>, ClientError> {
+        self.call(|e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).channels().await
+            })
+        })
+        .await
+    }
+
+    /// P555: a new password or code secret for `#name` (admins only).
+    pub async fn update_channel(
+        &self,
+        name: &GroupName,
+        change: crate::channels::ChannelChange,
+    ) -> Result<Option<account::TotpSetup>, ClientError> {
+        let name = name.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).update_channel(&name, &change).await
+            })
+        })
+        .await
+    }
+
+    /// P555: removes every other member and deletes `#name` from the server.
+    pub async fn delete_channel(&self, name: &GroupName) -> Result<(), ClientError> {
+        let name = name.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).delete_channel(&name).await
             })
         })
         .await

@@ -54,6 +54,8 @@ pub enum MembershipKind {
     Removed,
     Left,
     Promoted,
+    /// P551: joined a channel by an external commit.
+    Joined,
 }
 
 impl MembershipKind {
@@ -64,6 +66,7 @@ impl MembershipKind {
             MembershipKind::Removed => "member_removed",
             MembershipKind::Left => "member_left",
             MembershipKind::Promoted => "member_promoted",
+            MembershipKind::Joined => "member_joined",
         }
     }
 
@@ -73,6 +76,7 @@ impl MembershipKind {
             "member_removed" => MembershipKind::Removed,
             "member_left" => MembershipKind::Left,
             "member_promoted" => MembershipKind::Promoted,
+            "member_joined" => MembershipKind::Joined,
             _ => return None,
         })
     }
@@ -403,6 +407,7 @@ impl Event {
                     MembershipKind::Left => format!("{member} left"),
                     MembershipKind::Promoted => format!("{by} made {member} an admin"),
                     MembershipKind::Removed => format!("{by} removed {member}"),
+                    MembershipKind::Joined => format!("{member} joined"),
                 };
                 format!("[{}] {conversation} -- {what}", minute(*at_ms))
             }
@@ -474,6 +479,7 @@ mod tests {
         for k in [
             MembershipKind::Added,
             MembershipKind::Removed,
+            MembershipKind::Joined,
             MembershipKind::Left,
             MembershipKind::Promoted,
         ] {

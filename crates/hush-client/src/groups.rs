@@ -78,7 +78,7 @@ impl Messenger<'_> {
     }
 
     /// Writes a membership event (inside the caller's transaction).
-    fn membership_event(
+    pub(crate) fn membership_event(
         &self,
         group: GroupId,
         at_ms: i64,
@@ -104,7 +104,10 @@ impl Messenger<'_> {
     }
 
     /// Users of the roster (user → devices), from MLS state.
-    async fn roster_of(&self, conv: &Conversation) -> Result<BTreeMap<String, usize>, ClientError> {
+    pub(crate) async fn roster_of(
+        &self,
+        conv: &Conversation,
+    ) -> Result<BTreeMap<String, usize>, ClientError> {
         Ok(roster(conv, &self.names(&conv.members()).await?))
     }
 
@@ -252,6 +255,7 @@ impl Messenger<'_> {
         &self,
         name: &GroupName,
         members: &[Username],
+        channel: Option<pb::ChannelSettings>,
     ) -> Result<(), ClientError> {
         self.sync().await?;
         let mut users: Vec<Username> = members
@@ -267,6 +271,7 @@ impl Messenger<'_> {
         let state = GroupState {
             name: name.clone(),
             admins: vec![self.account.username.clone()],
+            joinable: channel.is_some(),
         };
         let group = GroupId::from_bytes(random16());
         let provider = self.provider();
@@ -274,9 +279,22 @@ impl Messenger<'_> {
         self.home.write(|| {
             let mut conv = Conversation::create_named(&provider, self.identity, group, &state)?;
             let welcome = if packages.is_empty() {
+                // P420: the server registers the group at epoch 1.
+                conv.begin(&provider, self.identity)?;
                 None
             } else {
                 Some(conv.add(&provider, self.identity, &packages)?.welcome)
+            };
+            // P552: a channel's first GroupInfo, for its first joiner.
+            let channel = match channel.clone() {
+                Some(c) => Some(pb::ChannelSettings {
+                    group_info: conv
+                        .take_group_info()
+                        .ok_or_else(|| ClientError::Invalid("no group info to publish".into()))?
+                        .into(),
+                    ..c
+                }),
+                None => None,
             };
             let mut all = vec![self.account.device_id];
             all.extend(devices.iter().copied());
@@ -287,6 +305,7 @@ impl Messenger<'_> {
                 welcome: welcome.unwrap_or_default().into(),
                 members: all.iter().map(|d| d.as_bytes().to_vec().into()).collect(),
                 client_key: random16().to_vec().into(),
+                channel,
             };
             self.record_handshake(
                 group,
@@ -297,7 +316,7 @@ impl Messenger<'_> {
         })?;
         self.settle(group).await.map_err(|e| match e {
             ClientError::Server(se) if se.code == ErrorCode::GroupExists => {
-                ClientError::Invalid(format!("a group called {name} already exists"))
+                ClientError::Invalid(format!("a group or channel called {name} already exists"))
             }
             other => other,
         })
@@ -324,6 +343,9 @@ impl Messenger<'_> {
                 let Some(b) = build(&mut conv, input)? else {
                     return Ok(false);
                 };
+                // P552: only a channel's GroupInfo goes to the server (it names the
+                // members' leaves, which other groups keep from it).
+                let info = conv.take_group_info().filter(|_| conv.joinable());
                 let request = pb::Commit {
                     group_id: group.as_bytes().to_vec().into(),
                     epoch,
@@ -340,6 +362,8 @@ impl Messenger<'_> {
                         .map(|d| d.as_bytes().to_vec().into())
                         .collect(),
                     client_key: random16().to_vec().into(),
+                    group_info: info.unwrap_or_default().into(),
+                    external: false,
                 };
                 self.record_handshake(group, Request::Commit(request), &b.effects)?;
                 Ok(true)
@@ -474,6 +498,11 @@ impl Messenger<'_> {
             },
         )
         .await?;
+        // P555: the server learns a channel's admins from the members' signed state.
+        let conv = self.load_group(&provider, group)?;
+        if let Some(state) = conv.state().filter(|s| s.joinable) {
+            self.publish_channel_admins(name, &state.admins).await?;
+        }
         Ok(())
     }
 
@@ -1087,11 +1116,12 @@ impl Messenger<'_> {
     ) -> Result<usize, ClientError> {
         let provider = self.provider();
         let group = e.group_id;
-        for (d, key) in &commit.added_accounts {
+        for (d, key) in commit.added_accounts.iter().chain(commit.joined.iter()) {
             self.home.note_device(*d, key)?;
         }
         let mut all = conv.members();
         all.extend(commit.added.iter().copied());
+        all.extend(commit.joined.iter().map(|(d, _)| *d));
         all.extend(commit.removal_proposers.iter().map(|(_, p)| *p));
         all.push(commit.sender);
         let names = lookup.resolve(&all)?;
@@ -1100,6 +1130,7 @@ impl Messenger<'_> {
         let before = roster(conv, &names);
         let added_devices = commit.added.clone();
         let removed_devices = commit.removed.clone();
+        let commit_joined = commit.joined;
         let Some(state) = conv.state() else {
             // P543: a 1:1 conversation holds the devices of its two accounts only.
             let mut allowed: BTreeSet<AccountPublicKey> =
@@ -1161,7 +1192,21 @@ impl Messenger<'_> {
             .chain(removed.iter().filter(|u| !left.contains(*u)))
             .any(|u| *u != by);
         let admin = state.is_admin(&by);
-        let refusal = if commit
+        // P551: an external commit brings in its sender alone, into a channel.
+        let joiner = commit.joined.as_ref().map(|(d, _)| user(d));
+        let refusal = if joiner.is_some() && !state.joinable {
+            Some(format!(
+                "{by} tried to join {} by an external commit, but it is not a channel",
+                state.name
+            ))
+        } else if joiner.is_some()
+            && (commit.new_state.is_some() || removed.iter().any(|u| Some(u) != joiner.as_ref()))
+        {
+            Some(format!(
+                "{by}'s join of {} changes more than its own membership",
+                state.name
+            ))
+        } else if commit
             .new_state
             .as_ref()
             .is_some_and(|s| s.name != state.name)
@@ -1206,6 +1251,14 @@ impl Messenger<'_> {
         for u in added.iter().filter(|u| !before.contains_key(*u)) {
             events +=
                 self.membership_event(group, e.stored_at_ms, MembershipKind::Added, u, &by)?;
+        }
+        if let (Some(u), Some((d, _))) = (&joiner, &commit_joined) {
+            if before.contains_key(u) {
+                events += self.new_devices(group, e.stored_at_ms, &[*d], &before, &names, &by)?;
+            } else {
+                events +=
+                    self.membership_event(group, e.stored_at_ms, MembershipKind::Joined, u, u)?;
+            }
         }
         for u in removed.iter().filter(|u| !after.contains_key(*u)) {
             if left.contains(u) {

@@ -27,6 +27,8 @@ use crate::messaging::{Messenger, now_ms, stored_group};
 pub(crate) enum Request {
     Create(pb::CreateGroup),
     Commit(pb::Commit),
+    /// P553: an external commit into a channel; refused, the whole group goes.
+    Join(pb::Commit),
 }
 
 impl Request {
@@ -34,13 +36,14 @@ impl Request {
         match self {
             Request::Create(_) => "create",
             Request::Commit(_) => "commit",
+            Request::Join(_) => "join",
         }
     }
 
     fn encode(&self) -> Vec<u8> {
         match self {
             Request::Create(r) => r.encode_to_vec(),
-            Request::Commit(r) => r.encode_to_vec(),
+            Request::Commit(r) | Request::Join(r) => r.encode_to_vec(),
         }
     }
 
@@ -52,6 +55,7 @@ impl Request {
                 pb::CreateGroup::decode(bytes).map_err(damaged)?,
             )),
             "commit" => Ok(Request::Commit(pb::Commit::decode(bytes).map_err(damaged)?)),
+            "join" => Ok(Request::Join(pb::Commit::decode(bytes).map_err(damaged)?)),
             other => Err(home_err(format!(
                 "unknown pending handshake kind {other:?}"
             ))),
@@ -61,7 +65,7 @@ impl Request {
     fn body(self) -> Body {
         match self {
             Request::Create(r) => Body::CreateGroup(r),
-            Request::Commit(r) => Body::Commit(r),
+            Request::Commit(r) | Request::Join(r) => Body::Commit(r),
         }
     }
 }
@@ -256,7 +260,7 @@ impl Messenger<'_> {
                 return Ok(());
             };
             if let Some(mut conv) = Conversation::load(&provider, group)? {
-                if kind == "create" {
+                if kind == "create" || kind == "join" {
                     conv.delete(&provider)?;
                 } else if conv.has_pending_commit() {
                     conv.discard_pending(&provider)?;

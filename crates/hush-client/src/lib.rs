@@ -27,6 +27,7 @@
 )]
 
 pub mod account;
+pub mod channels;
 pub mod client;
 pub mod connection;
 mod engine;

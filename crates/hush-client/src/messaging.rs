@@ -794,6 +794,7 @@ impl<'a> Messenger<'a> {
                     .map(|d| d.as_bytes().to_vec().into())
                     .collect(),
                 client_key: random16().to_vec().into(),
+                channel: None,
             };
             self.record_handshake(
                 group,

@@ -1,16 +1,20 @@
 //! One conversation = one MLS group. Handshake and application messages are
 //! PrivateMessages (the server sees neither content nor membership changes in clear);
-//! clients keep no past epochs, since the server orders every group (P503).
+//! clients keep no past epochs, since the server orders every group (P503). The one
+//! exception is a channel's external commit (a joiner is not a member yet, so it cannot
+//! encrypt to the group): a PublicMessage, accepted only in joinable groups and only
+//! from the joiner itself (P503, P551).
 use hush_proto::content::GroupState;
 use hush_proto::ids::{DeviceId, GroupId};
 use openmls::prelude::tls_codec::Deserialize;
 use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, GroupContext, GroupId as MlsGroupId,
-    KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig,
-    MlsMessageBodyIn, MlsMessageIn, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
-    ProcessMessageError, ProcessedMessageContent, Proposal, QueuedProposal,
+    KeyPackage, LeafNodeIndex, LeafNodeParameters, MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY, MlsGroup,
+    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsGroupJoinConfig as JoinConfig, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
+    ProcessMessageError, ProcessedMessageContent, Proposal, ProtocolMessage, QueuedProposal,
     RequiredCapabilitiesExtension, Sender, SenderRatchetConfiguration, StagedCommit, StagedWelcome,
-    UnknownExtension,
+    UnknownExtension, WireFormatPolicy,
 };
 
 use crate::account::AccountPublicKey;
@@ -57,6 +61,16 @@ fn state_extensions(state: &GroupState) -> Result<Extensions<GroupContext>, Cryp
     .map_err(|e| internal("group state extension", e))
 }
 
+/// P503: every group sends only PrivateMessages; a channel also reads PublicMessages,
+/// for external commits only ([`Conversation::process`] refuses any other).
+fn wire_policy(joinable: bool) -> WireFormatPolicy {
+    if joinable {
+        MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY
+    } else {
+        PURE_CIPHERTEXT_WIRE_FORMAT_POLICY
+    }
+}
+
 fn create_config(state: Option<&GroupState>) -> Result<MlsGroupCreateConfig, CryptoError> {
     let mut builder = MlsGroupCreateConfig::builder().capabilities(capabilities());
     if let Some(state) = state {
@@ -65,16 +79,16 @@ fn create_config(state: Option<&GroupState>) -> Result<MlsGroupCreateConfig, Cry
     Ok(builder
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
-        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .wire_format_policy(wire_policy(state.is_some_and(|s| s.joinable)))
         .max_past_epochs(0)
         .sender_ratchet_configuration(sender_ratchet())
         .build())
 }
 
-fn join_config() -> MlsGroupJoinConfig {
+fn join_config(joinable: bool) -> JoinConfig {
     MlsGroupJoinConfig::builder()
         .use_ratchet_tree_extension(true)
-        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .wire_format_policy(wire_policy(joinable))
         .max_past_epochs(0)
         .sender_ratchet_configuration(sender_ratchet())
         .build()
@@ -128,6 +142,18 @@ fn classify<E: std::fmt::Debug>(e: ProcessMessageError<E>) -> CryptoError {
     }
 }
 
+/// Serializes a GroupInfo for the server to hand to joiners (P552).
+fn group_info_bytes(
+    info: Option<openmls::messages::group_info::GroupInfo>,
+) -> Result<Option<Vec<u8>>, CryptoError> {
+    info.map(|gi| {
+        MlsMessageOut::from(gi)
+            .to_bytes()
+            .map_err(|e| internal("serializing a group info", e))
+    })
+    .transpose()
+}
+
 /// What adding members produced: the commit for existing members and the Welcome for
 /// the new ones.
 pub struct Added {
@@ -173,11 +199,25 @@ pub struct PendingCommit {
     pub removal_proposers: Vec<(DeviceId, DeviceId)>,
     /// The group state after the commit, if the commit changes it.
     pub new_state: Option<GroupState>,
+    /// An external commit (P551): the device that joined by it, with its account.
+    pub joined: Option<(DeviceId, AccountPublicKey)>,
     staged: StagedCommit,
+}
+
+/// What joining a channel by an external commit produced (P551).
+pub struct JoinedExternally {
+    pub conversation: Conversation,
+    /// The external commit, for the members (a PublicMessage).
+    pub commit: Vec<u8>,
+    /// The group info of the new epoch, for the next joiner.
+    pub group_info: Vec<u8>,
+    pub state: GroupState,
 }
 
 pub struct Conversation {
     group: MlsGroup,
+    /// The signed GroupInfo of the epoch the last commit built here leads to (P552).
+    group_info: Option<Vec<u8>>,
 }
 
 fn group_id(id: GroupId) -> MlsGroupId {
@@ -218,7 +258,37 @@ impl Conversation {
             identity.credential().clone(),
         )
         .map_err(|e| internal("creating a group", e))?;
-        Ok(Conversation { group })
+        Ok(Conversation {
+            group,
+            group_info: None,
+        })
+    }
+
+    /// Takes the GroupInfo of the epoch the last commit built here leads to: what a
+    /// channel's commits publish for joiners (P552).
+    pub fn take_group_info(&mut self) -> Option<Vec<u8>> {
+        self.group_info.take()
+    }
+
+    /// Whether this is a channel (joinable, P550).
+    pub fn joinable(&self) -> bool {
+        self.state().is_some_and(|s| s.joinable)
+    }
+
+    /// A commit with no change but a fresh leaf, left pending: takes a group whose
+    /// creator is alone to epoch 1, where the server registers every group (P420).
+    pub fn begin<P: OpenMlsProvider>(
+        &mut self,
+        provider: &P,
+        identity: &Identity,
+    ) -> Result<(), CryptoError> {
+        let bundle = self
+            .group
+            .self_update(provider, identity.signer(), LeafNodeParameters::default())
+            .map_err(|e| internal("starting a group", e))?;
+        let (_, _, info) = bundle.into_contents();
+        self.group_info = group_info_bytes(info)?;
+        Ok(())
     }
 
     /// The signed state of a named group; `None` for a 1:1 conversation.
@@ -247,10 +317,11 @@ impl Conversation {
                 "none of those devices is in the group".into(),
             ));
         }
-        let (commit, _, _) = self
+        let (commit, _, info) = self
             .group
             .remove_members(provider, identity.signer(), &leaves)
             .map_err(|e| internal("removing members", e))?;
+        self.group_info = group_info_bytes(info)?;
         commit
             .to_bytes()
             .map_err(|e| internal("serializing a commit", e))
@@ -327,10 +398,11 @@ impl Conversation {
             .into_iter()
             .filter_map(|leaf| self.device_at(leaf))
             .collect();
-        let (commit, _, _) = self
+        let (commit, _, info) = self
             .group
             .commit_to_pending_proposals(provider, identity.signer())
             .map_err(|e| internal("committing proposals", e))?;
+        self.group_info = group_info_bytes(info)?;
         Ok((
             commit
                 .to_bytes()
@@ -346,10 +418,11 @@ impl Conversation {
         identity: &Identity,
         state: &GroupState,
     ) -> Result<Vec<u8>, CryptoError> {
-        let (commit, _, _) = self
+        let (commit, _, info) = self
             .group
             .update_group_context_extensions(provider, state_extensions(state)?, identity.signer())
             .map_err(|e| internal("updating the group state", e))?;
+        self.group_info = group_info_bytes(info)?;
         commit
             .to_bytes()
             .map_err(|e| internal("serializing a commit", e))
@@ -383,7 +456,10 @@ impl Conversation {
     ) -> Result<Option<Self>, CryptoError> {
         Ok(MlsGroup::load(provider.storage(), &group_id(id))
             .map_err(storage_err)?
-            .map(|group| Conversation { group }))
+            .map(|group| Conversation {
+                group,
+                group_info: None,
+            }))
     }
 
     /// Joins a group from a Welcome (P504).
@@ -393,9 +469,9 @@ impl Conversation {
         let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
             return Err(crate::malformed("expected a Welcome message"));
         };
-        let staged = StagedWelcome::new_from_welcome(provider, &join_config(), welcome, None)
+        let staged = StagedWelcome::new_from_welcome(provider, &join_config(false), welcome, None)
             .map_err(|e| rejected("welcome", e))?;
-        let group = staged
+        let mut group = staged
             .into_group(provider)
             .map_err(|e| rejected("welcome", e))?;
         // P541: every leaf of the group must be vouched for by its account key; a group
@@ -404,11 +480,99 @@ impl Conversation {
             .members()
             .find_map(|m| verify_leaf(&m.credential, &m.signature_key).err());
         if let Some(err) = forged {
-            let mut group = group;
             group.delete(provider.storage()).map_err(storage_err)?;
             return Err(err);
         }
-        Ok(Conversation { group })
+        let conv = Conversation {
+            group,
+            group_info: None,
+        };
+        if conv.joinable() {
+            let mut conv = conv;
+            conv.group
+                .set_configuration(provider.storage(), &join_config(true))
+                .map_err(storage_err)?;
+            return Ok(conv);
+        }
+        Ok(conv)
+    }
+
+    /// Joins a channel by an external commit from its GroupInfo as the server handed
+    /// it out (P551). The GroupInfo must be signed by a member whose leaf is in the
+    /// ratchet tree it carries (openmls checks the signature and the tree's hashes),
+    /// every leaf must be vouched for by its account key (P541), the group must be
+    /// `expected` and joinable. The group is stored at the new epoch; if the server
+    /// refuses the commit, [`Conversation::delete`] it and join again.
+    pub fn join_external<P: OpenMlsProvider>(
+        provider: &P,
+        identity: &Identity,
+        group_info: &[u8],
+        expected: GroupId,
+    ) -> Result<JoinedExternally, CryptoError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(group_info)
+            .map_err(|e| rejected("group info", e))?;
+        let MlsMessageBodyIn::GroupInfo(info) = msg.extract() else {
+            return Err(crate::malformed("expected a GroupInfo"));
+        };
+        if info.group_id().as_slice() != expected.as_bytes() {
+            return Err(crate::malformed(
+                "the group info the server handed out is for another group",
+            ));
+        }
+        let tampered = |e: &dyn std::fmt::Debug| CryptoError::Rejected {
+            reason: Rejection::Signature,
+            detail: format!("the channel's group info does not verify: {e:?}"),
+        };
+        let (group, bundle) = MlsGroup::external_commit_builder()
+            .with_config(join_config(true))
+            .build_group(provider, info, identity.credential().clone())
+            .map_err(|e| tampered(&e))?
+            .leaf_node_parameters(
+                LeafNodeParameters::builder()
+                    .with_capabilities(capabilities())
+                    .build(),
+            )
+            .load_psks(provider.storage())
+            .map_err(storage_err)?
+            .build(
+                provider.rand(),
+                provider.crypto(),
+                identity.signer(),
+                |_| true,
+            )
+            .map_err(|e| tampered(&e))?
+            .finalize(provider)
+            .map_err(|e| internal("joining by an external commit", e))?;
+        let mut conv = Conversation {
+            group,
+            group_info: None,
+        };
+        let forged = conv
+            .group
+            .members()
+            .find_map(|m| verify_leaf(&m.credential, &m.signature_key).err());
+        let state = conv.state().filter(|s| s.joinable);
+        let refusal = match (forged, state) {
+            (Some(err), _) => err,
+            (None, None) => crate::malformed("the group is not a channel anyone may join"),
+            (None, Some(state)) => {
+                let (commit, _, info) = bundle.into_contents();
+                let commit = commit
+                    .to_bytes()
+                    .map_err(|e| internal("serializing a commit", e))?;
+                let group_info = group_info_bytes(info)?
+                    .ok_or_else(|| internal("joining by an external commit", "no group info"))?;
+                conv.group_info = None;
+                return Ok(JoinedExternally {
+                    conversation: conv,
+                    commit,
+                    group_info,
+                    state,
+                });
+            }
+        };
+        conv.group.delete(provider.storage()).map_err(storage_err)?;
+        Err(refusal)
     }
 
     pub fn id(&self) -> Result<GroupId, CryptoError> {
@@ -445,10 +609,11 @@ impl Conversation {
         identity: &Identity,
         key_packages: &[KeyPackage],
     ) -> Result<Added, CryptoError> {
-        let (commit, welcome, _) = self
+        let (commit, welcome, info) = self
             .group
             .add_members(provider, identity.signer(), key_packages)
             .map_err(|e| internal("adding members", e))?;
+        self.group_info = group_info_bytes(info)?;
         Ok(Added {
             commit: commit
                 .to_bytes()
@@ -502,6 +667,19 @@ impl Conversation {
         if protocol.group_id() != self.group.group_id() {
             return Err(crate::malformed("message belongs to another group"));
         }
+        // P503, P551: the only PublicMessage a group reads is a channel's external commit.
+        if let ProtocolMessage::PublicMessage(m) = &protocol
+            && !(self.joinable() && matches!(m.sender(), Sender::NewMemberCommit))
+        {
+            return Err(CryptoError::Rejected {
+                reason: Rejection::Malformed,
+                detail: "a handshake in the clear that is not a channel join".into(),
+            });
+        }
+        let external = matches!(
+            &protocol,
+            ProtocolMessage::PublicMessage(m) if matches!(m.sender(), Sender::NewMemberCommit)
+        );
         let processed = self
             .group
             .process_message(provider, protocol)
@@ -526,8 +704,12 @@ impl Conversation {
                     .map(|p| p.update_proposal().leaf_node().clone())
                     .collect();
                 changed.extend(staged.update_path_leaf_node().cloned());
+                let mut joined = None;
                 for leaf in &changed {
                     let cert = verify_leaf(leaf.credential(), leaf.signature_key().as_slice())?;
+                    if external {
+                        joined = Some((cert.device, cert.account));
+                    }
                     let before = self.roster().into_iter().find(|(d, _)| *d == cert.device);
                     if before.is_some_and(|(_, a)| a != cert.account) {
                         return Err(CryptoError::Rejected {
@@ -568,6 +750,7 @@ impl Conversation {
                     removed,
                     removal_proposers,
                     new_state,
+                    joined,
                     staged: *staged,
                 })))
             }
@@ -720,5 +903,95 @@ mod tests {
             Conversation::load(&cp, gid).unwrap().is_none(),
             "nothing stored"
         );
+    }
+
+    fn channel_state(joinable: bool) -> GroupState {
+        GroupState {
+            name: hush_proto::content::GroupName::parse("lobby").unwrap(),
+            admins: Vec::new(),
+            joinable,
+        }
+    }
+
+    #[test]
+    fn p551_a_joiner_enters_by_external_commit_and_reads_only_what_follows() {
+        let (ap, alice) = device(1);
+        let (bp, bob) = device(2);
+        let gid = GroupId::from_bytes([7; 16]);
+        let mut a = Conversation::create_named(&ap, &alice, gid, &channel_state(true)).unwrap();
+        a.begin(&ap, &alice).unwrap();
+        a.merge_pending(&ap).unwrap();
+        let info = a.take_group_info().expect("a commit yields a group info");
+        let before = a.encrypt(&ap, &alice, b"before bob").unwrap();
+
+        // A tampered GroupInfo (one byte flipped anywhere in it) is refused.
+        for at in [info.len() / 3, info.len() / 2, info.len() - 10] {
+            let mut bad = info.clone();
+            bad[at] ^= 0x01;
+            let (tp, t) = device(9);
+            assert!(
+                Conversation::join_external(&tp, &t, &bad, gid).is_err(),
+                "byte {at} flipped"
+            );
+        }
+        assert!(
+            Conversation::join_external(&bp, &bob, &info, GroupId::from_bytes([8; 16])).is_err(),
+            "a group info for another group"
+        );
+
+        let joined = Conversation::join_external(&bp, &bob, &info, gid).unwrap();
+        assert!(joined.state.joinable);
+        let mut b = joined.conversation;
+        match a.process(&ap, &joined.commit).unwrap() {
+            Incoming::Commit(c) => {
+                assert_eq!(c.joined.map(|(d, _)| d), Some(bob.device()));
+                a.merge(&ap, *c).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.epoch(), b.epoch());
+        assert_eq!(a.members().len(), 2);
+        assert!(
+            b.process(&bp, &before).is_err(),
+            "nothing from before the join"
+        );
+        let after = a.encrypt(&ap, &alice, b"welcome bob").unwrap();
+        match b.process(&bp, &after).unwrap() {
+            Incoming::Application { plaintext, .. } => assert_eq!(plaintext, b"welcome bob"),
+            other => panic!("{other:?}"),
+        }
+        // The joiner's group info lets the next one in.
+        let (cp, carol) = device(3);
+        let joined = Conversation::join_external(&cp, &carol, &joined.group_info, gid).unwrap();
+        assert!(matches!(
+            b.process(&bp, &joined.commit).unwrap(),
+            Incoming::Commit(_)
+        ));
+    }
+
+    #[test]
+    fn p503_a_group_that_is_no_channel_refuses_external_commits() {
+        let (ap, alice) = device(1);
+        let (bp, bob) = device(2);
+        let gid = GroupId::from_bytes([6; 16]);
+        let mut a = Conversation::create_named(&ap, &alice, gid, &channel_state(false)).unwrap();
+        a.begin(&ap, &alice).unwrap();
+        a.merge_pending(&ap).unwrap();
+        let info = a.take_group_info().unwrap();
+        // The joiner refuses a group that is not joinable ...
+        assert!(Conversation::join_external(&bp, &bob, &info, gid).is_err());
+        // ... and members refuse an external commit into it, whoever built it.
+        let mut open = channel_state(true);
+        open.name = hush_proto::content::GroupName::parse("other").unwrap();
+        let (cp, carol) = device(3);
+        let mut c = Conversation::create_named(&cp, &carol, gid, &open).unwrap();
+        c.begin(&cp, &carol).unwrap();
+        c.merge_pending(&cp).unwrap();
+        let foreign =
+            Conversation::join_external(&bp, &bob, &c.take_group_info().unwrap(), gid).unwrap();
+        assert!(matches!(
+            a.process(&ap, &foreign.commit),
+            Err(CryptoError::Rejected { .. })
+        ));
     }
 }

@@ -170,6 +170,7 @@ fn main() {
         &pb::GroupState {
             name: "team".into(),
             admins: vec!["ann".into()],
+            joinable: false,
         }
         .encode_to_vec(),
     );

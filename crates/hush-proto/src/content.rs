@@ -115,6 +115,8 @@ impl std::fmt::Display for GroupName {
 pub struct GroupState {
     pub name: GroupName,
     pub admins: Vec<crate::ids::Username>,
+    /// A channel: open to external commits by whoever the server admits (P550).
+    pub joinable: bool,
 }
 
 impl GroupState {
@@ -122,6 +124,7 @@ impl GroupState {
         pb::GroupState {
             name: self.name.bare().to_owned(),
             admins: self.admins.iter().map(|a| a.to_string()).collect(),
+            joinable: self.joinable,
         }
         .encode_to_vec()
     }
@@ -136,6 +139,7 @@ impl GroupState {
                 .iter()
                 .map(|a| crate::ids::Username::parse(a))
                 .collect::<Result<_, _>>()?,
+            joinable: raw.joinable,
         })
     }
 

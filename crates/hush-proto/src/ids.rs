@@ -334,6 +334,45 @@ impl fmt::Debug for TotpCode {
     }
 }
 
+/// Most bytes of a channel password (P553).
+pub const MAX_CHANNEL_PASSWORD: usize = 1024;
+
+/// A channel's password as a joiner or admin gives it: 1 to 1,024 bytes; never
+/// logged or shown by `Debug` (the server keeps only its argon2id hash, P550).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChannelPassword(String);
+
+impl ChannelPassword {
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        if s.is_empty() || s.len() > MAX_CHANNEL_PASSWORD {
+            return Err(ProtoError::invalid(
+                "password",
+                format!("a channel password is 1 to {MAX_CHANNEL_PASSWORD} bytes"),
+            ));
+        }
+        Ok(ChannelPassword(s.to_owned()))
+    }
+
+    /// Empty means none.
+    pub fn optional(s: &str) -> Result<Option<Self>, ProtoError> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            Self::parse(s).map(Some)
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChannelPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChannelPassword(<redacted>)")
+    }
+}
+
 /// Characters of recovery codes: no 0/o, 1/l/i, so they read aloud and type back.
 pub const RECOVERY_ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuvwxyz23456789+";
 

@@ -12,6 +12,7 @@ use crate::ids::{
     AccountKeyBytes, DeviceId, GroupId, HandshakeKey, InviteCode, MessageId, SecondFactor,
     SessionToken, TotpCode, Username, parse_display_name, parse_email,
 };
+use crate::ids::{ChannelPassword, TotpSecret};
 use crate::pb::{self, client_frame::Body};
 use crate::{ClientFrameIn, ProtoError};
 
@@ -95,6 +96,8 @@ pub enum Request {
         members: Vec<DeviceId>,
         /// P423: absent for clients that do not retry.
         client_key: Option<HandshakeKey>,
+        /// P550: a channel.
+        channel: Option<ChannelSettings>,
     },
     FindDirect {
         peer: Username,
@@ -111,6 +114,10 @@ pub enum Request {
         removed: Vec<DeviceId>,
         /// P433: absent for clients that do not retry.
         client_key: Option<HandshakeKey>,
+        /// P552: a channel's GroupInfo for the new epoch.
+        group_info: Option<Bytes>,
+        /// P553: the sender joins by this commit (`added` is the sender alone).
+        external: bool,
     },
     Send {
         group_id: GroupId,
@@ -152,6 +159,56 @@ pub enum Request {
     TotpDisable {
         second_factor: SecondFactor,
     },
+    JoinChannel {
+        name: crate::content::GroupName,
+        password: Option<ChannelPassword>,
+        code: Option<TotpCode>,
+    },
+    ListChannels,
+    UpdateChannel {
+        name: crate::content::GroupName,
+        /// `Some(None)`: no password from now on.
+        password: Option<Option<ChannelPassword>>,
+        /// `Some(None)`: no code from now on.
+        totp_secret: Option<Option<TotpSecret>>,
+        admins: Vec<Username>,
+    },
+    DeleteChannel {
+        name: crate::content::GroupName,
+    },
+}
+
+/// P550: what makes a named group a channel.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings {
+    /// `None`: an open channel.
+    pub password: Option<ChannelPassword>,
+    pub totp_secret: Option<TotpSecret>,
+    pub group_info: Bytes,
+}
+
+/// A password, or none when `open` says so explicitly (P550, P555).
+fn password_or_open(password: &str, open: bool) -> Result<Option<ChannelPassword>, ProtoError> {
+    match (ChannelPassword::optional(password)?, open) {
+        (None, true) => Ok(None),
+        (Some(p), false) => Ok(Some(p)),
+        (None, false) => Err(ProtoError::invalid(
+            "password",
+            "a channel needs a password, or `open`",
+        )),
+        (Some(_), true) => Err(ProtoError::invalid(
+            "open",
+            "an open channel has no password",
+        )),
+    }
+}
+
+fn totp_secret(raw: &[u8]) -> Result<Option<TotpSecret>, ProtoError> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        TotpSecret::from_slice(raw).map(Some)
+    }
 }
 
 impl Request {
@@ -187,6 +244,10 @@ impl Request {
             Request::TotpEnable => "totp_enable",
             Request::TotpConfirm { .. } => "totp_confirm",
             Request::TotpDisable { .. } => "totp_disable",
+            Request::JoinChannel { .. } => "join_channel",
+            Request::ListChannels => "list_channels",
+            Request::UpdateChannel { .. } => "update_channel",
+            Request::DeleteChannel { .. } => "delete_channel",
         }
     }
 }
@@ -410,8 +471,20 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             members,
             name,
             client_key,
+            channel,
         }) => {
             let members = devices("members", &members, MAX_GROUP_DEVICES)?;
+            let channel = match channel {
+                None => None,
+                Some(_) if name.is_empty() => {
+                    return Err(ProtoError::invalid("channel", "a channel is a named group"));
+                }
+                Some(c) => Some(ChannelSettings {
+                    password: password_or_open(&c.password, c.open)?,
+                    totp_secret: totp_secret(&c.totp_secret)?,
+                    group_info: blob("group_info", c.group_info, crate::frame::MAX_ENTRY_PAYLOAD)?,
+                }),
+            };
             if members.is_empty() {
                 return Err(ProtoError::invalid("members", "must include the creator"));
             }
@@ -445,6 +518,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                 },
                 members,
                 client_key: handshake_key(&client_key)?,
+                channel,
             }
         }
         Body::FindDirect(pb::FindDirect { peer }) => Request::FindDirect {
@@ -461,9 +535,17 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             added,
             removed,
             client_key,
+            group_info,
+            external,
         }) => {
             let added = devices("added", &added, MAX_GROUP_DEVICES)?;
-            if added.is_empty() != welcome.is_empty() {
+            if external && (added.len() != 1 || !welcome.is_empty() || !removed.is_empty()) {
+                return Err(ProtoError::invalid(
+                    "external",
+                    "an external commit adds its sender alone, with no Welcome",
+                ));
+            }
+            if !external && added.is_empty() != welcome.is_empty() {
                 return Err(ProtoError::invalid(
                     "welcome",
                     "a commit that adds devices carries a Welcome, and only then",
@@ -481,6 +563,16 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                 added,
                 removed: devices("removed", &removed, MAX_GROUP_DEVICES)?,
                 client_key: handshake_key(&client_key)?,
+                group_info: if group_info.is_empty() {
+                    None
+                } else {
+                    Some(blob(
+                        "group_info",
+                        group_info,
+                        crate::frame::MAX_ENTRY_PAYLOAD,
+                    )?)
+                },
+                external,
             }
         }
         Body::Send(pb::Send {
@@ -528,6 +620,59 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         },
         Body::TotpDisable(pb::TotpDisable { second_factor }) => Request::TotpDisable {
             second_factor: SecondFactor::parse(&second_factor)?,
+        },
+        Body::JoinChannel(pb::JoinChannel {
+            name,
+            password,
+            code,
+        }) => Request::JoinChannel {
+            name: crate::content::GroupName::parse(&name)?,
+            password: ChannelPassword::optional(&password)?,
+            code: if code.is_empty() {
+                None
+            } else {
+                Some(TotpCode::parse(&code)?)
+            },
+        },
+        Body::ListChannels(pb::ListChannels {}) => Request::ListChannels,
+        Body::UpdateChannel(pb::UpdateChannel {
+            name,
+            set_password,
+            password,
+            open,
+            totp_secret: secret,
+            remove_totp,
+            admins,
+        }) => {
+            if remove_totp && !secret.is_empty() {
+                return Err(ProtoError::invalid(
+                    "remove_totp",
+                    "either a new secret or none",
+                ));
+            }
+            if admins.len() > MAX_CLAIM_USERS {
+                return Err(ProtoError::invalid("admins", "too many admins"));
+            }
+            Request::UpdateChannel {
+                name: crate::content::GroupName::parse(&name)?,
+                password: if set_password {
+                    Some(password_or_open(&password, open)?)
+                } else {
+                    None
+                },
+                totp_secret: if remove_totp {
+                    Some(None)
+                } else {
+                    totp_secret(&secret)?.map(Some)
+                },
+                admins: admins
+                    .iter()
+                    .map(|a| Username::parse(a))
+                    .collect::<Result<_, _>>()?,
+            }
+        }
+        Body::DeleteChannel(pb::DeleteChannel { name }) => Request::DeleteChannel {
+            name: crate::content::GroupName::parse(&name)?,
         },
         Body::AnswerRequest(pb::AnswerRequest { inviter, accept }) => Request::AnswerRequest {
             inviter: Username::parse(&inviter)?,

@@ -224,6 +224,26 @@ pub enum Response {
     /// P333: two-factor login is on; each recovery code works once.
     TotpEnabled(Vec<RecoveryCode>),
     TotpDisabled,
+    /// P553: the channel's current GroupInfo (none: the lobby is to be created).
+    ChannelJoin {
+        group_id: Option<GroupId>,
+        epoch: u64,
+        group_info: Option<bytes::Bytes>,
+    },
+    /// P554: the server's channels.
+    Channels(Vec<ChannelSummary>),
+    ChannelUpdated,
+    ChannelDeleted,
+}
+
+/// One channel as listed (P554).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub name: crate::content::GroupName,
+    pub members: u32,
+    pub password: bool,
+    pub totp: bool,
+    pub lobby: bool,
 }
 
 /// Invitations held from one user (P461).
@@ -266,6 +286,10 @@ impl Response {
             Response::TotpSecret(_) => "totp_secret",
             Response::TotpEnabled(_) => "totp_enabled",
             Response::TotpDisabled => "totp_disabled",
+            Response::ChannelJoin { .. } => "channel_join",
+            Response::Channels(_) => "channels",
+            Response::ChannelUpdated => "channel_updated",
+            Response::ChannelDeleted => "channel_deleted",
         }
     }
 }
@@ -473,6 +497,50 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
             )
         }
         Body::TotpDisabled(pb::TotpDisabled {}) => Response::TotpDisabled,
+        Body::ChannelJoin(pb::ChannelJoin {
+            group_id,
+            epoch,
+            group_info,
+            create,
+        }) => {
+            if create {
+                Response::ChannelJoin {
+                    group_id: None,
+                    epoch: 0,
+                    group_info: None,
+                }
+            } else {
+                if group_info.is_empty() || group_info.len() > crate::frame::MAX_ENTRY_PAYLOAD {
+                    return Err(ProtoError::invalid("group_info", "missing or too large"));
+                }
+                Response::ChannelJoin {
+                    group_id: Some(GroupId::from_slice(&group_id)?),
+                    epoch,
+                    group_info: Some(group_info),
+                }
+            }
+        }
+        Body::Channels(pb::Channels { channels }) => {
+            if channels.len() > 10_000 {
+                return Err(ProtoError::invalid("channels", "at most 10,000"));
+            }
+            Response::Channels(
+                channels
+                    .into_iter()
+                    .map(|c| {
+                        Ok(ChannelSummary {
+                            name: crate::content::GroupName::parse(&c.name)?,
+                            members: c.members,
+                            password: c.password,
+                            totp: c.totp,
+                            lobby: c.lobby,
+                        })
+                    })
+                    .collect::<Result<_, ProtoError>>()?,
+            )
+        }
+        Body::ChannelUpdated(pb::ChannelUpdated {}) => Response::ChannelUpdated,
+        Body::ChannelDeleted(pb::ChannelDeleted {}) => Response::ChannelDeleted,
     };
     Ok(ServerResponse {
         request_id: frame.request_id,

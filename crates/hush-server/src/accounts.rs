@@ -131,6 +131,9 @@ pub struct Accounts {
     /// P332: wrong second factors per account; past the limit none is checked until
     /// the window passes.
     pub(crate) second_factor: FailureLimiter<UserId>,
+    /// P553: wrong channel passwords and codes, per user and per source address.
+    pub(crate) channel_by_user: FailureLimiter<UserId>,
+    pub(crate) channel_by_address: FailureLimiter<IpAddr>,
     slowdown_after: u32,
 }
 
@@ -168,6 +171,16 @@ impl Accounts {
             ),
             second_factor: FailureLimiter::new(
                 config.limits.login_failures_per_account,
+                window,
+                LIMITER_CAP,
+            ),
+            channel_by_user: FailureLimiter::new(
+                config.limits.login_failures_per_account,
+                window,
+                LIMITER_CAP,
+            ),
+            channel_by_address: FailureLimiter::new(
+                config.limits.login_failures_per_address,
                 window,
                 LIMITER_CAP,
             ),

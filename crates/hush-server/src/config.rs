@@ -371,8 +371,20 @@ mod secs {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub registration: RegistrationMode,
     pub limits: Limits,
+    /// P556: the open channel every new account is offered; `None`: no lobby.
+    pub lobby: Option<hush_proto::content::GroupName>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            registration: RegistrationMode::default(),
+            limits: Limits::default(),
+            lobby: hush_proto::content::GroupName::parse("lobby").ok(),
+        }
+    }
 }

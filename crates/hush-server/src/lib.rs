@@ -24,6 +24,7 @@
 )]
 
 pub mod accounts;
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod hub;

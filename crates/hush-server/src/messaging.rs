@@ -214,8 +214,14 @@ pub async fn create_group(
     direct_peer: Option<Username>,
     welcome: Option<Bytes>,
     members: Vec<DeviceId>,
+    channel: Option<hush_proto::request::ChannelSettings>,
 ) -> Result<Body, Refusal> {
     writable(st)?;
+    crate::channels::check_lobby(st, name.as_ref(), channel.is_some())?;
+    let channel = match (&name, channel) {
+        (Some(n), Some(c)) => Some(crate::channels::new_channel(st, n, c).await?),
+        _ => None,
+    };
     if !members.contains(&auth.device_id) {
         return Err(Refusal::new(
             ErrorCode::InvalidArgument,
@@ -263,6 +269,7 @@ pub async fn create_group(
             now_ms: st.clock.now_ms(),
             client_key,
             quotas: st.config.limits.quotas(),
+            channel,
         })
         .await
         .map_err(|e| refused(st, auth, "create a group", e))?;
@@ -320,6 +327,8 @@ pub struct CommitIn {
     pub added: Vec<DeviceId>,
     pub removed: Vec<DeviceId>,
     pub client_key: Option<HandshakeKey>,
+    pub group_info: Option<Bytes>,
+    pub external: bool,
 }
 
 /// P430, P433: a commit for the group's current epoch; a retry with the same client
@@ -328,6 +337,24 @@ pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Resu
     writable(st)?;
     fits(st, "commit", c.commit.len())?;
     fits(st, "Welcome", c.welcome.as_ref().map_or(0, |w| w.len()))?;
+    fits(
+        st,
+        "GroupInfo",
+        c.group_info.as_ref().map_or(0, |w| w.len()),
+    )?;
+    if c.external && c.added != [auth.device_id] {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "an external commit adds its sender alone",
+        ));
+    }
+    // P552: a channel's commits keep its GroupInfo current for joiners.
+    if c.group_info.is_none() && st.store.group(c.group_id).await?.is_some_and(|g| g.channel) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "a commit to a channel carries the GroupInfo of its new epoch",
+        ));
+    }
     let done = st
         .store
         .accept_commit(NewCommit {
@@ -341,6 +368,8 @@ pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Resu
             now_ms: st.clock.now_ms(),
             client_key: c.client_key,
             quotas: st.config.limits.quotas(),
+            group_info: c.group_info.map(|g| g.to_vec()),
+            external: c.external,
         })
         .await
         .map_err(|e| refused(st, auth, "commit", e))?;
@@ -470,7 +499,7 @@ fn refused(
 }
 
 /// P451: while the disk is full, requests that store something are refused at once.
-fn writable(st: &ServerState) -> Result<(), Refusal> {
+pub(crate) fn writable(st: &ServerState) -> Result<(), Refusal> {
     if st.reserve.is_full() {
         return Err(hush_store::StoreError::StorageFull.into());
     }

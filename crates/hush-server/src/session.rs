@@ -984,6 +984,7 @@ async fn dispatch(
                     welcome,
                     members,
                     client_key,
+                    channel,
                 } => {
                     messaging::create_group(
                         st,
@@ -994,6 +995,7 @@ async fn dispatch(
                         direct_peer,
                         welcome,
                         members,
+                        channel,
                     )
                     .await
                 }
@@ -1020,6 +1022,8 @@ async fn dispatch(
                     added,
                     removed,
                     client_key,
+                    group_info,
+                    external,
                 } => {
                     let c = messaging::CommitIn {
                         group_id,
@@ -1029,6 +1033,8 @@ async fn dispatch(
                         added,
                         removed,
                         client_key,
+                        group_info,
+                        external,
                     };
                     messaging::commit(st, &auth, c).await
                 }
@@ -1071,6 +1077,19 @@ async fn dispatch(
                         .await
                         .map(|()| Body::TotpDisabled(pb::TotpDisabled {}))
                 }
+                Request::JoinChannel {
+                    name,
+                    password,
+                    code,
+                } => crate::channels::join(st, &auth, peer.ip(), name, password, code).await,
+                Request::ListChannels => crate::channels::list(st).await,
+                Request::UpdateChannel {
+                    name,
+                    password,
+                    totp_secret,
+                    admins,
+                } => crate::channels::update(st, &auth, name, password, totp_secret, admins).await,
+                Request::DeleteChannel { name } => crate::channels::delete(st, &auth, name).await,
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,
                     "already authenticated",

@@ -43,6 +43,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (tempfile::TempDir, SqliteStore) {
         store.create_user(user(2, "ben")).await.unwrap();
         store
             .create_group(NewGroup {
+                channel: None,
                 group_id: GroupId::from_bytes(GROUP),
                 creator: DeviceId::from_bytes(SENDER),
                 direct: Some((UserId::from_bytes([1; 16]), UserId::from_bytes([2; 16]))),

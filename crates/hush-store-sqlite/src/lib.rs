@@ -24,9 +24,9 @@ use async_trait::async_trait;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 use hush_store::{
-    Claimed, CommitListener, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage,
-    NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas,
-    Session, Store, StoreError, TwoFactor, UserRecord, UserSummary,
+    ChannelRecord, ChannelUpdate, Claimed, CommitListener, Delivered, DeviceRecord, GroupRecord,
+    HeldRequest, MailboxPage, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser,
+    Owner, Pruned, Quota, Quotas, Session, Store, StoreError, TwoFactor, UserRecord, UserSummary,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -307,6 +307,75 @@ fn kind_code(kind: EntryKind) -> i64 {
 }
 
 /// The group's epoch and whether `device` is a member, or why not.
+/// P550: the channel rows matching `filter` (on `n.name` or `c.group_id`), by name.
+fn channel_rows(
+    conn: &Connection,
+    filter: &str,
+    arg: &dyn rusqlite::ToSql,
+) -> Result<Vec<ChannelRecord>, StoreError> {
+    let sql = format!(
+        "SELECT c.group_id, n.name, c.password_hash, c.totp_secret, c.group_info, g.epoch,
+                (SELECT COUNT(DISTINCT d.user_id) FROM group_members m
+                 JOIN devices d ON d.device_id = m.device_id WHERE m.group_id = c.group_id)
+         FROM channels c JOIN groups g ON g.group_id = c.group_id
+         JOIN group_names n ON n.group_id = c.group_id
+         WHERE {filter} ORDER BY n.name"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let rows = stmt
+        .query_map([arg], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (gid, name, password_hash, totp_secret, group_info, epoch, members) =
+            row.map_err(backend)?;
+        let group_id = GroupId::from_bytes(id16(gid)?);
+        let mut admins = Vec::new();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT user_id FROM channel_admins WHERE group_id = ?1 ORDER BY user_id",
+            )
+            .map_err(backend)?;
+        let ids = stmt
+            .query_map([group_id.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(backend)?;
+        for id in ids {
+            admins.push(UserId::from_bytes(id16(id.map_err(backend)?)?));
+        }
+        out.push(ChannelRecord {
+            group_id,
+            name,
+            password_hash,
+            totp_secret,
+            group_info,
+            epoch: u64::try_from(epoch).unwrap_or(0),
+            admins,
+            members: u32::try_from(members).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(out)
+}
+
+fn is_channel(conn: &Connection, group: &[u8]) -> Result<bool, StoreError> {
+    cached_row(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM channels WHERE group_id = ?1)",
+        [group],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
 fn group_state(
     conn: &Connection,
     group: &GroupId,
@@ -1514,6 +1583,17 @@ impl Store for SqliteStore {
             if let Some(name) = &g.name {
                 cached_exec(tx, "INSERT INTO group_names (name, group_id) VALUES (?1, ?2)", params![name, gid])
                     .map_err(backend)?;
+                if let Some(c) = &g.channel {
+                    cached_exec(tx,
+                        "INSERT INTO channels (group_id, password_hash, totp_secret, group_info) VALUES (?1, ?2, ?3, ?4)",
+                        params![gid, c.password_hash, c.totp_secret, c.group_info],
+                    )
+                    .map_err(backend)?;
+                    if let Some(user) = &creator_user {
+                        cached_exec(tx, "INSERT INTO channel_admins (group_id, user_id) VALUES (?1, ?2)", params![gid, user])
+                            .map_err(backend)?;
+                    }
+                }
             }
             if let Some((a, b)) = direct {
                 cached_exec(tx,
@@ -1579,8 +1659,127 @@ impl Store for SqliteStore {
                     group_id: group,
                     epoch: epoch as u64,
                     members: members_of(conn, &group)?,
+                    channel: is_channel(conn, group.as_bytes())?,
                 })),
             }
+        })
+        .await
+    }
+
+    async fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| Ok(channel_rows(conn, "n.name = ?1", &name)?.pop()))
+            .await
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.read(move |conn| channel_rows(conn, "1 = ?1", &1))
+            .await
+    }
+
+    async fn grant_channel_join(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        totp_step: Option<(UserId, u64)>,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let gid = group.as_bytes().as_slice();
+            if !is_channel(conn, gid)? {
+                return Err(StoreError::GroupNotFound);
+            }
+            if let Some((user, step)) = totp_step {
+                let step = i64::try_from(step).unwrap_or(i64::MAX);
+                let user = user.as_bytes().as_slice();
+                let fresh = cached_exec(
+                    conn,
+                    "INSERT OR IGNORE INTO channel_totp_steps (group_id, user_id, step) VALUES (?1, ?2, ?3)",
+                    params![gid, user, step],
+                )
+                .map_err(backend)?;
+                if fresh == 0 {
+                    return Ok(false);
+                }
+                cached_exec(
+                    conn,
+                    "DELETE FROM channel_totp_steps WHERE group_id = ?1 AND user_id = ?2 AND step < ?3 - 2",
+                    params![gid, user, step],
+                )
+                .map_err(backend)?;
+            }
+            cached_exec(
+                conn,
+                "INSERT INTO channel_grants (group_id, device_id, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_id, device_id) DO UPDATE SET expires_at = excluded.expires_at",
+                params![gid, device.as_bytes().as_slice(), expires_ms],
+            )
+            .map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn update_channel(&self, group: GroupId, u: ChannelUpdate) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let gid = group.as_bytes().as_slice();
+            if !is_channel(conn, gid)? {
+                return Err(StoreError::GroupNotFound);
+            }
+            if let Some(p) = &u.password_hash {
+                cached_exec(
+                    conn,
+                    "UPDATE channels SET password_hash = ?2 WHERE group_id = ?1",
+                    params![gid, p],
+                )
+                .map_err(backend)?;
+            }
+            if let Some(t) = &u.totp_secret {
+                cached_exec(
+                    conn,
+                    "UPDATE channels SET totp_secret = ?2 WHERE group_id = ?1",
+                    params![gid, t],
+                )
+                .map_err(backend)?;
+                cached_exec(
+                    conn,
+                    "DELETE FROM channel_totp_steps WHERE group_id = ?1",
+                    [gid],
+                )
+                .map_err(backend)?;
+            }
+            if let Some(admins) = &u.admins {
+                cached_exec(
+                    conn,
+                    "DELETE FROM channel_admins WHERE group_id = ?1",
+                    [gid],
+                )
+                .map_err(backend)?;
+                for a in admins {
+                    cached_exec(
+                        conn,
+                        "INSERT OR IGNORE INTO channel_admins (group_id, user_id)
+                         SELECT ?1, user_id FROM users WHERE user_id = ?2",
+                        params![gid, a.as_bytes().as_slice()],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_channel(&self, group: GroupId) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let gid = group.as_bytes().as_slice();
+            if !is_channel(conn, gid)? {
+                return Err(StoreError::GroupNotFound);
+            }
+            // The group takes its name, members and channel rows; queued entries stay
+            // and are delivered.
+            cached_exec(conn, "DELETE FROM groups WHERE group_id = ?1", [gid]).map_err(backend)?;
+            Ok(())
         })
         .await
     }
@@ -1625,7 +1824,18 @@ impl Store for SqliteStore {
                 return Ok((first, Published::default()));
             }
             let (epoch, member) = group_state(tx, &c.group_id, &c.sender)?;
-            if !member {
+            let gid = c.group_id.as_bytes().as_slice();
+            let granted = c.external
+                && !member
+                && cached_row(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM channel_grants
+                     WHERE group_id = ?1 AND device_id = ?2 AND expires_at > ?3)",
+                    params![gid, c.sender.as_bytes().as_slice(), c.now_ms],
+                    |r| r.get::<_, bool>(0),
+                )
+                .map_err(backend)?;
+            if !(granted || (!c.external && member)) {
                 return Err(StoreError::NotAMember);
             }
             if epoch != c.epoch {
@@ -1678,7 +1888,22 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            let gid = c.group_id.as_bytes().as_slice();
+            if c.external {
+                cached_exec(
+                    tx,
+                    "DELETE FROM channel_grants WHERE group_id = ?1 AND device_id = ?2",
+                    params![gid, c.sender.as_bytes().as_slice()],
+                )
+                .map_err(backend)?;
+            }
+            if let Some(info) = &c.group_info {
+                cached_exec(
+                    tx,
+                    "UPDATE channels SET group_info = ?2 WHERE group_id = ?1",
+                    params![gid, info],
+                )
+                .map_err(backend)?;
+            }
             for d in &c.added {
                 cached_exec(
                     tx,

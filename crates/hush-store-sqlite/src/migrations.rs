@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_quotas.sql"),
     include_str!("../migrations/0007_consent.sql"),
     include_str!("../migrations/0008_two_factor.sql"),
+    include_str!("../migrations/0009_channels.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

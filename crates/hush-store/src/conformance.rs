@@ -8,8 +8,8 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::EntryKind;
 
 use crate::{
-    Delivered, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Quota,
-    Quotas, Store, StoreError,
+    ChannelUpdate, Delivered, NewChannel, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage,
+    NewUser, Owner, Quota, Quotas, Store, StoreError,
 };
 
 /// No byte bound on a fetch.
@@ -54,6 +54,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     consent(store).await;
     listener(store).await;
     two_factor(store).await;
+    channels(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -414,6 +415,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     let g = GroupId::from_bytes([7; 16]);
     let created = store
         .create_group(NewGroup {
+            channel: None,
             group_id: g,
             creator: dev(20),
             direct: Some((mia, max)),
@@ -435,6 +437,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     );
     let again = store
         .create_group(NewGroup {
+            channel: None,
             group_id: GroupId::from_bytes([8; 16]),
             creator: dev(21),
             direct: Some((max, mia)),
@@ -461,6 +464,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
     // Named groups: one per name.
     let team = GroupId::from_bytes([9; 16]);
     let named = |id: GroupId| NewGroup {
+        channel: None,
         group_id: id,
         creator: dev(21),
         direct: None,
@@ -556,6 +560,8 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
 
     // Commits move the epoch; a stale commit is refused.
     let commit = NewCommit {
+        group_info: None,
+        external: false,
         group_id: g,
         epoch: 1,
         sender: dev(21),
@@ -660,6 +666,7 @@ async fn fetch_bounded_by_bytes<S: Store + ?Sized>(store: &S) {
     let g = GroupId::from_bytes([41; 16]);
     store
         .create_group(NewGroup {
+            channel: None,
             group_id: g,
             creator: dev(20),
             direct: None,
@@ -729,6 +736,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
     let key = |n: u8| Some(HandshakeKey::from_bytes([n; 16]));
     let g = GroupId::from_bytes([40; 16]);
     let create = NewGroup {
+        channel: None,
         group_id: g,
         creator: dev(20),
         direct: None,
@@ -757,6 +765,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
         .count();
     assert_eq!(welcomes, 1, "the Welcome is queued once");
     let other = NewGroup {
+        channel: None,
         client_key: key(2),
         ..create
     };
@@ -769,6 +778,8 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
     );
 
     let commit = NewCommit {
+        group_info: None,
+        external: false,
         group_id: g,
         epoch: 1,
         sender: dev(20),
@@ -785,6 +796,8 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
     // Someone else commits next; the lost answer's retry still gets the first result.
     store
         .accept_commit(NewCommit {
+            group_info: None,
+            external: false,
             sender: dev(21),
             epoch: 2,
             client_key: key(4),
@@ -805,6 +818,8 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
     );
     let fresh = store
         .accept_commit(NewCommit {
+            group_info: None,
+            external: false,
             client_key: key(5),
             ..commit
         })
@@ -834,6 +849,7 @@ async fn befriend<S: Store + ?Sized>(store: &S, a: u8, b: u8, group: u8) {
     let g = GroupId::from_bytes([group; 16]);
     store
         .create_group(NewGroup {
+            channel: None,
             group_id: g,
             creator: dev(a),
             direct: Some((uid(a), uid(b))),
@@ -890,6 +906,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
 
     let g = GroupId::from_bytes([200; 16]);
     let create = NewGroup {
+        channel: None,
         group_id: g,
         creator: dev(40),
         direct: None,
@@ -908,6 +925,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
     assert!(store.group(g).await.unwrap().is_none(), "nothing created");
     store
         .create_group(NewGroup {
+            channel: None,
             quotas: Quotas {
                 group_members: 3,
                 groups_per_hour: 1,
@@ -919,6 +937,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
         .unwrap();
     let second = store
         .create_group(NewGroup {
+            channel: None,
             group_id: GroupId::from_bytes([201; 16]),
             members: vec![dev(40)],
             welcome: None,
@@ -933,6 +952,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
     assert_over(&second, Quota::GroupsPerHour, "groups per hour");
     store
         .create_group(NewGroup {
+            channel: None,
             group_id: GroupId::from_bytes([201; 16]),
             members: vec![dev(40)],
             welcome: None,
@@ -947,6 +967,8 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
         .expect("an hour later the user may create a group again");
 
     let add_qc = NewCommit {
+        group_info: None,
+        external: false,
         group_id: g,
         epoch: 1,
         sender: dev(40),
@@ -1026,6 +1048,8 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
     // Handshakes are never held back by a full mailbox.
     store
         .accept_commit(NewCommit {
+            group_info: None,
+            external: false,
             quotas: two,
             added: vec![],
             welcome: None,
@@ -1134,6 +1158,7 @@ pub async fn drains_when_full<S: Store + ?Sized>(store: &S) {
     let g = GroupId::from_bytes([1; 16]);
     store
         .create_group(NewGroup {
+            channel: None,
             group_id: g,
             creator: dev(1),
             direct: None,
@@ -1193,6 +1218,7 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
     let g = GroupId::from_bytes([70; 16]);
     store
         .create_group(NewGroup {
+            channel: None,
             group_id: g,
             creator: dev(70),
             direct: None,
@@ -1209,6 +1235,8 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
     // Commits racing at one epoch: exactly one wins.
     let commits = (0..10u8).map(|i| {
         store.accept_commit(NewCommit {
+            group_info: None,
+            external: false,
             group_id: g,
             epoch: 1,
             sender: dev(70 + i % 2),
@@ -1337,6 +1365,7 @@ async fn consent<S: Store + ?Sized>(store: &S) {
         store.create_user(user(n, name)).await.unwrap();
     }
     let named = |id: u8, creator: u8, members: &[u8]| NewGroup {
+        channel: None,
         group_id: GroupId::from_bytes([id; 16]),
         creator: dev(creator),
         direct: None,
@@ -1394,6 +1423,7 @@ async fn consent<S: Store + ?Sized>(store: &S) {
     // Caps on pending invitations: their number and size.
     let over = store
         .create_group(NewGroup {
+            channel: None,
             quotas: Quotas {
                 requests_per_user: 1,
                 ..Quotas::UNLIMITED
@@ -1404,6 +1434,7 @@ async fn consent<S: Store + ?Sized>(store: &S) {
     assert_over(&over, Quota::Requests, "pending invitations per user");
     let big = store
         .create_group(NewGroup {
+            channel: None,
             quotas: Quotas {
                 request_bytes: 4,
                 ..Quotas::UNLIMITED
@@ -1526,6 +1557,7 @@ async fn listener<S: Store + ?Sized>(store: &S) {
     let at = reports();
     store
         .create_group(NewGroup {
+            channel: None,
             group_id: g,
             creator: dev(90),
             direct: None,
@@ -1551,6 +1583,8 @@ async fn listener<S: Store + ?Sized>(store: &S) {
     let at = reports();
     store
         .accept_commit(NewCommit {
+            group_info: None,
+            external: false,
             group_id: g,
             epoch: 1,
             sender: dev(90),
@@ -1664,4 +1698,161 @@ async fn two_factor<S: Store + ?Sized>(store: &S) {
     store.set_pending_totp(ben, vec![4; 20]).await.unwrap();
     store.delete_user(&name("tf_ben")).await.unwrap();
     assert!(store.pending_totp(ben).await.unwrap().is_none());
+}
+
+/// P550-P555: channel records, join grants, code steps once per user, updates, and
+/// deletion with everything queued for the channel.
+async fn channels<S: Store + ?Sized>(store: &S) {
+    for (n, name) in [(110, "ch_ann"), (111, "ch_ben"), (112, "ch_cat")] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let ann = UserId::from_bytes([110; 16]);
+    let ben = UserId::from_bytes([111; 16]);
+    let g = GroupId::from_bytes([110; 16]);
+    assert!(store.channel("chan").await.unwrap().is_none());
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(110),
+            direct: None,
+            name: Some("chan".into()),
+            members: vec![dev(110)],
+            welcome: None,
+            now_ms: 10_000,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+            channel: Some(NewChannel {
+                password_hash: Some("$argon2id$hash".into()),
+                totp_secret: Some(vec![3; 20]),
+                group_info: b"info-1".to_vec(),
+            }),
+        })
+        .await
+        .unwrap();
+    let c = store.channel("chan").await.unwrap().expect("the channel");
+    assert_eq!(c.group_id, g);
+    assert_eq!(c.password_hash.as_deref(), Some("$argon2id$hash"));
+    assert_eq!(c.totp_secret, Some(vec![3; 20]));
+    assert_eq!(c.group_info, b"info-1");
+    assert_eq!((c.epoch, c.members, c.admins.clone()), (1, 1, vec![ann]));
+    assert!(store.group(g).await.unwrap().unwrap().channel);
+    let listed = store.channels().await.unwrap();
+    assert!(listed.iter().any(|c| c.name == "chan"));
+
+    // An external commit needs a grant, which it uses up.
+    let join = |sender: u8, epoch: u64, now_ms: i64| NewCommit {
+        group_id: g,
+        epoch,
+        sender: dev(sender),
+        commit: b"external".to_vec(),
+        welcome: None,
+        added: vec![dev(sender)],
+        removed: Vec::new(),
+        now_ms,
+        client_key: None,
+        quotas: Quotas::UNLIMITED,
+        group_info: Some(format!("info-{}", epoch + 1).into_bytes()),
+        external: true,
+    };
+    assert!(matches!(
+        store.accept_commit(join(111, 1, 11_000)).await,
+        Err(StoreError::NotAMember)
+    ));
+    assert!(
+        store
+            .grant_channel_join(g, dev(111), Some((ben, 500)), 20_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .grant_channel_join(g, dev(111), Some((ben, 500)), 20_000)
+            .await
+            .unwrap(),
+        "a code's step is used once per user"
+    );
+    assert!(
+        store
+            .grant_channel_join(
+                g,
+                dev(112),
+                Some((UserId::from_bytes([112; 16]), 500)),
+                12_000
+            )
+            .await
+            .unwrap(),
+        "another user may use the same step"
+    );
+    let done = store.accept_commit(join(111, 1, 11_000)).await.unwrap();
+    assert_eq!(done.recipients, vec![dev(110), dev(111)]);
+    let c = store.channel("chan").await.unwrap().unwrap();
+    assert_eq!((c.epoch, c.members), (2, 2));
+    assert_eq!(c.group_info, b"info-2", "the commit's GroupInfo is kept");
+    let entries = store
+        .fetch_mailbox(dev(110), 0, 100, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(entries.entries.len(), 1, "members get the external commit");
+    assert!(
+        matches!(
+            store.accept_commit(join(111, 2, 11_000)).await,
+            Err(StoreError::NotAMember)
+        ),
+        "a grant is used up, and a member cannot join again"
+    );
+    assert!(
+        matches!(
+            store.accept_commit(join(112, 2, 13_000)).await,
+            Err(StoreError::NotAMember)
+        ),
+        "an expired grant admits nobody"
+    );
+
+    // Updates.
+    store
+        .update_channel(
+            g,
+            ChannelUpdate {
+                password_hash: Some(None),
+                totp_secret: Some(Some(vec![4; 20])),
+                admins: Some(vec![ann, ben]),
+            },
+        )
+        .await
+        .unwrap();
+    let c = store.channel("chan").await.unwrap().unwrap();
+    assert_eq!(c.password_hash, None);
+    assert_eq!(c.totp_secret, Some(vec![4; 20]));
+    assert_eq!(c.admins, vec![ann, ben]);
+    assert!(
+        store
+            .grant_channel_join(g, dev(111), Some((ben, 500)), 20_000)
+            .await
+            .unwrap(),
+        "a new secret starts the used steps afresh"
+    );
+    let plain = GroupId::from_bytes([111; 16]);
+    assert!(matches!(
+        store.update_channel(plain, ChannelUpdate::default()).await,
+        Err(StoreError::GroupNotFound)
+    ));
+    assert!(matches!(
+        store.grant_channel_join(plain, dev(111), None, 1).await,
+        Err(StoreError::GroupNotFound)
+    ));
+
+    // Deletion takes the group and its name; what was queued still arrives.
+    store.delete_channel(g).await.unwrap();
+    assert!(store.channel("chan").await.unwrap().is_none());
+    assert!(store.group(g).await.unwrap().is_none());
+    assert!(store.named_group("chan").await.unwrap().is_none());
+    let left = store
+        .fetch_mailbox(dev(110), 0, 100, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(left.entries.len(), 1, "queued entries are still delivered");
+    assert!(matches!(
+        store.delete_channel(g).await,
+        Err(StoreError::GroupNotFound)
+    ));
 }

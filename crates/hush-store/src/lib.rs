@@ -276,18 +276,48 @@ pub trait Store: Send + Sync + 'static {
 
     async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError>;
 
+    /// P550: the channel called `name` (without '#'), if any.
+    async fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError>;
+
+    /// P554: every channel, by name.
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+
+    /// P553: lets `device` send one external commit into the channel `group` until
+    /// `expires_ms` (replacing an earlier grant). With `totp_step`, records that the
+    /// user used that time step of the channel's code, atomically: `false` (and no
+    /// grant) if it was used before. `GroupNotFound` if the group is not a channel.
+    async fn grant_channel_join(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        totp_step: Option<(UserId, u64)>,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// P555: changes a channel's password, code secret or server-side admins.
+    /// `GroupNotFound` if the group is not a channel.
+    async fn update_channel(&self, group: GroupId, update: ChannelUpdate)
+    -> Result<(), StoreError>;
+
+    /// P555: removes a channel: its record and its group (name, members), atomically.
+    /// Entries already queued (the admin's removal of the members) are still
+    /// delivered. `GroupNotFound` if the group is not a channel.
+    async fn delete_channel(&self, group: GroupId) -> Result<(), StoreError>;
+
     /// The named group called `name` (without '#'), if any.
     async fn named_group(&self, name: &str) -> Result<Option<GroupId>, StoreError>;
 
     /// The 1:1 group of two users, if any.
     async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError>;
 
-    /// Accepts a commit if the group is at `commit.epoch` and the sender is a member:
+    /// Accepts a commit if the group is at `commit.epoch` and the sender is a member
+    /// (or, for an external commit, holds an unexpired join grant, which it uses up):
     /// queues it for every current member but the sender, the Welcome for the added
     /// devices, updates membership and moves the group to the next epoch, atomically.
     /// `QuotaExceeded` past `quotas.group_members` or `user_bytes`; mailbox quotas do
     /// not apply to handshakes. The Welcome follows the rule of `create_group`; a
-    /// device whose invitation to this group is held gets the commit held too.
+    /// device whose invitation to this group is held gets the commit held too. A
+    /// channel keeps `commit.group_info` as its GroupInfo.
     async fn accept_commit(&self, commit: NewCommit) -> Result<Delivered, StoreError>;
 
     /// Queues an application message for every member but the sender if the group is at

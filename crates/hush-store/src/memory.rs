@@ -8,9 +8,9 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
-    Claimed, Delivered, DeviceRecord, GroupRecord, HeldRequest, MailboxPage, NewCommit, NewDevice,
-    NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store,
-    StoreError, TwoFactor, UserRecord, UserSummary,
+    ChannelRecord, ChannelUpdate, Claimed, Delivered, DeviceRecord, GroupRecord, HeldRequest,
+    MailboxPage, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned,
+    Quota, Quotas, Session, Store, StoreError, TwoFactor, UserRecord, UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
@@ -72,6 +72,21 @@ struct State {
     /// P330: (active secret, last step used, recovery digests) and pending secrets.
     two_factor: HashMap<UserId, TwoFactorState>,
     pending_totp: HashMap<UserId, Vec<u8>>,
+    /// P550: channels by group.
+    channels: HashMap<GroupId, Channel>,
+    /// P553: (group, device) → grant expiry.
+    channel_grants: HashMap<(GroupId, DeviceId), i64>,
+    /// P553: channel code steps used, per (group, user).
+    channel_steps: std::collections::HashSet<(GroupId, UserId, u64)>,
+}
+
+#[derive(Clone)]
+struct Channel {
+    name: String,
+    password_hash: Option<String>,
+    totp_secret: Option<Vec<u8>>,
+    group_info: Vec<u8>,
+    admins: Vec<UserId>,
 }
 
 /// An active two-factor login: secret, last step used, recovery code digests.
@@ -91,6 +106,22 @@ fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
 }
 
 impl State {
+    fn channel_record(&self, group: GroupId) -> Option<ChannelRecord> {
+        let c = self.channels.get(&group)?;
+        let g = self.groups.get(&group)?;
+        let users: BTreeSet<UserId> = g.members.iter().filter_map(|d| self.owner(*d)).collect();
+        Some(ChannelRecord {
+            group_id: group,
+            name: c.name.clone(),
+            password_hash: c.password_hash.clone(),
+            totp_secret: c.totp_secret.clone(),
+            group_info: c.group_info.clone(),
+            epoch: g.epoch,
+            admins: c.admins.clone(),
+            members: u32::try_from(users.len()).unwrap_or(u32::MAX),
+        })
+    }
+
     fn user_id(&self, name: &Username) -> Result<UserId, StoreError> {
         self.users
             .values()
@@ -902,6 +933,18 @@ impl Store for MemoryStore {
                 }
                 if let Some(name) = &g.name {
                     s.names.insert(name.clone(), g.group_id);
+                    if let Some(c) = &g.channel {
+                        s.channels.insert(
+                            g.group_id,
+                            Channel {
+                                name: name.clone(),
+                                password_hash: c.password_hash.clone(),
+                                totp_secret: c.totp_secret.clone(),
+                                group_info: c.group_info.clone(),
+                                admins: creator.into_iter().collect(),
+                            },
+                        );
+                    }
                 }
                 let recipients: Vec<DeviceId> = g
                     .members
@@ -953,7 +996,79 @@ impl Store for MemoryStore {
                 group_id: group,
                 epoch: g.epoch,
                 members: g.members.iter().copied().collect(),
+                channel: s.channels.contains_key(&group),
             }))
+        })
+    }
+
+    async fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        self.with(|s| Ok(s.names.get(name).and_then(|g| s.channel_record(*g))))
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.with(|s| {
+            let mut all: Vec<ChannelRecord> = s
+                .channels
+                .keys()
+                .filter_map(|g| s.channel_record(*g))
+                .collect();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(all)
+        })
+    }
+
+    async fn grant_channel_join(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        totp_step: Option<(UserId, u64)>,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| {
+            if !s.channels.contains_key(&group) {
+                return Err(StoreError::GroupNotFound);
+            }
+            if let Some((user, step)) = totp_step {
+                if !s.channel_steps.insert((group, user, step)) {
+                    return Ok(false);
+                }
+                s.channel_steps.retain(|(g, u, st)| {
+                    !(*g == group && *u == user && st.saturating_add(2) < step)
+                });
+            }
+            s.channel_grants.insert((group, device), expires_ms);
+            Ok(true)
+        })
+    }
+
+    async fn update_channel(&self, group: GroupId, u: ChannelUpdate) -> Result<(), StoreError> {
+        self.with(|s| {
+            let c = s
+                .channels
+                .get_mut(&group)
+                .ok_or(StoreError::GroupNotFound)?;
+            if let Some(p) = u.password_hash {
+                c.password_hash = p;
+            }
+            if let Some(t) = u.totp_secret {
+                c.totp_secret = t;
+                s.channel_steps.retain(|(g, _, _)| *g != group);
+            }
+            if let Some(a) = u.admins {
+                c.admins = a;
+            }
+            Ok(())
+        })
+    }
+
+    async fn delete_channel(&self, group: GroupId) -> Result<(), StoreError> {
+        self.with(|s| {
+            let c = s.channels.remove(&group).ok_or(StoreError::GroupNotFound)?;
+            s.names.remove(&c.name);
+            s.groups.remove(&group);
+            s.channel_grants.retain(|(g, _), _| *g != group);
+            s.channel_steps.retain(|(g, _, _)| *g != group);
+            Ok(())
         })
     }
 
@@ -972,7 +1087,12 @@ impl Store for MemoryStore {
                     return Ok(first);
                 }
                 let g = s.groups.get(&c.group_id).ok_or(StoreError::GroupNotFound)?;
-                if !g.members.contains(&c.sender) {
+                let granted = c.external
+                    && !g.members.contains(&c.sender)
+                    && s.channel_grants
+                        .get(&(c.group_id, c.sender))
+                        .is_some_and(|exp| *exp > c.now_ms);
+                if !(granted || (!c.external && g.members.contains(&c.sender))) {
                     return Err(StoreError::NotAMember);
                 }
                 if g.epoch != c.epoch {
@@ -1052,6 +1172,12 @@ impl Store for MemoryStore {
                     g.members.remove(r);
                 }
                 g.epoch += 1;
+                if c.external {
+                    s.channel_grants.remove(&(c.group_id, c.sender));
+                }
+                if let (Some(info), Some(ch)) = (c.group_info, s.channels.get_mut(&c.group_id)) {
+                    ch.group_info = info;
+                }
                 let mut wake = recipients;
                 wake.extend(c.added);
                 let done = Delivered {

@@ -159,6 +159,75 @@ pub struct NewGroup {
     /// P423: a retry with the same key from the same creator returns the first result.
     pub client_key: Option<HandshakeKey>,
     pub quotas: Quotas,
+    /// P550: a channel (named groups only); the creator's user administers it.
+    pub channel: Option<NewChannel>,
+}
+
+/// P550: what makes a new named group a channel.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewChannel {
+    /// The argon2id hash (PHC string) of the password; `None`: open.
+    pub password_hash: Option<String>,
+    /// The RFC 6238 secret joiners' codes are checked with; `None`: no code.
+    pub totp_secret: Option<Vec<u8>>,
+    /// P552: the signed GroupInfo of the group's current epoch.
+    pub group_info: Vec<u8>,
+}
+
+impl fmt::Debug for NewChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewChannel")
+            .field("password", &self.password_hash.is_some())
+            .field("totp", &self.totp_secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A channel as the server keeps it (P550).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub group_id: GroupId,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub totp_secret: Option<Vec<u8>>,
+    pub group_info: Vec<u8>,
+    /// The group's epoch (the GroupInfo's, when every commit published one).
+    pub epoch: u64,
+    /// Users allowed to change the channel on the server (P555).
+    pub admins: Vec<UserId>,
+    /// Users with a device in the group.
+    pub members: u32,
+}
+
+impl fmt::Debug for ChannelRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelRecord")
+            .field("group_id", &self.group_id)
+            .field("name", &self.name)
+            .field("password", &self.password_hash.is_some())
+            .field("totp", &self.totp_secret.is_some())
+            .field("epoch", &self.epoch)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+/// P555: what an admin changes; `None` leaves a part as it is.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ChannelUpdate {
+    pub password_hash: Option<Option<String>>,
+    pub totp_secret: Option<Option<Vec<u8>>>,
+    pub admins: Option<Vec<UserId>>,
+}
+
+impl fmt::Debug for ChannelUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelUpdate")
+            .field("password", &self.password_hash.is_some())
+            .field("totp", &self.totp_secret.is_some())
+            .field("admins", &self.admins)
+            .finish()
+    }
 }
 
 /// A commit taking a group from `epoch` to `epoch + 1`.
@@ -176,6 +245,11 @@ pub struct NewCommit {
     /// whatever the group's epoch is by then.
     pub client_key: Option<HandshakeKey>,
     pub quotas: Quotas,
+    /// P552: a channel's GroupInfo for the new epoch, kept for joiners.
+    pub group_info: Option<Vec<u8>>,
+    /// P553: the sender joins by this commit; it needs a join grant instead of
+    /// membership, and the grant is used up.
+    pub external: bool,
 }
 
 /// An application message for a group's current epoch.
@@ -303,6 +377,8 @@ pub struct GroupRecord {
     pub group_id: GroupId,
     pub epoch: u64,
     pub members: Vec<DeviceId>,
+    /// P550: the group is a channel.
+    pub channel: bool,
 }
 
 /// Invitations held for a user from one inviter (P461).

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log: Option<String>,
+    /// P556: the lobby's name (without '#'); "" turns it off.
+    pub lobby: Option<String>,
     /// Every limit, defaulted one by one (see `hush_server::Limits`).
     #[serde(default)]
     pub limits: Limits,
@@ -105,6 +107,14 @@ pub fn resolve(raw: RawConfig, flags: Overrides) -> anyhow::Result<Settings> {
     };
     let limits = raw.limits;
     limits.validate().map_err(anyhow::Error::msg)?;
+    let lobby = match raw.lobby.as_deref() {
+        None => Some("lobby"),
+        Some("") => None,
+        Some(name) => Some(name.trim_start_matches('#')),
+    }
+    .map(hush_proto::content::GroupName::parse)
+    .transpose()
+    .map_err(|e| anyhow::anyhow!("lobby: {e}"))?;
     Ok(Settings {
         listen,
         data_dir,
@@ -114,6 +124,7 @@ pub fn resolve(raw: RawConfig, flags: Overrides) -> anyhow::Result<Settings> {
         server: ServerConfig {
             registration,
             limits,
+            lobby,
         },
     })
 }
@@ -142,6 +153,9 @@ registration = "open"
 
 # Log filter, as in RUST_LOG: "info", "debug", "hush_server=debug,info".
 log = "info"
+
+# The open channel every new account is offered (`/join #lobby`); "" for none.
+lobby = "lobby"
 
 [limits]
 {}"#,
