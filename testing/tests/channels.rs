@@ -144,6 +144,16 @@ fn a_password_and_a_code_admit_a_member_who_reads_only_what_follows() {
     assert!(members.starts_with("#team: 3 members"), "{members}");
     cat.send("#team", "hi ben");
     assert_eq!(texts(&ben.recv(5)), ["hi ben"]);
+    // A member leaving is seen by the others, from the roster as well.
+    ok(&cat.run("", &["group", "leave", "#team"]));
+    ann.send("#team", "bye cat");
+    let events = ben.recv(5);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "member_left" && e["member"] == "cat"),
+        "{events:?}"
+    );
 
     // Wrong guesses are limited per user: past the limit even the right ones wait.
     let dan = Client::new();

@@ -96,6 +96,27 @@ fn tui_in_tmux_sends_and_receives_live() {
     let s = wait_for(&name, "ben: right back at you");
     assert!(s.contains("ann @ 127.0.0.1:"), "status line:\n{s}");
 
+    // Channels: the lobby was offered at start; /join makes ann its first member, and
+    // a channel with a password asks for it at the input line, without showing it.
+    tmux(&["send-keys", "-t", &name, "/join #lobby", "Enter"]);
+    wait_for(&name, "you joined #lobby");
+    ok(&ben.run("", &["channel", "join", "lobby"]));
+    wait_for(&name, "ben joined");
+    ok(&ben.run_env(
+        PW,
+        &[("HUSH_CHANNEL_PASSWORD", "ops secret")],
+        &["channel", "create", "ops"],
+    ));
+    tmux(&["send-keys", "-t", &name, "/join #ops", "Enter"]);
+    wait_for(&name, "password for #ops");
+    tmux(&["send-keys", "-t", &name, "ops secret", "Enter"]);
+    let s = wait_for(&name, "you joined #ops");
+    assert!(!s.contains("ops secret"), "the password was drawn:\n{s}");
+    tmux(&["send-keys", "-t", &name, "/part", "Enter"]);
+    wait_for(&name, "you left #ops");
+    tmux(&["send-keys", "-t", &name, "/msg ben", "Enter"]);
+    wait_for(&name, "to ben");
+
     // The server goes away: the status line says so; it comes back: the UI reconnects
     // by itself and what was sent meanwhile arrives once.
     let (_, data) = server.stop();

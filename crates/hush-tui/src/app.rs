@@ -52,12 +52,51 @@ pub enum Connection {
 /// What the input asks the network side to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Send { target: String, text: String },
+    Send {
+        target: String,
+        text: String,
+    },
     Members(String),
-    History { target: String, limit: u32 },
+    History {
+        target: String,
+        limit: u32,
+    },
     Shutdown,
     Verify(String),
+    /// Join a channel (P553) with what was asked so far.
+    Join {
+        name: String,
+        password: Option<String>,
+        code: Option<String>,
+    },
+    /// Leave a group or channel.
+    Part(String),
     Quit,
+}
+
+/// What the input line is asking for instead of a message: never echoed, never kept
+/// in the input history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    Password,
+    Code,
+}
+
+/// A channel join waiting for a secret typed at the input line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretPrompt {
+    pub channel: String,
+    pub ask: Ask,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for SecretPrompt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretPrompt")
+            .field("channel", &self.channel)
+            .field("ask", &self.ask)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct App {
@@ -77,11 +116,14 @@ pub struct App {
     pub bell: bool,
     /// Contacts whose safety number was verified (marked in the list).
     pub verified: std::collections::BTreeSet<String>,
+    /// A channel join asking for its password or code (input masked).
+    pub prompt: Option<SecretPrompt>,
 }
 
 const HELP: &[&str] = &[
     "/msg USER [TEXT]  open (and write to) a 1:1 conversation",
-    "/join #NAME       switch to a group",
+    "/join #NAME       switch to a group, or join a channel (asks its password and code)",
+    "/part             leave the current group or channel",
     "/members          members of the current group",
     "/history [N]      reload the last N messages (default 100)",
     "/file PATH        send a file (not available yet)",
@@ -124,6 +166,7 @@ impl App {
             scroll: 0,
             bell: false,
             verified: Default::default(),
+            prompt: None,
         };
         app.notice(
             STATUS,
@@ -288,6 +331,12 @@ impl App {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
             KeyCode::Char('c') if ctrl => return Some(Action::Quit),
+            KeyCode::Esc if self.prompt.is_some() => {
+                self.prompt = None;
+                self.input.clear();
+                self.cursor = 0;
+                self.say("join cancelled");
+            }
             KeyCode::Char('a') if ctrl => self.cursor = 0,
             KeyCode::Char('e') if ctrl => self.cursor = self.len(),
             KeyCode::Char('u') if ctrl => {
@@ -319,7 +368,7 @@ impl App {
             KeyCode::Right => self.cursor = (self.cursor + 1).min(self.len()),
             KeyCode::Home => self.cursor = 0,
             KeyCode::End => self.cursor = self.len(),
-            KeyCode::Up if !self.history.is_empty() => {
+            KeyCode::Up if !self.history.is_empty() && self.prompt.is_none() => {
                 let pos = match self.history_pos {
                     Some(p) => p.saturating_sub(1),
                     None => self.history.len() - 1,
@@ -348,7 +397,46 @@ impl App {
         None
     }
 
+    /// Asks for the channel's password or code at the input line; the join is sent
+    /// again with it (`password`: what was given already).
+    pub fn ask(&mut self, channel: &str, ask: Ask, password: Option<String>) {
+        self.say(match ask {
+            Ask::Password => "type the channel's password (not shown), or Esc to cancel",
+            Ask::Code => "type the code from the channel's authenticator entry, or Esc to cancel",
+        });
+        self.prompt = Some(SecretPrompt {
+            channel: channel.to_owned(),
+            ask,
+            password,
+        });
+    }
+
+    /// The prompt's answer becomes the join's password or code.
+    fn answer(&mut self, prompt: SecretPrompt) -> Option<Action> {
+        let secret = std::mem::take(&mut self.input);
+        self.cursor = 0;
+        if secret.is_empty() {
+            self.say("join cancelled");
+            return None;
+        }
+        Some(match prompt.ask {
+            Ask::Password => Action::Join {
+                name: prompt.channel,
+                password: Some(secret),
+                code: None,
+            },
+            Ask::Code => Action::Join {
+                name: prompt.channel,
+                password: prompt.password,
+                code: Some(secret.trim().to_owned()),
+            },
+        })
+    }
+
     fn submit(&mut self) -> Option<Action> {
+        if let Some(prompt) = self.prompt.take() {
+            return self.answer(prompt);
+        }
         let line = std::mem::take(&mut self.input);
         self.cursor = 0;
         self.history_pos = None;
@@ -393,8 +481,25 @@ impl App {
                 } else {
                     format!("#{group}")
                 };
-                self.select(&group);
-                None
+                if self.conversations.iter().any(|c| c.name == group) {
+                    self.select(&group);
+                    None
+                } else {
+                    Some(Action::Join {
+                        name: group,
+                        password: None,
+                        code: None,
+                    })
+                }
+            }
+            ("part", []) => {
+                let current = self.current().name.clone();
+                if current.starts_with('#') {
+                    Some(Action::Part(current))
+                } else {
+                    self.say("/part leaves a group or channel (#name).");
+                    None
+                }
             }
             ("members", []) => {
                 let current = self.current().name.clone();
@@ -435,8 +540,8 @@ impl App {
             }
             ("exit" | "quit", []) => Some(Action::Quit),
             (
-                "msg" | "join" | "members" | "history" | "file" | "verify" | "shutdown" | "help"
-                | "exit" | "quit",
+                "msg" | "join" | "part" | "members" | "history" | "file" | "verify" | "shutdown"
+                | "help" | "exit" | "quit",
                 _,
             ) => {
                 self.say(&format!("bad arguments for /{name}; /help shows usage"));

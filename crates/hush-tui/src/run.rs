@@ -11,7 +11,7 @@ use hush_client::events::{ConnectionState, Event};
 use hush_client::hush_proto::content::GroupName;
 use hush_client::{Client, ClientError, Target};
 
-use crate::app::{Action, App, Connection};
+use crate::app::{Action, App, Ask, Connection};
 use crate::ui;
 
 /// Runs one command; `Ok(false)` to quit.
@@ -50,6 +50,18 @@ async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool,
                 Err(e) => app.say(&format!("not done: {e}")),
             }
         }
+        Action::Join {
+            name,
+            password,
+            code,
+        } => join(client, app, &name, password, code).await,
+        Action::Part(group) => match GroupName::parse(&group) {
+            Ok(name) => match client.leave(&name).await {
+                Ok(()) => app.say(&format!("you left {group}")),
+                Err(e) => app.say(&format!("not done: {e}")),
+            },
+            Err(e) => app.say(&e.to_string()),
+        },
         Action::Shutdown => match client.admin_shutdown().await {
             Ok(_) => app.say("the server is shutting down"),
             Err(e) => app.say(&format!("not done: {e}")),
@@ -88,6 +100,72 @@ async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool,
         },
     }
     Ok(true)
+}
+
+/// `/join #NAME`: joins the channel, asking for its password and code at the input
+/// line when the server says it needs them (P553).
+async fn join(
+    client: &Client,
+    app: &mut App,
+    name: &str,
+    password: Option<String>,
+    code: Option<String>,
+) {
+    use hush_client::hush_proto::ErrorCode;
+    use hush_client::hush_proto::ids::{ChannelPassword, TotpCode};
+    let parsed = GroupName::parse(name)
+        .map_err(|e| e.to_string())
+        .and_then(|n| {
+            let p = password
+                .as_deref()
+                .map(ChannelPassword::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let c = code
+                .as_deref()
+                .map(TotpCode::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            Ok((n, p, c))
+        });
+    let (channel, p, c) = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            app.say(&e);
+            return;
+        }
+    };
+    match client.join_channel(&channel, p, c).await {
+        Ok(()) => {
+            app.select(name);
+            app.say(&format!("you joined {name}"));
+            refresh_members(client, app, name).await;
+        }
+        Err(ClientError::Server(e))
+            if e.code == ErrorCode::ChannelPasswordWrong && password.is_none() =>
+        {
+            app.ask(name, Ask::Password, None);
+        }
+        Err(ClientError::Server(e)) if e.code == ErrorCode::SecondFactorRequired => {
+            app.ask(name, Ask::Code, password);
+        }
+        Err(e) => app.say(&format!("not joined: {e}")),
+    }
+}
+
+/// P556: a new account is offered the server's lobby on its first start.
+async fn offer_lobby(client: &Client, app: &mut App) {
+    if !app.conversations.iter().all(|c| !c.name.starts_with('#')) {
+        return;
+    }
+    if let Ok(channels) = client.channels().await
+        && let Some(lobby) = channels.iter().find(|c| c.lobby)
+    {
+        app.say(&format!(
+            "Welcome! This server has an open lobby: type /join {} to meet everyone.",
+            lobby.name
+        ));
+    }
 }
 
 /// Reads a group's roster for its member count (shown in its title line); a group
@@ -134,6 +212,7 @@ pub async fn run(client: Client) -> Result<(), ClientError> {
         .map(|c| c.username)
         .collect();
 
+    offer_lobby(&client, &mut app).await;
     let mut terminal = ratatui::init();
     let result = event_loop(&client, &mut app, &mut events, shown, &mut terminal).await;
     ratatui::restore();

@@ -96,14 +96,21 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
         pane,
     );
 
-    let title = if current.name == STATUS {
-        "type /help".to_owned()
-    } else {
-        format!("to {}", current.name)
+    let title = match &app.prompt {
+        Some(p) => match p.ask {
+            crate::app::Ask::Password => format!("password for {} (hidden)", p.channel),
+            crate::app::Ask::Code => format!("code for {}", p.channel),
+        },
+        None if current.name == STATUS => "type /help".to_owned(),
+        None => format!("to {}", current.name),
+    };
+    // A channel password is never drawn.
+    let shown = match &app.prompt {
+        Some(p) if p.ask == crate::app::Ask::Password => "*".repeat(app.input.chars().count()),
+        _ => app.input.clone(),
     };
     f.render_widget(
-        Paragraph::new(app.input.as_str())
-            .block(Block::default().borders(Borders::ALL).title(title)),
+        Paragraph::new(shown).block(Block::default().borders(Borders::ALL).title(title)),
         input,
     );
     let cursor_x = input.x + 1 + (app.cursor as u16).min(input.width.saturating_sub(3));

@@ -138,7 +138,16 @@ fn slash_commands_and_their_errors() {
             .text
             .contains("unknown command /frobnicate")
     );
-    assert_eq!(run(&mut app, "/join team"), None);
+    assert_eq!(
+        run(&mut app, "/join team"),
+        Some(Action::Join {
+            name: "#team".into(),
+            password: None,
+            code: None
+        })
+    );
+    // Joined (as the network side reports), it is the current conversation.
+    app.select("#team");
     assert_eq!(app.current().name, "#team");
     assert_eq!(
         run(&mut app, "/members"),
@@ -265,4 +274,77 @@ fn a_group_title_line_shows_its_member_count() {
     app.set_members("#team", 1);
     terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
     assert!(screen(&terminal).contains("#team: 1 member"));
+}
+
+#[test]
+fn join_asks_a_channel_for_its_password_and_code_without_showing_or_keeping_them() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    typed(&mut app, "/join team");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Join {
+            name: "#team".into(),
+            password: None,
+            code: None
+        }),
+        "a channel this home is not in is joined"
+    );
+    // The server said it needs a password: the next line is that, drawn as stars.
+    app.ask("#team", hush_tui::app::Ask::Password, None);
+    typed(&mut app, "s3cret pw");
+    let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    let drawn = screen(&terminal);
+    assert!(!drawn.contains("s3cret"), "{drawn}");
+    assert!(drawn.contains("*********"), "{drawn}");
+    assert!(drawn.contains("password for #team"), "{drawn}");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Join {
+            name: "#team".into(),
+            password: Some("s3cret pw".into()),
+            code: None
+        })
+    );
+    // Then the code, with the password kept for the second try.
+    app.ask("#team", hush_tui::app::Ask::Code, Some("s3cret pw".into()));
+    typed(&mut app, "123456");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Join {
+            name: "#team".into(),
+            password: Some("s3cret pw".into()),
+            code: Some("123456".into())
+        })
+    );
+    // Neither is in the input history.
+    app.on_key(key(KeyCode::Up));
+    assert_eq!(app.input, "/join team");
+    // Esc cancels a prompt.
+    app.input.clear();
+    app.ask("#team", hush_tui::app::Ask::Password, None);
+    typed(&mut app, "abc");
+    app.on_key(key(KeyCode::Esc));
+    assert!(app.prompt.is_none());
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+}
+
+#[test]
+fn part_leaves_the_current_group_only() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    typed(&mut app, "/part");
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None, "not in a group");
+    app.on_event(&message("#team", "ben", "hi"), false);
+    app.select("#team");
+    typed(&mut app, "/part");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Part("#team".into()))
+    );
+    typed(&mut app, "/join #team");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        None,
+        "a known group is switched to"
+    );
 }

@@ -239,6 +239,23 @@ mod tests {
     }
 
     #[test]
+    fn p556_the_lobby_is_on_by_default_and_may_be_renamed_or_turned_off() {
+        let lobby = |text: &str| {
+            let raw: RawConfig = toml::from_str(text).unwrap();
+            resolve(raw, Overrides::default()).map(|s| s.server.lobby.map(|l| l.to_string()))
+        };
+        assert_eq!(lobby("").unwrap().as_deref(), Some("#lobby"));
+        assert_eq!(lobby("lobby = \"hall\"").unwrap().as_deref(), Some("#hall"));
+        assert_eq!(
+            lobby("lobby = \"#hall\"").unwrap().as_deref(),
+            Some("#hall")
+        );
+        assert_eq!(lobby("lobby = \"\"").unwrap(), None);
+        let bad = lobby("lobby = \"Not A Name\"").unwrap_err().to_string();
+        assert!(bad.contains("lobby"), "{bad}");
+    }
+
+    #[test]
     fn limits_are_read_and_checked() {
         let raw: RawConfig =
             toml::from_str("[limits]\nmailbox_max_entries = 5\nidle_timeout_secs = 9").unwrap();
