@@ -17,8 +17,7 @@ use crate::account::{TotpSetup, totp_label};
 use crate::connection::unexpected;
 use crate::events::MembershipKind;
 use crate::handshake::{Effects, Request};
-use crate::home::home_err;
-use crate::messaging::{Messenger, now_ms, random16};
+use crate::messaging::{Messenger, random16};
 
 /// Tries of a join across commits that win the channel's epoch first.
 const JOIN_ATTEMPTS: usize = 5;
@@ -266,16 +265,6 @@ impl Messenger<'_> {
             Response::ChannelDeleted => {}
             other => return Err(unexpected(&other)),
         }
-        let db = self.home.db();
-        let me = self.account.username.to_string();
-        self.home.write(|| {
-            db.execute(
-                "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
-                [group.as_bytes().as_slice()],
-            )
-            .map_err(home_err)?;
-            self.membership_event(group, now_ms(), MembershipKind::Left, &me, &me)?;
-            Ok(())
-        })
+        self.home.write(|| self.mark_left(group))
     }
 }

@@ -797,20 +797,30 @@ impl Messenger<'_> {
         let db = self.home.db();
         let g = group.as_bytes().as_slice();
         self.home.write(|| {
-            db.execute(
-                "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
-                [g],
-            )
-            .map_err(home_err)?;
+            self.mark_left(group)?;
             db.execute(
                 "INSERT OR IGNORE INTO pending_leaves (group_id) VALUES (?1)",
                 [g],
             )
             .map_err(home_err)?;
-            self.membership_event(group, now_ms(), MembershipKind::Left, me, me)?;
             Ok(())
         })?;
         self.send_leave(group).await
+    }
+
+    /// The group leaves this user's chats, with a `member_left` of its own (inside the
+    /// caller's transaction).
+    pub(crate) fn mark_left(&self, group: GroupId) -> Result<(), ClientError> {
+        self.home
+            .db()
+            .execute(
+                "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
+                [group.as_bytes().as_slice()],
+            )
+            .map_err(home_err)?;
+        let me = self.account.username.as_str();
+        self.membership_event(group, now_ms(), MembershipKind::Left, me, me)?;
+        Ok(())
     }
 
     /// Sends this user's removal proposals for a left group, following the group's
