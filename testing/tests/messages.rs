@@ -279,6 +279,84 @@ async fn a_thousand_messages_each_way() {
     }
 }
 
+/// A line written while the server is down waits in the durable outbox as `sending`;
+/// once the engine reconnects it is sent, a `Delivery` event says so, and it arrives
+/// once. A conversation that does not exist yet cannot be started offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_written_offline_is_sent_on_reconnect() {
+    use hush_client::events::{ConnectionState, Event, MessageState};
+    let server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ann = inproc::register(&server, da.path(), "ann", Default::default()).await;
+    let ben = inproc::register(&server, db.path(), "ben", Default::default()).await;
+    inproc::register(
+        &server,
+        tempfile::tempdir().unwrap().path(),
+        "cat",
+        Default::default(),
+    )
+    .await
+    .close()
+    .await;
+    ann.send(&inproc::to("ben"), "online first").await.unwrap();
+
+    let mut events = ann.events();
+    let (_, data) = server.stop();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        ann.wait_for_state(|s| matches!(s, ConnectionState::Offline { .. })),
+    )
+    .await
+    .expect("ann's engine saw the server go");
+    let queued = ann
+        .send_or_queue(&inproc::to("ben"), "written offline")
+        .await
+        .unwrap();
+    let Event::Message { state, id, .. } = &queued else {
+        panic!("not a message: {queued:?}");
+    };
+    assert_eq!(*state, MessageState::Sending);
+    let err = ann
+        .send_or_queue(&inproc::to("cat"), "new conversation")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("only be started online"), "{err}");
+
+    let server = Server::start_in(data, &addr, &[]);
+    let delivered = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.next().await {
+                Some(Event::Delivery {
+                    id: d,
+                    state,
+                    conversation,
+                    ..
+                }) if d == *id => break (state, conversation),
+                Some(_) => {}
+                None => panic!("the event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("the queued message was delivered after the reconnect");
+    assert_eq!(delivered, (MessageState::Sent, "ben".to_owned()));
+    let history = ann.history("ben", 10).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| matches!(e, Event::Message { text, state, .. }
+            if text == "written offline" && *state == MessageState::Sent)),
+        "{history:?}"
+    );
+    inproc::sync_eventually(&ben).await;
+    assert_eq!(
+        inproc::texts(&ben, "ann").await,
+        ["online first", "written offline"]
+    );
+    drop(server);
+}
+
 #[test]
 fn a_message_the_server_drops_is_reported_as_a_gap() {
     let server = Server::start(&[]);

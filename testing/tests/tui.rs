@@ -1,5 +1,7 @@
 //! The real `hush tui` inside tmux against a real hushd: type a message, see it arrive
-//! in a second client, and see a reply arrive live.
+//! in a second client, and see a reply arrive live; page back through long history.
+mod inproc;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -43,14 +45,102 @@ impl Drop for Session {
     }
 }
 
-#[test]
-fn tui_in_tmux_sends_and_receives_live() {
+/// Whether tmux is here; CI must have it.
+fn have_tmux() -> bool {
     if Command::new("tmux").arg("-V").output().is_err() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must install tmux (.ci/run does)"
         );
         eprintln!("skipped: tmux is not installed");
+        return false;
+    }
+    true
+}
+
+/// Starts `hush --home HOME tui` in a detached tmux session of `width`x`height`.
+fn start_tui(home: &std::path::Path, tag: &str, width: u16, height: u16) -> Session {
+    let name = format!("hush-tui-{tag}-{}", std::process::id());
+    let command = format!("{} --home {} tui", bin("hush").display(), home.display());
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        &width.to_string(),
+        "-y",
+        &height.to_string(),
+        &command,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Session(name)
+}
+
+/// At 80x24: 500 messages, paged back to the very first (older history loads on
+/// demand as the top is reached) and back to the newest with End.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tui_in_tmux_scrolls_back_through_500_messages() {
+    if !have_tmux() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ann = inproc::register(&server, da.path(), "ann", Default::default()).await;
+    let ben = inproc::register(&server, db.path(), "ben", Default::default()).await;
+    for i in 0..500 {
+        ben.send(&inproc::to("ann"), &format!("line {i:03}"))
+            .await
+            .unwrap();
+    }
+    ann.sync().await.unwrap();
+    ann.close().await;
+
+    let session = start_tui(da.path(), "scroll", 80, 24);
+    let name = session.0.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for(&name, "online");
+        // Alt-2: the second conversation in the list, without typing a "2".
+        tmux(&["send-keys", "-t", &name, "M-2"]);
+        let s = wait_for(&name, "line 499");
+        assert!(s.contains("ben: not verified"), "{s}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut pages = 0;
+        loop {
+            let s = screen(&name);
+            if s.contains("line 000") && s.contains("the beginning of this conversation") {
+                assert!(s.contains("more below"), "{s}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never reached the first message:\n{s}"
+            );
+            tmux(&["send-keys", "-t", &name, "PPage"]);
+            pages += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(pages >= 500 / 22, "{pages} pages for 500 lines");
+        tmux(&["send-keys", "-t", &name, "End"]);
+        let s = wait_for(&name, "line 499");
+        assert!(!s.contains("more below"), "{s}");
+        let input_row = s.lines().nth(21).unwrap_or_default();
+        assert!(!input_row.contains('2'), "Alt-2 typed into the input:\n{s}");
+        tmux(&["send-keys", "-t", &name, "C-c"]);
+    })
+    .await
+    .unwrap();
+    drop(session);
+    ben.close().await;
+}
+
+#[test]
+fn tui_in_tmux_sends_and_receives_live() {
+    if !have_tmux() {
         return;
     }
     let server = Server::start(&[]);
@@ -60,40 +150,19 @@ fn tui_in_tmux_sends_and_receives_live() {
     let ben = Client::new();
     ok(&ben.register(&server, "ben", PW, &[]));
 
-    let name = format!("hush-tui-{}", std::process::id());
-    let command = format!(
-        "{} --home {} tui",
-        bin("hush").display(),
-        ann.home.path().display()
-    );
-    let out = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &name,
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _guard = Session(name.clone());
+    let guard = start_tui(ann.home.path(), "live", 80, 24);
+    let name = guard.0.clone();
     wait_for(&name, "online");
 
     tmux(&["send-keys", "-t", &name, "/msg ben", "Enter"]);
     wait_for(&name, "to ben");
     tmux(&["send-keys", "-t", &name, "hello from the tui", "Enter"]);
-    wait_for(&name, "ann: hello from the tui");
+    wait_for(&name, "<ann> hello from the tui");
     assert_eq!(texts(&ben.recv(10)), ["hello from the tui"]);
 
     // A reply arrives live, without touching the keyboard.
     ben.send("ann", "right back at you");
-    let s = wait_for(&name, "ben: right back at you");
+    let s = wait_for(&name, "<ben> right back at you");
     assert!(s.contains("ann @ 127.0.0.1:"), "status line:\n{s}");
 
     // Channels: the lobby was offered at start; /join makes ann its first member, and
@@ -117,15 +186,25 @@ fn tui_in_tmux_sends_and_receives_live() {
     tmux(&["send-keys", "-t", &name, "/msg ben", "Enter"]);
     wait_for(&name, "to ben");
 
-    // The server goes away: the status line says so; it comes back: the UI reconnects
-    // by itself and what was sent meanwhile arrives once.
+    // The server goes away: the status line says so, and a line typed meanwhile waits
+    // in the outbox as pending; it comes back: the UI reconnects by itself, the line
+    // goes out, and what was sent meanwhile arrives once.
     let (_, data) = server.stop();
     wait_for(&name, "offline");
+    tmux(&["send-keys", "-t", &name, "typed while offline", "Enter"]);
+    let s = wait_for(&name, "<ann> typed while offline (sending…)");
+    assert!(s.contains("1 unsent"), "{s}");
     let server = Server::start_in(data, &addr, &[]);
     ben.send("ann", "after the restart");
-    let s = wait_for(&name, "ben: after the restart");
+    let s = wait_for(&name, "<ben> after the restart");
     assert_eq!(s.matches("after the restart").count(), 1, "{s}");
     wait_for(&name, "online");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while screen(&name).contains("sending…") {
+        assert!(Instant::now() < deadline, "the pending line was never sent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(texts(&ben.recv(10)), ["typed while offline"]);
 
     tmux(&["send-keys", "-t", &name, "/exit", "Enter"]);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -570,6 +570,15 @@ fn device_name() -> Option<String> {
     ))
 }
 
+/// `HOME/tui.toml`, or the documented default when there is none; a broken file is
+/// a usage error, said before the screen is taken over.
+fn tui_config(dir: &std::path::Path) -> Result<hush_tui::config::Config, Failure> {
+    hush_tui::config::Config::load(&dir.join("tui.toml")).map_err(|e| Failure {
+        code: 2,
+        error: anyhow::anyhow!(e),
+    })
+}
+
 async fn open(dir: &std::path::Path) -> Result<Client, Failure> {
     Ok(Client::open(dir, ClientOptions::default()).await?)
 }
@@ -578,8 +587,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
     let Some(command) = cli.command else {
         if prompt::interactive() {
-            let client = open(&home_dir(&global)?).await?;
-            return Ok(hush_tui::run(client).await?);
+            let dir = home_dir(&global)?;
+            let config = tui_config(&dir)?;
+            let client = open(&dir).await?;
+            return Ok(hush_tui::run(client, config).await?);
         }
         use clap::CommandFactory;
         Cli::command().print_help().ok();
@@ -782,7 +793,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             client.close().await;
         }
         Command::Tui => {
-            hush_tui::run(open(&dir).await?).await?;
+            let config = tui_config(&dir)?;
+            hush_tui::run(open(&dir).await?, config).await?;
         }
         Command::Admin { command } => match command {
             AdminCommand::Shutdown => {

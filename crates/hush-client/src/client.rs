@@ -376,13 +376,59 @@ impl Client {
         let text = text.to_owned();
         self.call(move |e| {
             Box::pin(async move {
-                let live = e.live()?;
-                let m = e.messenger(&live);
-                let row = match &target {
-                    Target::User(u) => m.send_text(u, &text).await?,
-                    Target::Group(g) => m.send_to_group(g, &text).await?,
+                let row = send_now(e, &target, &text).await?;
+                history::by_row(&e.home, row)
+            })
+        })
+        .await
+    }
+
+    /// Like [`Client::send`], but while the engine is offline a message to a
+    /// conversation this home already has goes to the durable outbox and is returned
+    /// as `sending`; it is sent once the engine reconnects, and an [`Event::Delivery`]
+    /// reports its new state. For front ends that show pending lines (the TUI).
+    pub async fn send_or_queue(&self, target: &Target, text: &str) -> Result<Event, ClientError> {
+        let target = target.clone();
+        let text = text.to_owned();
+        self.call(move |e| {
+            Box::pin(async move {
+                let row = match e.live() {
+                    Ok(_) => send_now(e, &target, &text).await?,
+                    Err(err) if err.is_transport() => e.queue(&target, &text)?,
+                    Err(err) => return Err(err),
                 };
                 history::by_row(&e.home, row)
+            })
+        })
+        .await
+    }
+
+    /// Whether the server has an account called `name`; a user this home has a
+    /// conversation with exists without asking.
+    pub async fn user_exists(&self, name: &Username) -> Result<bool, ClientError> {
+        let name = name.clone();
+        self.call(move |e| {
+            Box::pin(async move {
+                if crate::messaging::local_conversation(&e.home, name.as_str(), "direct")?.is_some()
+                {
+                    return Ok(true);
+                }
+                let live = e.live()?;
+                let asked = live
+                    .conn
+                    .request(hush_proto::pb::client_frame::Body::FindDirect(
+                        hush_proto::pb::FindDirect {
+                            peer: name.to_string(),
+                        },
+                    ))
+                    .await;
+                match asked {
+                    Ok(_) => Ok(true),
+                    Err(ClientError::Server(s)) if s.code == hush_proto::ErrorCode::NotFound => {
+                        Ok(false)
+                    }
+                    Err(err) => Err(err),
+                }
             })
         })
         .await
@@ -939,4 +985,14 @@ async fn enrol(
         .save_account_key(account.username.as_str(), &account_key)?;
     engine.adopt(conn, account.clone())?;
     Ok(account)
+}
+
+/// Sends over the live connection; the history row once the server holds it.
+async fn send_now(e: &mut Engine, target: &Target, text: &str) -> Result<i64, ClientError> {
+    let live = e.live()?;
+    let m = e.messenger(&live);
+    match target {
+        Target::User(u) => m.send_text(u, text).await,
+        Target::Group(g) => m.send_to_group(g, text).await,
+    }
 }

@@ -186,6 +186,45 @@ impl Engine {
         }
     }
 
+    /// Writes a message into the outbox of a conversation this home already has, with
+    /// no server: the engine sends it once connected, and its `Delivery` event says so.
+    /// A conversation that does not exist here yet needs the server to be started.
+    pub(crate) fn queue(&self, target: &crate::Target, text: &str) -> Result<i64, ClientError> {
+        crate::messaging::check_text(text)?;
+        let stored = self.home.account()?.ok_or(ClientError::NoAccount)?;
+        let (name, kind) = match target {
+            crate::Target::User(u) => (u.to_string(), "direct"),
+            crate::Target::Group(g) => (g.to_string(), "group"),
+        };
+        let group = crate::messaging::local_conversation(&self.home, &name, kind)?.ok_or_else(
+            || match self.offline.as_ref() {
+                Some(why) => ClientError::Invalid(format!(
+                    "not sent: a conversation with {name} can only be started online ({why})"
+                )),
+                None => ClientError::Disconnected(None),
+            },
+        )?;
+        let account = Account {
+            user_id: stored.user_id,
+            username: stored.username.clone(),
+            display_name: stored.display_name.clone(),
+            email: stored.email.clone(),
+            device_id: stored.device_id,
+            admin: false,
+            created_at: stored.created_at,
+        };
+        let identity = load_identity(&self.home, &account)?;
+        let (_, row) = crate::messaging::compose(
+            &self.home,
+            &identity,
+            &stored.username,
+            stored.device_id,
+            group,
+            text,
+        )?;
+        Ok(row)
+    }
+
     /// Adopts a session made outside the engine (registration, login).
     pub(crate) fn adopt(&mut self, conn: Connection, account: Account) -> Result<(), ClientError> {
         let identity = load_identity(&self.home, &account)?;

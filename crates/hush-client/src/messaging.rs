@@ -713,17 +713,7 @@ impl<'a> Messenger<'a> {
         name: &str,
         kind: &str,
     ) -> Result<Option<GroupId>, ClientError> {
-        let id: Option<Vec<u8>> = self
-            .home
-            .db()
-            .query_row(
-                "SELECT group_id FROM conversations WHERE name = ?1 AND kind = ?2",
-                [name, kind],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(home_err)?;
-        id.map(|id| stored_group(&id)).transpose()
+        local_conversation(self.home, name, kind)
     }
 
     /// The 1:1 conversation with `peer`, created (with every device of both users) if
@@ -827,52 +817,14 @@ impl<'a> Messenger<'a> {
 
     /// Encrypts a message into the outbox and history, in one transaction.
     fn compose(&self, group: GroupId, text: &str) -> Result<(MessageId, i64), ClientError> {
-        let provider = self.provider();
-        self.home.write(|| {
-            let db = self.home.db();
-            let mut conv = self.load_group(&provider, group)?;
-            let g = group.as_bytes().as_slice();
-            let seq: i64 = db
-                .query_row(
-                    "UPDATE conversations SET next_seq = next_seq + 1 WHERE group_id = ?1 RETURNING next_seq - 1",
-                    [g],
-                    |r| r.get(0),
-                )
-                .map_err(home_err)?;
-            let content = Content {
-                message_id: MessageId::from_bytes(random16()),
-                seq: seq as u64,
-                sent_at_ms: now_ms(),
-                text: text.to_owned(),
-            };
-            let encoded = content.encode();
-            let ciphertext = conv.encrypt(&provider, self.identity, &encoded)?;
-            db.execute(
-                "INSERT INTO outbox (message_id, group_id, epoch, ciphertext, content) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    content.message_id.as_bytes().as_slice(),
-                    g,
-                    conv.epoch() as i64,
-                    ciphertext,
-                    encoded
-                ],
-            )
-            .map_err(home_err)?;
-            db.execute(
-                "INSERT INTO history (group_id, kind, message_id, sender, device, sent_at, text, outgoing, state, streamed)
-                 VALUES (?1, 'message', ?2, ?3, ?4, ?5, ?6, 1, 'sending', 1)",
-                params![
-                    g,
-                    content.message_id.to_string(),
-                    self.account.username.as_str(),
-                    self.account.device_id.to_string(),
-                    content.sent_at_ms,
-                    content.text
-                ],
-            )
-            .map_err(home_err)?;
-            Ok((content.message_id, db.last_insert_rowid()))
-        })
+        compose(
+            self.home,
+            self.identity,
+            &self.account.username,
+            self.account.device_id,
+            group,
+            text,
+        )
     }
 
     /// Hands one outbox message to the server, re-encrypting it if the group moved to
@@ -953,7 +905,29 @@ impl<'a> Messenger<'a> {
             )
             .map_err(home_err)?;
             Ok(())
-        })
+        })?;
+        // Front ends showing the message as pending learn its new state.
+        let row: Option<i64> = db
+            .query_row(
+                "SELECT id FROM history WHERE message_id = ?1 AND outgoing = 1",
+                [message_id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(home_err)?;
+        if let Some(row) = row
+            && let Ok(crate::events::Event::Message {
+                id, conversation, ..
+            }) = crate::history::by_row(self.home, row)
+        {
+            let _ = self.events.send(crate::events::Event::Delivery {
+                row,
+                id,
+                conversation,
+                state,
+            });
+        }
+        Ok(())
     }
 
     fn reencrypt(&self, message_id: MessageId) -> Result<(), ClientError> {
@@ -985,17 +959,32 @@ impl<'a> Messenger<'a> {
 
     /// Sends whatever an interrupted earlier run left in the outbox.
     pub(crate) async fn flush_outbox(&self) -> Result<usize, ClientError> {
-        let ids: Vec<Vec<u8>> = {
+        let ids: Vec<(Vec<u8>, Vec<u8>)> = {
             let mut stmt = self
                 .home
                 .db()
-                .prepare("SELECT message_id FROM outbox ORDER BY rowid")
+                .prepare("SELECT message_id, group_id FROM outbox ORDER BY rowid")
                 .map_err(home_err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(home_err)?;
             rows.collect::<Result<_, _>>().map_err(home_err)?
         };
-        for id in &ids {
+        // Messages written while offline were not checked against what the catch-up
+        // just learned: a verified contact whose key changed blocks them (P544).
+        let mut blocked: HashMap<Vec<u8>, Option<ClientError>> = HashMap::new();
+        for (id, group) in &ids {
             let id = MessageId::from_slice(id).map_err(|e| home_err(e.to_string()))?;
+            if !blocked.contains_key(group) {
+                let conv = self.load_group(&self.provider(), stored_group(group)?)?;
+                let users: Vec<String> = self.roster_of(&conv).await?.into_keys().collect();
+                blocked.insert(group.clone(), self.check_not_blocked(&users).err());
+            }
+            if let Some(Some(why)) = blocked.get(group) {
+                tracing::warn!(error = %why, "an outbox message was not sent");
+                self.settle_outgoing(id, MessageState::Failed)?;
+                continue;
+            }
             match self.deliver(id).await {
                 Ok(()) => {}
                 // Marked failed already; the rest of the outbox may still go.
@@ -1024,6 +1013,84 @@ fn refused_for_good(code: ErrorCode) -> bool {
             | ErrorCode::NotAMember
             | ErrorCode::NotFound
     )
+}
+
+/// The local conversation called `name` of `kind` (`direct` or `group`).
+pub(crate) fn local_conversation(
+    home: &Home,
+    name: &str,
+    kind: &str,
+) -> Result<Option<GroupId>, ClientError> {
+    let id: Option<Vec<u8>> = home
+        .db()
+        .query_row(
+            "SELECT group_id FROM conversations WHERE name = ?1 AND kind = ?2",
+            [name, kind],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(home_err)?;
+    id.map(|id| stored_group(&id)).transpose()
+}
+
+/// Encrypts a message into the outbox and history, in one transaction, with no need
+/// of the server: the outbox delivers it (online now, or once connected).
+pub(crate) fn compose(
+    home: &Home,
+    identity: &Identity,
+    username: &Username,
+    device: DeviceId,
+    group: GroupId,
+    text: &str,
+) -> Result<(MessageId, i64), ClientError> {
+    let provider = Provider::new(home.db());
+    home.write(|| {
+        let db = home.db();
+        let mut conv = Conversation::load(&provider, group)?.ok_or_else(|| {
+            ClientError::Invalid("the conversation is missing from this home".into())
+        })?;
+        let g = group.as_bytes().as_slice();
+        let seq: i64 = db
+            .query_row(
+                "UPDATE conversations SET next_seq = next_seq + 1 WHERE group_id = ?1 RETURNING next_seq - 1",
+                [g],
+                |r| r.get(0),
+            )
+            .map_err(home_err)?;
+        let content = Content {
+            message_id: MessageId::from_bytes(random16()),
+            seq: seq as u64,
+            sent_at_ms: now_ms(),
+            text: text.to_owned(),
+        };
+        let encoded = content.encode();
+        let ciphertext = conv.encrypt(&provider, identity, &encoded)?;
+        db.execute(
+            "INSERT INTO outbox (message_id, group_id, epoch, ciphertext, content) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                content.message_id.as_bytes().as_slice(),
+                g,
+                conv.epoch() as i64,
+                ciphertext,
+                encoded
+            ],
+        )
+        .map_err(home_err)?;
+        db.execute(
+            "INSERT INTO history (group_id, kind, message_id, sender, device, sent_at, text, outgoing, state, streamed)
+             VALUES (?1, 'message', ?2, ?3, ?4, ?5, ?6, 1, 'sending', 1)",
+            params![
+                g,
+                content.message_id.to_string(),
+                username.as_str(),
+                device.to_string(),
+                content.sent_at_ms,
+                content.text
+            ],
+        )
+        .map_err(home_err)?;
+        Ok((content.message_id, db.last_insert_rowid()))
+    })
 }
 
 pub(crate) fn check_text(text: &str) -> Result<(), ClientError> {

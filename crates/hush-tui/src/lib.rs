@@ -8,7 +8,9 @@
 )]
 
 pub mod app;
+pub mod config;
 pub mod run;
 pub mod ui;
+pub mod wrap;
 
 pub use run::run;

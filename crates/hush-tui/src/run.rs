@@ -11,22 +11,68 @@ use hush_client::events::{ConnectionState, Event};
 use hush_client::hush_proto::content::GroupName;
 use hush_client::{Client, ClientError, Target};
 
-use crate::app::{Action, App, Ask, Connection};
+use hush_client::hush_proto::ids::Username;
+
+use crate::app::{Action, App, Ask, Connection, FIRST_LOAD};
+use crate::config::{Config, Notify};
 use crate::ui;
 
 /// Runs one command; `Ok(false)` to quit.
 async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool, ClientError> {
     match action {
         Action::Quit => return Ok(false),
-        Action::Send { target, text } => {
-            // The message itself arrives on the event stream once it is in history.
-            let sent = match Target::parse(&target) {
-                Ok(t) => client.send(&t, &text).await,
-                Err(e) => Err(e),
+        Action::Send { target, text } => send(client, app, &target, &text).await,
+        Action::Open { user, text } => {
+            let name = match Username::parse(&user) {
+                Ok(name) => name,
+                Err(e) => {
+                    app.say(&e.to_string());
+                    return Ok(true);
+                }
             };
-            if let Err(e) = sent {
-                app.say(&format!("not sent: {e}"));
+            if user == app.me {
+                app.say("you cannot start a conversation with yourself");
+                return Ok(true);
             }
+            match client.user_exists(&name).await {
+                Ok(true) => {
+                    app.select(&user);
+                    if let Some(text) = text {
+                        send(client, app, &user, &text).await;
+                    }
+                }
+                Ok(false) => {
+                    let group = format!("#{user}");
+                    if app.knows(&group) {
+                        app.say(&format!(
+                            "no user named {user}; did you mean /join {group}?"
+                        ));
+                    } else {
+                        app.say(&format!("no user named {user}"));
+                    }
+                }
+                Err(e) => app.say(&format!("not opened: {e}")),
+            }
+        }
+        Action::Create { name, members } => match group_and_users(&name, &members) {
+            Ok((group, users)) => match client.create_group(&group, &users).await {
+                Ok(()) => {
+                    app.select(&name);
+                    app.say(&format!("created {name}"));
+                    refresh_members(client, app, &name).await;
+                }
+                Err(e) => app.say(&format!("not created: {e}")),
+            },
+            Err(e) => app.say(&e),
+        },
+        Action::Add { group, users } => {
+            change(client, app, &group, &users, Change::Add).await;
+        }
+        Action::Remove { group, users } => {
+            change(client, app, &group, &users, Change::Remove).await;
+        }
+        Action::Promote { group, users } => {
+            change(client, app, &group, &users, Change::Promote).await;
         }
         Action::Verify(user) => {
             let shown = match hush_client::hush_proto::ids::Username::parse(&user) {
@@ -87,19 +133,68 @@ async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool,
             Err(e) => app.say(&e.to_string()),
         },
         Action::History { target, limit } => match client.history(&target, limit).await {
-            Ok(events) => {
-                let i = app.conversations.iter().position(|c| c.name == target);
-                if let Some(i) = i {
-                    app.conversations[i].lines.clear();
-                }
-                for e in &events {
-                    app.on_event(e, false);
-                }
-            }
+            Ok(events) => app.set_history(&target, limit, &events),
             Err(e) => app.say(&e.to_string()),
         },
     }
     Ok(true)
+}
+
+/// Sends, or while offline keeps in the outbox (shown as sending until the server
+/// has it). The line itself arrives on the event stream once it is in history.
+async fn send(client: &Client, app: &mut App, target: &str, text: &str) {
+    let sent = match Target::parse(target) {
+        Ok(t) => client.send_or_queue(&t, text).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        app.say(&format!("not sent: {e}"));
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Add,
+    Remove,
+    Promote,
+}
+
+fn group_and_users(group: &str, users: &[String]) -> Result<(GroupName, Vec<Username>), String> {
+    let group = GroupName::parse(group).map_err(|e| e.to_string())?;
+    let users = users
+        .iter()
+        .map(|u| Username::parse(u).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((group, users))
+}
+
+/// `/add`, `/remove`, `/promote`: the result shows as membership lines from the
+/// group's MLS state; failures are said here.
+async fn change(client: &Client, app: &mut App, group: &str, users: &[String], how: Change) {
+    let (name, parsed) = match group_and_users(group, users) {
+        Ok(v) => v,
+        Err(e) => {
+            app.say(&e);
+            return;
+        }
+    };
+    let done = match how {
+        Change::Add => client.add_members(&name, &parsed).await,
+        Change::Remove => client.remove_members(&name, &parsed).await,
+        Change::Promote => client.promote(&name, &parsed).await,
+    };
+    match (done, how) {
+        (Ok(()), Change::Promote) => {
+            let verb = if users.len() == 1 {
+                "administers"
+            } else {
+                "administer"
+            };
+            app.say(&format!("{} now {verb} {group}", users.join(", ")));
+        }
+        (Ok(()), _) => refresh_members(client, app, group).await,
+        (Err(e), _) => app.say(&format!("not done: {e}")),
+    }
 }
 
 /// `/join #NAME`: joins the channel, asking for its password and code at the input
@@ -183,17 +278,20 @@ async fn refresh_members(client: &Client, app: &mut App, conversation: &str) {
 }
 
 /// Runs the interactive client until the user quits.
-pub async fn run(client: Client) -> Result<(), ClientError> {
+pub async fn run(client: Client, config: Config) -> Result<(), ClientError> {
     let stored = client.stored_account().await?;
-    let mut app = App::new(stored.username.as_str(), &stored.server);
+    let mouse = config.mouse;
+    let notify = config.notify;
+    let mut app = App::with_config(stored.username.as_str(), &stored.server, config);
     // Subscribe before reading history, so nothing falls between the two.
     let mut events = client.events();
     let mut shown = 0;
     for chat in client.chats().await? {
-        for e in client.history(&chat.name, 50).await? {
+        let history = client.history(&chat.name, FIRST_LOAD).await?;
+        for e in &history {
             shown = shown.max(e.row().unwrap_or(0));
-            app.on_event(&e, false);
         }
+        app.set_history(&chat.name, FIRST_LOAD, &history);
         refresh_members(&client, &mut app, &chat.name).await;
     }
     let seen: Vec<i64> = client
@@ -204,31 +302,65 @@ pub async fn run(client: Client) -> Result<(), ClientError> {
         .collect();
     client.mark_streamed(seen).await?;
     app.on_event(&Event::Connection(client.state()), false);
-    app.verified = client
-        .contacts()
-        .await?
-        .into_iter()
-        .filter(|c| c.verified && c.changed_key.is_none() && c.username != app.me)
-        .map(|c| c.username)
-        .collect();
+    for c in client.contacts().await? {
+        if c.username == app.me {
+            continue;
+        }
+        if c.changed_key.is_some() {
+            app.changed.insert(c.username);
+        } else if c.verified {
+            app.verified.insert(c.username);
+        }
+    }
 
     offer_lobby(&client, &mut app).await;
     let mut terminal = ratatui::init();
-    let result = event_loop(&client, &mut app, &mut events, shown, &mut terminal).await;
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    }
+    let result = event_loop(&client, &mut app, &mut events, shown, &mut terminal, notify).await;
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    }
     ratatui::restore();
     client.close().await;
     result
 }
 
-fn draw(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> Result<(), ClientError> {
+/// The escape sequence of a desktop notification (the text is printable already:
+/// control characters were replaced when the line was made).
+pub fn notification(how: Notify, text: &str) -> Option<String> {
+    let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    match how {
+        Notify::Off => None,
+        Notify::Osc777 => Some(format!(
+            "\x1b]777;notify;hush;{}\x1b\\",
+            text.replace(';', ",")
+        )),
+        Notify::Osc9 => Some(format!("\x1b]9;{text}\x1b\\")),
+    }
+}
+
+fn draw(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    notify: Notify,
+) -> Result<(), ClientError> {
     terminal
         .draw(|f| ui::draw(f, app))
         .map_err(|e| ClientError::Invalid(format!("terminal: {e}")))?;
+    let mut out = std::io::stdout();
     if std::mem::take(&mut app.bell) {
-        let mut out = std::io::stdout();
         let _ = out.write_all(b"\x07");
-        let _ = out.flush();
     }
+    if let Some(escape) = app
+        .notification
+        .take()
+        .and_then(|t| notification(notify, &t))
+    {
+        let _ = out.write_all(escape.as_bytes());
+    }
+    let _ = out.flush();
     Ok(())
 }
 
@@ -238,25 +370,30 @@ async fn event_loop(
     events: &mut hush_client::Events,
     mut shown: i64,
     terminal: &mut ratatui::DefaultTerminal,
+    notify: Notify,
 ) -> Result<(), ClientError> {
     let mut keys = EventStream::new();
-    draw(terminal, app)?;
+    draw(terminal, app, notify)?;
     loop {
         tokio::select! {
-            key = keys.next() => match key {
-                Some(Ok(TermEvent::Key(k))) if k.kind == KeyEventKind::Press => {
-                    if let Some(action) = app.on_key(k) {
-                        let offline = !matches!(app.connection, Connection::Online);
-                        if offline && !matches!(action, Action::Quit | Action::History { .. }) {
-                            app.say("offline: try again once connected");
-                        } else if !perform(client, app, action).await? {
-                            return Ok(());
-                        }
+            key = keys.next() => {
+                let action = match key {
+                    Some(Ok(TermEvent::Key(k))) if k.kind == KeyEventKind::Press => app.on_key(k),
+                    Some(Ok(TermEvent::Mouse(m))) => app.on_mouse(m),
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => return Err(ClientError::Invalid(format!("terminal: {e}"))),
+                    None => return Ok(()),
+                };
+                if let Some(action) = action {
+                    let offline = !matches!(app.connection, Connection::Online);
+                    // Messages wait in the outbox while offline; the rest needs the server.
+                    let local = matches!(action, Action::Quit | Action::History { .. } | Action::Send { .. });
+                    if offline && !local {
+                        app.say("offline: try again once connected");
+                    } else if !perform(client, app, action).await? {
+                        return Ok(());
                     }
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(ClientError::Invalid(format!("terminal: {e}"))),
-                None => return Ok(()),
             },
             event = events.next() => match event {
                 Some(e) => {
@@ -289,6 +426,6 @@ async fn event_loop(
                 None => return Ok(()),
             },
         }
-        draw(terminal, app)?;
+        draw(terminal, app, notify)?;
     }
 }

@@ -48,8 +48,17 @@ fn screen(terminal: &Terminal<TestBackend>) -> String {
 #[test]
 fn typing_with_editing_keys_then_sending() {
     let mut app = App::new("ann", "127.0.0.1:5535");
-    assert_eq!(typed(&mut app, "/msg ben"), None);
-    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    typed(&mut app, "/msg ben");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Open {
+            user: "ben".into(),
+            text: None
+        }),
+        "a user not in the list is looked up first"
+    );
+    // The network side found ben.
+    app.select("ben");
     assert_eq!(app.current().name, "ben");
 
     typed(&mut app, "helo wrld");
@@ -193,9 +202,9 @@ fn slash_commands_and_their_errors() {
     );
     assert_eq!(
         run(&mut app, "/msg cat hi there"),
-        Some(Action::Send {
-            target: "cat".into(),
-            text: "hi there".into()
+        Some(Action::Open {
+            user: "cat".into(),
+            text: Some("hi there".into())
         })
     );
     run(&mut app, "/help");
@@ -220,7 +229,7 @@ fn draws_at_80x24_and_survives_resizes() {
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
     terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
     let text = screen(&terminal);
-    assert!(text.contains("ben: hello ann"), "{text}");
+    assert!(text.contains("<ben> hello ann"), "{text}");
     assert!(
         text.contains("cat (1)"),
         "unread count in the list:\n{text}"
@@ -346,5 +355,427 @@ fn part_leaves_the_current_group_only() {
         app.on_key(key(KeyCode::Enter)),
         None,
         "a known group is switched to"
+    );
+}
+
+fn message_at(conversation: &str, from: &str, text: &str, row: i64, at_ms: i64) -> Event {
+    Event::Message {
+        row,
+        id: format!("{row:032x}"),
+        conversation: conversation.into(),
+        from: from.into(),
+        device: "11".repeat(16),
+        sent_at_ms: at_ms,
+        text: text.into(),
+        outgoing: from == "ann",
+        state: if from == "ann" {
+            hush_client::events::MessageState::Sent
+        } else {
+            hush_client::events::MessageState::Received
+        },
+    }
+}
+
+/// ann in a conversation with ben holding `n` numbered messages, all history loaded.
+fn with_history(n: usize) -> App {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            message_at(
+                "ben",
+                "ben",
+                &format!("message {i}"),
+                i as i64 + 1,
+                1_767_225_600_000 + i as i64 * 1000,
+            )
+        })
+        .collect();
+    app.set_history("ben", 10_000, &events);
+    app.select("ben");
+    app
+}
+
+fn draw(terminal: &mut Terminal<TestBackend>, app: &App) -> String {
+    terminal.draw(|f| hush_tui::ui::draw(f, app)).unwrap();
+    screen(terminal)
+}
+
+#[test]
+fn the_newest_message_stays_visible_below_a_long_wrapped_line() {
+    let mut app = with_history(30);
+    let long = format!("start {} finish", "lorem ipsum dolor ".repeat(25));
+    app.on_event(
+        &message_at("ben", "ben", &long, 31, 1_767_225_700_000),
+        true,
+    );
+    app.on_event(
+        &message_at("ben", "ben", "the newest one", 32, 1_767_225_701_000),
+        true,
+    );
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let text = draw(&mut terminal, &app);
+    assert!(text.contains("<ben> the newest one"), "{text}");
+    assert!(text.contains("finish"), "the long line's end:\n{text}");
+    assert!(!text.contains("more below"), "{text}");
+    // Continuation rows hang under the text, not under the time.
+    let pane: Vec<&str> = text.lines().filter_map(|r| r.split("││").nth(1)).collect();
+    let first = pane.iter().position(|r| r.contains("<ben> start")).unwrap();
+    let column = pane[first].find("start").unwrap();
+    let next = pane[first + 1];
+    assert!(
+        next[..column].trim().is_empty() && !next[column..].starts_with(' '),
+        "hanging indent:\n{}\n{next}",
+        pane[first]
+    );
+}
+
+#[test]
+fn scrolling_to_the_top_and_back_in_wrapped_rows() {
+    let mut app = with_history(200);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let bottom = draw(&mut terminal, &app);
+    assert!(bottom.contains("message 199"), "{bottom}");
+    // Page by page to the top: never past the first message into a blank pane.
+    let mut pages = 0;
+    while !draw(&mut terminal, &app).contains("the beginning of this conversation") {
+        assert_eq!(
+            app.on_key(key(KeyCode::PageUp)),
+            None,
+            "all history is loaded"
+        );
+        pages += 1;
+        assert!(pages < 100, "never reached the top");
+    }
+    assert!(
+        pages > 5,
+        "a page is a screenful, not one line ({pages} pages)"
+    );
+    for _ in 0..5 {
+        app.on_key(key(KeyCode::PageUp));
+    }
+    let top = draw(&mut terminal, &app);
+    assert!(top.contains("message 0"), "{top}");
+    assert!(top.contains("more below"), "{top}");
+    assert!(!top.contains("message 199"), "{top}");
+    // A page down moves by a page, End comes back to the newest.
+    app.on_key(key(KeyCode::PageDown));
+    assert!(!draw(&mut terminal, &app).contains("message 0 "));
+    app.on_key(key(KeyCode::End));
+    let back = draw(&mut terminal, &app);
+    assert_eq!(app.scroll, 0);
+    assert!(
+        back.contains("message 199") && !back.contains("more below"),
+        "{back}"
+    );
+    // Home, then the mouse wheel down.
+    app.on_key(key(KeyCode::Home));
+    assert!(draw(&mut terminal, &app).contains("message 0"));
+    let wheel = crossterm::event::MouseEvent {
+        kind: crossterm::event::MouseEventKind::ScrollDown,
+        column: 40,
+        row: 10,
+        modifiers: KeyModifiers::NONE,
+    };
+    app.on_mouse(wheel);
+    assert!(app.scroll > 0);
+    app.on_key(KeyEvent::new(KeyCode::End, KeyModifiers::CONTROL));
+    assert_eq!(app.scroll, 0);
+}
+
+#[test]
+fn older_history_is_asked_for_at_the_top_and_keeps_the_view() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    let all: Vec<Event> = (0..400)
+        .map(|i| {
+            message_at(
+                "ben",
+                "ben",
+                &format!("message {i}"),
+                i + 1,
+                1_767_225_600_000 + i * 1000,
+            )
+        })
+        .collect();
+    app.set_history("ben", 100, &all[300..]);
+    app.select("ben");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    draw(&mut terminal, &app);
+    let mut asked = None;
+    for _ in 0..50 {
+        if let Some(a) = app.on_key(key(KeyCode::PageUp)) {
+            asked = Some(a);
+            break;
+        }
+    }
+    assert_eq!(
+        asked,
+        Some(Action::History {
+            target: "ben".into(),
+            limit: 300
+        })
+    );
+    assert_eq!(
+        app.on_key(key(KeyCode::PageUp)),
+        None,
+        "asked once at a time"
+    );
+    let before = draw(&mut terminal, &app);
+    assert!(before.contains("message 300"), "{before}");
+    app.set_history("ben", 300, &all[100..]);
+    let after = draw(&mut terminal, &app);
+    assert_eq!(before, after, "older lines load above what is in view");
+    app.on_key(key(KeyCode::PageUp));
+    assert!(draw(&mut terminal, &app).contains("message 2"));
+}
+
+#[test]
+fn a_line_arriving_while_scrolled_up_shows_the_more_below_marker() {
+    let mut app = with_history(100);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    draw(&mut terminal, &app);
+    app.on_key(key(KeyCode::PageUp));
+    let before = draw(&mut terminal, &app);
+    assert!(before.contains("-- more below --"), "{before}");
+    app.on_event(
+        &message_at("ben", "ben", "fresh news", 101, 1_767_225_800_000),
+        true,
+    );
+    let after = draw(&mut terminal, &app);
+    assert!(after.contains("-- more below (1 new) --"), "{after}");
+    assert!(!after.contains("fresh news"), "{after}");
+    let strip = |s: &str| s.lines().take(15).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&before), strip(&after), "the view did not move");
+    app.on_key(key(KeyCode::End));
+    let bottom = draw(&mut terminal, &app);
+    assert!(
+        bottom.contains("fresh news") && !bottom.contains("more below"),
+        "{bottom}"
+    );
+}
+
+#[test]
+fn alt_digits_switch_conversations_without_touching_the_input() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    for c in ["ben", "cat", "#team"] {
+        app.on_event(&message(c, "ben", "hi"), false);
+    }
+    typed(&mut app, "draft");
+    let alt = |c: char| KeyEvent::new(KeyCode::Char(c), KeyModifiers::ALT);
+    app.on_key(alt('3'));
+    assert_eq!(app.current().name, "cat");
+    app.on_key(alt('4'));
+    assert_eq!(app.current().name, "#team");
+    app.on_key(alt('9'));
+    assert_eq!(app.current().name, "#team", "no ninth conversation");
+    app.on_key(alt('1'));
+    assert_eq!(app.current().name, STATUS);
+    app.on_key(alt('x'));
+    app.on_key(KeyEvent::new(KeyCode::Right, KeyModifiers::ALT));
+    assert_eq!(app.current().name, "ben");
+    app.on_key(KeyEvent::new(KeyCode::Left, KeyModifiers::ALT));
+    assert_eq!(app.current().name, STATUS);
+    assert_eq!(app.input, "draft");
+    assert_eq!(app.cursor, 5);
+}
+
+#[test]
+fn a_line_written_offline_shows_as_pending_until_the_server_has_it() {
+    use hush_client::events::MessageState;
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    app.select("ben");
+    let pending = Event::Message {
+        row: 7,
+        id: "ab".repeat(16),
+        conversation: "ben".into(),
+        from: "ann".into(),
+        device: "11".repeat(16),
+        sent_at_ms: 1_767_225_600_000,
+        text: "written offline".into(),
+        outgoing: true,
+        state: MessageState::Sending,
+    };
+    app.on_event(&pending, true);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let text = draw(&mut terminal, &app);
+    assert!(text.contains("<ann> written offline (sending…)"), "{text}");
+    assert!(text.contains("1 unsent"), "{text}");
+    app.on_event(
+        &Event::Delivery {
+            row: 7,
+            id: "ab".repeat(16),
+            conversation: "ben".into(),
+            state: MessageState::Sent,
+        },
+        true,
+    );
+    let text = draw(&mut terminal, &app);
+    assert!(text.contains("<ann> written offline"), "{text}");
+    assert!(
+        !text.contains("sending") && !text.contains("unsent"),
+        "{text}"
+    );
+}
+
+#[test]
+fn mentions_and_direct_messages_alert_group_chatter_only_counts() {
+    let config = hush_tui::config::Config::parse("notify = \"osc777\"").unwrap();
+    let mut app = App::with_config("ann", "127.0.0.1:5535", config);
+    app.select("ben");
+    app.on_event(&message("#team", "cat", "lunch anyone?"), true);
+    assert!(
+        !app.bell && app.notification.is_none(),
+        "group chatter is quiet"
+    );
+    app.on_event(&message("#team", "cat", "@ann, are you in?"), true);
+    assert!(app.bell);
+    let note = app.notification.take().unwrap();
+    assert_eq!(note, "cat in #team: @ann, are you in?");
+    let escape = hush_tui::run::notification(hush_tui::config::Notify::Osc777, &note).unwrap();
+    assert!(escape.starts_with("\x1b]777;notify;hush;") && escape.ends_with("\x1b\\"));
+    let team = app
+        .conversations
+        .iter()
+        .find(|c| c.name == "#team")
+        .unwrap();
+    assert_eq!((team.unread, team.mentions), (2, 1));
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    assert!(draw(&mut terminal, &app).contains("#team (2 @1)"));
+    app.bell = false;
+    app.on_event(&message("dan", "dan", "psst"), true);
+    assert!(app.bell, "a direct message out of view");
+    app.bell = false;
+    app.on_event(&message("ben", "ben", "annie? anna?"), true);
+    assert!(!app.bell, "in view, and not a mention of ann");
+    app.select("#team");
+    let team = app.current();
+    assert_eq!((team.unread, team.mentions), (0, 0));
+    assert!(team.lines.iter().any(|l| l.mention));
+}
+
+#[test]
+fn a_peer_cannot_put_escape_sequences_on_the_terminal() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    app.select("ben");
+    app.on_event(
+        &message("ben", "ben", "hi\x1b]0;owned\x07\x1b[2J there"),
+        true,
+    );
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let text = draw(&mut terminal, &app);
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(text.contains("hi\u{fffd}]0;owned"), "{text}");
+}
+
+#[test]
+fn group_commands_me_clear_and_help() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    let run = |app: &mut App, line: &str| {
+        typed(app, line);
+        app.on_key(key(KeyCode::Enter))
+    };
+    let last = |app: &App| app.current().lines.last().unwrap().text.clone();
+    assert_eq!(
+        run(&mut app, "/create #dev ben cat"),
+        Some(Action::Create {
+            name: "#dev".into(),
+            members: vec!["ben".into(), "cat".into()]
+        })
+    );
+    assert_eq!(
+        run(&mut app, "/create dev"),
+        None,
+        "a group name starts with #"
+    );
+    assert!(
+        last(&app).contains("usage: /create #NAME"),
+        "{}",
+        last(&app)
+    );
+    assert_eq!(run(&mut app, "/add dan"), None, "not in a group");
+    assert!(last(&app).contains("works in a group"));
+    app.on_event(&message("#dev", "ben", "hello"), false);
+    app.select("#dev");
+    assert_eq!(
+        run(&mut app, "/add dan eve"),
+        Some(Action::Add {
+            group: "#dev".into(),
+            users: vec!["dan".into(), "eve".into()]
+        })
+    );
+    assert_eq!(
+        run(&mut app, "/remove dan"),
+        Some(Action::Remove {
+            group: "#dev".into(),
+            users: vec!["dan".into()]
+        })
+    );
+    assert_eq!(
+        run(&mut app, "/promote ben"),
+        Some(Action::Promote {
+            group: "#dev".into(),
+            users: vec!["ben".into()]
+        })
+    );
+    assert_eq!(run(&mut app, "/leave"), Some(Action::Part("#dev".into())));
+    assert_eq!(
+        run(&mut app, "/part #ops"),
+        Some(Action::Part("#ops".into()))
+    );
+    assert_eq!(
+        run(&mut app, "/me waves at   everyone"),
+        Some(Action::Send {
+            target: "#dev".into(),
+            text: "/me waves at   everyone".into()
+        })
+    );
+    assert_eq!(
+        run(&mut app, "//slash at the start"),
+        Some(Action::Send {
+            target: "#dev".into(),
+            text: "/slash at the start".into()
+        })
+    );
+    app.on_event(&message("#dev", "ben", "/me waves back"), false);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    assert!(draw(&mut terminal, &app).contains("* ben waves back"));
+    assert_eq!(run(&mut app, "/clear"), None);
+    assert!(app.current().lines.is_empty());
+    assert!(!draw(&mut terminal, &app).contains("waves back"));
+    run(&mut app, "/help join");
+    assert!(last(&app).starts_with("/join #NAME: "), "{}", last(&app));
+    run(&mut app, "/help nope");
+    assert!(last(&app).contains("no command /nope"));
+    run(&mut app, "/help");
+    assert!(
+        app.current()
+            .lines
+            .iter()
+            .any(|l| l.text.starts_with("/create #NAME"))
+    );
+    assert!(last(&app).contains("Alt-1..9"));
+    // A title line says who a 1:1 contact is verified as.
+    app.select("ben");
+    assert!(draw(&mut terminal, &app).contains("ben: not verified (/verify ben)"));
+    app.verified.insert("ben".into());
+    assert!(draw(&mut terminal, &app).contains("ben: verified ✓"));
+    app.changed.insert("ben".into());
+    assert!(draw(&mut terminal, &app).contains("ben: KEY CHANGED"));
+}
+
+#[test]
+fn key_bindings_come_from_the_config() {
+    let config =
+        hush_tui::config::Config::parse("[keys]\nnext = [\"f2\"]\nquit = [\"ctrl-q\"]").unwrap();
+    let mut app = App::with_config("ann", "127.0.0.1:5535", config);
+    app.on_event(&message("ben", "ben", "hi"), false);
+    app.on_key(key(KeyCode::F(2)));
+    assert_eq!(app.current().name, "ben");
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.current().name, "ben", "Tab is no longer bound");
+    assert_eq!(app.on_key(ctrl('q')), Some(Action::Quit));
+    assert_eq!(
+        app.on_key(ctrl('c')),
+        Some(Action::Quit),
+        "Ctrl-C always quits"
     );
 }
