@@ -480,3 +480,95 @@ fn without_a_server_flag_or_file_the_default_is_127_0_0_1_5535() {
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("127.0.0.1:5535"), "{err}");
 }
+
+#[test]
+fn the_home_config_file_sets_output_defaults_that_flags_override() {
+    let server = Server::start(&[]);
+    let clients = hush_testing::registered(&server, &["ann", "ben"], PW);
+    let (ann, ben) = (&clients[0], &clients[1]);
+    for t in ["one", "two", "three"] {
+        ann.send("ben", t);
+    }
+    ok(&ben.run("", &["recv", "--timeout", "5"]));
+    std::fs::write(
+        ben.home.path().join("hush.toml"),
+        "output = \"json\"\nhistory_limit = 2\n",
+    )
+    .unwrap();
+    // JSON without --json, and the file's count without --limit.
+    let out = ok(&ben.run("", &["history", "ann"]));
+    let lines = hush_testing::json_lines(&out);
+    assert_eq!(hush_testing::texts(&lines), ["two", "three"], "{out}");
+    let who = ok(&ben.run("", &["whoami"]));
+    assert_eq!(hush_testing::json_lines(&who)[0]["username"], "ben");
+    // Flags win: --text and --limit.
+    let out = ok(&ben.run("", &["--text", "history", "ann", "--limit", "3"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().all(|l| l.contains("<ann> ")), "{out}");
+    // A command without --json is untouched.
+    let out = ok(&ben.run("", &["send", "ann", "hi"]));
+    assert!(!out.trim_start().starts_with('{'), "{out}");
+}
+
+/// `hush man`, `hushd man` and `hush completions SHELL` come from the flags, need no
+/// home or data dir, and create none.
+#[test]
+fn manual_pages_and_completions_need_no_home() {
+    let scratch = tempfile::tempdir().unwrap();
+    let home = scratch.path().join("never-made");
+    let run = |bin: &str, args: &[&str]| {
+        let out = std::process::Command::new(hush_testing::bin(bin))
+            .args(args)
+            .env("HUSH_HOME", &home)
+            .current_dir(scratch.path())
+            .output()
+            .unwrap();
+        ok(&out)
+    };
+    let page = run("hush", &["man"]);
+    assert!(page.contains(".TH hush 1"), "{page}");
+    for needle in [
+        "register",
+        "\\-\\-server\\-fingerprint",
+        ".SS \"hush channel join\"",
+        "EXIT STATUS",
+        "authentication refused",
+    ] {
+        assert!(page.contains(needle), "{needle} missing from hush(1)");
+    }
+    let page = run("hushd", &["man"]);
+    assert!(
+        page.contains(".TH hushd 1") && page.contains("fingerprint"),
+        "{page}"
+    );
+    assert!(page.contains(".SS \"hushd user disable\""), "{page}");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run("hush", &["completions", shell]);
+        assert!(
+            script.contains("register") && script.contains("channel"),
+            "{shell}: {script}"
+        );
+    }
+    assert!(run("hushd", &["completions", "bash"]).contains("fingerprint"));
+    let dir = scratch.path().join("man");
+    let said = run("hush", &["man", "--out-dir", dir.to_str().unwrap()]);
+    assert!(said.contains("hush.1"), "{said}");
+    assert!(
+        std::fs::read_to_string(dir.join("hush.1"))
+            .unwrap()
+            .contains(".TH hush 1")
+    );
+    fails(
+        &std::process::Command::new(hush_testing::bin("hush"))
+            .args(["completions", "tcsh"])
+            .output()
+            .unwrap(),
+        2,
+        "tcsh",
+    );
+    assert!(!home.exists(), "a home was made");
+    assert!(
+        !scratch.path().join("hushd-data").exists(),
+        "a data dir was made"
+    );
+}

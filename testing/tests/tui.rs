@@ -1,5 +1,6 @@
-//! The real `hush tui` inside tmux against a real hushd: type a message, see it arrive
-//! in a second client, and see a reply arrive live; page back through long history.
+//! The real `hush` on a terminal (tmux) against a real hushd: the TUI sends, receives
+//! live, keeps lines typed offline and pages back through long history; `register`
+//! asks about an unknown server's key before it asks for a password.
 mod inproc;
 
 use std::process::Command;
@@ -60,8 +61,13 @@ fn have_tmux() -> bool {
 
 /// Starts `hush --home HOME tui` in a detached tmux session of `width`x`height`.
 fn start_tui(home: &std::path::Path, tag: &str, width: u16, height: u16) -> Session {
-    let name = format!("hush-tui-{tag}-{}", std::process::id());
     let command = format!("{} --home {} tui", bin("hush").display(), home.display());
+    start_in_tmux(&command, tag, width, height)
+}
+
+/// Runs a shell `command` in a detached tmux session of `width`x`height`.
+fn start_in_tmux(command: &str, tag: &str, width: u16, height: u16) -> Session {
+    let name = format!("hush-tui-{tag}-{}", std::process::id());
     let out = tmux(&[
         "new-session",
         "-d",
@@ -71,7 +77,7 @@ fn start_tui(home: &std::path::Path, tag: &str, width: u16, height: u16) -> Sess
         &width.to_string(),
         "-y",
         &height.to_string(),
-        &command,
+        command,
     ]);
     assert!(
         out.status.success(),
@@ -215,4 +221,49 @@ fn tui_in_tmux_sends_and_receives_live() {
     // The UI logged to its file, not to the terminal.
     assert!(ann.home.path().join("hush.log").exists());
     drop(server);
+}
+
+/// PRODUCT.md §4: on a terminal, an unknown server's fingerprint is shown and trust
+/// asked before the password; declining exits 4 with nothing typed in vain and the
+/// home left empty; accepting goes on to the password.
+#[test]
+fn register_asks_about_the_server_key_before_the_password() {
+    if !have_tmux() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --home {} register --server {} --username zed; echo exit=$?; sleep 60",
+        bin("hush").display(),
+        home.path().display(),
+        server.addr
+    );
+    {
+        let session = start_in_tmux(&command, "decline", 100, 30);
+        let s = wait_for(&session.0, "Trust this server? [y/N]");
+        assert!(s.contains(&server.fingerprint), "{s}");
+        assert!(
+            !s.contains("Password"),
+            "asked for the password first:\n{s}"
+        );
+        tmux(&["send-keys", "-t", &session.0, "n", "Enter"]);
+        let s = wait_for(&session.0, "exit=");
+        assert!(s.contains("exit=4"), "{s}");
+        assert!(s.contains("not trusted"), "{s}");
+        assert!(!s.contains("Password"), "{s}");
+        assert!(
+            hush_testing::files_below(home.path()).is_empty(),
+            "declining left files in the home"
+        );
+    }
+    let session = start_in_tmux(&command, "accept", 100, 30);
+    wait_for(&session.0, "Trust this server? [y/N]");
+    tmux(&["send-keys", "-t", &session.0, "y", "Enter"]);
+    wait_for(&session.0, "Password:");
+    tmux(&["send-keys", "-t", &session.0, PW, "Enter"]);
+    wait_for(&session.0, "Password again:");
+    tmux(&["send-keys", "-t", &session.0, PW, "Enter"]);
+    let s = wait_for(&session.0, "exit=");
+    assert!(s.contains("registered zed") && s.contains("exit=0"), "{s}");
 }

@@ -1,5 +1,6 @@
-//! `HOME/hush.toml`: defaults for `register` and `login` (PRODUCT.md §4). Flags win
-//! over the file; without either, the server is `127.0.0.1:5535`.
+//! `HOME/hush.toml`: defaults for `register` and `login` (PRODUCT.md §4) and for
+//! output. Flags win over the file; without either, the server is `127.0.0.1:5535`,
+//! output is text and `history` shows 100 messages.
 use std::path::Path;
 
 use anyhow::Context;
@@ -18,7 +19,21 @@ pub struct Config {
     pub server: Option<String>,
     /// The account's username.
     pub username: Option<String>,
+    /// `"text"` or `"json"`: what commands with `--json` print without a flag.
+    pub output: Option<Output>,
+    /// How many messages `hush history` shows without `--limit`.
+    pub history_limit: Option<u32>,
 }
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `hush history` without `--limit` or `history_limit`.
+pub const HISTORY_LIMIT: u32 = 100;
 
 impl Config {
     /// Reads `home/hush.toml`; a missing file is an empty config, a broken one an error
@@ -37,6 +52,16 @@ impl Config {
         let config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         Ok(config)
+    }
+
+    /// Whether commands print JSON when `--json` is not given (`text`: `--text`).
+    pub fn json(&self, text: bool) -> bool {
+        !text && self.output == Some(Output::Json)
+    }
+
+    /// `hush history`'s count: the flag, the file, or the default.
+    pub fn history_limit(&self, flag: Option<u32>) -> u32 {
+        flag.or(self.history_limit).unwrap_or(HISTORY_LIMIT).max(1)
     }
 
     /// The server to enrol with: the flag, the file, or the default.
@@ -58,6 +83,20 @@ mod tests {
         assert_eq!(file.server(None), "chat.example:6000");
         assert_eq!(file.server(Some("other:1".into())), "other:1");
         assert_eq!(file.username.as_deref(), Some("ann"));
+    }
+
+    #[test]
+    fn output_defaults_come_from_the_file_and_yield_to_flags() {
+        let empty = Config::default();
+        assert!(!empty.json(false));
+        assert_eq!(empty.history_limit(None), HISTORY_LIMIT);
+        let file = Config::parse("output = \"json\"\nhistory_limit = 20\n").unwrap();
+        assert!(file.json(false));
+        assert!(!file.json(true), "--text wins");
+        assert_eq!(file.history_limit(None), 20);
+        assert_eq!(file.history_limit(Some(5)), 5);
+        let e = Config::parse("output = \"yaml\"").unwrap_err().to_string();
+        assert!(e.contains("unknown variant"), "{e}");
     }
 
     #[test]

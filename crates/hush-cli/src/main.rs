@@ -32,12 +32,14 @@ use hush_client::trust::FirstUse;
 use hush_client::{Client, ClientError, ClientOptions, Enrolment, Target};
 use std::io::IsTerminal;
 
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet, 7 a verified contact's key changed, 8 code missing/wrong/used, 9 channel password wrong, 10 too many wrong channel attempts.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hush",
     version,
     about = "End-to-end encrypted chat client for hushd servers.",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet, 7 a verified contact's key changed, 8 code missing/wrong/used, 9 channel password wrong, 10 too many wrong channel attempts."
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(flatten)]
@@ -66,6 +68,9 @@ struct Global {
     /// Read the password as one line of standard input (otherwise HUSH_PASSWORD, or a prompt).
     #[arg(long, global = true)]
     password_stdin: bool,
+    /// Print text even where HOME/hush.toml sets `output = "json"`.
+    #[arg(long = "text", global = true)]
+    text_output: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,7 +122,7 @@ enum Command {
     },
     /// Send an end-to-end encrypted message.
     Send {
-        /// A username (1:1 conversation).
+        /// A username (1:1 conversation), or #name (a group or channel).
         target: String,
         /// The message; "-" reads it from standard input.
         text: String,
@@ -139,9 +144,10 @@ enum Command {
     History {
         /// A username (1:1 conversation) or #name (group).
         target: String,
-        /// How many of the newest messages.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
+        /// How many of the newest messages [default: `history_limit` in HOME/hush.toml,
+        /// else 100].
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -154,6 +160,17 @@ enum Command {
     },
     /// The interactive client (also what `hush` alone starts on a terminal).
     Tui,
+    /// Print a shell completion script: `hush completions bash > /etc/bash_completion.d/hush`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: hush_clidoc::Shell,
+    },
+    /// Print the manual page (roff): `hush man | man -l -`.
+    Man {
+        /// Write hush.1 into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Server administration (server admins only; checked by the server).
     Admin {
         #[command(subcommand)]
@@ -512,15 +529,53 @@ fn first_use(global: &Global) -> Result<FirstUse, Failure> {
     )
 }
 
-/// Registers or logs in under the user's trust choice; on a terminal, an unknown
-/// server's fingerprint is shown and the user asked (nothing is sent before).
+/// On a terminal with no trust flag, an unknown server's fingerprint is shown and
+/// the user asked before anything else (a password) is asked for: declining wastes
+/// nothing (exit 4). Returns the key to expect, when one was accepted here.
+async fn trust_first(
+    dir: &std::path::Path,
+    server: &str,
+    global: &Global,
+) -> Result<Option<Fingerprint>, Failure> {
+    if !matches!(first_use(global)?, FirstUse::Refuse) || !prompt::interactive() {
+        return Ok(None);
+    }
+    let (display, _, _) = hush_client::connection::normalize_server(server)?;
+    if hush_client::trust::KnownServers::new(dir)
+        .pinned(&display)?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let (display, presented) = hush_client::connection::probe(server).await?;
+    if prompt::confirm_server(&display, presented)? {
+        Ok(Some(presented))
+    } else {
+        Err(untrusted())
+    }
+}
+
+fn untrusted() -> Failure {
+    Failure {
+        code: 4,
+        error: anyhow::anyhow!("server key not trusted; nothing was sent"),
+    }
+}
+
+/// Registers or logs in under the user's trust choice (`trusted`: a key the user
+/// accepted already); on a terminal, an unknown server's fingerprint is shown and the
+/// user asked (nothing is sent before).
 async fn enrol(
     dir: &std::path::Path,
     server: &str,
     global: &Global,
+    trusted: Option<Fingerprint>,
     enrolment: impl Fn() -> Enrolment,
 ) -> Result<(Client, Account), Failure> {
-    let policy = first_use(global)?;
+    let policy = match trusted {
+        Some(fp) => FirstUse::Expect(fp),
+        None => first_use(global)?,
+    };
     match Client::enrol(dir, server, policy, enrolment(), ClientOptions::default()).await {
         Err(ClientError::UnknownServer { server, presented }) if prompt::interactive() => {
             if prompt::confirm_server(&server, presented)? {
@@ -533,10 +588,7 @@ async fn enrol(
                 )
                 .await?)
             } else {
-                Err(Failure {
-                    code: 4,
-                    error: anyhow::anyhow!("server key not trusted; nothing was sent"),
-                })
+                Err(untrusted())
             }
         }
         other => Ok(other?),
@@ -568,6 +620,24 @@ fn device_name() -> Option<String> {
         "hush on {}",
         host.as_deref().unwrap_or(std::env::consts::OS)
     ))
+}
+
+/// The `--json` flag of commands that have one, for `output = "json"` in hush.toml.
+fn json_flag(command: &mut Command) -> Option<&mut bool> {
+    match command {
+        Command::Whoami { json }
+        | Command::Recv { json, .. }
+        | Command::History { json, .. }
+        | Command::Chats { json }
+        | Command::Verify { json, .. }
+        | Command::Devices { json, .. }
+        | Command::Requests { json }
+        | Command::Channel(ChannelCommand::List { json })
+        | Command::Group {
+            command: GroupCommand::Members { json, .. },
+        } => Some(json),
+        _ => None,
+    }
 }
 
 /// `HOME/tui.toml`, or the documented default when there is none; a broken file is
@@ -605,7 +675,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             ),
         });
     }
+    // From the clap definitions; no home needed.
+    match &command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            hush_clidoc::completions(&Cli::command(), *shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man { out_dir } => {
+            use clap::CommandFactory;
+            let cmd = Cli::command();
+            match out_dir {
+                Some(dir) => {
+                    let path = hush_clidoc::man_to_dir(&cmd, Some(EXIT_CODES), dir)
+                        .with_context(|| format!("writing into {}", dir.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                None => hush_clidoc::man(&cmd, Some(EXIT_CODES), &mut std::io::stdout())
+                    .context("writing the manual page")?,
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let dir = home_dir(&global)?;
+    let mut command = command;
+    if config::Config::load(&dir)?.json(global.text_output)
+        && let Some(json) = json_flag(&mut command)
+    {
+        *json = true;
+    }
     match command {
         Command::Register {
             server,
@@ -617,6 +716,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let config = config::Config::load(&dir)?;
             let server = config.server(server);
             let username = enrol_username(username.or(config.username), prompt::username)?;
+            let trusted = trust_first(&dir, &server, &global).await?;
             let password = prompt::password(global.password_stdin, true)?;
             if password.len() < 8 {
                 return Err(anyhow::anyhow!("the password must be at least 8 characters").into());
@@ -626,13 +726,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 email,
                 device_name: device_name(),
             };
-            let (client, account) = enrol(&dir, &server, &global, || Enrolment::Register {
-                username: username.clone(),
-                password: password.clone(),
-                invite: invite.clone(),
-                profile: profile.clone(),
-            })
-            .await?;
+            let (client, account) =
+                enrol(&dir, &server, &global, trusted, || Enrolment::Register {
+                    username: username.clone(),
+                    password: password.clone(),
+                    invite: invite.clone(),
+                    profile: profile.clone(),
+                })
+                .await?;
             let server = client.stored_account().await?.server;
             // Closing waits for the first sync, which publishes this device's key
             // packages so others can reach it.
@@ -660,6 +761,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let server = config.server(server);
             let username =
                 enrol_username(username.or(config.username), || prompt::line("Username: "))?;
+            let trusted = trust_first(&dir, &server, &global).await?;
             let password = prompt::password(global.password_stdin, false)?;
             let mut factor = code.as_deref().map(parse_second_factor).transpose()?;
             let login = |factor: Option<SecondFactor>| Enrolment::Login {
@@ -669,7 +771,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 second_factor: factor,
             };
             let (client, account) = loop {
-                match enrol(&dir, &server, &global, || login(factor.clone())).await {
+                match enrol(&dir, &server, &global, trusted, || login(factor.clone())).await {
                     Err(f)
                         if needs_second_factor(&f) && factor.is_none() && prompt::interactive() =>
                     {
@@ -827,8 +929,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             limit,
             json,
         } => {
+            let limit = config::Config::load(&dir)?.history_limit(limit);
             let client = Client::open(&dir, ClientOptions::offline()).await?;
-            for e in client.history(&target, limit.max(1)).await? {
+            for e in client.history(&target, limit).await? {
                 output::event(&e, json).context("writing output")?;
             }
             client.close().await;
@@ -910,7 +1013,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Decline { user } => answer(&dir, &user, false).await?,
         Command::TwoFa(command) => two_factor(&dir, command).await?,
         Command::Channel(command) => channel(&dir, command).await?,
-        Command::Later(_) => {}
+        Command::Later(_) | Command::Completions { .. } | Command::Man { .. } => {}
     }
     Ok(())
 }
@@ -1268,24 +1371,7 @@ mod cli_tests {
     /// Every flag and argument of every subcommand says what it is for.
     #[test]
     fn every_argument_has_help_text() {
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for arg in cmd.get_arguments() {
-                if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
-                    continue;
-                }
-                if arg.get_help().is_none() && arg.get_long_help().is_none() {
-                    missing.push(format!("{path} {}", arg.get_id()));
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                if sub.get_about().is_none() && sub.get_name() != "help" {
-                    missing.push(format!("{path} {} (no about)", sub.get_name()));
-                }
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut missing = Vec::new();
-        walk(&super::Cli::command(), "hush", &mut missing);
+        let missing = hush_clidoc::missing_help(&super::Cli::command());
         assert!(
             missing.is_empty(),
             "without help text:\n{}",

@@ -93,6 +93,62 @@ pub struct ServerInfo {
     pub fingerprint: Fingerprint,
 }
 
+/// TCP, then the TLS 1.3 handshake (ALPN `hush/1`): the server's display name, the
+/// stream, and the key it presented (its handshake signature checked; nothing sent).
+async fn tls_handshake(
+    server: &str,
+) -> Result<
+    (
+        String,
+        tokio_rustls::client::TlsStream<TcpStream>,
+        Fingerprint,
+    ),
+    ClientError,
+> {
+    let (display, host, port) = normalize_server(server)?;
+    let unreachable = |reason: String| ClientError::Unreachable {
+        server: display.clone(),
+        reason,
+    };
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = RecordingVerifier::new(&provider);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    let name = ServerName::try_from(host.clone())
+        .map_err(|_| ClientError::Invalid(format!("{host:?} is not a valid host name")))?;
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| unreachable("TLS handshake timed out".into()))?
+    .map_err(|e| ClientError::Tls(format!("handshake with {display} failed: {e}")))?;
+    let presented = verifier
+        .presented()
+        .ok_or_else(|| ClientError::Tls("the server presented no certificate".into()))?;
+    Ok((display, tls, presented))
+}
+
+/// The key fingerprint `server` presents, read from a TLS handshake that sends
+/// nothing else: for showing an unknown server's key before anything (a password)
+/// is asked for.
+pub async fn probe(server: &str) -> Result<(String, Fingerprint), ClientError> {
+    let (display, tls, presented) = tls_handshake(server).await?;
+    drop(tls);
+    Ok((display, presented))
+}
+
 pub struct Connection {
     server: String,
     info: ServerInfo,
@@ -141,38 +197,7 @@ impl Connection {
     ) -> Result<Connection, ClientError> {
         #[cfg(not(feature = "fault-injection"))]
         let NoFaults = faults;
-        let (display, host, port) = normalize_server(server)?;
-        let unreachable = |reason: String| ClientError::Unreachable {
-            server: display.clone(),
-            reason,
-        };
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = RecordingVerifier::new(&provider);
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        let name = ServerName::try_from(host.clone())
-            .map_err(|_| ClientError::Invalid(format!("{host:?} is not a valid host name")))?;
-        let tls = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TlsConnector::from(Arc::new(config)).connect(name, tcp),
-        )
-        .await
-        .map_err(|_| unreachable("TLS handshake timed out".into()))?
-        .map_err(|e| ClientError::Tls(format!("handshake with {display} failed: {e}")))?;
-        let presented = verifier
-            .presented()
-            .ok_or_else(|| ClientError::Tls("the server presented no certificate".into()))?;
+        let (display, tls, presented) = tls_handshake(server).await?;
         // Nothing has been sent yet: refuse before the first request if the key is wrong.
         known.check(&display, presented, first_use)?;
 

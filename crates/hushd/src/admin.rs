@@ -30,15 +30,30 @@ pub enum UserCommand {
         json: bool,
     },
     /// Stop an account from logging in or using its sessions.
-    Disable { name: String },
+    Disable {
+        /// The account's username.
+        name: String,
+    },
     /// Let a disabled account log in again.
-    Enable { name: String },
+    Enable {
+        /// The account's username.
+        name: String,
+    },
     /// Delete an account and its devices.
-    Delete { name: String },
+    Delete {
+        /// The account's username.
+        name: String,
+    },
     /// Make an account an administrator.
-    Promote { name: String },
+    Promote {
+        /// The account's username.
+        name: String,
+    },
     /// Take administrator rights away.
-    Demote { name: String },
+    Demote {
+        /// The account's username.
+        name: String,
+    },
 }
 
 fn now() -> i64 {

@@ -25,6 +25,8 @@ use hush_store_sqlite::SqliteStore;
 
 use crate::config::{Database, Overrides, RawConfig, Settings};
 
+const EXIT_STATUS: &str = "0 when stopped by SIGINT or SIGTERM, or when a subcommand succeeded; 1 on any error (one `error: ...` line on stderr); 2 on a usage error.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hushd",
@@ -73,6 +75,17 @@ enum Command {
         #[command(subcommand)]
         command: admin::UserCommand,
     },
+    /// Print the manual page (roff): `hushd man | man -l -`.
+    Man {
+        /// Write hushd.1 into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script: `hushd completions bash`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: hush_clidoc::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +127,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", config::example());
         return Ok(());
     }
+    // From the clap definitions: no data dir, no config.
+    match &cli.command {
+        Some(Command::Man { out_dir }) => {
+            use clap::CommandFactory;
+            let cmd = Cli::command();
+            match out_dir {
+                Some(dir) => {
+                    let path = hush_clidoc::man_to_dir(&cmd, Some(EXIT_STATUS), dir)
+                        .with_context(|| format!("writing into {}", dir.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                None => hush_clidoc::man(&cmd, Some(EXIT_STATUS), &mut std::io::stdout())
+                    .context("writing the manual page")?,
+            }
+            return Ok(());
+        }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            hush_clidoc::completions(&Cli::command(), *shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        _ => {}
+    }
     let settings = settings(&cli)?;
     // Operator subcommands print their own results; only problems are logged.
     init_logging(if cli.command.is_none() {
@@ -141,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = runtime.block_on(async { existing_store(&settings) })?;
             runtime.block_on(admin::user(store.as_ref(), command))
         }
-        Some(Command::Config { .. }) => Ok(()),
+        Some(Command::Config { .. } | Command::Man { .. } | Command::Completions { .. }) => Ok(()),
     }
 }
 
@@ -291,4 +327,20 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    /// Every flag, argument and subcommand of hushd says what it is for.
+    #[test]
+    fn every_argument_has_help_text() {
+        let missing = hush_clidoc::missing_help(&super::Cli::command());
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
+    }
 }
