@@ -104,6 +104,23 @@ fn unreachable_server_and_missing_account_have_distinct_exit_codes() {
     fails(&out, 3, "not logged in");
     let out = c.run(PW, &["file", "send", "ben", "notes.txt"]);
     fails(&out, 6, "not available");
+    for later in [&["files"][..], &["backup", "now"]] {
+        fails(&c.run(PW, later), 6, "not available");
+    }
+    // Usage errors are 2: a malformed fingerprint, an unknown flag or subcommand.
+    let out = c.run(
+        PW,
+        &[
+            "login",
+            "--username",
+            "ann",
+            "--server-fingerprint",
+            "SHA256:short",
+        ],
+    );
+    fails(&out, 2, "--server-fingerprint");
+    fails(&c.run(PW, &["whoami", "--jsn"]), 2, "--jsn");
+    fails(&c.run(PW, &["frobnicate"]), 2, "frobnicate");
 }
 
 #[test]

@@ -394,6 +394,10 @@ enum GroupCommand {
 enum Later {
     /// Send and fetch files (not available yet).
     File(Rest),
+    /// List file offers (not available yet).
+    Files(Rest),
+    /// Encrypted backups of this home's history (not available yet).
+    Backup(Rest),
 }
 
 #[derive(Args, Debug)]
@@ -406,6 +410,8 @@ impl Later {
     fn name(&self) -> &'static str {
         match self {
             Later::File(_) => "file",
+            Later::Files(_) => "files",
+            Later::Backup(_) => "backup",
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Conversation {
     pub lines: Vec<Line>,
     /// For a group: how many members its MLS roster has, once read.
     pub members: Option<usize>,
+    /// For a group: its members' usernames, once read (for the verification state).
+    pub roster: Vec<String>,
     /// How many history events were asked for the last time it was loaded.
     pub loaded: u32,
     /// Every history event is loaded: there is nothing older to ask for.
@@ -71,6 +73,7 @@ impl Conversation {
             mentions: 0,
             lines: Vec::new(),
             members: None,
+            roster: Vec::new(),
             loaded: 0,
             complete: name == STATUS,
             loading: false,
@@ -319,6 +322,28 @@ impl App {
     /// 1:1 contact's safety number was verified.
     pub fn title(&self) -> String {
         let c = self.current();
+        if c.is_group() {
+            let others: Vec<&String> = c.roster.iter().filter(|u| **u != self.me).collect();
+            if others.is_empty() {
+                return c.title();
+            }
+            let changed: Vec<&str> = others
+                .iter()
+                .filter(|u| self.changed.contains(**u))
+                .map(|u| u.as_str())
+                .collect();
+            let verified = others
+                .iter()
+                .filter(|u| self.verified.contains(**u))
+                .count();
+            return if !changed.is_empty() {
+                format!("{}, KEY CHANGED: {}", c.title(), changed.join(", "))
+            } else if verified == others.len() {
+                format!("{}, all verified ✓", c.title())
+            } else {
+                format!("{}, {verified} of {} verified", c.title(), others.len())
+            };
+        }
         if !c.is_direct() {
             return c.title();
         }
@@ -347,6 +372,13 @@ impl App {
     pub fn set_members(&mut self, name: &str, count: usize) {
         let i = self.index_of(name);
         self.conversations[i].members = Some(count);
+    }
+
+    /// Records a group's roster: its count and who is in it, for the title line.
+    pub fn set_roster(&mut self, name: &str, users: Vec<String>) {
+        let i = self.index_of(name);
+        self.conversations[i].members = Some(users.len());
+        self.conversations[i].roster = users;
     }
 
     /// Shows `name`, creating it if needed, and marks it read.

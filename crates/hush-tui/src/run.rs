@@ -115,7 +115,7 @@ async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool,
         Action::Members(group) => match GroupName::parse(&group) {
             Ok(name) => match client.members(&name).await {
                 Ok(members) => {
-                    app.set_members(&group, members.len());
+                    app.set_roster(&group, members.iter().map(|m| m.username.clone()).collect());
                     let list: Vec<String> = members
                         .iter()
                         .map(|m| {
@@ -273,7 +273,10 @@ async fn refresh_members(client: &Client, app: &mut App, conversation: &str) {
         return;
     };
     if let Ok(members) = client.members(&name).await {
-        app.set_members(conversation, members.len());
+        app.set_roster(
+            conversation,
+            members.into_iter().map(|m| m.username).collect(),
+        );
     }
 }
 

@@ -283,6 +283,21 @@ fn a_group_title_line_shows_its_member_count() {
     app.set_members("#team", 1);
     terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
     assert!(screen(&terminal).contains("#team: 1 member"));
+    // With the roster read: how many of the others are verified.
+    app.set_roster("#team", vec!["ann".into(), "ben".into(), "cat".into()]);
+    app.verified.insert("ben".into());
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    assert!(
+        screen(&terminal).contains("#team: 3 members, 1 of 2 verified"),
+        "{}",
+        screen(&terminal)
+    );
+    app.verified.insert("cat".into());
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    assert!(screen(&terminal).contains("#team: 3 members, all verified ✓"));
+    app.changed.insert("cat".into());
+    terminal.draw(|f| hush_tui::ui::draw(f, &app)).unwrap();
+    assert!(screen(&terminal).contains("KEY CHANGED: cat"));
 }
 
 #[test]
