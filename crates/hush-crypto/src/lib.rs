@@ -8,6 +8,8 @@
 //! - [`identity`]: a device's signature key and credential, and its key packages.
 //! - [`conversation`]: one MLS group: create, add members, join from a Welcome,
 //!   encrypt, and process what the server relays.
+//! - [`file`]: files sealed chunk by chunk (STREAM over ChaCha20-Poly1305) under a
+//!   fresh key per file, for the server's blob store.
 //!
 //! A new MLS operation: a method on [`conversation::Conversation`] that returns the bytes
 //! to send and leaves the caller to commit its storage transaction.
@@ -18,6 +20,7 @@
 
 pub mod account;
 pub mod conversation;
+pub mod file;
 pub mod identity;
 
 pub use openmls;
