@@ -138,6 +138,12 @@ random_id!(
     "message_id"
 );
 random_id!(
+    /// One shared file's sealed bytes on the server (P560), chosen at random by its
+    /// uploader; the blob store's only name for it.
+    FileId,
+    "file_id"
+);
+random_id!(
     /// A client's idempotency key for one group creation or commit (P423, P433):
     /// a retry with the same key is answered with the first result, applied once.
     HandshakeKey,

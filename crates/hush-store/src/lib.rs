@@ -3,11 +3,13 @@
 //! `hush-store-postgres`) implement [`Store`]; [`memory::MemoryStore`] is the reference
 //! implementation; [`conformance`] is the suite every backend must pass.
 //!
-//! Modules: [`model`] (records passed in and out), [`memory`], [`conformance`].
+//! Modules: [`model`] (records passed in and out), [`memory`], [`conformance`], and
+//! [`blob`], the port for sealed file bytes (`BlobStore`) with its adapters.
 //! A new storage operation: add it to [`Store`] with its doc (what it guarantees),
 //! implement it in every adapter, and add its checks to [`conformance`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod blob;
 pub mod conformance;
 pub mod memory;
 pub mod model;
