@@ -690,16 +690,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Man { out_dir } => {
             use clap::CommandFactory;
-            let cmd = Cli::command();
-            match out_dir {
-                Some(dir) => {
-                    let path = hush_clidoc::man_to_dir(&cmd, Some(EXIT_CODES), dir)
-                        .with_context(|| format!("writing into {}", dir.display()))?;
-                    println!("wrote {}", path.display());
-                }
-                None => hush_clidoc::man(&cmd, Some(EXIT_CODES), &mut std::io::stdout())
-                    .context("writing the manual page")?,
-            }
+            hush_clidoc::man_command(&Cli::command(), Some(EXIT_CODES), out_dir.as_deref())
+                .context("writing the manual page")?;
             return Ok(());
         }
         _ => {}
@@ -1377,11 +1369,6 @@ mod cli_tests {
     /// Every flag and argument of every subcommand says what it is for.
     #[test]
     fn every_argument_has_help_text() {
-        let missing = hush_clidoc::missing_help(&super::Cli::command());
-        assert!(
-            missing.is_empty(),
-            "without help text:\n{}",
-            missing.join("\n")
-        );
+        hush_clidoc::assert_help(&super::Cli::command());
     }
 }
