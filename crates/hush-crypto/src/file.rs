@@ -122,6 +122,30 @@ fn aad(file_id: &[u8; 16], size: u64) -> Vec<u8> {
     a
 }
 
+/// Takes chunk `next`'s plaintext into `hash` without sealing or opening it.
+fn hash_only(
+    size: u64,
+    next: &mut u64,
+    hash: &mut Sha256,
+    plaintext: &[u8],
+) -> Result<(), FileError> {
+    let want = chunks(size);
+    if *next >= want {
+        return Err(FileError::TooLong { want });
+    }
+    let expected = plain_len(size, *next);
+    if plaintext.len() != expected {
+        return Err(FileError::Plaintext {
+            chunk: *next,
+            got: plaintext.len(),
+            want: expected,
+        });
+    }
+    hash.update(plaintext);
+    *next += 1;
+    Ok(())
+}
+
 /// Seals a file chunk by chunk, hashing the plaintext on the way.
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
@@ -187,6 +211,17 @@ impl Sealer {
         self.hash.update(plaintext);
         self.next += 1;
         Ok(sealed)
+    }
+
+    /// Takes the next chunk's plaintext into the digest without sealing it: resuming an
+    /// upload whose first chunks the server already holds.
+    pub fn skip(&mut self, plaintext: &[u8]) -> Result<(), FileError> {
+        hash_only(self.size, &mut self.next, &mut self.hash, plaintext)
+    }
+
+    /// Chunks sealed (or skipped) so far.
+    pub fn sealed(&self) -> u64 {
+        self.next
     }
 
     /// The plaintext's SHA-256, once every chunk is sealed.
@@ -266,6 +301,18 @@ impl Opener {
         self.hash.update(&plain);
         self.next += 1;
         Ok(plain)
+    }
+
+    /// Takes the next chunk's plaintext, opened earlier (a download resumed from its
+    /// partial file), into the digest. The digest check at [`Opener::finish`] still
+    /// covers it.
+    pub fn skip(&mut self, plaintext: &[u8]) -> Result<(), FileError> {
+        hash_only(self.size, &mut self.next, &mut self.hash, plaintext)
+    }
+
+    /// The plaintext length of the next chunk.
+    pub fn next_len(&self) -> usize {
+        plain_len(self.size, self.next)
     }
 
     /// Checks that the whole file arrived and is the one offered (`sha256`).
@@ -447,5 +494,40 @@ mod tests {
         );
         let again = FileKey::from_slice(key.expose()).unwrap();
         assert_eq!(again.expose(), key.expose());
+    }
+
+    #[test]
+    fn skipped_chunks_resume_sealing_and_opening_with_the_same_digest() {
+        let key = FileKey::generate();
+        let data = plaintext(3 * CHUNK + 10);
+        let (sealed, digest) = seal(&key, ID, &data);
+        // An upload resumed after two chunks seals the rest identically.
+        let mut resumed = Sealer::new(&key, ID, data.len() as u64);
+        let mut rest = Vec::new();
+        for (i, piece) in data.chunks(CHUNK).enumerate() {
+            if i < 2 {
+                resumed.skip(piece).unwrap();
+            } else {
+                rest.push(resumed.seal(piece).unwrap());
+            }
+        }
+        assert_eq!(resumed.sealed(), 4);
+        assert_eq!(resumed.finish().unwrap(), digest);
+        assert_eq!(rest, sealed[2..].to_vec());
+        // A download resumed after one chunk opens the rest and checks the whole digest.
+        let mut opener = Opener::new(&key, ID, data.len() as u64);
+        opener.skip(&data[..CHUNK]).unwrap();
+        for s in &sealed[1..] {
+            opener.open(s).unwrap();
+        }
+        opener.finish(&digest).unwrap();
+        // A partial file that was not what was opened fails the digest.
+        let mut wrong = Opener::new(&key, ID, data.len() as u64);
+        wrong.skip(&vec![0u8; CHUNK]).unwrap();
+        for s in &sealed[1..] {
+            wrong.open(s).unwrap();
+        }
+        assert!(matches!(wrong.finish(&digest), Err(FileError::Digest)));
+        assert!(Opener::new(&key, ID, 5).skip(&[0; 4]).is_err());
     }
 }

@@ -9,7 +9,7 @@ use opaque_ke::{
 
 use crate::auth::OpaqueSuite;
 use crate::ids::{
-    AccountKeyBytes, DeviceId, GroupId, HandshakeKey, InviteCode, MessageId, SecondFactor,
+    AccountKeyBytes, DeviceId, FileId, GroupId, HandshakeKey, InviteCode, MessageId, SecondFactor,
     SessionToken, TotpCode, Username, parse_display_name, parse_email,
 };
 use crate::ids::{ChannelPassword, TotpSecret};
@@ -33,6 +33,8 @@ pub const MAX_GROUP_DEVICES: usize = 2000;
 pub const MAX_FETCH: u32 = 500;
 /// Most ids one ack or lookup may carry.
 pub const MAX_IDS: usize = 2000;
+/// Most sealed file bytes one `FileUpload` or `FileDownload` carries (P561, P562).
+pub const MAX_FILE_PIECE: usize = 1 << 20;
 
 /// A validated client frame.
 #[derive(Debug)]
@@ -176,6 +178,32 @@ pub enum Request {
     DeleteChannel {
         name: crate::content::GroupName,
     },
+    /// P560: `size` is the sealed size, at least one byte.
+    FileCreate {
+        group_id: GroupId,
+        size: u64,
+    },
+    /// P561: `data` is 1 to [`MAX_FILE_PIECE`] bytes.
+    FileUpload {
+        file_id: FileId,
+        offset: u64,
+        data: Bytes,
+    },
+    FileStatus {
+        file_id: FileId,
+    },
+    /// P562: `len` is 1 to [`MAX_FILE_PIECE`].
+    FileDownload {
+        file_id: FileId,
+        offset: u64,
+        len: u32,
+    },
+    FileFetched {
+        file_id: FileId,
+    },
+    FileDelete {
+        file_id: FileId,
+    },
 }
 
 /// P550: what makes a named group a channel.
@@ -248,6 +276,12 @@ impl Request {
             Request::ListChannels => "list_channels",
             Request::UpdateChannel { .. } => "update_channel",
             Request::DeleteChannel { .. } => "delete_channel",
+            Request::FileCreate { .. } => "file_create",
+            Request::FileUpload { .. } => "file_upload",
+            Request::FileStatus { .. } => "file_status",
+            Request::FileDownload { .. } => "file_download",
+            Request::FileFetched { .. } => "file_fetched",
+            Request::FileDelete { .. } => "file_delete",
         }
     }
 }
@@ -674,6 +708,50 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         Body::DeleteChannel(pb::DeleteChannel { name }) => Request::DeleteChannel {
             name: crate::content::GroupName::parse(&name)?,
         },
+        Body::FileCreate(pb::FileCreate { group_id, size }) => {
+            if size == 0 {
+                return Err(ProtoError::invalid("size", "must be at least 1"));
+            }
+            Request::FileCreate {
+                group_id: GroupId::from_slice(&group_id)?,
+                size,
+            }
+        }
+        Body::FileUpload(pb::FileUpload {
+            file_id,
+            offset,
+            data,
+        }) => Request::FileUpload {
+            file_id: FileId::from_slice(&file_id)?,
+            offset,
+            data: blob("data", data, MAX_FILE_PIECE)?,
+        },
+        Body::FileStatus(pb::FileStatus { file_id }) => Request::FileStatus {
+            file_id: FileId::from_slice(&file_id)?,
+        },
+        Body::FileDownload(pb::FileDownload {
+            file_id,
+            offset,
+            len,
+        }) => {
+            if len == 0 || len as usize > MAX_FILE_PIECE {
+                return Err(ProtoError::invalid(
+                    "len",
+                    format!("must be 1 to {MAX_FILE_PIECE}"),
+                ));
+            }
+            Request::FileDownload {
+                file_id: FileId::from_slice(&file_id)?,
+                offset,
+                len,
+            }
+        }
+        Body::FileFetched(pb::FileFetched { file_id }) => Request::FileFetched {
+            file_id: FileId::from_slice(&file_id)?,
+        },
+        Body::FileDelete(pb::FileDelete { file_id }) => Request::FileDelete {
+            file_id: FileId::from_slice(&file_id)?,
+        },
         Body::AnswerRequest(pb::AnswerRequest { inviter, accept }) => Request::AnswerRequest {
             inviter: Username::parse(&inviter)?,
             accept,
@@ -763,5 +841,48 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(ok.body.kind(), "hello");
+    }
+
+    #[test]
+    fn p560_file_frames_check_ids_sizes_and_pieces() {
+        let id = Bytes::from_static(&[3; 16]);
+        assert!(
+            validate(frame(Body::FileCreate(pb::FileCreate {
+                group_id: Bytes::from_static(&[1; 16]),
+                size: 0,
+            })))
+            .is_err()
+        );
+        assert!(
+            validate(frame(Body::FileUpload(pb::FileUpload {
+                file_id: id.clone(),
+                offset: 0,
+                data: Bytes::from(vec![0; MAX_FILE_PIECE + 1]),
+            })))
+            .is_err()
+        );
+        assert!(
+            validate(frame(Body::FileDownload(pb::FileDownload {
+                file_id: Bytes::from_static(b"short"),
+                offset: 0,
+                len: 10,
+            })))
+            .is_err()
+        );
+        assert!(
+            validate(frame(Body::FileDownload(pb::FileDownload {
+                file_id: id.clone(),
+                offset: 0,
+                len: MAX_FILE_PIECE as u32 + 1,
+            })))
+            .is_err()
+        );
+        let ok = validate(frame(Body::FileUpload(pb::FileUpload {
+            file_id: id,
+            offset: 5,
+            data: Bytes::from_static(b"sealed"),
+        })))
+        .unwrap();
+        assert_eq!(ok.body.kind(), "file_upload");
     }
 }

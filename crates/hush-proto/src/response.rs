@@ -234,6 +234,28 @@ pub enum Response {
     Channels(Vec<ChannelSummary>),
     ChannelUpdated,
     ChannelDeleted,
+    /// P560: room for the file is reserved.
+    FileCreated {
+        file_id: crate::ids::FileId,
+        max_piece: u32,
+    },
+    /// P561: bytes held durably so far.
+    FileUploaded {
+        received: u64,
+        complete: bool,
+    },
+    FileInfo {
+        size: u64,
+        received: u64,
+        complete: bool,
+    },
+    /// P562: sealed bytes from `offset`.
+    FileData {
+        offset: u64,
+        data: bytes::Bytes,
+    },
+    FileFetched,
+    FileDeleted,
 }
 
 /// One channel as listed (P554).
@@ -290,6 +312,12 @@ impl Response {
             Response::Channels(_) => "channels",
             Response::ChannelUpdated => "channel_updated",
             Response::ChannelDeleted => "channel_deleted",
+            Response::FileCreated { .. } => "file_created",
+            Response::FileUploaded { .. } => "file_uploaded",
+            Response::FileInfo { .. } => "file_info",
+            Response::FileData { .. } => "file_data",
+            Response::FileFetched => "file_fetched",
+            Response::FileDeleted => "file_deleted",
         }
     }
 }
@@ -541,6 +569,40 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
         }
         Body::ChannelUpdated(pb::ChannelUpdated {}) => Response::ChannelUpdated,
         Body::ChannelDeleted(pb::ChannelDeleted {}) => Response::ChannelDeleted,
+        Body::FileCreated(pb::FileCreated { file_id, max_piece }) => {
+            if max_piece == 0 || max_piece as usize > crate::request::MAX_FILE_PIECE {
+                return Err(ProtoError::invalid("max_piece", "out of range"));
+            }
+            Response::FileCreated {
+                file_id: crate::ids::FileId::from_slice(&file_id)?,
+                max_piece,
+            }
+        }
+        Body::FileUploaded(pb::FileUploaded { received, complete }) => {
+            Response::FileUploaded { received, complete }
+        }
+        Body::FileInfo(pb::FileInfo {
+            size,
+            received,
+            complete,
+        }) => {
+            if received > size {
+                return Err(ProtoError::invalid("received", "more than the size"));
+            }
+            Response::FileInfo {
+                size,
+                received,
+                complete,
+            }
+        }
+        Body::FileData(pb::FileData { offset, data }) => {
+            if data.len() > crate::request::MAX_FILE_PIECE {
+                return Err(ProtoError::invalid("data", "longer than a piece"));
+            }
+            Response::FileData { offset, data }
+        }
+        Body::FileFetched(pb::FileFetchedOk {}) => Response::FileFetched,
+        Body::FileDeleted(pb::FileDeleted {}) => Response::FileDeleted,
     };
     Ok(ServerResponse {
         request_id: frame.request_id,
