@@ -11,6 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod files;
 pub mod migrations;
 mod pool;
 
@@ -1768,6 +1769,43 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn create_file(
+        &self,
+        file: hush_store::NewFile,
+    ) -> Result<hush_store::FileRecord, StoreError> {
+        self.run(move |conn| files::create(conn, &file)).await
+    }
+
+    async fn file(
+        &self,
+        id: hush_proto::ids::FileId,
+    ) -> Result<Option<hush_store::FileRecord>, StoreError> {
+        self.read(move |conn| files::get(conn, id)).await
+    }
+
+    async fn complete_file(&self, id: hush_proto::ids::FileId) -> Result<(), StoreError> {
+        self.run(move |conn| files::complete(conn, id)).await
+    }
+
+    async fn file_fetched(
+        &self,
+        id: hush_proto::ids::FileId,
+        device: DeviceId,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| files::fetched(conn, id, device)).await
+    }
+
+    async fn delete_file(&self, id: hush_proto::ids::FileId) -> Result<bool, StoreError> {
+        self.run(move |conn| files::delete(conn, id)).await
+    }
+
+    async fn expire_files(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<hush_proto::ids::FileId>, StoreError> {
+        self.run(move |conn| files::expire(conn, before_ms)).await
     }
 
     async fn delete_channel(&self, group: GroupId) -> Result<(), StoreError> {

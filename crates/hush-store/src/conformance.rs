@@ -55,6 +55,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     listener(store).await;
     two_factor(store).await;
     channels(store).await;
+    files(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -1855,4 +1856,108 @@ async fn channels<S: Store + ?Sized>(store: &S) {
         store.delete_channel(g).await,
         Err(StoreError::GroupNotFound)
     ));
+}
+
+/// P560–P564: file records, their recipients, quotas and expiry.
+async fn files<S: Store + ?Sized>(store: &S) {
+    use crate::NewFile;
+    use hush_proto::ids::FileId;
+    for (n, name) in [(120, "fi_ann"), (121, "fi_ben"), (122, "fi_cat")] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let ann = UserId::from_bytes([120; 16]);
+    let g = GroupId::from_bytes([120; 16]);
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(120),
+            direct: None,
+            name: Some("files".into()),
+            members: vec![dev(120), dev(121)],
+            welcome: None,
+            now_ms: 10_000,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+            channel: None,
+        })
+        .await
+        .unwrap();
+    let new = |n: u8, uploader: u8, size: u64, now_ms: i64| NewFile {
+        file_id: FileId::from_bytes([n; 16]),
+        group_id: g,
+        uploader: dev(uploader),
+        size,
+        now_ms,
+        max_file_bytes: 1_000,
+        user_file_bytes: 1_500,
+    };
+    let f = store.create_file(new(1, 120, 600, 20_000)).await.unwrap();
+    assert_eq!(f.uploader_user, ann);
+    assert_eq!(f.recipients, vec![dev(121)], "the group's other devices");
+    assert!(!f.complete);
+    assert_eq!(store.file(f.file_id).await.unwrap(), Some(f.clone()));
+    assert!(
+        matches!(
+            store.create_file(new(2, 122, 10, 20_000)).await,
+            Err(StoreError::NotAMember)
+        ),
+        "only a member offers files to a group"
+    );
+    assert!(matches!(
+        store.create_file(new(2, 120, 1_001, 20_000)).await,
+        Err(StoreError::QuotaExceeded {
+            quota: Quota::FileSize,
+            limit: 1_000
+        })
+    ));
+    assert!(
+        matches!(
+            store.create_file(new(2, 120, 901, 20_000)).await,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::FileBytes,
+                limit: 1_500
+            })
+        ),
+        "incomplete files count towards the quota"
+    );
+    assert!(
+        store
+            .file(FileId::from_bytes([2; 16]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.create_file(new(2, 120, 900, 30_000)).await.unwrap();
+
+    store.complete_file(f.file_id).await.unwrap();
+    assert!(store.file(f.file_id).await.unwrap().unwrap().complete);
+    assert!(
+        !store.file_fetched(f.file_id, dev(122)).await.unwrap(),
+        "a stranger fetching counts for nothing"
+    );
+    assert!(
+        store.file_fetched(f.file_id, dev(121)).await.unwrap(),
+        "the last recipient's fetch ends the file"
+    );
+    assert!(store.file(f.file_id).await.unwrap().is_none());
+    assert!(!store.file_fetched(f.file_id, dev(121)).await.unwrap());
+    // Room freed by the fetch is usable again; expiry and deletion free the rest.
+    store.create_file(new(3, 120, 600, 40_000)).await.unwrap();
+    assert_eq!(
+        store.expire_files(35_000).await.unwrap(),
+        vec![FileId::from_bytes([2; 16])]
+    );
+    assert!(
+        store
+            .delete_file(FileId::from_bytes([3; 16]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_file(FileId::from_bytes([3; 16]))
+            .await
+            .unwrap()
+    );
+    assert!(store.expire_files(i64::MAX).await.unwrap().is_empty());
 }

@@ -366,6 +366,36 @@ pub trait Store: Send + Sync + 'static {
         accept: bool,
     ) -> Result<Vec<DeviceId>, StoreError>;
 
+    /// P560: records a file for `file.group_id`, whose recipients are the group's
+    /// devices but the uploader at this moment. `NotAMember` if the uploader is not in
+    /// the group, `GroupNotFound`, `QuotaExceeded{FileSize}` past `max_file_bytes`,
+    /// `QuotaExceeded{FileBytes}` if the uploader's user would then hold more than
+    /// `user_file_bytes` in files (complete or not).
+    async fn create_file(&self, file: NewFile) -> Result<FileRecord, StoreError>;
+
+    async fn file(&self, id: hush_proto::ids::FileId) -> Result<Option<FileRecord>, StoreError>;
+
+    /// P561: every byte of the file arrived.
+    async fn complete_file(&self, id: hush_proto::ids::FileId) -> Result<(), StoreError>;
+
+    /// P562: `device` (a recipient) has the file. Returns `true` when that was the
+    /// last recipient: the record is gone and its bytes are the caller's to delete.
+    async fn file_fetched(
+        &self,
+        id: hush_proto::ids::FileId,
+        device: DeviceId,
+    ) -> Result<bool, StoreError>;
+
+    /// P562: forgets the file (its bytes are the caller's to delete); `false` if
+    /// there was none.
+    async fn delete_file(&self, id: hush_proto::ids::FileId) -> Result<bool, StoreError>;
+
+    /// P564: forgets every file created before `before_ms` and returns their ids.
+    async fn expire_files(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<hush_proto::ids::FileId>, StoreError>;
+
     /// Retention (P453): removes undelivered entries stored before `expire_before_ms`
     /// (their devices' missed counts go up) and the idempotency records of sends and
     /// handshakes made before `idempotency_before_ms`.

@@ -8,9 +8,10 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
-    ChannelRecord, ChannelUpdate, Claimed, Delivered, DeviceRecord, GroupRecord, HeldRequest,
-    MailboxPage, NewCommit, NewDevice, NewGroup, NewInvite, NewMessage, NewUser, Owner, Pruned,
-    Quota, Quotas, Session, Store, StoreError, TwoFactor, UserRecord, UserSummary,
+    ChannelRecord, ChannelUpdate, Claimed, Delivered, DeviceRecord, FileRecord, GroupRecord,
+    HeldRequest, MailboxPage, NewCommit, NewDevice, NewFile, NewGroup, NewInvite, NewMessage,
+    NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError, TwoFactor, UserRecord,
+    UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
@@ -78,6 +79,8 @@ struct State {
     channel_grants: HashMap<(GroupId, DeviceId), i64>,
     /// P553: channel code steps used, per (group, user).
     channel_steps: std::collections::HashSet<(GroupId, UserId, u64)>,
+    /// P560: files by id.
+    files: BTreeMap<hush_proto::ids::FileId, FileRecord>,
 }
 
 #[derive(Clone)]
@@ -652,6 +655,7 @@ impl Store for MemoryStore {
             s.former_owners.retain(|_, owner| *owner != id);
             s.two_factor.remove(&id);
             s.pending_totp.remove(&id);
+            s.files.retain(|_, f| f.uploader_user != id);
             Ok(())
         })
     }
@@ -1399,6 +1403,112 @@ impl Store for MemoryStore {
             },
             |wake| wake.clone(),
         )
+    }
+
+    async fn create_file(&self, f: NewFile) -> Result<FileRecord, StoreError> {
+        self.with(|s| {
+            let g = s.groups.get(&f.group_id).ok_or(StoreError::GroupNotFound)?;
+            if !g.members.contains(&f.uploader) {
+                return Err(StoreError::NotAMember);
+            }
+            let user = s
+                .devices
+                .get(&f.uploader)
+                .map(|(u, _)| *u)
+                .ok_or(StoreError::DeviceNotFound(f.uploader))?;
+            if f.size > f.max_file_bytes {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::FileSize,
+                    limit: f.max_file_bytes,
+                });
+            }
+            let held: u64 = s
+                .files
+                .values()
+                .filter(|r| r.uploader_user == user)
+                .map(|r| r.size)
+                .sum();
+            if held.saturating_add(f.size) > f.user_file_bytes {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::FileBytes,
+                    limit: f.user_file_bytes,
+                });
+            }
+            let record = FileRecord {
+                file_id: f.file_id,
+                group_id: f.group_id,
+                uploader: f.uploader,
+                uploader_user: user,
+                size: f.size,
+                created_ms: f.now_ms,
+                complete: false,
+                recipients: g
+                    .members
+                    .iter()
+                    .filter(|d| **d != f.uploader)
+                    .copied()
+                    .collect(),
+                fetched: Vec::new(),
+            };
+            s.files.insert(f.file_id, record.clone());
+            Ok(record)
+        })
+    }
+
+    async fn file(&self, id: hush_proto::ids::FileId) -> Result<Option<FileRecord>, StoreError> {
+        self.with(|s| Ok(s.files.get(&id).cloned()))
+    }
+
+    async fn complete_file(&self, id: hush_proto::ids::FileId) -> Result<(), StoreError> {
+        self.with(|s| {
+            if let Some(f) = s.files.get_mut(&id) {
+                f.complete = true;
+            }
+            Ok(())
+        })
+    }
+
+    async fn file_fetched(
+        &self,
+        id: hush_proto::ids::FileId,
+        device: DeviceId,
+    ) -> Result<bool, StoreError> {
+        self.with(|s| {
+            let Some(f) = s.files.get_mut(&id) else {
+                return Ok(false);
+            };
+            if f.recipients.contains(&device) && !f.fetched.contains(&device) {
+                f.fetched.push(device);
+                f.fetched.sort();
+            }
+            if f.fetched.len() == f.recipients.len() {
+                s.files.remove(&id);
+                return Ok(true);
+            }
+            Ok(false)
+        })
+    }
+
+    async fn delete_file(&self, id: hush_proto::ids::FileId) -> Result<bool, StoreError> {
+        self.with(|s| Ok(s.files.remove(&id).is_some()))
+    }
+
+    async fn expire_files(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<hush_proto::ids::FileId>, StoreError> {
+        self.with(|s| {
+            let old: Vec<_> = s
+                .files
+                .values()
+                .filter(|f| f.created_ms < before_ms)
+                .map(|f| f.file_id)
+                .collect();
+            for id in &old {
+                s.files.remove(id);
+            }
+            Ok(old)
+        })
     }
 
     async fn prune(

@@ -335,6 +335,10 @@ pub enum Quota {
     Requests,
     /// ... or the size of one.
     RequestBytes,
+    /// P560: the size of one file ...
+    FileSize,
+    /// ... or the bytes of all the files a user holds on the server.
+    FileBytes,
 }
 
 impl fmt::Display for Quota {
@@ -347,6 +351,8 @@ impl fmt::Display for Quota {
             Quota::GroupsPerHour => "groups created per hour",
             Quota::Requests => "pending invitations from people not yet accepted",
             Quota::RequestBytes => "bytes in an invitation from someone not yet accepted",
+            Quota::FileSize => "bytes in one file",
+            Quota::FileBytes => "bytes of files held on the server per user",
         })
     }
 }
@@ -390,4 +396,37 @@ pub struct HeldRequest {
     pub groups: u32,
     /// When the oldest was held.
     pub since_ms: i64,
+}
+
+/// P560: a file to reserve room for.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub file_id: hush_proto::ids::FileId,
+    pub group_id: GroupId,
+    /// The uploading device, which must be a member of `group_id`.
+    pub uploader: DeviceId,
+    /// Sealed bytes.
+    pub size: u64,
+    pub now_ms: i64,
+    /// `QuotaExceeded{FileSize}` past it.
+    pub max_file_bytes: u64,
+    /// `QuotaExceeded{FileBytes}` if the uploader's user would hold more.
+    pub user_file_bytes: u64,
+}
+
+/// P560: a file the server holds (or is receiving).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub file_id: hush_proto::ids::FileId,
+    pub group_id: GroupId,
+    pub uploader: DeviceId,
+    pub uploader_user: UserId,
+    pub size: u64,
+    pub created_ms: i64,
+    /// Every byte arrived.
+    pub complete: bool,
+    /// The group's other devices when it was created, by id.
+    pub recipients: Vec<DeviceId>,
+    /// Those of `recipients` that fetched it, by id.
+    pub fetched: Vec<DeviceId>,
 }
