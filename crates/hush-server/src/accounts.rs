@@ -85,6 +85,27 @@ impl From<StoreError> for Refusal {
                 message: format!("an account may create at most {limit} groups an hour"),
                 retry_after_secs: 600,
             },
+            StoreError::QuotaExceeded {
+                quota: hush_store::Quota::FileSize,
+                limit,
+            } => Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the file is too large: this server takes files up to {}",
+                    crate::files::human_bytes(limit)
+                ),
+            ),
+            StoreError::QuotaExceeded {
+                quota: hush_store::Quota::FileBytes,
+                limit,
+            } => Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "your files on the server would pass the {} an account may hold; \
+                     delete some (hush file delete) or wait until they are fetched",
+                    crate::files::human_bytes(limit)
+                ),
+            ),
             e @ StoreError::QuotaExceeded { .. } => {
                 Refusal::new(ErrorCode::QuotaExceeded, e.to_string())
             }

@@ -129,6 +129,13 @@ pub struct Limits {
     /// Bytes kept free on the data dir's disk, given back when it fills so that
     /// reads and acks go on (P451); 0 for none.
     pub storage_reserve_bytes: u64,
+    /// Largest file one upload may be, in sealed bytes (P560).
+    pub max_file_bytes: u64,
+    /// Bytes of files one account may hold on the server at once (P560).
+    pub account_file_bytes: u64,
+    /// A file is deleted this long after its upload began, fetched or not (P564).
+    #[serde(rename = "file_retention_secs", with = "secs")]
+    pub file_retention: Duration,
 }
 
 impl Default for Limits {
@@ -166,6 +173,9 @@ impl Default for Limits {
             prune_interval: Duration::from_secs(3_600),
             database_max_bytes: 0,
             storage_reserve_bytes: 16 * 1024 * 1024,
+            max_file_bytes: 1024 * 1024 * 1024,
+            account_file_bytes: 4 * 1024 * 1024 * 1024,
+            file_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -213,6 +223,7 @@ impl Limits {
             ("mailbox_max_entries", self.mailbox_max_entries),
             ("devices_per_account", self.devices_per_account),
             ("group_max_devices", self.group_max_devices),
+            ("max_file_bytes", self.max_file_bytes),
             (
                 "key_package_claims_per_minute",
                 u64::from(self.key_package_claims_per_minute),
@@ -229,6 +240,7 @@ impl Limits {
             ("prune_interval_secs", self.prune_interval),
             ("retention_secs", self.retention),
             ("idempotency_window_secs", self.idempotency_window),
+            ("file_retention_secs", self.file_retention),
         ] {
             if d.is_zero() {
                 return Err(format!("limits.{name} must be at least 1"));
@@ -351,6 +363,18 @@ impl Limits {
             (
                 "storage_reserve_bytes",
                 "Bytes kept free on the data dir's disk and given back when it fills, so reads\n# and acks go on while new messages get STORAGE_FULL (0: none).",
+            ),
+            (
+                "max_file_bytes",
+                "Largest file one upload may be, in bytes (sealed: 16 bytes more per 64 KiB).",
+            ),
+            (
+                "account_file_bytes",
+                "Bytes of files one account may hold on the server at once.",
+            ),
+            (
+                "file_retention_secs",
+                "Seconds a file is kept after its upload began, whether or not every\n# recipient fetched it.",
             ),
         ]
     }

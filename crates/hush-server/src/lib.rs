@@ -10,6 +10,7 @@
 //! - [`session`]: the per-connection protocol loop, generic over any byte stream.
 //! - [`accounts`]: OPAQUE registration and login, sessions, invites.
 //! - [`messaging`]: key packages, groups, mailboxes (opaque MLS bytes only).
+//! - [`files`]: sealed file bytes in the blob store, their recipients and quotas.
 //! - [`hub`]: wake-ups of connected devices when their mailbox fills.
 //! - [`limits`]: rate limits and connection caps.
 //! - [`reserve`]: room kept on the disk so acks work when it fills.
@@ -27,6 +28,7 @@ pub mod accounts;
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod hub;
 pub mod identity;
 pub mod limits;
@@ -78,6 +80,8 @@ pub struct ServerState {
     pub(crate) per_account: Arc<limits::Occupancy<hush_proto::ids::UserId>>,
     /// P451: room kept on the disk for acks when it fills.
     pub(crate) reserve: reserve::Reserve,
+    /// P560: sealed file bytes.
+    pub(crate) blobs: Arc<dyn hush_store::blob::BlobStore>,
 }
 
 impl ServerState {
@@ -107,6 +111,7 @@ impl ServerState {
             per_address: Arc::default(),
             per_account: Arc::default(),
             reserve: reserve::Reserve::none(),
+            blobs: Arc::new(hush_store::blob::MemoryBlobs::default()),
         })
     }
 
@@ -114,6 +119,12 @@ impl ServerState {
     /// (P451).
     pub fn with_storage_reserve(mut self, path: std::path::PathBuf) -> Self {
         self.reserve = reserve::Reserve::at(path, self.config.limits.storage_reserve_bytes);
+        self
+    }
+
+    /// Keeps file bytes in `blobs` (in memory otherwise: tests only).
+    pub fn with_blobs(mut self, blobs: Arc<dyn hush_store::blob::BlobStore>) -> Self {
+        self.blobs = blobs;
         self
     }
 

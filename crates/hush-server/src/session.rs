@@ -1090,6 +1090,22 @@ async fn dispatch(
                     admins,
                 } => crate::channels::update(st, &auth, name, password, totp_secret, admins).await,
                 Request::DeleteChannel { name } => crate::channels::delete(st, &auth, name).await,
+                Request::FileCreate { group_id, size } => {
+                    crate::files::create(st, &auth, group_id, size).await
+                }
+                Request::FileUpload {
+                    file_id,
+                    offset,
+                    data,
+                } => crate::files::upload(st, &auth, file_id, offset, data).await,
+                Request::FileStatus { file_id } => crate::files::status(st, &auth, file_id).await,
+                Request::FileDownload {
+                    file_id,
+                    offset,
+                    len,
+                } => crate::files::download(st, &auth, file_id, offset, len).await,
+                Request::FileFetched { file_id } => crate::files::fetched(st, &auth, file_id).await,
+                Request::FileDelete { file_id } => crate::files::delete(st, &auth, file_id).await,
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,
                     "already authenticated",

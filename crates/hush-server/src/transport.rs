@@ -78,6 +78,10 @@ pub async fn prune_once(state: &ServerState) -> Result<hush_store::Pruned, hush_
             now.saturating_sub(ms(limits.idempotency_window)),
         )
         .await?;
+    let files = crate::files::expire(state).await?;
+    if files > 0 {
+        tracing::info!(files, "retention pass deleted files");
+    }
     if pruned != hush_store::Pruned::default() {
         tracing::info!(
             expired = pruned.expired_entries,

@@ -271,6 +271,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .unwrap_or(&settings.data_dir);
         state = state.with_storage_reserve(dir.join("hushd.reserve"));
     }
+    // P560: sealed file bytes, as files in the data dir.
+    let blobs_dir = settings.data_dir.join("blobs");
+    let blobs = hush_store::blob::FsBlobs::open(&blobs_dir)
+        .with_context(|| format!("opening the file store {}", blobs_dir.display()))?;
+    let state = state.with_blobs(Arc::new(blobs));
     let listener = hush_server::transport::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
