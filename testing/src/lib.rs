@@ -118,6 +118,11 @@ impl Server {
         }
     }
 
+    /// The hushd process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The server's data dir.
     pub fn data_dir(&self) -> PathBuf {
         self.data.path().join("srv")
@@ -486,4 +491,13 @@ pub mod totp {
             .expect("a secret in the URI");
         base32_decode(secret)
     }
+}
+
+/// Peak resident memory of process `pid` (`VmHWM`), in KiB; `None` once it is gone.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -10,6 +10,7 @@
 //! factor (authenticator code) is missing, wrong or used; 9 a channel's password is
 //! wrong or missing; 10 too many wrong channel passwords or codes (wait, then retry).
 mod config;
+mod files;
 mod output;
 mod prompt;
 mod receive;
@@ -229,8 +230,57 @@ enum Command {
     /// Channels: groups anyone with the password (and the authenticator code) joins.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Files, end-to-end encrypted: send, get, delete.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// The files offered in a conversation (every conversation without TARGET).
+    Files {
+        /// A username or #name.
+        target: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Later(Later),
+}
+
+#[derive(Subcommand, Debug)]
+enum FileCommand {
+    /// Encrypt PATH, upload it and offer it in TARGET's conversation (a user or
+    /// #name). Sending the same file there again after an interruption resumes.
+    Send {
+        /// A username (1:1 conversation), or #name (a group or channel).
+        target: String,
+        /// The file to send.
+        path: std::path::PathBuf,
+        /// Offer it under this name instead of its own.
+        #[arg(long)]
+        name: Option<String>,
+        /// One JSON object instead of the sentence; no progress bar.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download, decrypt and check an offered file, then write it: under its offered
+    /// name (made safe) in the current directory unless --output says otherwise.
+    Get {
+        /// The id `hush recv` or `hush files` shows.
+        file_id: String,
+        /// A file to write, or a directory to write into.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// Replace a file that exists.
+        #[arg(long)]
+        force: bool,
+        /// One JSON object instead of the sentence; no progress bar.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a file you uploaded from the server (recipients can no longer fetch it).
+    Delete {
+        /// The file's id.
+        file_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -392,10 +442,6 @@ enum GroupCommand {
 /// Commands of the product that later versions bring; they say so clearly.
 #[derive(Subcommand, Debug)]
 enum Later {
-    /// Send and fetch files (not available yet).
-    File(Rest),
-    /// List file offers (not available yet).
-    Files(Rest),
     /// Encrypted backups of this home's history (not available yet).
     Backup(Rest),
 }
@@ -409,8 +455,6 @@ struct Rest {
 impl Later {
     fn name(&self) -> &'static str {
         match self {
-            Later::File(_) => "file",
-            Later::Files(_) => "files",
             Later::Backup(_) => "backup",
         }
     }
@@ -639,6 +683,8 @@ fn json_flag(command: &mut Command) -> Option<&mut bool> {
         | Command::Devices { json, .. }
         | Command::Requests { json }
         | Command::Channel(ChannelCommand::List { json })
+        | Command::Files { json, .. }
+        | Command::File(FileCommand::Send { json, .. } | FileCommand::Get { json, .. })
         | Command::Group {
             command: GroupCommand::Members { json, .. },
         } => Some(json),
@@ -1011,6 +1057,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Decline { user } => answer(&dir, &user, false).await?,
         Command::TwoFa(command) => two_factor(&dir, command).await?,
         Command::Channel(command) => channel(&dir, command).await?,
+        Command::File(command) => files::file(&dir, command).await?,
+        Command::Files { target, json } => files::list(&dir, target, json).await?,
         Command::Later(_) | Command::Completions { .. } | Command::Man { .. } => {}
     }
     Ok(())

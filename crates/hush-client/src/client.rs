@@ -311,7 +311,7 @@ impl Client {
 
     /// Runs `f` on the engine and returns its answer. A transport failure marks the
     /// connection for a reconnect; what it was doing is finished or undone then.
-    async fn call<T, F>(&self, f: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, ClientError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Engine) -> LocalBoxFuture<'a, Result<T, ClientError>>

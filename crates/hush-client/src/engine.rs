@@ -220,7 +220,7 @@ impl Engine {
             &stored.username,
             stored.device_id,
             group,
-            text,
+            &hush_proto::content::ContentBody::Text(text.to_owned()),
         )?;
         Ok(row)
     }

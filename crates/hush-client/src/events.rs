@@ -204,6 +204,22 @@ pub enum Event {
         outgoing: bool,
         state: MessageState,
     },
+    /// P560: a file offered in a conversation (`hush file get FILE_ID` fetches it).
+    File {
+        row: i64,
+        id: String,
+        conversation: String,
+        from: String,
+        device: String,
+        sent_at_ms: i64,
+        file_id: String,
+        /// The sender's name for it, never a path to trust (P563).
+        name: String,
+        size: u64,
+        media_type: String,
+        outgoing: bool,
+        state: MessageState,
+    },
     /// A membership change, rendered from authenticated MLS state.
     Membership {
         row: i64,
@@ -266,6 +282,7 @@ impl Event {
     pub fn row(&self) -> Option<i64> {
         match self {
             Event::Message { row, .. }
+            | Event::File { row, .. }
             | Event::Security { row, .. }
             | Event::Membership { row, .. } => Some(*row),
             _ => None,
@@ -275,6 +292,7 @@ impl Event {
     pub fn conversation(&self) -> Option<&str> {
         match self {
             Event::Message { conversation, .. }
+            | Event::File { conversation, .. }
             | Event::Security { conversation, .. }
             | Event::Membership { conversation, .. }
             | Event::Delivery { conversation, .. } => Some(conversation),
@@ -304,6 +322,38 @@ impl Event {
                     "device": device,
                     "sent_at": rfc3339(*sent_at_ms),
                     "text": text,
+                });
+                if *outgoing {
+                    v["outgoing"] = json!(true);
+                    v["state"] = json!(state.as_str());
+                }
+                v
+            }
+            Event::File {
+                id,
+                conversation,
+                from,
+                device,
+                sent_at_ms,
+                file_id,
+                name,
+                size,
+                media_type,
+                outgoing,
+                state,
+                ..
+            } => {
+                let mut v = json!({
+                    "type": "file",
+                    "id": id,
+                    "conversation": conversation,
+                    "from": from,
+                    "device": device,
+                    "file_id": file_id,
+                    "name": name,
+                    "size": size,
+                    "media_type": media_type,
+                    "sent_at": rfc3339(*sent_at_ms),
                 });
                 if *outgoing {
                     v["outgoing"] = json!(true);
@@ -394,6 +444,26 @@ impl Event {
                 // One shape for 1:1 and groups, incoming and outgoing.
                 format!("[{}] {conversation} <{from}> {text}", minute(*sent_at_ms))
             }
+            Event::File {
+                conversation,
+                from,
+                sent_at_ms,
+                file_id,
+                name,
+                size,
+                media_type,
+                ..
+            } => format!(
+                "[{}] {conversation} <{from}> sent file {} ({}, {}): hush file get {file_id}",
+                minute(*sent_at_ms),
+                crate::files::display_name(name),
+                crate::files::human_size(*size),
+                if media_type.is_empty() {
+                    "unknown type"
+                } else {
+                    media_type
+                }
+            ),
             Event::Membership {
                 conversation,
                 kind,

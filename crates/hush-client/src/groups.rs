@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use hush_crypto::conversation::{Conversation, PendingCommit, PendingProposal};
 use hush_crypto::identity::validate_key_package;
 use hush_proto::ErrorCode;
+use hush_proto::content::ContentBody;
 use hush_proto::content::{GroupName, GroupState};
 use hush_proto::ids::{DeviceId, GroupId, Username};
 use hush_proto::pb::{self, client_frame::Body};
@@ -1105,13 +1106,24 @@ impl Messenger<'_> {
         text: &str,
     ) -> Result<i64, ClientError> {
         crate::messaging::check_text(text)?;
+        self.send_group_body(name, &ContentBody::Text(text.to_owned()))
+            .await
+    }
+
+    /// Sends `body` to the named group, after catching up and checking that no
+    /// verified member's key changed.
+    pub(crate) async fn send_group_body(
+        &self,
+        name: &GroupName,
+        body: &ContentBody,
+    ) -> Result<i64, ClientError> {
         self.flush_outbox().await?;
         self.sync().await?;
         let group = self.group_id(name)?;
         let conv = self.load_group(&self.provider(), group)?;
         let users: Vec<String> = self.roster_of(&conv).await?.into_keys().collect();
         self.check_not_blocked(&users)?;
-        self.send_in(group, text).await
+        self.send_in(group, body).await
     }
 
     /// P530: checks a relayed commit against the group's signed policy, then applies

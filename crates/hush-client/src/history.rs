@@ -18,8 +18,10 @@ pub struct Chat {
 }
 
 const SELECT: &str = "SELECT h.id, h.kind, h.message_id, h.sender, h.device, h.sent_at, h.text,
-        h.outgoing, h.state, COALESCE(c.name, lower(hex(h.group_id))), h.rejection
-    FROM history h LEFT JOIN conversations c ON c.group_id = h.group_id";
+        h.outgoing, h.state, COALESCE(c.name, lower(hex(h.group_id))), h.rejection,
+        lower(hex(f.file_id)), f.size, f.media_type
+    FROM history h LEFT JOIN conversations c ON c.group_id = h.group_id
+    LEFT JOIN file_offers f ON h.kind = 'file' AND f.message_id = h.message_id";
 
 fn rows(
     db: &Connection,
@@ -40,6 +42,8 @@ fn rows(
             let state: String = r.get(8)?;
             let conversation: String = r.get(9)?;
             let rejection: Option<String> = r.get(10)?;
+            let file: (Option<String>, Option<i64>, Option<String>) =
+                (r.get(11)?, r.get(12)?, r.get(13)?);
             Ok(if let Some(kind) = MembershipKind::parse(&kind) {
                 Event::Membership {
                     row,
@@ -48,6 +52,23 @@ fn rows(
                     member: text,
                     by: sender.unwrap_or_default(),
                     at_ms: at,
+                }
+            } else if let ("file", (Some(file_id), Some(size), Some(media_type))) =
+                (kind.as_str(), file)
+            {
+                Event::File {
+                    row,
+                    id: message_id.unwrap_or_default(),
+                    conversation,
+                    from: sender.unwrap_or_default(),
+                    device: device.unwrap_or_default(),
+                    sent_at_ms: at,
+                    file_id,
+                    name: text,
+                    size: size.max(0) as u64,
+                    media_type,
+                    outgoing,
+                    state: MessageState::parse(&state),
                 }
             } else if kind == "message" {
                 Event::Message {

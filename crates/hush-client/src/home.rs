@@ -26,7 +26,34 @@ const MIGRATIONS: &[&str] = &[
     HANDSHAKES,
     IDENTITIES,
     SETTINGS,
+    FILES,
 ];
+
+/// P560: files offered in conversations (with what opens them), and uploads not yet
+/// offered (so an interrupted one resumes with the same key and id).
+const FILES: &str = "
+    CREATE TABLE file_offers (
+        message_id TEXT PRIMARY KEY,
+        file_id    BLOB NOT NULL,
+        group_id   BLOB NOT NULL,
+        name       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        key        BLOB NOT NULL,
+        sha256     BLOB NOT NULL,
+        saved_to   TEXT
+    ) STRICT;
+    CREATE INDEX file_offers_by_file ON file_offers(file_id);
+    CREATE TABLE uploads (
+        file_id     BLOB PRIMARY KEY,
+        group_id    BLOB NOT NULL,
+        path        TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL,
+        key         BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+";
 
 /// This home's preferences, by name (`invitations`: P463).
 const SETTINGS: &str = "

@@ -34,6 +34,7 @@ mod engine;
 pub mod events;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod files;
 mod groups;
 mod handshake;
 pub mod history;
@@ -106,6 +107,10 @@ pub enum ClientError {
     Invalid(String),
     #[error("encryption: {0}")]
     Crypto(String),
+    /// A transfer stopped on request (Ctrl-C, a front end's cancel); what arrived is
+    /// kept and the same command resumes it.
+    #[error("the transfer was interrupted; run the same command again to resume it")]
+    Interrupted,
     #[error(
         "{user}'s account key changed since you verified it; nothing is sent until you \
          compare the new safety number with {user} and run `hush verify {user} --confirm`"

@@ -13,7 +13,7 @@ use hush_crypto::conversation::{Conversation, Incoming};
 use hush_crypto::identity::Identity;
 use hush_crypto::{CryptoError, Rejection};
 use hush_proto::ErrorCode;
-use hush_proto::content::Content;
+use hush_proto::content::{Content, ContentBody};
 use hush_proto::ids::{DeviceId, GroupId, MessageId, Username};
 use hush_proto::pb::{self, client_frame::Body};
 use hush_proto::response::{Account, Entry, EntryKind, Response};
@@ -689,21 +689,14 @@ impl<'a> Messenger<'a> {
         )
         .map_err(home_err)?;
         let outgoing = from == self.account.username.as_str();
-        db.execute(
-            "INSERT INTO history (group_id, kind, message_id, sender, device, sent_at, text, outgoing, state, unread)
-             VALUES (?1, 'message', ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8)",
-            params![
-                g,
-                content.message_id.to_string(),
-                from,
-                sender.to_string(),
-                content.sent_at_ms,
-                content.text,
-                outgoing,
-                !outgoing
-            ],
-        )
-        .map_err(home_err)?;
+        // A message from this account's other device is history here, not news.
+        let how = Stored {
+            outgoing,
+            state: MessageState::Received,
+            unread: !outgoing,
+            streamed: false,
+        };
+        store_content(self.home, e.group_id, &content, &from, sender, how)?;
         Ok(added + 1)
     }
 
@@ -800,30 +793,44 @@ impl<'a> Messenger<'a> {
     /// into the outbox, and returns the history row once the server holds it durably.
     pub(crate) async fn send_text(&self, peer: &Username, text: &str) -> Result<i64, ClientError> {
         check_text(text)?;
+        self.send_direct(peer, &ContentBody::Text(text.to_owned()))
+            .await
+    }
+
+    /// Sends `body` in the 1:1 conversation with `peer` (created if there is none).
+    pub(crate) async fn send_direct(
+        &self,
+        peer: &Username,
+        body: &ContentBody,
+    ) -> Result<i64, ClientError> {
         self.flush_outbox().await?;
         self.sync().await?;
         self.check_not_blocked(&[peer.to_string()])?;
         let group = self.direct(peer).await?;
-        self.send_in(group, text).await
+        self.send_in(group, body).await
     }
 
     /// Commits what others queued, encrypts into the outbox, and delivers.
-    pub(crate) async fn send_in(&self, group: GroupId, text: &str) -> Result<i64, ClientError> {
+    pub(crate) async fn send_in(
+        &self,
+        group: GroupId,
+        body: &ContentBody,
+    ) -> Result<i64, ClientError> {
         self.commit_pending_proposals(group).await?;
-        let (message_id, row) = self.compose(group, text)?;
+        let (message_id, row) = self.compose(group, body)?;
         self.deliver(message_id).await?;
         Ok(row)
     }
 
     /// Encrypts a message into the outbox and history, in one transaction.
-    fn compose(&self, group: GroupId, text: &str) -> Result<(MessageId, i64), ClientError> {
+    fn compose(&self, group: GroupId, body: &ContentBody) -> Result<(MessageId, i64), ClientError> {
         compose(
             self.home,
             self.identity,
             &self.account.username,
             self.account.device_id,
             group,
-            text,
+            body,
         )
     }
 
@@ -916,9 +923,14 @@ impl<'a> Messenger<'a> {
             .optional()
             .map_err(home_err)?;
         if let Some(row) = row
-            && let Ok(crate::events::Event::Message {
-                id, conversation, ..
-            }) = crate::history::by_row(self.home, row)
+            && let Ok(
+                crate::events::Event::Message {
+                    id, conversation, ..
+                }
+                | crate::events::Event::File {
+                    id, conversation, ..
+                },
+            ) = crate::history::by_row(self.home, row)
         {
             let _ = self.events.send(crate::events::Event::Delivery {
                 row,
@@ -1041,7 +1053,7 @@ pub(crate) fn compose(
     username: &Username,
     device: DeviceId,
     group: GroupId,
-    text: &str,
+    body: &ContentBody,
 ) -> Result<(MessageId, i64), ClientError> {
     let provider = Provider::new(home.db());
     home.write(|| {
@@ -1061,7 +1073,7 @@ pub(crate) fn compose(
             message_id: MessageId::from_bytes(random16()),
             seq: seq as u64,
             sent_at_ms: now_ms(),
-            text: text.to_owned(),
+            body: body.clone(),
         };
         let encoded = content.encode();
         let ciphertext = conv.encrypt(&provider, identity, &encoded)?;
@@ -1076,21 +1088,65 @@ pub(crate) fn compose(
             ],
         )
         .map_err(home_err)?;
-        db.execute(
-            "INSERT INTO history (group_id, kind, message_id, sender, device, sent_at, text, outgoing, state, streamed)
-             VALUES (?1, 'message', ?2, ?3, ?4, ?5, ?6, 1, 'sending', 1)",
-            params![
-                g,
-                content.message_id.to_string(),
-                username.as_str(),
-                device.to_string(),
-                content.sent_at_ms,
-                content.text
-            ],
-        )
-        .map_err(home_err)?;
-        Ok((content.message_id, db.last_insert_rowid()))
+        let how = Stored {
+            outgoing: true,
+            state: MessageState::Sending,
+            unread: false,
+            streamed: true,
+        };
+        let row = store_content(home, group, &content, username.as_str(), device, how)?;
+        Ok((content.message_id, row))
     })
+}
+
+/// How a message enters history.
+struct Stored {
+    outgoing: bool,
+    state: MessageState,
+    unread: bool,
+    /// Already shown (what this device sent is not news for `recv`).
+    streamed: bool,
+}
+
+/// Writes a message (text or file offer) to history, inside the caller's
+/// transaction; returns its row.
+fn store_content(
+    home: &Home,
+    group: GroupId,
+    content: &Content,
+    from: &str,
+    device: DeviceId,
+    how: Stored,
+) -> Result<i64, ClientError> {
+    let db = home.db();
+    let g = group.as_bytes().as_slice();
+    let (kind, text) = match &content.body {
+        ContentBody::Text(t) => ("message", t.as_str()),
+        ContentBody::File(f) => ("file", f.name.as_str()),
+    };
+    db.execute(
+        "INSERT INTO history (group_id, kind, message_id, sender, device, sent_at, text, outgoing, state, unread, streamed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            g,
+            kind,
+            content.message_id.to_string(),
+            from,
+            device.to_string(),
+            content.sent_at_ms,
+            text,
+            how.outgoing,
+            how.state.as_str(),
+            how.unread,
+            how.streamed
+        ],
+    )
+    .map_err(home_err)?;
+    let row = db.last_insert_rowid();
+    if let ContentBody::File(f) = &content.body {
+        crate::files::remember_offer(home, group, &content.message_id.to_string(), f)?;
+    }
+    Ok(row)
 }
 
 pub(crate) fn check_text(text: &str) -> Result<(), ClientError> {

@@ -161,7 +161,7 @@ fn main() {
         message_id: hush_proto::ids::MessageId::from_bytes([3; 16]),
         seq: 1,
         sent_at_ms: 1,
-        text: "hello".into(),
+        body: hush_proto::content::ContentBody::Text("hello".into()),
     };
     write("content", "seed-00", &content.encode());
     write(

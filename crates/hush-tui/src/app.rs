@@ -29,6 +29,8 @@ pub enum LineKind {
     Action,
     Notice,
     Security,
+    /// P560: a file offered; `/save` fetches it.
+    File,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct Line {
     pub state: Option<MessageState>,
     /// Names this account's user.
     pub mention: bool,
+    /// A file offer's id, for `/save`.
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +123,16 @@ pub enum Action {
         text: Option<String>,
     },
     Members(String),
+    /// `/file PATH`: send in the background.
+    SendFile {
+        target: String,
+        path: String,
+    },
+    /// `/save`: fetch an offered file in the background.
+    SaveFile {
+        file_id: String,
+        path: Option<String>,
+    },
     /// (Re)load the newest `limit` history events of `target`.
     History {
         target: String,
@@ -256,7 +270,12 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "file",
         "/file PATH",
-        "send a file (not available in this version yet)",
+        "send a file here, encrypted; the transfer runs in the background",
+    ),
+    (
+        "save",
+        "/save [N|ID] [PATH]",
+        "save the newest file offered here (or the Nth newest, or the one whose id starts with ID) to PATH or the current directory",
     ),
     (
         "verify",
@@ -407,6 +426,7 @@ impl App {
                 id: None,
                 state: None,
                 mention: false,
+                file: None,
             },
         );
     }
@@ -523,6 +543,7 @@ impl App {
                         id: Some(id.clone()),
                         state: outgoing.then_some(*state),
                         mention: !outgoing && mentions(text, &self.me),
+                        file: None,
                     },
                     *outgoing,
                 )
@@ -536,6 +557,7 @@ impl App {
                     id: None,
                     state: None,
                     mention: false,
+                    file: None,
                 },
                 false,
             ),
@@ -553,14 +575,49 @@ impl App {
                     id: None,
                     state: None,
                     mention: false,
+                    file: None,
                 },
                 false,
+            ),
+            Event::File {
+                id,
+                from,
+                sent_at_ms,
+                file_id,
+                name,
+                size,
+                outgoing,
+                state,
+                ..
+            } => (
+                Line {
+                    at_ms: *sent_at_ms,
+                    from: Some(from.clone()),
+                    text: printable(&format!(
+                        "[file {}] {} ({}){}",
+                        &file_id[..8.min(file_id.len())],
+                        name,
+                        hush_client::files::human_size(*size),
+                        if *outgoing { "" } else { " · /save" }
+                    )),
+                    kind: LineKind::File,
+                    id: Some(id.clone()),
+                    state: outgoing.then_some(*state),
+                    mention: false,
+                    file: Some(file_id.clone()),
+                },
+                *outgoing,
             ),
             _ => return,
         };
         let i = self.index_of(conversation);
         let mention = line.mention;
-        let alert = live && !outgoing && matches!(line.kind, LineKind::Message | LineKind::Action);
+        let alert = live
+            && !outgoing
+            && matches!(
+                line.kind,
+                LineKind::Message | LineKind::Action | LineKind::File
+            );
         let summary = format!(
             "{} in {}: {}",
             line.from.as_deref().unwrap_or("hush"),
@@ -962,9 +1019,46 @@ impl App {
                 }
                 Some(Action::History { target, limit })
             }
-            ("file", [_path]) => {
-                self.say("/file is not available in this version of hush yet.");
-                None
+            ("file", [_, ..]) => {
+                let target = self.current().name.clone();
+                if target == STATUS {
+                    self.say("Pick a conversation first.");
+                    return None;
+                }
+                let path = cmd.trim_start()["file".len()..].trim().to_owned();
+                Some(Action::SendFile { target, path })
+            }
+            ("save", args) if args.len() <= 2 => {
+                let pick = args.first().copied();
+                let path = args.get(1).map(|p| (*p).to_owned());
+                let offers: Vec<&str> = self
+                    .current()
+                    .lines
+                    .iter()
+                    .rev()
+                    .filter_map(|l| l.file.as_deref())
+                    .collect();
+                let chosen = match pick {
+                    None => offers.first().copied(),
+                    Some(n) if n.len() <= 2 && n.parse::<usize>().is_ok() => n
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .and_then(|n| offers.get(n).copied()),
+                    Some(prefix) => offers.iter().copied().find(|f| f.starts_with(prefix)),
+                };
+                match chosen {
+                    Some(file_id) => Some(Action::SaveFile {
+                        file_id: file_id.to_owned(),
+                        path,
+                    }),
+                    None => {
+                        self.say(
+                            "no such file offered in this conversation (scroll up, or /history)",
+                        );
+                        None
+                    }
+                }
             }
             ("verify", [user]) => Some(Action::Verify((*user).to_owned())),
             ("shutdown", []) => Some(Action::Shutdown),

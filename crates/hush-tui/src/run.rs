@@ -8,8 +8,11 @@ use std::io::Write;
 use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use futures::StreamExt;
 use hush_client::events::{ConnectionState, Event};
+use hush_client::files::{Progress, display_name, human_size};
 use hush_client::hush_proto::content::GroupName;
+use hush_client::hush_proto::ids::FileId;
 use hush_client::{Client, ClientError, Target};
+use std::ops::ControlFlow;
 
 use hush_client::hush_proto::ids::Username;
 
@@ -17,10 +20,92 @@ use crate::app::{Action, App, Ask, Connection, FIRST_LOAD};
 use crate::config::{Config, Notify};
 use crate::ui;
 
+/// Lines from background transfers for the status pane.
+type Notes = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// A progress callback that reports each quarter of a transfer.
+fn quarters(notes: Notes, what: String) -> impl FnMut(Progress) -> ControlFlow<()> + Send {
+    let mut said = 0;
+    move |p: Progress| {
+        let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
+        let quarter = pct / 25;
+        if quarter > said && pct < 100 {
+            said = quarter;
+            let _ = notes.send(format!(
+                "{what}: {pct}% ({} of {})",
+                human_size(p.done),
+                human_size(p.total)
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `/file PATH`, off the interactive loop: chat goes on meanwhile.
+fn send_file(client: &Client, notes: &Notes, target: String, path: String) {
+    let (client, notes) = (client.clone(), notes.clone());
+    tokio::spawn(async move {
+        let to = match Target::parse(&target) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = notes.send(e.to_string());
+                return;
+            }
+        };
+        let path = std::path::PathBuf::from(path);
+        let label = format!("sending {}", path.display());
+        let _ = notes.send(format!("{label}…"));
+        let mut on = quarters(notes.clone(), label);
+        let said = match client.send_file(&to, &path, None, &mut on).await {
+            Ok(sent) => format!(
+                "sent file {} ({}, {}) to {target}",
+                sent.file_id,
+                display_name(&sent.name),
+                human_size(sent.size)
+            ),
+            Err(e) => format!("could not send {}: {e}", path.display()),
+        };
+        let _ = notes.send(said);
+    });
+}
+
+/// `/save`, off the interactive loop.
+fn save_file(client: &Client, notes: &Notes, file_id: String, path: Option<String>) {
+    let (client, notes) = (client.clone(), notes.clone());
+    tokio::spawn(async move {
+        let id = match FileId::parse_hex(&file_id) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = notes.send(e.to_string());
+                return;
+            }
+        };
+        let label = format!("fetching {}", &file_id[..8.min(file_id.len())]);
+        let mut on = quarters(notes.clone(), label);
+        let output = path.map(std::path::PathBuf::from);
+        let said = match client.get_file(id, output.as_deref(), false, &mut on).await {
+            Ok(saved) => format!(
+                "saved {} ({})",
+                saved.path.display(),
+                human_size(saved.size)
+            ),
+            Err(e) => format!("could not save the file: {e}"),
+        };
+        let _ = notes.send(said);
+    });
+}
+
 /// Runs one command; `Ok(false)` to quit.
-async fn perform(client: &Client, app: &mut App, action: Action) -> Result<bool, ClientError> {
+async fn perform(
+    client: &Client,
+    app: &mut App,
+    notes: &Notes,
+    action: Action,
+) -> Result<bool, ClientError> {
     match action {
         Action::Quit => return Ok(false),
+        Action::SendFile { target, path } => send_file(client, notes, target, path),
+        Action::SaveFile { file_id, path } => save_file(client, notes, file_id, path),
         Action::Send { target, text } => send(client, app, &target, &text).await,
         Action::Open { user, text } => {
             let name = match Username::parse(&user) {
@@ -376,9 +461,11 @@ async fn event_loop(
     notify: Notify,
 ) -> Result<(), ClientError> {
     let mut keys = EventStream::new();
+    let (notes, mut noted) = tokio::sync::mpsc::unbounded_channel::<String>();
     draw(terminal, app, notify)?;
     loop {
         tokio::select! {
+            Some(note) = noted.recv() => app.say(&note),
             key = keys.next() => {
                 let action = match key {
                     Some(Ok(TermEvent::Key(k))) if k.kind == KeyEventKind::Press => app.on_key(k),
@@ -393,7 +480,7 @@ async fn event_loop(
                     let local = matches!(action, Action::Quit | Action::History { .. } | Action::Send { .. });
                     if offline && !local {
                         app.say("offline: try again once connected");
-                    } else if !perform(client, app, action).await? {
+                    } else if !perform(client, app, &notes, action).await? {
                         return Ok(());
                     }
                 }

@@ -62,7 +62,7 @@ fn line_rows(app: &App, line: &Line, columns: usize, out: &mut Vec<TextLine<'sta
     )];
     let from = line.from.clone().unwrap_or_default();
     let (text_style, marker) = match line.kind {
-        LineKind::Message => {
+        LineKind::Message | LineKind::File => {
             prefix.push(Span::styled(
                 format!("<{from}> "),
                 Style::default()

@@ -178,14 +178,12 @@ fn slash_commands_and_their_errors() {
             .text
             .contains("usage: /history")
     );
-    assert_eq!(run(&mut app, "/file notes.txt"), None);
-    assert!(
-        app.current()
-            .lines
-            .last()
-            .unwrap()
-            .text
-            .contains("not available")
+    assert_eq!(
+        run(&mut app, "/file notes.txt"),
+        Some(Action::SendFile {
+            target: "#team".into(),
+            path: "notes.txt".into()
+        })
     );
     assert_eq!(
         run(&mut app, "/verify ben"),
@@ -792,5 +790,77 @@ fn key_bindings_come_from_the_config() {
         app.on_key(ctrl('c')),
         Some(Action::Quit),
         "Ctrl-C always quits"
+    );
+}
+
+fn offer(conversation: &str, from: &str, file_id: &str, name: &str, row: i64) -> Event {
+    Event::File {
+        row,
+        id: format!("{row:032x}"),
+        conversation: conversation.into(),
+        from: from.into(),
+        device: "11".repeat(16),
+        sent_at_ms: 1_767_225_600_000,
+        file_id: file_id.into(),
+        name: name.into(),
+        size: 3 * 1024 * 1024,
+        media_type: "application/pdf".into(),
+        outgoing: false,
+        state: hush_client::events::MessageState::Received,
+    }
+}
+
+#[test]
+fn file_offers_are_shown_and_saved_with_file_and_save() {
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    app.on_event(&message("ben", "ben", "here it comes"), true);
+    app.on_key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::ALT));
+    app.on_event(
+        &offer("ben", "ben", &"ab".repeat(16), "report\u{1b}[2J.pdf", 2),
+        true,
+    );
+    app.on_event(&offer("ben", "ben", &"cd".repeat(16), "notes.txt", 3), true);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let shown = draw(&mut terminal, &app);
+    assert!(shown.contains("<ben> [file abababab] report"), "{shown}");
+    assert!(shown.contains("[2J.pdf (3.0 MiB)"), "{shown}");
+    assert!(
+        shown.contains("[file cdcdcdcd] notes.txt (3.0 MiB)"),
+        "{shown}"
+    );
+    assert!(!shown.contains('\u{1b}'));
+
+    typed(&mut app, "/save");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::SaveFile {
+            file_id: "cd".repeat(16),
+            path: None
+        }),
+        "the newest offer"
+    );
+    typed(&mut app, "/save 2 /tmp/x.pdf");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::SaveFile {
+            file_id: "ab".repeat(16),
+            path: Some("/tmp/x.pdf".into())
+        })
+    );
+    typed(&mut app, "/save abab");
+    assert!(matches!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::SaveFile { file_id, .. }) if file_id == "ab".repeat(16)
+    ));
+    typed(&mut app, "/save 9");
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    typed(&mut app, "/file /home/ann/My Report.pdf");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::SendFile {
+            target: "ben".into(),
+            path: "/home/ann/My Report.pdf".into()
+        }),
+        "a path may hold spaces"
     );
 }
