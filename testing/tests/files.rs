@@ -61,7 +61,13 @@ fn p560_a_file_reaches_recv_history_and_disk_while_the_server_holds_only_ciphert
     let data = content(3 * 1024 * 1024 + 12_345);
     let path = write_file(work.path(), "report.bin", &data);
 
-    let out = ok(&ann.run("", &["file", "send", "ben", path.to_str().unwrap()]));
+    let sent = ann.run("", &["file", "send", "ben", path.to_str().unwrap()]);
+    assert!(
+        sent.stderr.is_empty(),
+        "no progress bar when stderr is not a terminal: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let out = ok(&sent);
     let line = out.trim();
     assert!(
         line.starts_with("sent file ") && line.ends_with("(report.bin, 3.0 MiB) to ben"),
@@ -494,4 +500,40 @@ fn files_equal(a: &Path, b: &Path) -> bool {
             return false;
         }
     }
+}
+
+#[test]
+fn p562_p564_a_file_goes_when_its_uploader_deletes_it_or_its_time_is_up() {
+    let server = Server::with_limits("file_retention_secs = 2\nprune_interval_secs = 1");
+    let v = hush_testing::registered(&server, &["ann", "ben", "cat"], PW);
+    let work = tempfile::tempdir().unwrap();
+    let path = write_file(work.path(), "a.txt", b"first");
+    let first = send_file(&v[0], "ben", &path, &[])["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    v[1].recv(3);
+    // Only the uploader's user may withdraw it.
+    fails(
+        &v[1].run("", &["file", "delete", &first]),
+        3,
+        "only its uploader",
+    );
+    let out = ok(&v[0].run("", &["file", "delete", &first]));
+    assert!(out.contains("deleted file"), "{out}");
+    assert!(blob_files(&server).is_empty());
+    fails(&v[1].run("", &["file", "get", &first]), 1, "no such file");
+
+    let second = write_file(work.path(), "b.txt", b"second");
+    send_file(&v[0], "cat", &second, &[]);
+    assert_eq!(blob_files(&server).len(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !blob_files(&server).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not delete the file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(server.wait_for_log("retention pass deleted files"));
 }

@@ -267,3 +267,52 @@ fn register_asks_about_the_server_key_before_the_password() {
     let s = wait_for(&session.0, "exit=");
     assert!(s.contains("registered zed") && s.contains("exit=0"), "{s}");
 }
+
+/// `/file` sends in the background while the UI stays live; an offer that arrives is
+/// drawn with its id, and `/save` writes it where asked (P560).
+#[test]
+fn tui_in_tmux_sends_and_saves_files() {
+    if !have_tmux() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let ann = Client::new();
+    ok(&ann.register(&server, "ann", PW, &[]));
+    let ben = Client::new();
+    ok(&ben.register(&server, "ben", PW, &[]));
+    let work = tempfile::tempdir().unwrap();
+    let outgoing = work.path().join("notes.txt");
+    std::fs::write(&outgoing, "from the tui").unwrap();
+
+    let guard = start_tui(ann.home.path(), "files", 100, 30);
+    let name = guard.0.clone();
+    wait_for(&name, "online");
+    tmux(&["send-keys", "-t", &name, "/msg ben", "Enter"]);
+    wait_for(&name, "to ben");
+    tmux(&["send-keys", "-t", &name, "here it comes", "Enter"]);
+    wait_for(&name, "<ann> here it comes");
+    let command = format!("/file {}", outgoing.display());
+    tmux(&["send-keys", "-t", &name, &command, "Enter"]);
+    wait_for(&name, "sent file");
+    wait_for(&name, "notes.txt (12 bytes)");
+    let offer = ben
+        .recv(10)
+        .into_iter()
+        .find(|e| e["type"] == "file")
+        .expect("ben got the offer");
+    assert_eq!(offer["name"], "notes.txt");
+
+    let back = work.path().join("reply.txt");
+    std::fs::write(&back, "from the cli").unwrap();
+    ok(&ben.run("", &["file", "send", "ann", back.to_str().unwrap()]));
+    wait_for(&name, "reply.txt (12 bytes) · /save");
+    let into = tempfile::tempdir().unwrap();
+    let command = format!("/save 1 {}", into.path().display());
+    tmux(&["send-keys", "-t", &name, &command, "Enter"]);
+    wait_for(&name, "saved ");
+    assert_eq!(
+        std::fs::read_to_string(into.path().join("reply.txt")).unwrap(),
+        "from the cli"
+    );
+    tmux(&["send-keys", "-t", &name, "C-c"]);
+}
