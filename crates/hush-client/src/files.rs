@@ -64,17 +64,7 @@ pub struct Offered {
 
 /// `1.5 MiB`, `300 KiB`, `10 bytes`.
 pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} bytes");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    hush_proto::human_bytes(n)
 }
 
 /// An offered name as it may be shown: control characters replaced.

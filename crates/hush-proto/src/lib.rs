@@ -45,6 +45,22 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 /// The version this build prefers.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// A byte count as people read it, for messages on both sides: `10 bytes`,
+/// `1.5 KiB`, `3.0 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// Why an inbound frame was refused. Each variant maps to one [`ErrorCode`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -78,5 +94,16 @@ impl ProtoError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(super::human_bytes(10), "10 bytes");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(1536 * 1024 * 1024), "1.5 GiB");
+        assert_eq!(super::human_bytes(1 << 30), "1.0 GiB");
     }
 }

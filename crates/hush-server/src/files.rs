@@ -15,24 +15,7 @@ use crate::ServerState;
 use crate::accounts::{Authenticated, Refusal};
 use crate::clock::random;
 
-/// `1.5 GiB`, `300 MiB`, `12 KiB`, `10 bytes`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} bytes");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v.fract() < 0.05 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use hush_proto::human_bytes;
 
 fn blob_failed(what: &str, id: FileId, e: BlobError) -> Refusal {
     tracing::error!(file = %id, what, error = %e, "blob store");
@@ -257,17 +240,4 @@ pub async fn expire(st: &ServerState) -> Result<usize, hush_store::StoreError> {
         }
     }
     Ok(gone.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn sizes_read_like_a_person_writes_them() {
-        assert_eq!(human_bytes(10), "10 bytes");
-        assert_eq!(human_bytes(12 * 1024), "12 KiB");
-        assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
-        assert_eq!(human_bytes(1 << 30), "1 GiB");
-    }
 }
