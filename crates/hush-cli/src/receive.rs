@@ -56,7 +56,7 @@ pub async fn run(
         };
         match &event {
             // This home's own outgoing messages are not news.
-            Event::Message { outgoing: true, .. } => {}
+            Event::Message { outgoing: true, .. } | Event::File { outgoing: true, .. } => {}
             e if e.row().is_some_and(|r| r > last) => {
                 print(e, json)?;
                 last = e.row().unwrap_or(last);
