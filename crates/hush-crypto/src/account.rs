@@ -52,6 +52,13 @@ impl AccountPublicKey {
         &self.0
     }
 
+    /// Whether `signature` is this account's over `msg` (for records other modules
+    /// define, each with its own context prefix in `msg`).
+    pub(crate) fn verifies(&self, msg: &[u8], signature: &[u8; 64]) -> bool {
+        self.verifying()
+            .is_ok_and(|k| k.verify(msg, &Signature::from_bytes(signature)).is_ok())
+    }
+
     fn verifying(&self) -> Result<VerifyingKey, CryptoError> {
         VerifyingKey::from_bytes(&self.0).map_err(|e| identity_err(format!("account key: {e}")))
     }
@@ -110,6 +117,11 @@ impl AccountKey {
 
     pub fn public(&self) -> AccountPublicKey {
         AccountPublicKey(self.signing.verifying_key().to_bytes())
+    }
+
+    /// Signs `msg`, which must start with a context of its own record kind.
+    pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
+        self.signing.sign(msg).to_bytes()
     }
 
     /// Signs a device's certificate (P541).

@@ -19,6 +19,7 @@
 )]
 
 pub mod account;
+pub mod backup;
 pub mod conversation;
 pub mod file;
 pub mod identity;
