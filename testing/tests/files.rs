@@ -44,6 +44,11 @@ fn blob_files(server: &Server) -> Vec<PathBuf> {
     files_below(&blobs(server))
 }
 
+/// `hush file get ID --output DIR`.
+fn get_into(c: &Client, id: &str, dir: &Path) -> std::process::Output {
+    c.run("", &["file", "get", id, "--output", dir.to_str().unwrap()])
+}
+
 /// `hush file send` with --json, parsed.
 #[track_caller]
 fn send_file(c: &Client, to: &str, path: &Path, extra: &[&str]) -> serde_json::Value {
@@ -109,16 +114,7 @@ fn p560_a_file_reaches_recv_history_and_disk_while_the_server_holds_only_ciphert
     );
 
     let down = tempfile::tempdir().unwrap();
-    let got = ok(&ben.run(
-        "",
-        &[
-            "file",
-            "get",
-            &file_id,
-            "--output",
-            down.path().to_str().unwrap(),
-        ],
-    ));
+    let got = ok(&get_into(ben, &file_id, down.path()));
     assert!(got.contains("saved file"), "{got}");
     assert_eq!(std::fs::read(down.path().join("report.bin")).unwrap(), data);
     assert_eq!(
@@ -138,20 +134,7 @@ fn p560_a_file_reaches_recv_history_and_disk_while_the_server_holds_only_ciphert
             .ends_with("report.bin")
     );
     // Never overwritten without --force.
-    fails(
-        &ben.run(
-            "",
-            &[
-                "file",
-                "get",
-                &file_id,
-                "--output",
-                down.path().to_str().unwrap(),
-            ],
-        ),
-        1,
-        "--force",
-    );
+    fails(&get_into(ben, &file_id, down.path()), 1, "--force");
     fails(&ben.run("", &["file", "get", "not-an-id"]), 2, "file_id");
 }
 
@@ -218,16 +201,7 @@ fn p562_a_tampered_blob_is_refused_and_leaves_no_file() {
     ] {
         std::fs::write(&blob, &bytes).unwrap();
         let down = tempfile::tempdir().unwrap();
-        let out = v[1].run(
-            "",
-            &[
-                "file",
-                "get",
-                &id,
-                "--output",
-                down.path().to_str().unwrap(),
-            ],
-        );
+        let out = get_into(&v[1], &id, down.path());
         fails(&out, 1, "integrity check");
         assert_eq!(
             std::fs::read_dir(down.path()).unwrap().count(),
@@ -238,16 +212,7 @@ fn p562_a_tampered_blob_is_refused_and_leaves_no_file() {
     // The intact blob still opens.
     std::fs::write(&blob, &original).unwrap();
     let down = tempfile::tempdir().unwrap();
-    ok(&v[1].run(
-        "",
-        &[
-            "file",
-            "get",
-            &id,
-            "--output",
-            down.path().to_str().unwrap(),
-        ],
-    ));
+    ok(&get_into(&v[1], &id, down.path()));
     assert_eq!(std::fs::read(down.path().join("data.bin")).unwrap(), data);
 }
 
