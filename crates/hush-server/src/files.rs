@@ -17,7 +17,15 @@ use crate::clock::random;
 
 pub use hush_proto::human_bytes;
 
-fn blob_failed(what: &str, id: FileId, e: BlobError) -> Refusal {
+fn blob_failed(st: &ServerState, what: &str, id: FileId, e: BlobError) -> Refusal {
+    if let BlobError::Io(io) = &e
+        && io.kind() == std::io::ErrorKind::StorageFull
+    {
+        // P451: the disk is full; the reserve is given back so acks go on.
+        tracing::error!(file = %id, what, "refused: the disk holding the files is full");
+        st.reserve.on_full();
+        return hush_store::StoreError::StorageFull.into();
+    }
     tracing::error!(file = %id, what, error = %e, "blob store");
     Refusal::new(
         ErrorCode::Internal,
@@ -126,14 +134,14 @@ pub async fn upload(
                 format!("the server holds {have} bytes of this file; resume from there"),
             ));
         }
-        Err(e) => return Err(blob_failed("append", id, e)),
+        Err(e) => return Err(blob_failed(st, "append", id, e)),
     };
     let complete = received == f.size;
     if complete {
         st.blobs
             .seal(id)
             .await
-            .map_err(|e| blob_failed("seal", id, e))?;
+            .map_err(|e| blob_failed(st, "seal", id, e))?;
         st.store.complete_file(id).await?;
         tracing::info!(file = %id, size = f.size, "file upload complete");
     }
@@ -145,7 +153,7 @@ pub async fn status(st: &ServerState, auth: &Authenticated, id: FileId) -> Resul
     let f = visible(st, auth, id).await?;
     let received = match st.blobs.status(id).await {
         Ok(s) => s.map_or(0, |s| s.len),
-        Err(e) => return Err(blob_failed("status", id, e)),
+        Err(e) => return Err(blob_failed(st, "status", id, e)),
     };
     Ok(Body::FileInfo(pb::FileInfo {
         size: f.size,
@@ -179,7 +187,7 @@ pub async fn download(
         .blobs
         .read(id, offset, u64::from(len))
         .await
-        .map_err(|e| blob_failed("read", id, e))?;
+        .map_err(|e| blob_failed(st, "read", id, e))?;
     Ok(Body::FileData(pb::FileData {
         offset,
         data: data.into(),
@@ -193,7 +201,7 @@ pub async fn fetched(st: &ServerState, auth: &Authenticated, id: FileId) -> Resu
         st.blobs
             .delete(id)
             .await
-            .map_err(|e| blob_failed("delete", id, e))?;
+            .map_err(|e| blob_failed(st, "delete", id, e))?;
         tracing::info!(file = %id, "every recipient fetched the file; deleted");
     }
     Ok(Body::FileFetched(pb::FileFetchedOk {}))
@@ -212,7 +220,7 @@ pub async fn delete(st: &ServerState, auth: &Authenticated, id: FileId) -> Resul
     st.blobs
         .delete(id)
         .await
-        .map_err(|e| blob_failed("delete", id, e))?;
+        .map_err(|e| blob_failed(st, "delete", id, e))?;
     tracing::info!(file = %id, user = %auth.username, "file deleted by its uploader");
     Ok(Body::FileDeleted(pb::FileDeleted {}))
 }
