@@ -199,7 +199,6 @@ fn plain_done(sealed: u64, size: u64) -> u64 {
 struct Upload {
     file_id: FileId,
     key: FileKey,
-    group: GroupId,
 }
 
 struct UploadPlan {
@@ -521,7 +520,6 @@ impl Client {
                                 .map_err(|e| home_err(e.to_string()))?,
                             key: FileKey::from_slice(&key)
                                 .map_err(|_| home_err("a stored upload key is damaged"))?,
-                            group,
                         }),
                         None => None,
                     };
@@ -567,7 +565,6 @@ impl Client {
                 let up = Upload {
                     file_id,
                     key: FileKey::generate(),
-                    group: plan.group,
                 };
                 let record = (
                     file_id.as_bytes().to_vec(),
@@ -577,6 +574,15 @@ impl Client {
                 );
                 self.call(move |e| {
                     Box::pin(async move {
+                        // An earlier upload of this file the server forgot is
+                        // replaced, not kept forever.
+                        e.home
+                            .db()
+                            .execute(
+                                "DELETE FROM uploads WHERE group_id = ?1 AND path = ?2",
+                                params![record.1, record.2],
+                            )
+                            .map_err(home_err)?;
                         e.home
                             .db()
                             .execute(
@@ -613,7 +619,6 @@ impl Client {
             media_type: media_type_of(&path).to_owned(),
         };
         let target = target.clone();
-        let group = up.group;
         let event = self
             .call(move |e| {
                 Box::pin(async move {
@@ -631,7 +636,6 @@ impl Client {
                             [offer.file_id.as_bytes().as_slice()],
                         )
                         .map_err(home_err)?;
-                    let _ = group;
                     crate::history::by_row(&e.home, row)
                 })
             })
