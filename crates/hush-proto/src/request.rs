@@ -35,6 +35,12 @@ pub const MAX_FETCH: u32 = 500;
 pub const MAX_IDS: usize = 2000;
 /// Most sealed file bytes one `FileUpload` or `FileDownload` carries (P561, P562).
 pub const MAX_FILE_PIECE: usize = 1 << 20;
+/// P572: the largest sealed backup chunk.
+pub const MAX_BACKUP_CHUNK: usize = 1 << 20;
+/// P572: a signed backup head: count, chain digest, time, Ed25519 signature.
+pub const BACKUP_HEAD_LEN: usize = 8 + 32 + 8 + 64;
+/// P571: the largest wrapped backup key (nonce, key, tag and room to spare).
+pub const MAX_WRAPPED_KEY: usize = 256;
 
 /// A validated client frame.
 #[derive(Debug)]
@@ -204,6 +210,23 @@ pub enum Request {
     FileDelete {
         file_id: FileId,
     },
+    /// P570.
+    BackupStatus,
+    /// P571: at least one of them; each at most [`MAX_WRAPPED_KEY`] bytes.
+    BackupKeys {
+        wrapped_password: Option<Bytes>,
+        wrapped_recovery: Option<Bytes>,
+    },
+    /// P572: `chunk` is 1 to [`MAX_BACKUP_CHUNK`] bytes, `head` [`BACKUP_HEAD_LEN`].
+    BackupAppend {
+        index: u64,
+        chunk: Bytes,
+        head: Bytes,
+    },
+    /// P573.
+    BackupFetch {
+        from: u64,
+    },
 }
 
 /// P550: what makes a named group a channel.
@@ -282,6 +305,10 @@ impl Request {
             Request::FileDownload { .. } => "file_download",
             Request::FileFetched { .. } => "file_fetched",
             Request::FileDelete { .. } => "file_delete",
+            Request::BackupStatus => "backup_status",
+            Request::BackupKeys { .. } => "backup_keys",
+            Request::BackupAppend { .. } => "backup_append",
+            Request::BackupFetch { .. } => "backup_fetch",
         }
     }
 }
@@ -752,6 +779,45 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         Body::FileDelete(pb::FileDelete { file_id }) => Request::FileDelete {
             file_id: FileId::from_slice(&file_id)?,
         },
+        Body::BackupStatus(pb::BackupStatus {}) => Request::BackupStatus,
+        Body::BackupKeys(pb::BackupKeys {
+            wrapped_password,
+            wrapped_recovery,
+        }) => {
+            let optional = |field, b: Bytes| -> Result<Option<Bytes>, ProtoError> {
+                if b.is_empty() {
+                    Ok(None)
+                } else {
+                    blob(field, b, MAX_WRAPPED_KEY).map(Some)
+                }
+            };
+            let wrapped_password = optional("wrapped_password", wrapped_password)?;
+            let wrapped_recovery = optional("wrapped_recovery", wrapped_recovery)?;
+            if wrapped_password.is_none() && wrapped_recovery.is_none() {
+                return Err(ProtoError::invalid(
+                    "wrapped_password",
+                    "give a wrapped key to keep",
+                ));
+            }
+            Request::BackupKeys {
+                wrapped_password,
+                wrapped_recovery,
+            }
+        }
+        Body::BackupAppend(pb::BackupAppend { index, chunk, head }) => {
+            if head.len() != BACKUP_HEAD_LEN {
+                return Err(ProtoError::invalid(
+                    "head",
+                    format!("must be {BACKUP_HEAD_LEN} bytes"),
+                ));
+            }
+            Request::BackupAppend {
+                index,
+                chunk: blob("chunk", chunk, MAX_BACKUP_CHUNK)?,
+                head,
+            }
+        }
+        Body::BackupFetch(pb::BackupFetch { from }) => Request::BackupFetch { from },
         Body::AnswerRequest(pb::AnswerRequest { inviter, accept }) => Request::AnswerRequest {
             inviter: Username::parse(&inviter)?,
             accept,

@@ -256,6 +256,25 @@ pub enum Response {
     },
     FileFetched,
     FileDeleted,
+    /// P570: `head` is `None` when there is no backup yet.
+    BackupInfo(BackupSummary),
+    BackupKeysSet,
+    BackupAppended {
+        count: u64,
+    },
+    /// P573: in the order the server gives them (the client checks it).
+    BackupChunks(Vec<(u64, bytes::Bytes)>),
+}
+
+/// P570: what the server holds of a user's backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub count: u64,
+    pub head: Option<bytes::Bytes>,
+    pub bytes: u64,
+    pub updated_at_ms: i64,
+    pub wrapped_password: Option<bytes::Bytes>,
+    pub wrapped_recovery: Option<bytes::Bytes>,
 }
 
 /// One channel as listed (P554).
@@ -318,6 +337,10 @@ impl Response {
             Response::FileData { .. } => "file_data",
             Response::FileFetched => "file_fetched",
             Response::FileDeleted => "file_deleted",
+            Response::BackupInfo(_) => "backup_info",
+            Response::BackupKeysSet => "backup_keys_set",
+            Response::BackupAppended { .. } => "backup_appended",
+            Response::BackupChunks(_) => "backup_chunks",
         }
     }
 }
@@ -603,6 +626,50 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
         }
         Body::FileFetched(pb::FileFetchedOk {}) => Response::FileFetched,
         Body::FileDeleted(pb::FileDeleted {}) => Response::FileDeleted,
+        Body::BackupInfo(pb::BackupInfo {
+            count,
+            head,
+            bytes,
+            updated_at_ms,
+            wrapped_password,
+            wrapped_recovery,
+        }) => {
+            use crate::request::{BACKUP_HEAD_LEN, MAX_WRAPPED_KEY};
+            let head = match (count, head.len()) {
+                (0, 0) => None,
+                (_, BACKUP_HEAD_LEN) => Some(head),
+                _ => return Err(ProtoError::invalid("head", "malformed backup head")),
+            };
+            let wrapped = |field, b: bytes::Bytes| {
+                if b.len() > MAX_WRAPPED_KEY {
+                    Err(ProtoError::invalid(field, "too long"))
+                } else {
+                    Ok((!b.is_empty()).then_some(b))
+                }
+            };
+            Response::BackupInfo(BackupSummary {
+                count,
+                head,
+                bytes,
+                updated_at_ms,
+                wrapped_password: wrapped("wrapped_password", wrapped_password)?,
+                wrapped_recovery: wrapped("wrapped_recovery", wrapped_recovery)?,
+            })
+        }
+        Body::BackupKeysSet(pb::BackupKeysSet {}) => Response::BackupKeysSet,
+        Body::BackupAppended(pb::BackupAppended { count }) => Response::BackupAppended { count },
+        Body::BackupChunks(pb::BackupChunks { chunks }) => Response::BackupChunks(
+            chunks
+                .into_iter()
+                .map(|c| {
+                    if c.data.is_empty() || c.data.len() > crate::request::MAX_BACKUP_CHUNK {
+                        Err(ProtoError::invalid("chunks", "a chunk out of range"))
+                    } else {
+                        Ok((c.index, c.data))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
     };
     Ok(ServerResponse {
         request_id: frame.request_id,

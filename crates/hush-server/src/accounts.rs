@@ -106,6 +106,20 @@ impl From<StoreError> for Refusal {
                     crate::files::human_bytes(limit)
                 ),
             ),
+            StoreError::QuotaExceeded {
+                quota: hush_store::Quota::BackupBytes,
+                limit,
+            } => Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the backup would pass the {} this server keeps per account",
+                    crate::files::human_bytes(limit)
+                ),
+            ),
+            StoreError::BackupConflict { count } => Refusal::new(
+                ErrorCode::BackupConflict,
+                format!("the backup holds {count} chunks now: read its head and append after it"),
+            ),
             e @ StoreError::QuotaExceeded { .. } => {
                 Refusal::new(ErrorCode::QuotaExceeded, e.to_string())
             }

@@ -136,6 +136,8 @@ pub struct Limits {
     /// A file is deleted this long after its upload began, fetched or not (P564).
     #[serde(rename = "file_retention_secs", with = "secs")]
     pub file_retention: Duration,
+    /// Bytes of encrypted backup one account may keep on the server (P572).
+    pub account_backup_bytes: u64,
 }
 
 impl Default for Limits {
@@ -176,6 +178,7 @@ impl Default for Limits {
             max_file_bytes: 1024 * 1024 * 1024,
             account_file_bytes: 4 * 1024 * 1024 * 1024,
             file_retention: Duration::from_secs(30 * 86_400),
+            account_backup_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -224,6 +227,7 @@ impl Limits {
             ("devices_per_account", self.devices_per_account),
             ("group_max_devices", self.group_max_devices),
             ("max_file_bytes", self.max_file_bytes),
+            ("account_backup_bytes", self.account_backup_bytes),
             (
                 "key_package_claims_per_minute",
                 u64::from(self.key_package_claims_per_minute),
@@ -371,6 +375,10 @@ impl Limits {
             (
                 "account_file_bytes",
                 "Bytes of files one account may hold on the server at once.",
+            ),
+            (
+                "account_backup_bytes",
+                "Bytes of encrypted backup one account may keep on the server.",
             ),
             (
                 "file_retention_secs",

@@ -25,6 +25,7 @@
 )]
 
 pub mod accounts;
+pub mod backups;
 pub mod channels;
 pub mod clock;
 pub mod config;

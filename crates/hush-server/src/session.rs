@@ -1106,6 +1106,15 @@ async fn dispatch(
                 } => crate::files::download(st, &auth, file_id, offset, len).await,
                 Request::FileFetched { file_id } => crate::files::fetched(st, &auth, file_id).await,
                 Request::FileDelete { file_id } => crate::files::delete(st, &auth, file_id).await,
+                Request::BackupStatus => crate::backups::status(st, &auth).await,
+                Request::BackupKeys {
+                    wrapped_password,
+                    wrapped_recovery,
+                } => crate::backups::keys(st, &auth, wrapped_password, wrapped_recovery).await,
+                Request::BackupAppend { index, chunk, head } => {
+                    crate::backups::append(st, &auth, index, chunk, head).await
+                }
+                Request::BackupFetch { from } => crate::backups::fetch(st, &auth, from).await,
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,
                     "already authenticated",

@@ -11,6 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod backups;
 mod files;
 pub mod migrations;
 mod pool;
@@ -1806,6 +1807,34 @@ impl Store for SqliteStore {
         before_ms: i64,
     ) -> Result<Vec<hush_proto::ids::FileId>, StoreError> {
         self.run(move |conn| files::expire(conn, before_ms)).await
+    }
+
+    async fn backup(&self, user: UserId) -> Result<Option<hush_store::BackupRecord>, StoreError> {
+        self.read(move |conn| backups::get(conn, user)).await
+    }
+
+    async fn set_backup_keys(
+        &self,
+        user: UserId,
+        wrapped_password: Option<Vec<u8>>,
+        wrapped_recovery: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| backups::set_keys(conn, user, wrapped_password, wrapped_recovery))
+            .await
+    }
+
+    async fn append_backup(&self, chunk: hush_store::NewBackupChunk) -> Result<u64, StoreError> {
+        self.run(move |conn| backups::append(conn, &chunk)).await
+    }
+
+    async fn backup_chunks(
+        &self,
+        user: UserId,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.read(move |conn| backups::chunks(conn, user, from, max_bytes))
+            .await
     }
 
     async fn delete_channel(&self, group: GroupId) -> Result<(), StoreError> {

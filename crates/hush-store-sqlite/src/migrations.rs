@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_two_factor.sql"),
     include_str!("../migrations/0009_channels.sql"),
     include_str!("../migrations/0010_files.sql"),
+    include_str!("../migrations/0011_backups.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

@@ -56,6 +56,7 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     two_factor(store).await;
     channels(store).await;
     files(store).await;
+    backups(store).await;
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -1960,4 +1961,123 @@ async fn files<S: Store + ?Sized>(store: &S) {
             .unwrap()
     );
     assert!(store.expire_files(i64::MAX).await.unwrap().is_empty());
+}
+
+/// P570–P573: a backup is appended to in order only, its head moves with its chunks in
+/// one step, its keys are kept field by field, and it goes with its user.
+async fn backups<S: Store + ?Sized>(store: &S) {
+    use crate::NewBackupChunk;
+    store.create_user(user(130, "bk_ann")).await.unwrap();
+    store.create_user(user(131, "bk_ben")).await.unwrap();
+    let ann = UserId::from_bytes([130; 16]);
+    let ben = UserId::from_bytes([131; 16]);
+    assert_eq!(store.backup(ann).await.unwrap(), None, "none yet");
+    assert!(
+        store
+            .backup_chunks(ann, 0, 1 << 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let chunk = |index: u64, len: usize, now_ms: i64| NewBackupChunk {
+        user: ann,
+        index,
+        chunk: vec![index as u8 + 1; len],
+        head: vec![index as u8; 112],
+        now_ms,
+        max_bytes: 1_000,
+    };
+    assert_eq!(store.append_backup(chunk(0, 300, 10)).await.unwrap(), 1);
+    assert_eq!(store.append_backup(chunk(1, 300, 20)).await.unwrap(), 2);
+    assert!(matches!(
+        store.append_backup(chunk(1, 10, 30)).await,
+        Err(StoreError::BackupConflict { count: 2 })
+    ));
+    assert!(matches!(
+        store.append_backup(chunk(3, 10, 30)).await,
+        Err(StoreError::BackupConflict { count: 2 })
+    ));
+    assert!(matches!(
+        store.append_backup(chunk(2, 401, 30)).await,
+        Err(StoreError::QuotaExceeded {
+            quota: Quota::BackupBytes,
+            limit: 1_000
+        })
+    ));
+    let r = store.backup(ann).await.unwrap().unwrap();
+    assert_eq!(
+        (r.count, r.bytes, r.updated_ms),
+        (2, 600, 20),
+        "refusals changed nothing"
+    );
+    assert_eq!(r.head, vec![1; 112], "the head of the last append");
+    assert_eq!(
+        (r.wrapped_password.clone(), r.wrapped_recovery.clone()),
+        (None, None)
+    );
+    store
+        .set_backup_keys(ann, Some(b"pw".to_vec()), Some(b"rk".to_vec()))
+        .await
+        .unwrap();
+    store
+        .set_backup_keys(ann, None, Some(b"rk2".to_vec()))
+        .await
+        .unwrap();
+    let r = store.backup(ann).await.unwrap().unwrap();
+    assert_eq!(r.wrapped_password.as_deref(), Some(&b"pw"[..]));
+    assert_eq!(r.wrapped_recovery.as_deref(), Some(&b"rk2"[..]));
+    assert_eq!(r.count, 2, "keys leave the chunks alone");
+    let all = store.backup_chunks(ann, 0, 1 << 20).await.unwrap();
+    assert_eq!(all, vec![(0, vec![1; 300]), (1, vec![2; 300])], "in order");
+    assert_eq!(
+        store.backup_chunks(ann, 0, 400).await.unwrap().len(),
+        1,
+        "bounded"
+    );
+    assert_eq!(
+        store.backup_chunks(ann, 0, 10).await.unwrap().len(),
+        1,
+        "at least one"
+    );
+    assert_eq!(
+        store.backup_chunks(ann, 1, 1 << 20).await.unwrap(),
+        vec![(1, vec![2; 300])]
+    );
+    assert!(
+        store
+            .backup_chunks(ann, 2, 1 << 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .backup_chunks(ann, u64::MAX, 1 << 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.backup(ben).await.unwrap(),
+        None,
+        "one user's backup only"
+    );
+    assert!(matches!(
+        store
+            .set_backup_keys(UserId::from_bytes([139; 16]), Some(vec![1]), None)
+            .await,
+        Err(StoreError::UserNotFound)
+    ));
+    store
+        .delete_user(&Username::parse("bk_ann").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.backup(ann).await.unwrap(), None, "gone with the user");
+    assert!(
+        store
+            .backup_chunks(ann, 0, 1 << 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

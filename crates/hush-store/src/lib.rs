@@ -48,6 +48,9 @@ pub enum StoreError {
     /// P451: the disk (or the database's size limit) is full; nothing was stored.
     #[error("the server's storage is full")]
     StorageFull,
+    /// P572: the backup holds `count` chunks, not the index appended; nothing stored.
+    #[error("the backup already holds {count} chunks")]
+    BackupConflict { count: u64 },
     /// The backend failed (I/O, corruption, lost connection); the operation did not
     /// take effect.
     #[error("storage backend: {0}")]
@@ -395,6 +398,31 @@ pub trait Store: Send + Sync + 'static {
         &self,
         before_ms: i64,
     ) -> Result<Vec<hush_proto::ids::FileId>, StoreError>;
+
+    /// P570: the user's backup; `None` when it has neither chunks nor keys.
+    async fn backup(&self, user: UserId) -> Result<Option<BackupRecord>, StoreError>;
+
+    /// P571: keeps the wrapped backup keys given (`None`: keep the one held).
+    async fn set_backup_keys(
+        &self,
+        user: UserId,
+        wrapped_password: Option<Vec<u8>>,
+        wrapped_recovery: Option<Vec<u8>>,
+    ) -> Result<(), StoreError>;
+
+    /// P572: appends one chunk and makes its head current, atomically; returns the
+    /// new count. `BackupConflict` unless `chunk.index` is the count held,
+    /// `QuotaExceeded{BackupBytes}` past `chunk.max_bytes`.
+    async fn append_backup(&self, chunk: NewBackupChunk) -> Result<u64, StoreError>;
+
+    /// P573: chunks `from` on, in order, until `max_bytes` would be passed (at least
+    /// one if there is one).
+    async fn backup_chunks(
+        &self,
+        user: UserId,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
     /// Retention (P453): removes undelivered entries stored before `expire_before_ms`
     /// (their devices' missed counts go up) and the idempotency records of sends and

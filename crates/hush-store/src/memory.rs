@@ -8,10 +8,10 @@ use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, UserId, Username};
 use hush_proto::response::{Entry, EntryKind};
 
 use crate::{
-    ChannelRecord, ChannelUpdate, Claimed, Delivered, DeviceRecord, FileRecord, GroupRecord,
-    HeldRequest, MailboxPage, NewCommit, NewDevice, NewFile, NewGroup, NewInvite, NewMessage,
-    NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError, TwoFactor, UserRecord,
-    UserSummary,
+    BackupRecord, ChannelRecord, ChannelUpdate, Claimed, Delivered, DeviceRecord, FileRecord,
+    GroupRecord, HeldRequest, MailboxPage, NewBackupChunk, NewCommit, NewDevice, NewFile, NewGroup,
+    NewInvite, NewMessage, NewUser, Owner, Pruned, Quota, Quotas, Session, Store, StoreError,
+    TwoFactor, UserRecord, UserSummary,
 };
 
 /// One-time key packages, and the last-resort one.
@@ -81,6 +81,8 @@ struct State {
     channel_steps: std::collections::HashSet<(GroupId, UserId, u64)>,
     /// P560: files by id.
     files: BTreeMap<hush_proto::ids::FileId, FileRecord>,
+    /// P570: backups by user, with their chunks in order.
+    backups: BTreeMap<UserId, (BackupRecord, Vec<Vec<u8>>)>,
 }
 
 #[derive(Clone)]
@@ -656,6 +658,7 @@ impl Store for MemoryStore {
             s.two_factor.remove(&id);
             s.pending_totp.remove(&id);
             s.files.retain(|_, f| f.uploader_user != id);
+            s.backups.remove(&id);
             Ok(())
         })
     }
@@ -1508,6 +1511,78 @@ impl Store for MemoryStore {
                 s.files.remove(id);
             }
             Ok(old)
+        })
+    }
+
+    async fn backup(&self, user: UserId) -> Result<Option<BackupRecord>, StoreError> {
+        self.with(|s| Ok(s.backups.get(&user).map(|(r, _)| r.clone())))
+    }
+
+    async fn set_backup_keys(
+        &self,
+        user: UserId,
+        wrapped_password: Option<Vec<u8>>,
+        wrapped_recovery: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| {
+            if !s.users.contains_key(&user) {
+                return Err(StoreError::UserNotFound);
+            }
+            let (r, _) = s.backups.entry(user).or_default();
+            if wrapped_password.is_some() {
+                r.wrapped_password = wrapped_password;
+            }
+            if wrapped_recovery.is_some() {
+                r.wrapped_recovery = wrapped_recovery;
+            }
+            Ok(())
+        })
+    }
+
+    async fn append_backup(&self, c: NewBackupChunk) -> Result<u64, StoreError> {
+        self.with(|s| {
+            if !s.users.contains_key(&c.user) {
+                return Err(StoreError::UserNotFound);
+            }
+            let (r, chunks) = s.backups.entry(c.user).or_default();
+            if c.index != r.count {
+                return Err(StoreError::BackupConflict { count: r.count });
+            }
+            let bytes = r.bytes + c.chunk.len() as u64;
+            if bytes > c.max_bytes {
+                return Err(StoreError::QuotaExceeded {
+                    quota: Quota::BackupBytes,
+                    limit: c.max_bytes,
+                });
+            }
+            chunks.push(c.chunk);
+            r.count += 1;
+            r.bytes = bytes;
+            r.head = c.head;
+            r.updated_ms = c.now_ms;
+            Ok(r.count)
+        })
+    }
+
+    async fn backup_chunks(
+        &self,
+        user: UserId,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.with(|s| {
+            let mut out = Vec::new();
+            let mut total = 0usize;
+            if let Some((_, chunks)) = s.backups.get(&user) {
+                for (i, c) in chunks.iter().enumerate().skip(from as usize) {
+                    if !out.is_empty() && total + c.len() > max_bytes {
+                        break;
+                    }
+                    total += c.len();
+                    out.push((i as u64, c.clone()));
+                }
+            }
+            Ok(out)
         })
     }
 

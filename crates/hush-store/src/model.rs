@@ -339,6 +339,8 @@ pub enum Quota {
     FileSize,
     /// ... or the bytes of all the files a user holds on the server.
     FileBytes,
+    /// P572: the bytes of a user's encrypted backup.
+    BackupBytes,
 }
 
 impl fmt::Display for Quota {
@@ -353,6 +355,7 @@ impl fmt::Display for Quota {
             Quota::RequestBytes => "bytes in an invitation from someone not yet accepted",
             Quota::FileSize => "bytes in one file",
             Quota::FileBytes => "bytes of files held on the server per user",
+            Quota::BackupBytes => "bytes of encrypted backup per user",
         })
     }
 }
@@ -429,4 +432,30 @@ pub struct FileRecord {
     pub recipients: Vec<DeviceId>,
     /// Those of `recipients` that fetched it, by id.
     pub fetched: Vec<DeviceId>,
+}
+
+/// P572: the next chunk of a user's backup.
+#[derive(Debug, Clone)]
+pub struct NewBackupChunk {
+    pub user: UserId,
+    /// Must be the number of chunks held (`BackupConflict` otherwise).
+    pub index: u64,
+    pub chunk: Vec<u8>,
+    /// The signed head naming the backup with this chunk; kept as the current one.
+    pub head: Vec<u8>,
+    pub now_ms: i64,
+    /// `QuotaExceeded{BackupBytes}` if the backup would then hold more.
+    pub max_bytes: u64,
+}
+
+/// P570: what the server holds of a user's backup (all of it opaque to the server).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupRecord {
+    pub count: u64,
+    /// Empty until the first chunk.
+    pub head: Vec<u8>,
+    pub bytes: u64,
+    pub updated_ms: i64,
+    pub wrapped_password: Option<Vec<u8>>,
+    pub wrapped_recovery: Option<Vec<u8>>,
 }
