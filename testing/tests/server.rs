@@ -105,7 +105,7 @@ fn unreachable_server_and_missing_account_have_distinct_exit_codes() {
     let out = c.run(PW, &["file", "send", "ben", "notes.txt"]);
     fails(&out, 3, "not logged in");
     fails(&c.run(PW, &["files"]), 3, "not logged in");
-    fails(&c.run(PW, &["backup", "now"]), 6, "not available");
+    fails(&c.run(PW, &["backup", "now"]), 3, "not logged in");
     // Usage errors are 2: a malformed fingerprint, an unknown flag or subcommand.
     let out = c.run(
         PW,

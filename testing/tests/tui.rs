@@ -264,8 +264,19 @@ fn register_asks_about_the_server_key_before_the_password() {
     tmux(&["send-keys", "-t", &session.0, PW, "Enter"]);
     wait_for(&session.0, "Password again:");
     tmux(&["send-keys", "-t", &session.0, PW, "Enter"]);
+    // On a terminal the home's passphrase is asked for (no echo), twice.
+    wait_for(&session.0, "Passphrase to encrypt this home");
+    tmux(&["send-keys", "-t", &session.0, "tmux home phrase", "Enter"]);
+    wait_for(&session.0, "The same passphrase again:");
+    tmux(&["send-keys", "-t", &session.0, "tmux home phrase", "Enter"]);
     let s = wait_for(&session.0, "exit=");
     assert!(s.contains("registered zed") && s.contains("exit=0"), "{s}");
+    assert!(s.contains("recovery key: "), "{s}");
+    assert!(
+        !s.contains("tmux home phrase"),
+        "the passphrase was echoed:\n{s}"
+    );
+    assert!(hush_client::home::is_encrypted(home.path()));
 }
 
 /// `/file` sends in the background while the UI stays live; an offer that arrives is

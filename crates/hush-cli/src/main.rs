@@ -9,6 +9,7 @@
 //! account key changed (run `hush verify USER --confirm` after checking); 8 a second
 //! factor (authenticator code) is missing, wrong or used; 9 a channel's password is
 //! wrong or missing; 10 too many wrong channel passwords or codes (wait, then retry).
+mod backup;
 mod config;
 mod files;
 mod output;
@@ -33,7 +34,7 @@ use hush_client::trust::FirstUse;
 use hush_client::{Client, ClientError, ClientOptions, Enrolment, Target};
 use std::io::IsTerminal;
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet, 7 a verified contact's key changed, 8 code missing/wrong/used, 9 channel password wrong, 10 too many wrong channel attempts.";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 authentication refused, 4 server key not trusted, 5 server unreachable, 6 not available yet, 7 a verified contact's key changed, 8 code missing/wrong/used, 9 channel password wrong, 10 too many wrong channel attempts, 11 the home's passphrase is missing or wrong, 12 the backup on the server failed its check (tampered, truncated or rolled back).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,6 +70,10 @@ struct Global {
     /// Read the password as one line of standard input (otherwise HUSH_PASSWORD, or a prompt).
     #[arg(long, global = true)]
     password_stdin: bool,
+    /// Read the passphrase of an encrypted home as one line of standard input (after the
+    /// password when both are read); otherwise HUSH_PASSPHRASE, or a prompt.
+    #[arg(long, global = true)]
+    passphrase_stdin: bool,
     /// Print text even where HOME/hush.toml sets `output = "json"`.
     #[arg(long = "text", global = true)]
     text_output: bool,
@@ -94,6 +99,9 @@ enum Command {
         /// Invite code, for servers that require one.
         #[arg(long, value_name = "CODE")]
         invite: Option<String>,
+        /// Keep this home unencrypted at rest (file permissions only protect it).
+        #[arg(long)]
+        no_passphrase: bool,
     },
     /// Log in to an existing account; this home becomes a new device.
     Login {
@@ -108,6 +116,15 @@ enum Command {
         /// on a terminal when needed and not given).
         #[arg(long)]
         code: Option<String>,
+        /// Restore the account's history from its encrypted backup, without asking.
+        #[arg(long, conflicts_with = "no_restore")]
+        restore: bool,
+        /// Do not restore (and do not ask).
+        #[arg(long)]
+        no_restore: bool,
+        /// Keep this home unencrypted at rest (file permissions only protect it).
+        #[arg(long)]
+        no_passphrase: bool,
     },
     /// End this device's session and forget the account in this home.
     Logout {
@@ -241,8 +258,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    #[command(flatten)]
-    Later(Later),
+    /// The account's encrypted backup on the server: now, status, restore, recovery-key.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// This home on disk: encrypt it at rest, or say whether it is.
+    #[command(subcommand)]
+    Home(HomeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Upload the history the backup does not have yet (it also goes up by itself a
+    /// few seconds after new messages, and when hush closes).
+    Now,
+    /// The last backup's time and size, and whether it holds everything.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the whole backup, then add its history to this home (marked as restored).
+    Restore {
+        /// Open the backup with the recovery key (given here, or from HUSH_RECOVERY_KEY,
+        /// a prompt, or one line of standard input) instead of this home's key.
+        #[arg(long, value_name = "KEY", num_args = 0..=1)]
+        recovery_key: Option<Option<String>>,
+    },
+    /// Make a new recovery key (shown once); the old one stops opening the backup.
+    RecoveryKey,
+}
+
+#[derive(Subcommand, Debug)]
+enum HomeCommand {
+    /// Encrypt this home at rest under a passphrase (asked twice on a terminal, or
+    /// HUSH_PASSPHRASE, or --passphrase-stdin).
+    Encrypt,
+    /// Whether this home is encrypted at rest.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -439,27 +495,6 @@ enum GroupCommand {
     },
 }
 
-/// Commands of the product that later versions bring; they say so clearly.
-#[derive(Subcommand, Debug)]
-enum Later {
-    /// Encrypted backups of this home's history (not available yet).
-    Backup(Rest),
-}
-
-#[derive(Args, Debug)]
-struct Rest {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
-impl Later {
-    fn name(&self) -> &'static str {
-        match self {
-            Later::Backup(_) => "backup",
-        }
-    }
-}
-
 /// An error with the exit code it maps to.
 struct Failure {
     code: u8,
@@ -497,6 +532,8 @@ impl From<anyhow::Error> for Failure {
             ) => 4,
             Some(e) if e.is_transport() => 5,
             Some(ClientError::IdentityChanged { .. }) => 7,
+            Some(ClientError::PassphraseNeeded | ClientError::WrongPassphrase) => 11,
+            Some(ClientError::Backup(_)) => 12,
             _ => 1,
         };
         Failure { code, error }
@@ -620,13 +657,18 @@ async fn enrol(
     server: &str,
     global: &Global,
     trusted: Option<Fingerprint>,
+    unlock: &hush_client::home::Unlock,
     enrolment: impl Fn() -> Enrolment,
 ) -> Result<(Client, Account), Failure> {
     let policy = match trusted {
         Some(fp) => FirstUse::Expect(fp),
         None => first_use(global)?,
     };
-    match Client::enrol(dir, server, policy, enrolment(), ClientOptions::default()).await {
+    let options = || ClientOptions {
+        unlock: unlock.clone(),
+        ..ClientOptions::default()
+    };
+    match Client::enrol(dir, server, policy, enrolment(), options()).await {
         Err(ClientError::UnknownServer { server, presented }) if prompt::interactive() => {
             if prompt::confirm_server(&server, presented)? {
                 Ok(Client::enrol(
@@ -634,7 +676,7 @@ async fn enrol(
                     &server,
                     FirstUse::Expect(presented),
                     enrolment(),
-                    ClientOptions::default(),
+                    options(),
                 )
                 .await?)
             } else {
@@ -702,7 +744,7 @@ fn tui_config(dir: &std::path::Path) -> Result<hush_tui::config::Config, Failure
 }
 
 async fn open(dir: &std::path::Path) -> Result<Client, Failure> {
-    Ok(Client::open(dir, ClientOptions::default()).await?)
+    Ok(Client::open(dir, backup::options(dir)?).await?)
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -718,15 +760,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cli::command().print_help().ok();
         return Ok(());
     };
-    if let Command::Later(later) = &command {
-        return Err(Failure {
-            code: 6,
-            error: anyhow::anyhow!(
-                "`hush {}` is not available in this version of hush yet",
-                later.name()
-            ),
-        });
-    }
+    backup::passphrase_from_stdin(global.passphrase_stdin);
     // From the clap definitions; no home needed.
     match &command {
         Command::Completions { shell } => {
@@ -756,6 +790,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             display_name,
             email,
             invite,
+            no_passphrase,
         } => {
             let config = config::Config::load(&dir)?;
             let server = config.server(server);
@@ -770,15 +805,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 email,
                 device_name: device_name(),
             };
-            let (client, account) =
-                enrol(&dir, &server, &global, trusted, || Enrolment::Register {
+            let unlock = backup::unlock_new(&dir, no_passphrase)?;
+            let (client, account) = enrol(&dir, &server, &global, trusted, &unlock, || {
+                Enrolment::Register {
                     username: username.clone(),
                     password: password.clone(),
                     invite: invite.clone(),
                     profile: profile.clone(),
-                })
-                .await?;
+                }
+            })
+            .await?;
             let server = client.stored_account().await?.server;
+            let recovery = client.take_recovery_key().await;
             // Closing waits for the first sync, which publishes this device's key
             // packages so others can reach it.
             client.close().await;
@@ -786,6 +824,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "registered {} on {server} (device {})",
                 account.username, account.device_id
             );
+            match &recovery {
+                Some(key) => backup::show_recovery_key(key),
+                None => eprintln!(
+                    "warning: backups are off for this account (the server did not keep the backup key; see the log)"
+                ),
+            }
+            backup::warn_if_plaintext(&dir);
             if account.admin {
                 println!(
                     "{} is the first account on this server, so it administers it (`hushd user` manages accounts)",
@@ -800,6 +845,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             server,
             username,
             code,
+            restore,
+            no_restore,
+            no_passphrase,
         } => {
             let config = config::Config::load(&dir)?;
             let server = config.server(server);
@@ -808,6 +856,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let trusted = trust_first(&dir, &server, &global).await?;
             let password = prompt::password(global.password_stdin, false)?;
             let mut factor = code.as_deref().map(parse_second_factor).transpose()?;
+            let unlock = backup::unlock_new(&dir, no_passphrase)?;
             let login = |factor: Option<SecondFactor>| Enrolment::Login {
                 username: username.clone(),
                 password: password.clone(),
@@ -815,7 +864,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 second_factor: factor,
             };
             let (client, account) = loop {
-                match enrol(&dir, &server, &global, trusted, || login(factor.clone())).await {
+                match enrol(&dir, &server, &global, trusted, &unlock, || {
+                    login(factor.clone())
+                })
+                .await
+                {
                     Err(f)
                         if needs_second_factor(&f) && factor.is_none() && prompt::interactive() =>
                     {
@@ -827,11 +880,41 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             };
             let server = client.stored_account().await?.server;
-            client.close().await;
             println!(
                 "logged in as {} on {server} (new device {})",
                 account.username, account.device_id
             );
+            let restored = if restore {
+                Some(backup::restore(&client, None).await)
+            } else if !no_restore && prompt::interactive() {
+                match client.backup_status().await {
+                    Ok(s) if s.enabled && s.chunks > 0 => {
+                        let answer = prompt::line(&format!(
+                            "This account has a backup ({}). Restore its history here? [Y/n] ",
+                            hush_client::files::human_size(s.bytes)
+                        ))?;
+                        if answer.is_empty() || answer.eq_ignore_ascii_case("y") {
+                            Some(backup::restore(&client, None).await)
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            client.close().await;
+            match restored {
+                Some(Ok(r)) => backup::say_restored(&r),
+                Some(Err(e)) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("logged in, but the history was not restored (`hush backup restore` tries again)")
+                        .into());
+                }
+                None => {}
+            }
+            backup::warn_if_plaintext(&dir);
         }
         Command::Logout { force } => {
             let client = open(&dir).await?;
@@ -974,7 +1057,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => {
             let limit = config::Config::load(&dir)?.history_limit(limit);
-            let client = Client::open(&dir, ClientOptions::offline()).await?;
+            let client = Client::open(
+                &dir,
+                ClientOptions {
+                    unlock: backup::unlock(&dir)?,
+                    ..ClientOptions::offline()
+                },
+            )
+            .await?;
             for e in client.history(&target, limit).await? {
                 output::event(&e, json).context("writing output")?;
             }
@@ -1058,8 +1148,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::TwoFa(command) => two_factor(&dir, command).await?,
         Command::Channel(command) => channel(&dir, command).await?,
         Command::File(command) => files::file(&dir, command).await?,
+        Command::Backup(command) => backup::backup(&dir, command).await?,
+        Command::Home(command) => backup::home(&dir, command)?,
         Command::Files { target, json } => files::list(&dir, target, json).await?,
-        Command::Later(_) | Command::Completions { .. } | Command::Man { .. } => {}
+        Command::Completions { .. } | Command::Man { .. } => {}
     }
     Ok(())
 }

@@ -58,6 +58,50 @@ pub fn secret(
     Ok(pw)
 }
 
+/// A home's passphrase from `HUSH_PASSPHRASE`, one line of stdin
+/// (`--passphrase-stdin`), or a no-echo prompt (`confirm` asks twice); `None` when
+/// none of them can give one, or the prompt was answered with nothing and `optional`.
+pub fn passphrase(
+    from_stdin: bool,
+    what: &str,
+    confirm: bool,
+    optional: bool,
+) -> anyhow::Result<Option<Zeroizing<String>>> {
+    let p = if let Ok(p) = std::env::var("HUSH_PASSPHRASE") {
+        Zeroizing::new(p)
+    } else if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the passphrase from standard input")?;
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else if interactive() {
+        let first = Zeroizing::new(
+            rpassword::prompt_password(format!("{what}: ")).context("reading the passphrase")?,
+        );
+        if first.is_empty() && optional {
+            return Ok(None);
+        }
+        if confirm {
+            let again = Zeroizing::new(
+                rpassword::prompt_password("The same passphrase again: ")
+                    .context("reading the passphrase")?,
+            );
+            if *again != *first {
+                bail!("the passphrases differ; nothing was changed");
+            }
+        }
+        first
+    } else {
+        return Ok(None);
+    };
+    if p.is_empty() {
+        bail!("the passphrase is empty");
+    }
+    Ok(Some(p))
+}
+
 const ADJECTIVES: &[&str] = &[
     "quiet", "brave", "calm", "eager", "gentle", "jolly", "lucky", "mellow", "nimble", "proud",
     "rapid", "silent", "sunny", "witty", "amber", "cosmic", "frosty", "misty", "rusty", "velvet",

@@ -39,6 +39,15 @@ fn opaque_err(e: opaque_ke::errors::ProtocolError) -> ClientError {
     ClientError::Protocol(format!("OPAQUE: {e}"))
 }
 
+/// A new device's session, with the account key and the OPAQUE export key of the
+/// registration or login (the backup key's password wrap, P571).
+pub(crate) struct Enrolled {
+    pub account: Account,
+    pub token: SessionToken,
+    pub account_key: AccountKey,
+    pub export_key: Zeroizing<Vec<u8>>,
+}
+
 /// Creates an account with a fresh account key (P540), sealed for the user's later
 /// devices under the OPAQUE export key (P542); this connection becomes its first
 /// device's session.
@@ -48,7 +57,7 @@ pub(crate) async fn register(
     password: Zeroizing<Vec<u8>>,
     invite: Option<String>,
     profile: &Profile,
-) -> Result<(Account, SessionToken, AccountKey), ClientError> {
+) -> Result<Enrolled, ClientError> {
     let start =
         ClientRegistration::<OpaqueSuite>::start(&mut OsRng, &password).map_err(opaque_err)?;
     let challenge = conn
@@ -85,7 +94,12 @@ pub(crate) async fn register(
         }))
         .await?;
     match done {
-        Response::Registered { account, token } => Ok((account, token, account_key)),
+        Response::Registered { account, token } => Ok(Enrolled {
+            account,
+            token,
+            account_key,
+            export_key: Zeroizing::new(finish.export_key.to_vec()),
+        }),
         other => Err(unexpected(&other)),
     }
 }
@@ -98,7 +112,7 @@ pub(crate) async fn login(
     password: Zeroizing<Vec<u8>>,
     device_name: Option<String>,
     second_factor: Option<&SecondFactor>,
-) -> Result<(Account, SessionToken, AccountKey), ClientError> {
+) -> Result<Enrolled, ClientError> {
     let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, &password).map_err(opaque_err)?;
     let challenge = conn
         .request(Body::LoginStart(pb::LoginStart {
@@ -144,7 +158,12 @@ pub(crate) async fn login(
                 )
             });
             match opened {
-                Ok(key) => Ok((account, token, key)),
+                Ok(key) => Ok(Enrolled {
+                    account,
+                    token,
+                    account_key: key,
+                    export_key: Zeroizing::new(finish.export_key.to_vec()),
+                }),
                 Err(e) => {
                     // The device the server just made would be useless: end it.
                     if let Err(err) = logout(conn).await {

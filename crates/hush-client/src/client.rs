@@ -39,6 +39,9 @@ pub struct ClientOptions {
     /// Never connect: only local commands (history, chats) work. For reading a home
     /// without waiting on the network.
     pub offline: bool,
+    /// The passphrase of a home encrypted at rest; given to a new or plaintext home,
+    /// it encrypts it (ADR 0006).
+    pub unlock: crate::home::Unlock,
     /// Test-only: answers to drop (see [`crate::faults`]).
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
@@ -241,6 +244,7 @@ impl Client {
         let events = events_tx.clone();
         let faults = options.fault_rules();
         let offline = options.offline;
+        let unlock = options.unlock.clone();
         let spawned = std::thread::Builder::new()
             .name("hush-engine".into())
             .spawn(move || {
@@ -256,7 +260,7 @@ impl Client {
                     }
                 };
                 runtime.block_on(async move {
-                    let engine = Home::open(&dir).and_then(|home| {
+                    let engine = Home::open_with(&dir, &unlock).and_then(|home| {
                         if init.is_none() && home.account()?.is_none() {
                             return Err(ClientError::NoAccount);
                         }
@@ -954,7 +958,8 @@ async fn enrol(
         engine.faults.clone(),
     )
     .await?;
-    let (account, token, account_key) = match enrolment {
+    let registering = matches!(enrolment, Enrolment::Register { .. });
+    let enrolled = match enrolment {
         Enrolment::Register {
             username,
             password,
@@ -977,12 +982,32 @@ async fn enrol(
             .await?
         }
     };
+    let account::Enrolled {
+        account,
+        token,
+        account_key,
+        export_key,
+    } = enrolled;
     engine
         .home
         .save_account(&account::stored(conn.server(), &account, token))?;
     engine
         .home
         .save_account_key(account.username.as_str(), &account_key)?;
+    // P571: the backup key. The account exists now either way: a server that cannot
+    // keep backups leaves this device without them, and says why in the log.
+    if registering {
+        match crate::backup::set_up(&engine.home, &conn, &export_key, &account_key).await {
+            Ok(recovery) => engine.fresh_recovery = Some(recovery),
+            Err(e) => {
+                tracing::warn!(error = %e, "backups are off: the backup key could not be stored")
+            }
+        }
+    } else if let Err(e) =
+        crate::backup::adopt_key(&engine.home, &conn, &export_key, &account_key).await
+    {
+        tracing::warn!(error = %e, "backups are off: the account's backup key did not open");
+    }
     engine.adopt(conn, account.clone())?;
     Ok(account)
 }

@@ -32,6 +32,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Pause before retrying a sync that failed locally (not the network).
 const LOCAL_RETRY: Duration = Duration::from_secs(2);
+/// New history waits this long for more before it is backed up (one chunk per batch).
+const BACKUP_DELAY: Duration = Duration::from_secs(5);
+/// How long closing waits for the last backup.
+const BACKUP_ON_CLOSE: Duration = Duration::from_secs(5);
 
 /// A command for the engine: runs on the engine's thread with the engine borrowed.
 pub(crate) type Job = Box<dyn for<'a> FnOnce(&'a mut Engine) -> LocalBoxFuture<'a, ()> + Send>;
@@ -59,6 +63,10 @@ pub(crate) struct Engine {
     state: watch::Sender<ConnectionState>,
     /// The newest history row published on the event stream.
     published: i64,
+    /// The recovery key made at registration, until the front end takes it to show.
+    pub(crate) fresh_recovery: Option<hush_crypto::backup::RecoveryKey>,
+    /// When new history is due for the backup (P572).
+    backup_due: Option<tokio::time::Instant>,
 }
 
 /// Errors after which reconnecting cannot help: the engine stops trying.
@@ -135,6 +143,8 @@ impl Engine {
             events,
             state,
             published,
+            fresh_recovery: None,
+            backup_due: None,
         })
     }
 
@@ -169,10 +179,52 @@ impl Engine {
         let _ = self.events.send(e);
     }
 
+    /// Rows committed so far are not published (restored history is not news).
+    pub(crate) fn skip_published(&mut self) -> Result<(), ClientError> {
+        self.published = self.published.max(crate::history::last_row(&self.home)?);
+        Ok(())
+    }
+
+    /// Uploads new history to the backup; a failure is logged and shown, never fatal.
+    pub(crate) async fn back_up(&mut self) {
+        self.backup_due = None;
+        let Some(live) = self.live.clone() else {
+            return;
+        };
+        match crate::backup::upload(&self.home, &live.conn).await {
+            Ok(_) => {}
+            Err(e) if transport(&e) => {
+                tracing::info!(error = %e, "backup postponed: the connection dropped");
+            }
+            Err(e @ ClientError::Backup(_)) => {
+                tracing::warn!(error = %e, "backup refused");
+                self.emit(Event::LocalError {
+                    message: e.to_string(),
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "backup failed; it is tried again later"),
+        }
+    }
+
+    /// The last backup before the engine closes, if history waits for one.
+    async fn back_up_before_closing(&mut self) {
+        if matches!(self.home.account(), Ok(Some(_)))
+            && matches!(crate::backup::pending(&self.home), Ok(true))
+            && tokio::time::timeout(BACKUP_ON_CLOSE, self.back_up())
+                .await
+                .is_err()
+        {
+            tracing::info!("closing before the backup finished; it goes next time");
+        }
+    }
+
     /// Publishes every history row committed since the last call.
     pub(crate) fn publish(&mut self) {
         match crate::history::after(&self.home, self.published) {
             Ok(events) => {
+                if !events.is_empty() && self.live.is_some() && self.backup_due.is_none() {
+                    self.backup_due = Some(tokio::time::Instant::now() + BACKUP_DELAY);
+                }
                 for e in events {
                     if let Some(row) = e.row() {
                         self.published = self.published.max(row);
@@ -406,9 +458,11 @@ impl Engine {
         let mut idle = tokio::time::interval(KEEPALIVE);
         idle.reset();
         loop {
+            let backup_due = self.backup_due;
             tokio::select! {
                 job = jobs.recv() => match job {
                     None => {
+                        self.back_up_before_closing().await;
                         drop(live);
                         self.close_connection().await;
                         return None;
@@ -418,6 +472,9 @@ impl Engine {
                         self.publish();
                         idle.reset();
                         if self.stopping {
+                            if self.live.is_some() {
+                                self.back_up_before_closing().await;
+                            }
                             drop(live);
                             self.close_connection().await;
                             return None;
@@ -447,6 +504,11 @@ impl Engine {
                 }
                 _ = live.conn.closed() => {
                     return Some(ClientError::Disconnected(live.conn.closed_reason()));
+                }
+                _ = tokio::time::sleep_until(backup_due.unwrap_or_else(tokio::time::Instant::now)),
+                    if backup_due.is_some() => {
+                    self.back_up().await;
+                    idle.reset();
                 }
                 _ = idle.tick() => {
                     let ping = live

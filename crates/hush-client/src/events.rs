@@ -23,6 +23,9 @@ pub enum MessageState {
     /// it will not be retried.
     Failed,
     Received,
+    /// Restored from the account's backup onto this device: it was sent or received
+    /// on another (or an earlier) device.
+    Restored,
 }
 
 impl MessageState {
@@ -33,6 +36,7 @@ impl MessageState {
             MessageState::Partial => "partial",
             MessageState::Failed => "failed",
             MessageState::Received => "received",
+            MessageState::Restored => "restored",
         }
     }
 
@@ -42,6 +46,7 @@ impl MessageState {
             "sent" => MessageState::Sent,
             "partial" => MessageState::Partial,
             "failed" => MessageState::Failed,
+            "restored" => MessageState::Restored,
             _ => MessageState::Received,
         }
     }
@@ -327,6 +332,10 @@ impl Event {
                     v["outgoing"] = json!(true);
                     v["state"] = json!(state.as_str());
                 }
+                if *state == MessageState::Restored {
+                    v["state"] = json!(state.as_str());
+                    v["restored"] = json!(true);
+                }
                 v
             }
             Event::File {
@@ -358,6 +367,10 @@ impl Event {
                 if *outgoing {
                     v["outgoing"] = json!(true);
                     v["state"] = json!(state.as_str());
+                }
+                if *state == MessageState::Restored {
+                    v["state"] = json!(state.as_str());
+                    v["restored"] = json!(true);
                 }
                 v
             }
@@ -439,10 +452,19 @@ impl Event {
                 from,
                 sent_at_ms,
                 text,
+                state,
                 ..
             } => {
                 // One shape for 1:1 and groups, incoming and outgoing.
-                format!("[{}] {conversation} <{from}> {text}", minute(*sent_at_ms))
+                let restored = if *state == MessageState::Restored {
+                    " (restored)"
+                } else {
+                    ""
+                };
+                format!(
+                    "[{}] {conversation} <{from}> {text}{restored}",
+                    minute(*sent_at_ms)
+                )
             }
             Event::File {
                 conversation,

@@ -1,7 +1,19 @@
 //! The client's home directory: one account on one server. It holds `hush.db` (the
-//! account and, as features arrive, MLS state and history) and `known_servers` (pins).
-//! The directory is readable by its owner only.
+//! account, MLS state, history) and `known_servers` (pins). The directory is readable
+//! by its owner only.
+//!
+//! A home may be encrypted at rest (ADR 0006): `hush.db` is then a SQLCipher database
+//! under a random key, and `hush.key` holds that key sealed under the user's passphrase
+//! (`hush_crypto::home`). A plaintext home is turned into an encrypted one in place
+//! ([`Home::open_with`] given a passphrase): the database is exported into
+//! `hush.db.encrypting`, the key file is written (the commit point), then the export
+//! replaces the old file; an interrupted migration is finished or undone on the next
+//! open, so the home is never half converted.
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use hush_crypto::home::{HomeKey, HomeKeyError};
+use zeroize::Zeroizing;
 
 use hush_proto::ids::{DeviceId, SessionToken, UserId, Username};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -27,7 +39,21 @@ const MIGRATIONS: &[&str] = &[
     IDENTITIES,
     SETTINGS,
     FILES,
+    BACKUP,
 ];
+
+/// P570–P573: this home's side of the account's encrypted backup.
+const BACKUP: &str = "
+    CREATE TABLE backup_state (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        key         BLOB NOT NULL,
+        count       INTEGER NOT NULL DEFAULT 0,
+        backed_up   INTEGER NOT NULL DEFAULT 0,
+        list_digest BLOB,
+        last_ms     INTEGER,
+        restored_ms INTEGER
+    ) STRICT;
+";
 
 /// P560: files offered in conversations (with what opens them), and uploads not yet
 /// offered (so an interrupted one resumes with the same key and id).
@@ -177,6 +203,175 @@ pub struct Home {
     dir: PathBuf,
     db: Connection,
     known: KnownServers,
+    encrypted: bool,
+}
+
+/// The database file, its key file, and the export a migration writes first.
+const DB_FILE: &str = "hush.db";
+const KEY_FILE: &str = "hush.key";
+const ENCRYPTING: &str = "hush.db.encrypting";
+
+/// What opens a home: nothing (a plaintext home), or the passphrase of an encrypted
+/// one. Given to a plaintext or new home, a passphrase encrypts it.
+#[derive(Clone, Default)]
+pub enum Unlock {
+    #[default]
+    None,
+    Passphrase(Zeroizing<String>),
+}
+
+impl std::fmt::Debug for Unlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unlock::None => "Unlock::None",
+            Unlock::Passphrase(_) => "Unlock::Passphrase(redacted)",
+        })
+    }
+}
+
+/// Whether the home at `dir` is encrypted at rest (it has a key file).
+pub fn is_encrypted(dir: &Path) -> bool {
+    dir.join(KEY_FILE).exists()
+}
+
+/// Whether `dir` holds a home database at all.
+pub fn exists(dir: &Path) -> bool {
+    dir.join(DB_FILE).exists()
+}
+
+fn key_err(e: HomeKeyError) -> ClientError {
+    match e {
+        HomeKeyError::WrongPassphrase => ClientError::WrongPassphrase,
+        other => home_err(other),
+    }
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file, synced, then renamed.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ClientError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let fail = |e: std::io::Error| home_err(format!("writing {}: {e}", dir.join(name).display()));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(fail)?;
+        }
+        f.write_all(bytes).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, dir.join(name)).map_err(fail)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Removes a plaintext database's WAL and shared-memory files.
+fn remove_sidecars(dir: &Path) {
+    for side in ["hush.db-wal", "hush.db-shm", "hush.db-journal"] {
+        let _ = std::fs::remove_file(dir.join(side));
+    }
+}
+
+/// Finishes a migration whose key file was written, or undoes one that was not.
+fn settle_migration(dir: &Path) -> Result<(), ClientError> {
+    let export = dir.join(ENCRYPTING);
+    if !export.exists() {
+        return Ok(());
+    }
+    if dir.join(KEY_FILE).exists() {
+        tracing::info!("finishing an interrupted encryption of the home");
+        remove_sidecars(dir);
+        std::fs::rename(&export, dir.join(DB_FILE))
+            .map_err(|e| home_err(format!("finishing the home's encryption: {e}")))?;
+        sync_dir(dir);
+    } else {
+        tracing::info!("undoing an interrupted encryption of the home");
+        std::fs::remove_file(&export)
+            .map_err(|e| home_err(format!("undoing the home's encryption: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The raw-key pragma SQLCipher takes (no key derivation of its own: the key is random).
+fn key_pragma(key: &HomeKey) -> Zeroizing<String> {
+    let mut hex = Zeroizing::new(String::with_capacity(64));
+    for b in key.expose() {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    Zeroizing::new(format!("\"x'{}'\"", hex.as_str()))
+}
+
+fn open_db(path: &Path, key: Option<&HomeKey>) -> Result<Connection, ClientError> {
+    let db =
+        Connection::open(path).map_err(|e| home_err(format!("opening {}: {e}", path.display())))?;
+    if let Some(key) = key {
+        db.execute_batch(&format!("PRAGMA key = {};", key_pragma(key).as_str()))
+            .map_err(home_err)?;
+    }
+    // The first read tells a wrong key (or a damaged file) from a good one.
+    db.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) if key.is_some() => home_err(format!(
+                "{} does not open with this home's key: the database is damaged or was replaced",
+                path.display()
+            )),
+            Some(rusqlite::ErrorCode::NotADatabase) => home_err(format!(
+                "{} is not a plaintext database: if the home is encrypted, its key file {KEY_FILE} is missing",
+                path.display()
+            )),
+            _ => home_err(format!("opening {}: {e}", path.display())),
+        })?;
+    Ok(db)
+}
+
+/// Encrypts the plaintext home at `dir` under a new key sealed with `passphrase`.
+fn encrypt_in_place(dir: &Path, passphrase: &[u8]) -> Result<HomeKey, ClientError> {
+    let key = HomeKey::generate();
+    let sealed = key.seal(passphrase).map_err(key_err)?;
+    let export = dir.join(ENCRYPTING);
+    let _ = std::fs::remove_file(&export);
+    {
+        let db = open_db(&dir.join(DB_FILE), None)?;
+        db.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(home_err)?;
+        // Nobody else may be writing while the copy is made.
+        db.execute_batch("BEGIN EXCLUSIVE; COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(|e| {
+                home_err(format!(
+                    "the home is in use by another hush process; close it first ({e})"
+                ))
+            })?;
+        let version: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(home_err)?;
+        let target = export
+            .to_str()
+            .ok_or_else(|| home_err("the home's path is not UTF-8"))?
+            .replace('\'', "''");
+        db.execute_batch(&format!(
+            "ATTACH DATABASE '{target}' AS encrypted KEY {};
+             SELECT sqlcipher_export('encrypted');
+             PRAGMA encrypted.user_version = {version};
+             DETACH DATABASE encrypted;",
+            key_pragma(&key).as_str()
+        ))
+        .map_err(|e| home_err(format!("encrypting the home: {e}")))?;
+    }
+    if let Ok(f) = std::fs::File::open(&export) {
+        f.sync_all()
+            .map_err(|e| home_err(format!("encrypting the home: {e}")))?;
+    }
+    write_atomically(dir, KEY_FILE, &sealed)?;
+    settle_migration(dir)?;
+    tracing::info!("the home is now encrypted at rest");
+    Ok(key)
 }
 
 /// An open write transaction; rolled back on drop unless committed (also on unwind).
@@ -212,8 +407,17 @@ pub(crate) fn home_err(e: impl std::fmt::Display) -> ClientError {
 }
 
 impl Home {
-    /// Opens (creating if needed) the home at `dir`.
+    /// Opens (creating if needed) a plaintext home at `dir`; an encrypted one needs
+    /// [`Home::open_with`] and its passphrase.
     pub fn open(dir: &Path) -> Result<Home, ClientError> {
+        Home::open_with(dir, &Unlock::None)
+    }
+
+    /// Opens (creating if needed) the home at `dir`. An encrypted home needs its
+    /// passphrase (`PassphraseNeeded` without, `WrongPassphrase` with another one,
+    /// the home untouched either way); a passphrase given to a new or plaintext home
+    /// encrypts it.
+    pub fn open_with(dir: &Path, unlock: &Unlock) -> Result<Home, ClientError> {
         if !dir.exists() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| home_err(format!("creating {}: {e}", dir.display())))?;
@@ -224,9 +428,26 @@ impl Home {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| home_err(format!("restricting {}: {e}", dir.display())))?;
         }
-        let path = dir.join("hush.db");
-        let mut db = Connection::open(&path)
-            .map_err(|e| home_err(format!("opening {}: {e}", path.display())))?;
+        settle_migration(dir)?;
+        let key = match (is_encrypted(dir), unlock) {
+            (true, Unlock::None) => return Err(ClientError::PassphraseNeeded),
+            (true, Unlock::Passphrase(p)) => {
+                let sealed = std::fs::read(dir.join(KEY_FILE))
+                    .map_err(|e| home_err(format!("reading the home's key file: {e}")))?;
+                Some(HomeKey::open(&sealed, p.as_bytes()).map_err(key_err)?)
+            }
+            (false, Unlock::Passphrase(p)) if exists(dir) => {
+                Some(encrypt_in_place(dir, p.as_bytes())?)
+            }
+            (false, Unlock::Passphrase(p)) => {
+                let key = HomeKey::generate();
+                write_atomically(dir, KEY_FILE, &key.seal(p.as_bytes()).map_err(key_err)?)?;
+                Some(key)
+            }
+            (false, Unlock::None) => None,
+        };
+        let path = dir.join(DB_FILE);
+        let mut db = open_db(&path, key.as_ref())?;
         db.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(home_err)?;
         db.execute_batch(
@@ -239,7 +460,13 @@ impl Home {
             dir: dir.to_owned(),
             db,
             known: KnownServers::new(dir),
+            encrypted: key.is_some(),
         })
+    }
+
+    /// Whether this home is encrypted at rest.
+    pub fn encrypted(&self) -> bool {
+        self.encrypted
     }
 
     pub fn dir(&self) -> &Path {

@@ -27,6 +27,7 @@
 )]
 
 pub mod account;
+pub mod backup;
 pub mod channels;
 pub mod client;
 pub mod connection;
@@ -54,6 +55,12 @@ use hush_proto::fingerprint::Fingerprint;
 use hush_proto::response::ServerError;
 
 pub use hush_proto;
+
+impl From<hush_crypto::backup::BackupError> for ClientError {
+    fn from(e: hush_crypto::backup::BackupError) -> Self {
+        ClientError::Backup(e)
+    }
+}
 
 /// Why a client operation failed. Front ends map these to messages and exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +118,16 @@ pub enum ClientError {
     /// kept and the same command resumes it.
     #[error("the transfer was interrupted; run the same command again to resume it")]
     Interrupted,
+    /// The home is encrypted at rest and no passphrase was given.
+    #[error(
+        "this home is encrypted: give its passphrase (HUSH_PASSPHRASE, --passphrase-stdin, or at the prompt on a terminal)"
+    )]
+    PassphraseNeeded,
+    #[error("wrong passphrase for this home (nothing was changed)")]
+    WrongPassphrase,
+    /// The backup on the server failed a check (ADR 0005): nothing was restored.
+    #[error("backup: {0}")]
+    Backup(hush_crypto::backup::BackupError),
     #[error(
         "{user}'s account key changed since you verified it; nothing is sent until you \
          compare the new safety number with {user} and run `hush verify {user} --confirm`"

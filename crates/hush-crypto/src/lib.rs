@@ -22,6 +22,7 @@ pub mod account;
 pub mod backup;
 pub mod conversation;
 pub mod file;
+pub mod home;
 pub mod identity;
 
 pub use openmls;

@@ -44,6 +44,7 @@ fn suffix(line: &Line) -> &'static str {
         Some(MessageState::Sending) => " (sending…)",
         Some(MessageState::Failed) => " (not sent)",
         Some(MessageState::Partial) => " (not to every device)",
+        Some(MessageState::Restored) => " (restored)",
         _ => "",
     }
 }
