@@ -321,3 +321,22 @@ fn a_plaintext_home_is_encrypted_in_place() {
     ok(&ben.run_env(PW, &env, &["recv"]));
     assert_eq!(history(&ben, "ann", &env).len(), 2);
 }
+
+#[test]
+fn new_history_reaches_the_backup_without_being_asked() {
+    let server = Server::start(&[]);
+    let mut cs = registered(&server, &["ann", "ben"], PW).into_iter();
+    let (ann, ben) = (cs.next().unwrap(), cs.next().unwrap());
+    ok(&ann.run(PW, &["send", "ben", "goes up by itself"]));
+    ok(&ben.run(PW, &["recv"]));
+    for (who, c) in [("ann", &ann), ("ben", &ben)] {
+        let s = json_lines(&ok(&c.run(PW, &["backup", "status", "--json"])));
+        assert_eq!(s[0]["complete"], true, "{who}: {s:?}");
+        assert_eq!(s[0]["waiting"], 0, "{who}: {s:?}");
+        assert!(s[0]["chunks"].as_u64().unwrap() >= 1, "{who}: {s:?}");
+        assert_eq!(s[0]["recovery_key"], true, "{who}: {s:?}");
+    }
+    let (fresh, out) = login_restore(&server, &["--restore"]);
+    ok(&out);
+    assert_eq!(history(&fresh, "ben", &[]), history(&ann, "ben", &[]));
+}

@@ -18,6 +18,31 @@ pub fn password(from_stdin: bool, confirm: bool) -> anyhow::Result<Zeroizing<Vec
     Ok(Zeroizing::new(pw.as_bytes().to_vec()))
 }
 
+/// `var`'s value, else one line of stdin when `from_stdin`; `None` when neither.
+fn given(var: &str, from_stdin: bool, kind: &str) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if let Ok(p) = std::env::var(var) {
+        return Ok(Some(Zeroizing::new(p)));
+    }
+    if !from_stdin {
+        return Ok(None);
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("reading the {kind} from standard input"))?;
+    Ok(Some(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    )))
+}
+
+/// One no-echo answer to `prompt`.
+fn ask(prompt: &str, kind: &str) -> anyhow::Result<Zeroizing<String>> {
+    Ok(Zeroizing::new(
+        rpassword::prompt_password(prompt).with_context(|| format!("reading the {kind}"))?,
+    ))
+}
+
 /// A secret from the environment variable `var`, one line of stdin, or a no-echo
 /// prompt (`what: `); `confirm` asks twice.
 pub fn secret(
@@ -26,27 +51,12 @@ pub fn secret(
     from_stdin: bool,
     confirm: bool,
 ) -> anyhow::Result<Zeroizing<String>> {
-    let pw = if let Ok(p) = std::env::var(var) {
-        Zeroizing::new(p)
-    } else if from_stdin {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the password from standard input")?;
-        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+    let pw = if let Some(p) = given(var, from_stdin, "password")? {
+        p
     } else if interactive() {
-        let first = Zeroizing::new(
-            rpassword::prompt_password(format!("{what}: ")).context("reading the password")?,
-        );
-        if confirm {
-            let again = Zeroizing::new(
-                rpassword::prompt_password(format!("{what} again: "))
-                    .context("reading the password")?,
-            );
-            if *first != *again {
-                bail!("the passwords do not match");
-            }
+        let first = ask(&format!("{what}: "), "password")?;
+        if confirm && *first != *ask(&format!("{what} again: "), "password")? {
+            bail!("the passwords do not match");
         }
         first
     } else {
@@ -67,30 +77,15 @@ pub fn passphrase(
     confirm: bool,
     optional: bool,
 ) -> anyhow::Result<Option<Zeroizing<String>>> {
-    let p = if let Ok(p) = std::env::var("HUSH_PASSPHRASE") {
-        Zeroizing::new(p)
-    } else if from_stdin {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the passphrase from standard input")?;
-        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+    let p = if let Some(p) = given("HUSH_PASSPHRASE", from_stdin, "passphrase")? {
+        p
     } else if interactive() {
-        let first = Zeroizing::new(
-            rpassword::prompt_password(format!("{what}: ")).context("reading the passphrase")?,
-        );
+        let first = ask(&format!("{what}: "), "passphrase")?;
         if first.is_empty() && optional {
             return Ok(None);
         }
-        if confirm {
-            let again = Zeroizing::new(
-                rpassword::prompt_password("The same passphrase again: ")
-                    .context("reading the passphrase")?,
-            );
-            if *again != *first {
-                bail!("the passphrases differ; nothing was changed");
-            }
+        if confirm && *first != *ask("The same passphrase again: ", "passphrase")? {
+            bail!("the passphrases differ; nothing was changed");
         }
         first
     } else {
