@@ -11,7 +11,9 @@
 //!   instead; since reports come in commit order, nothing handed over is ever ahead
 //!   of an entry that was not.
 //!
-//! (Across nodes, PostgreSQL LISTEN/NOTIFY will feed the same hub.)
+//! Across the nodes of a cluster, PostgreSQL LISTEN/NOTIFY feeds the same hub
+//! (`hush_store_postgres::wakeups`): devices only, so followers read the store, and
+//! revocations, which end the sessions at once.
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -202,6 +204,16 @@ impl Hub {
 }
 
 impl hush_store::CommitListener for Hub {
+    fn revoked(&self, devices: &[DeviceId]) {
+        for d in devices {
+            self.revoke(*d);
+        }
+    }
+
+    fn resync(&self) {
+        self.wake(&self.connected_devices());
+    }
+
     fn committed(&self, entries: &[(DeviceId, Entry)], woken: &[DeviceId]) {
         let Ok(map) = self.devices.lock() else {
             return;

@@ -1207,8 +1207,16 @@ pub async fn drains_when_full<S: Store + ?Sized>(store: &S) {
 
 /// The concurrency guarantees of [`Store`] (its "Concurrency" section), with many
 /// operations in flight at once. `store` must be empty.
-pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
+pub async fn run_concurrent<S: Store>(store: &S) {
+    run_concurrent_pair(store, store).await
+}
+
+/// [`run_concurrent`] with the racing calls split between two stores on one
+/// database (two nodes of a cluster): the guarantees hold across them.
+pub async fn run_concurrent_pair(a: &dyn Store, b: &dyn Store) {
     use futures::future::join_all;
+    let store = a;
+    let on = |i: u8| if i.is_multiple_of(2) { a } else { b };
     for (n, name) in [
         (70, "race_a"),
         (71, "race_b"),
@@ -1236,7 +1244,7 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
 
     // Commits racing at one epoch: exactly one wins.
     let commits = (0..10u8).map(|i| {
-        store.accept_commit(NewCommit {
+        on(i).accept_commit(NewCommit {
             group_info: None,
             external: false,
             group_id: g,
@@ -1282,7 +1290,7 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
         .await
         .unwrap();
     let claimer = [uid(72)];
-    let claims = (0..30).map(|_| store.claim_key_packages(&claimer));
+    let claims = (0..30u8).map(|i| on(i).claim_key_packages(&claimer));
     let mut got: Vec<Vec<u8>> = join_all(claims)
         .await
         .into_iter()
@@ -1296,7 +1304,7 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
     assert_eq!(distinct.len(), 10, "never one twice");
 
     // Publishes racing for a cap of five.
-    let publishes = (0..20u8).map(|i| store.publish_key_packages(dev(73), vec![vec![i]], None, 5));
+    let publishes = (0..20u8).map(|i| on(i).publish_key_packages(dev(73), vec![vec![i]], None, 5));
     let ok = join_all(publishes)
         .await
         .iter()
@@ -1324,7 +1332,7 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
         ..Quotas::UNLIMITED
     };
     let sends = (0..20u8).map(|i| {
-        store.enqueue_message(NewMessage {
+        on(i).enqueue_message(NewMessage {
             quotas: five,
             ..msg(g, 2, 70, 120 + i, b"m")
         })
@@ -1344,7 +1352,7 @@ pub async fn run_concurrent<S: Store + ?Sized>(store: &S) {
     // Retries racing with one client message id: stored once, one answer for all.
     let ids: Vec<u64> = inbox.entries.iter().map(|e| e.id).collect();
     store.ack(dev(71), &ids, 0).await.unwrap();
-    let retries = (0..10).map(|_| store.enqueue_message(msg(g, 2, 70, 200, b"once")));
+    let retries = (0..10u8).map(|i| on(i).enqueue_message(msg(g, 2, 70, 200, b"once")));
     let answers: Vec<Delivered> = join_all(retries)
         .await
         .into_iter()
@@ -1489,6 +1497,7 @@ type Report = (Vec<(DeviceId, hush_proto::response::Entry)>, Vec<DeviceId>);
 #[derive(Default)]
 struct Recording {
     calls: std::sync::Mutex<Vec<Report>>,
+    revoked: std::sync::Mutex<Vec<DeviceId>>,
 }
 
 impl crate::CommitListener for Recording {
@@ -1497,6 +1506,74 @@ impl crate::CommitListener for Recording {
             c.push((entries.to_vec(), woken.to_vec()));
         }
     }
+
+    fn revoked(&self, devices: &[DeviceId]) {
+        if let Ok(mut r) = self.revoked.lock() {
+            r.extend_from_slice(devices);
+        }
+    }
+}
+
+/// Waits up to five seconds for `done` to hold.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not seen within five seconds");
+}
+
+/// Stores that share a database across nodes (PostgreSQL): a listener on `a` hears
+/// of what is written through `b` (mailboxes that got entries, sessions that must
+/// end), so a node wakes and cuts off the devices connected to it.
+pub async fn wakes_across_nodes(a: &dyn Store, b: &dyn Store) {
+    let heard = std::sync::Arc::new(Recording::default());
+    a.set_listener(heard.clone());
+    for (n, name) in [(60, "node_ann"), (61, "node_ben")] {
+        b.create_user(user(n, name)).await.unwrap();
+    }
+    let g = GroupId::from_bytes([60; 16]);
+    b.create_group(NewGroup {
+        channel: None,
+        group_id: g,
+        creator: dev(60),
+        direct: Some((uid(60), uid(61))),
+        name: None,
+        members: vec![dev(60), dev(61)],
+        welcome: Some(vec![1; 8]),
+        now_ms: 100,
+        client_key: None,
+        quotas: Quotas::UNLIMITED,
+    })
+    .await
+    .unwrap();
+    let woke = |d: DeviceId| {
+        let heard = heard.clone();
+        move || {
+            heard
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(e, w)| w.contains(&d) || e.iter().any(|(to, _)| *to == d))
+        }
+    };
+    eventually("a Welcome written on the other node", woke(dev(61))).await;
+    heard.calls.lock().unwrap().clear();
+    b.enqueue_message(msg(g, 1, 61, 1, b"hi")).await.unwrap();
+    eventually("a message written on the other node", woke(dev(60))).await;
+    b.set_disabled(&name("node_ben"), true).await.unwrap();
+    eventually("a user disabled on the other node", || {
+        heard.revoked.lock().unwrap().contains(&dev(61))
+    })
+    .await;
+    b.remove_device(dev(60)).await.unwrap();
+    eventually("a device removed on the other node", || {
+        heard.revoked.lock().unwrap().contains(&dev(60))
+    })
+    .await;
 }
 
 /// P443: every committed write that queues entries is reported, naming each device

@@ -133,6 +133,16 @@ impl std::error::Error for BackendError {
 pub trait CommitListener: Send + Sync {
     /// Must not block: it runs on the store's commit path.
     fn committed(&self, entries: &[(DeviceId, hush_proto::response::Entry)], woken: &[DeviceId]);
+
+    /// The sessions of these devices must end now: a device was revoked or logged
+    /// out, or its user disabled or deleted, by this node, another node of a
+    /// cluster, or `hushd user ...` (P546). A store that cannot tell (SQLite across
+    /// processes) never calls it; the periodic session recheck still ends them.
+    fn revoked(&self, _devices: &[DeviceId]) {}
+
+    /// Wake-ups may have been lost (a cluster's bus reconnected): every connected
+    /// device should read its mailbox again.
+    fn resync(&self) {}
 }
 
 /// The storage operations of the relay. Every method is atomic: it takes effect whole
