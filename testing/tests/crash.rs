@@ -3,79 +3,16 @@
 //! is duplicated, whatever was in flight at the kill.
 mod inproc;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hush_client::Client;
-use hush_client::events::ConnectionState;
 use hush_testing::{Server, free_port};
-use inproc::{register, texts, to};
+use inproc::{check, keep_sending, numbers, online, register, texts, to};
 
 const ROUNDS: usize = 5;
 /// Acknowledged messages between two kills.
 const PER_ROUND: usize = 8;
-
-/// Sends `prefix0`, `prefix1`, ... to `peer` until told to stop, one attempt each;
-/// records the numbers the server acknowledged.
-fn keep_sending(
-    client: Client,
-    peer: &'static str,
-    prefix: &'static str,
-    acked: Arc<Mutex<Vec<usize>>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let target = to(peer);
-        let mut i = 0;
-        while !stop.load(Ordering::Relaxed) {
-            match client.send(&target, &format!("{prefix}{i}")).await {
-                Ok(_) => acked.lock().unwrap().push(i),
-                // In flight at a kill, or the server is down: not acknowledged. If it
-                // was written to the outbox, it goes out later, once.
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-            i += 1;
-        }
-    })
-}
-
-/// The numbers of `prefix` messages in `got`, in the order received.
-fn numbers(got: &[String], prefix: &str) -> Vec<usize> {
-    got.iter()
-        .filter_map(|t| t.strip_prefix(prefix)?.parse().ok())
-        .collect()
-}
-
-async fn online(client: &Client) {
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        client.wait_for_state(|s| *s == ConnectionState::Online),
-    )
-    .await
-    .expect("the client reconnected");
-}
-
-fn check(received: &[usize], acked: &[usize], who: &str) {
-    let mut sorted = received.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    assert_eq!(
-        sorted.len(),
-        received.len(),
-        "{who}: nothing twice: {received:?}"
-    );
-    assert!(
-        received.windows(2).all(|w| w[0] < w[1]),
-        "{who}: in order: {received:?}"
-    );
-    for n in acked {
-        assert!(
-            received.contains(n),
-            "{who}: acknowledged message {n} lost; got {received:?}"
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_while_sending_and_receiving_loses_and_duplicates_nothing() {

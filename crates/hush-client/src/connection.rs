@@ -84,6 +84,22 @@ pub fn normalize_server(server: &str) -> Result<(String, String, u16), ClientErr
     Ok((display, host, port))
 }
 
+/// A server given as one address or a cluster's comma-separated addresses
+/// (`a:5535,b:5535`): the display name it is pinned under (every address
+/// normalized, in the order given) and each address's host and port.
+pub fn normalize_servers(servers: &str) -> Result<(String, Vec<(String, u16)>), ClientError> {
+    let mut display = Vec::new();
+    let mut addresses = Vec::new();
+    for one in servers.split(',') {
+        let (d, host, port) = normalize_server(one)?;
+        if !display.contains(&d) {
+            display.push(d);
+            addresses.push((host, port));
+        }
+    }
+    Ok((display.join(","), addresses))
+}
+
 /// What the server said in its hello.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
@@ -105,15 +121,45 @@ async fn tls_handshake(
     ),
     ClientError,
 > {
-    let (display, host, port) = normalize_server(server)?;
+    let (display, addresses) = normalize_servers(server)?;
+    // A cluster's nodes in turn, and every address a host name resolves to (tokio's
+    // connect tries them in order), until one answers. Only an unreachable node is
+    // passed over: a node that answers with the wrong key fails the connection.
+    let mut failures = Vec::new();
+    let mut reached = None;
+    for (host, port) in &addresses {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), *port)))
+            .await
+        {
+            Ok(Ok(tcp)) => {
+                reached = Some((host.clone(), tcp));
+                break;
+            }
+            Ok(Err(e)) => failures.push(format!("{host}:{port}: {e}")),
+            Err(_) => failures.push(format!("{host}:{port}: timed out")),
+        }
+        if addresses.len() > 1 {
+            tracing::info!(node = %format!("{host}:{port}"), "node unreachable; trying the next");
+        }
+    }
+    let Some((host, tcp)) = reached else {
+        let reason = if addresses.len() == 1 {
+            failures
+                .pop()
+                .and_then(|f| f.split_once(": ").map(|(_, r)| r.to_owned()))
+                .unwrap_or_default()
+        } else {
+            format!("no node answered ({})", failures.join("; "))
+        };
+        return Err(ClientError::Unreachable {
+            server: display,
+            reason,
+        });
+    };
     let unreachable = |reason: String| ClientError::Unreachable {
         server: display.clone(),
         reason,
     };
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -542,6 +588,42 @@ mod tests {
         drop(server);
         closed_rx.wait_for(|c| *c).await.unwrap();
         reader.await.unwrap();
+    }
+
+    #[test]
+    fn cluster_address_lists_normalize() {
+        let (display, addrs) = normalize_servers("a, b:6000 ,[::1],a:5535").unwrap();
+        assert_eq!(
+            display, "a:5535,b:6000,[::1]:5535",
+            "normalized, repeats dropped"
+        );
+        assert_eq!(
+            addrs,
+            vec![("a".into(), 5535), ("b".into(), 6000), ("::1".into(), 5535)]
+        );
+        assert_eq!(normalize_servers("solo").unwrap().0, "solo:5535");
+        for bad in ["a,", ",a", "a,,b", "a,b c"] {
+            assert!(normalize_servers(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_down_node_is_passed_over() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let accepted = tokio::spawn(async move { live.accept().await.is_ok() });
+        // The live node speaks no TLS here: reaching it is what counts.
+        let err = probe(&format!("{dead_addr},{live_addr}"))
+            .await
+            .err()
+            .unwrap();
+        assert!(accepted.await.unwrap(), "the second node was tried");
+        assert!(!matches!(err, ClientError::Unreachable { .. }), "{err}");
+        let err = probe(&format!("{dead_addr}")).await.err().unwrap();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
     }
 
     #[test]

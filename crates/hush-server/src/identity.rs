@@ -15,6 +15,9 @@ use crate::ServerError;
 /// ALPN protocol id of hush over TLS.
 pub const ALPN: &[u8] = b"hush/1";
 
+/// The name of the cluster's identity among the store's secrets.
+pub const SHARED_SECRET: &str = "tls_identity";
+
 pub struct TlsIdentity {
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -110,6 +113,60 @@ impl TlsIdentity {
         })
     }
 
+    /// A new self-signed identity as one PEM bundle (private key, then certificate).
+    pub fn generate_pem() -> Result<Vec<u8>, ServerError> {
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "hushd".to_owned()])
+                .map_err(|e| err(format!("generating a key: {e}")))?;
+        let mut pem = generated.signing_key.serialize_pem().into_bytes();
+        pem.extend_from_slice(generated.cert.pem().as_bytes());
+        Ok(pem)
+    }
+
+    /// Reads a PEM bundle holding a private key and a certificate chain (leaf first).
+    pub fn from_pem(bundle: &[u8]) -> Result<Self, ServerError> {
+        let certs = CertificateDer::pem_slice_iter(bundle)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(format!("reading the identity's certificate: {e}")))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| err("the identity holds no certificate"))?;
+        let fingerprint = fingerprint_of(leaf).map_err(err)?;
+        let key = PrivateKeyDer::from_pem_slice(bundle)
+            .map_err(|e| err(format!("reading the identity's key: {e}")))?;
+        Ok(TlsIdentity {
+            certs,
+            key,
+            fingerprint,
+        })
+    }
+
+    /// A data dir's identity as a PEM bundle, if it has one (what `hushd migrate`
+    /// carries into a cluster, so clients keep their pinned fingerprint).
+    pub fn bundle_in(data_dir: &Path) -> Result<Option<Vec<u8>>, ServerError> {
+        let (cert_path, key_path) = Self::default_paths(data_dir);
+        if !cert_path.exists() || !key_path.exists() {
+            return Ok(None);
+        }
+        let read = |p: &Path| fs::read(p).map_err(|e| err(format!("reading {}: {e}", p.display())));
+        let mut pem = read(&key_path)?;
+        pem.push(b'\n');
+        pem.extend(read(&cert_path)?);
+        Self::from_pem(&pem)?;
+        Ok(Some(pem))
+    }
+
+    /// The identity every node of a cluster presents (ADR 0007): kept in the shared
+    /// database as the secret [`SHARED_SECRET`], made by the first node to start.
+    pub async fn shared(store: &dyn hush_store::Store) -> Result<Self, ServerError> {
+        let fresh = Self::generate_pem()?;
+        let pem = store
+            .secret_or_init(SHARED_SECRET, fresh)
+            .await
+            .map_err(|e| err(format!("loading the cluster's identity: {e}")))?;
+        Self::from_pem(&pem)
+    }
+
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
@@ -133,6 +190,28 @@ impl TlsIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_shared_identity_is_made_once_and_the_same_for_every_node() {
+        let store = hush_store::memory::MemoryStore::new();
+        let a = TlsIdentity::shared(&store).await.unwrap();
+        let b = TlsIdentity::shared(&store).await.unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.server_config().unwrap();
+    }
+
+    #[test]
+    fn a_data_dirs_identity_becomes_a_bundle_with_the_same_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(TlsIdentity::bundle_in(dir.path()).unwrap().is_none());
+        let own = TlsIdentity::load_or_create(dir.path()).unwrap();
+        let bundle = TlsIdentity::bundle_in(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            TlsIdentity::from_pem(&bundle).unwrap().fingerprint(),
+            own.fingerprint()
+        );
+        assert!(TlsIdentity::from_pem(b"not pem").is_err());
+    }
 
     #[test]
     fn identity_is_created_once_and_reused() {

@@ -204,6 +204,16 @@ impl PgStore {
         )))
     }
 
+    /// The server-wide secret called `name`, if one was stored (never makes one).
+    pub async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        read_tx!(self, |c| Ok::<_, StoreError>(opt!(
+            c,
+            Vec<u8>,
+            "SELECT value FROM server_secrets WHERE name = $1",
+            name
+        )))
+    }
+
     /// The pool, for `hushd migrate` (which copies rows in bulk).
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -18,7 +18,9 @@ pub const DEFAULT_DATA_DIR: &str = "./hushd-data";
 pub struct RawConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
+    /// PostgreSQL connections per node (default 16).
+    pub database_pool: Option<u32>,
     pub registration: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -34,7 +36,72 @@ pub struct RawConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
-    Postgres(String),
+    Postgres(DatabaseUrl),
+}
+
+/// A database URL as given. It may hold a password, so its `Debug` and `Display`
+/// show `***` in its place; only [`DatabaseUrl::expose`] gives the URL itself.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    #[cfg(test)]
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL with its password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password (in the authority or a `password=` parameter)
+    /// replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let mut out = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, tail) = match rest.find(['/', '?']) {
+                    Some(i) => rest.split_at(i),
+                    None => (rest, ""),
+                };
+                let authority = match authority.rsplit_once('@') {
+                    Some((userinfo, host)) => match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{user}:***@{host}"),
+                        None => authority.to_owned(),
+                    },
+                    None => authority.to_owned(),
+                };
+                format!("{scheme}://{authority}{tail}")
+            }
+            None => url.clone(),
+        };
+        if let Some(i) = out.find("password=") {
+            let end = out[i..].find('&').map_or(out.len(), |j| i + j);
+            out.replace_range(i + "password=".len()..end, "***");
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_owned()))
+    }
 }
 
 /// Everything hushd runs with, validated.
@@ -43,6 +110,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database: Database,
+    /// PostgreSQL connections per node.
+    pub database_pool: u32,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log: String,
     pub server: ServerConfig,
@@ -53,7 +122,7 @@ pub struct Settings {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     pub registration: Option<String>,
     pub log: Option<String>,
 }
@@ -64,7 +133,8 @@ pub fn load_file(path: &Path) -> anyhow::Result<RawConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-pub fn parse_database_url(url: &str) -> anyhow::Result<Database> {
+pub fn parse_database_url(given: &DatabaseUrl) -> anyhow::Result<Database> {
+    let url = given.expose();
     if let Some(path) = url.strip_prefix("sqlite:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if path.is_empty() {
@@ -72,9 +142,12 @@ pub fn parse_database_url(url: &str) -> anyhow::Result<Database> {
         }
         Ok(Database::Sqlite(PathBuf::from(path)))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Database::Postgres(url.to_owned()))
+        Ok(Database::Postgres(given.clone()))
     } else {
-        bail!("unsupported database URL {url:?}: use sqlite:PATH or postgres://...")
+        bail!(
+            "unsupported database URL {:?}: use sqlite:PATH or postgres://...",
+            given.redacted()
+        )
     }
 }
 
@@ -119,6 +192,7 @@ pub fn resolve(raw: RawConfig, flags: Overrides) -> anyhow::Result<Settings> {
         listen,
         data_dir,
         database,
+        database_pool: raw.database_pool.unwrap_or(16).clamp(2, 1_000),
         tls,
         log: flags.log.or(raw.log).unwrap_or_else(|| "info".to_owned()),
         server: ServerConfig {
@@ -142,6 +216,13 @@ data_dir = "{DEFAULT_DATA_DIR}"
 
 # sqlite:PATH (default: hushd.db inside data_dir) or postgres://user@host/db for a cluster.
 # database_url = "sqlite:{DEFAULT_DATA_DIR}/hushd.db"
+# Every node of a cluster names the same PostgreSQL database, and presents the TLS
+# identity kept in it (docs/operators/cluster.md). The password may also come from
+# the HUSHD_DATABASE_URL variable, keeping it out of this file and the process list.
+# database_url = "postgres://hush:PASSWORD@db.example:5432/hush"
+
+# PostgreSQL connections per node.
+# database_pool = 16
 
 # Who may create accounts: "open", "invite" (codes from `hushd invite create`) or "closed".
 registration = "open"
@@ -306,7 +387,39 @@ mod tests {
             toml::from_str::<RawConfig>("lisen = 1").is_err(),
             "unknown keys refused"
         );
-        assert!(parse_database_url("mysql://x").is_err());
+        assert!(parse_database_url(&DatabaseUrl::new("mysql://x")).is_err());
+    }
+
+    #[test]
+    fn database_passwords_never_show() {
+        for (url, shown) in [
+            (
+                "postgres://hush:s3cret@db:5432/hush",
+                "postgres://hush:***@db:5432/hush",
+            ),
+            (
+                "postgres://hush@db/hush?password=s3cret&sslmode=require",
+                "postgres://hush@db/hush?password=***&sslmode=require",
+            ),
+            ("postgres://hush:s3cret@db", "postgres://hush:***@db"),
+            ("postgres://db/hush", "postgres://db/hush"),
+        ] {
+            let u = DatabaseUrl::new(url);
+            assert_eq!(u.redacted(), shown);
+            assert!(!format!("{u:?} {u}").contains("s3cret"));
+            let settings = resolve(
+                RawConfig::default(),
+                Overrides {
+                    database_url: Some(u.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(!format!("{settings:?}").contains("s3cret"), "{settings:?}");
+            assert_eq!(settings.database, Database::Postgres(u));
+        }
+        let raw: RawConfig = toml::from_str(r#"database_url = "postgres://a:s3cret@b/c""#).unwrap();
+        assert!(!format!("{raw:?}").contains("s3cret"));
     }
 
     #[test]

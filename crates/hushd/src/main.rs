@@ -21,9 +21,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hush_server::{OsEntropy, ServerState, SystemClock, TlsIdentity};
 use hush_store::Store;
+use hush_store_postgres::{PgStore, PoolConfig};
 use hush_store_sqlite::SqliteStore;
 
-use crate::config::{Database, Overrides, RawConfig, Settings};
+use crate::config::{Database, DatabaseUrl, Overrides, RawConfig, Settings};
 
 const EXIT_STATUS: &str = "0 when stopped by SIGINT or SIGTERM, or when a subcommand succeeded; 1 on any error (one `error: ...` line on stderr); 2 on a usage error.";
 
@@ -43,9 +44,15 @@ struct Cli {
     /// TOML config file; flags override it (see `hushd config example`).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// sqlite:PATH (default: hushd.db in the data dir) or postgres://...
-    #[arg(long, global = true, value_name = "URL")]
-    database_url: Option<String>,
+    /// sqlite:PATH (default: hushd.db in the data dir) or postgres://... (a cluster).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "HUSHD_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<DatabaseUrl>,
     /// Who may register: open, invite or closed [default: open].
     #[arg(long, global = true, value_name = "MODE")]
     registration: Option<String>,
@@ -156,17 +163,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => runtime.block_on(serve(settings)),
         Some(Command::Fingerprint) => {
-            let identity = existing_identity(&settings)?;
+            let identity = runtime.block_on(existing_identity(&settings))?;
             println!("fingerprint {}", identity.fingerprint());
             Ok(())
         }
         Some(Command::Invite { command }) => {
             admin::check_invite(&command)?;
-            let store = runtime.block_on(async { existing_store(&settings) })?;
+            let store = runtime.block_on(existing_store(&settings))?;
             runtime.block_on(admin::invite(store.as_ref(), command))
         }
         Some(Command::User { command }) => {
-            let store = runtime.block_on(async { existing_store(&settings) })?;
+            let store = runtime.block_on(existing_store(&settings))?;
             runtime.block_on(admin::user(store.as_ref(), command))
         }
         Some(Command::Config { .. } | Command::Man { .. } | Command::Completions { .. }) => Ok(()),
@@ -200,20 +207,32 @@ fn ensure_data_dir(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
+/// The identity this node presents: the operator's files, else for a cluster the
+/// one kept in the shared database (ADR 0007), else the data dir's own.
+async fn identity(settings: &Settings, store: &dyn Store) -> anyhow::Result<TlsIdentity> {
     ensure_data_dir(settings)?;
-    Ok(match &settings.tls {
-        Some((cert, key)) => TlsIdentity::from_files(cert, key)?,
-        None => TlsIdentity::load_or_create(&settings.data_dir)?,
+    Ok(match (&settings.tls, &settings.database) {
+        (Some((cert, key)), _) => TlsIdentity::from_files(cert, key)?,
+        (None, Database::Postgres(_)) => TlsIdentity::shared(store).await?,
+        (None, Database::Sqlite(_)) => TlsIdentity::load_or_create(&settings.data_dir)?,
     })
 }
 
 /// The server's own key, for `hushd fingerprint`: never made here, so an operator
 /// pointed at the wrong directory is told so instead of handed a new key's
 /// fingerprint.
-fn existing_identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
+async fn existing_identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
     if let Some((cert, key)) = &settings.tls {
         return Ok(TlsIdentity::from_files(cert, key)?);
+    }
+    if let Database::Postgres(url) = &settings.database {
+        let store = postgres(url, settings).await?;
+        let Some(pem) = store.secret(hush_server::identity::SHARED_SECRET).await? else {
+            bail!(
+                "the database at {url} holds no cluster identity yet: the first node to start makes it"
+            );
+        };
+        return Ok(TlsIdentity::from_pem(&pem)?);
     }
     let (cert, key) = TlsIdentity::default_paths(&settings.data_dir);
     if !cert.exists() || !key.exists() {
@@ -226,7 +245,7 @@ fn existing_identity(settings: &Settings) -> anyhow::Result<TlsIdentity> {
 }
 
 /// The server's database, for the operator subcommands: never created here.
-fn existing_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+async fn existing_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     if let Database::Sqlite(path) = &settings.database
         && !path.exists()
     {
@@ -235,10 +254,23 @@ fn existing_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             path.display()
         );
     }
-    open_store(settings)
+    open_store(settings).await
 }
 
-fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+/// Connects to the cluster's database (applying its migrations).
+async fn postgres(url: &DatabaseUrl, settings: &Settings) -> anyhow::Result<PgStore> {
+    PgStore::connect(
+        url.expose(),
+        PoolConfig {
+            max_connections: settings.database_pool,
+            ..PoolConfig::default()
+        },
+    )
+    .await
+    .with_context(|| format!("connecting to {url}"))
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     ensure_data_dir(settings)?;
     match &settings.database {
         Database::Sqlite(path) => {
@@ -246,15 +278,13 @@ fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 .with_context(|| format!("opening database {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        Database::Postgres(_) => {
-            bail!("PostgreSQL storage is not available in this build yet; use sqlite:PATH")
-        }
+        Database::Postgres(url) => Ok(Arc::new(postgres(url, settings).await?)),
     }
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let identity = identity(&settings)?;
-    let store = open_store(&settings)?;
+    let store = open_store(&settings).await?;
+    let identity = identity(&settings, store.as_ref()).await?;
     let mut state = ServerState::new(
         store,
         settings.server.clone(),
@@ -290,6 +320,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         address = %local,
         registration = %settings.server.registration,
         data_dir = %settings.data_dir.display(),
+        database = %match &settings.database {
+            Database::Sqlite(p) => format!("sqlite:{}", p.display()),
+            Database::Postgres(url) => url.redacted(),
+        },
         "hushd started"
     );
     hush_server::serve(

@@ -30,9 +30,21 @@ fn pin(server: &Server) -> FirstUse {
 
 /// Registers `name` in the empty home `dir`; returns once its key packages are out.
 pub async fn register(server: &Server, dir: &Path, name: &str, options: ClientOptions) -> Client {
+    register_via(server, &server.addr, dir, name, options).await
+}
+
+/// [`register`] through `addresses` (a cluster's `a:5535,b:5535`), pinning
+/// `server`'s key.
+pub async fn register_via(
+    server: &Server,
+    addresses: &str,
+    dir: &Path,
+    name: &str,
+    options: ClientOptions,
+) -> Client {
     let (client, _) = Client::enrol(
         dir,
-        &server.addr,
+        addresses,
         pin(server),
         Enrolment::Register {
             username: user(name),
@@ -124,4 +136,65 @@ pub async fn security(client: &Client, conversation: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// Sends `prefix0`, `prefix1`, ... to `peer` until told to stop, one attempt each;
+/// records the numbers the server acknowledged.
+pub fn keep_sending(
+    client: Client,
+    peer: &'static str,
+    prefix: &'static str,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let target = to(peer);
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match client.send(&target, &format!("{prefix}{i}")).await {
+                Ok(_) => acked.lock().unwrap().push(i),
+                // In flight at a kill, or the server is down: not acknowledged. If it
+                // was written to the outbox, it goes out later, once.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+            i += 1;
+        }
+    })
+}
+
+/// The numbers of `prefix` messages in `got`, in the order received.
+pub fn numbers(got: &[String], prefix: &str) -> Vec<usize> {
+    got.iter()
+        .filter_map(|t| t.strip_prefix(prefix)?.parse().ok())
+        .collect()
+}
+
+pub async fn online(client: &Client) {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client.wait_for_state(|s| *s == hush_client::events::ConnectionState::Online),
+    )
+    .await
+    .expect("the client reconnected");
+}
+
+pub fn check(received: &[usize], acked: &[usize], who: &str) {
+    let mut sorted = received.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        received.len(),
+        "{who}: nothing twice: {received:?}"
+    );
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "{who}: in order: {received:?}"
+    );
+    for n in acked {
+        assert!(
+            received.contains(n),
+            "{who}: acknowledged message {n} lost; got {received:?}"
+        );
+    }
 }

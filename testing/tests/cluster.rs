@@ -1,0 +1,230 @@
+//! A cluster: several real `hushd` processes on loopback ports sharing one PostgreSQL
+//! database (`HUSH_TEST_DATABASE_URL`, each test in a schema of its own), with
+//! in-process clients on different nodes. Skipped, saying so, without the variable.
+mod inproc;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hush_client::Client;
+use hush_client::events::ConnectionState;
+use hush_client::hush_proto::content::GroupName;
+use hush_client::hush_proto::ids::Username;
+use hush_store_postgres::scratch::Scratch;
+use hush_testing::Server;
+use inproc::{check, keep_sending, numbers, online, register_via, texts, to};
+
+/// `n` nodes on one database. Sessions are rechecked only every ten minutes, so a
+/// cut-off seen sooner came over the wake-up bus.
+fn nodes(scratch: &Scratch, n: usize) -> (Vec<Server>, tempfile::TempDir) {
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("hushd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "database_url = {:?}\n[limits]\nsession_recheck_secs = 600\n",
+            scratch.url()
+        ),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    let servers: Vec<Server> = (0..n)
+        .map(|_| Server::start(&["--config", &path]))
+        .collect();
+    (servers, conf)
+}
+
+/// Waits (up to `secs`) until `client`'s history with `conversation` holds `text`,
+/// without asking it to sync: only a live push brings it.
+async fn pushed(client: &Client, conversation: &str, text: &str, secs: u64) {
+    for _ in 0..secs * 20 {
+        if texts(client, conversation).await.iter().any(|t| t == text) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{text:?} not pushed into {conversation:?}: {:?}",
+        texts(client, conversation).await
+    );
+}
+
+fn names(list: &[&str]) -> Vec<Username> {
+    list.iter().map(|n| Username::parse(n).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_accounts_groups_live_pushes_and_cut_offs() {
+    let Some(db) = Scratch::new("three_nodes_share_accounts_groups_live_pushes_and_cut_offs").await
+    else {
+        return;
+    };
+    let (n, _conf) = nodes(&db, 3);
+    assert!(
+        n.iter().all(|s| s.fingerprint == n[0].fingerprint),
+        "every node presents the cluster's one identity: {:?}",
+        n.iter().map(|s| &s.fingerprint).collect::<Vec<_>>()
+    );
+    let d: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let alice = register_via(&n[0], &n[0].addr, d[0].path(), "alice", Default::default()).await;
+    let bob = register_via(&n[2], &n[2].addr, d[1].path(), "bob", Default::default()).await;
+    let carol = register_via(&n[1], &n[1].addr, d[2].path(), "carol", Default::default()).await;
+
+    // 1:1 across nodes, both ways, pushed live.
+    alice.send(&to("bob"), "hi bob, from node 1").await.unwrap();
+    pushed(&bob, "alice", "hi bob, from node 1", 10).await;
+    bob.send(&to("alice"), "hi alice, from node 3")
+        .await
+        .unwrap();
+    pushed(&alice, "bob", "hi alice, from node 3", 10).await;
+
+    // A group spanning the three nodes.
+    let trio = GroupName::parse("trio").unwrap();
+    alice
+        .create_group(&trio, &names(&["bob", "carol"]))
+        .await
+        .unwrap();
+    carol.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    carol.send(&to("#trio"), "carol on node 2").await.unwrap();
+    pushed(&alice, "#trio", "carol on node 2", 10).await;
+    pushed(&bob, "#trio", "carol on node 2", 10).await;
+    bob.send(&to("#trio"), "bob on node 3").await.unwrap();
+    pushed(&alice, "#trio", "bob on node 3", 10).await;
+    pushed(&carol, "#trio", "bob on node 3", 10).await;
+
+    // Disabled through node 1 (an operator command, a process of its own): carol's
+    // session on node 2 ends at once, long before any recheck.
+    hush_testing::ok(&n[0].admin(&["--database-url", &db.url(), "user", "disable", "carol"]));
+    let state = tokio::time::timeout(
+        Duration::from_secs(10),
+        carol.wait_for_state(|s| matches!(s, ConnectionState::Failed { .. })),
+    )
+    .await
+    .expect("carol is cut off on her node");
+    assert!(format!("{state:?}").contains("disabled"), "{state:?}");
+    // The others carry on.
+    alice.send(&to("bob"), "still here").await.unwrap();
+    pushed(&bob, "alice", "still here", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_s_clients_fail_over_and_lose_nothing() {
+    let Some(db) = Scratch::new("a_killed_node_s_clients_fail_over_and_lose_nothing").await else {
+        return;
+    };
+    let (mut n, _conf) = nodes(&db, 2);
+    let (one, two) = (n[0].addr.clone(), n[1].addr.clone());
+    let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // ann prefers node 1, ben node 2; each knows both.
+    let ann = register_via(
+        &n[0],
+        &format!("{one},{two}"),
+        da.path(),
+        "ann",
+        Default::default(),
+    )
+    .await;
+    let ben = register_via(
+        &n[1],
+        &format!("{two},{one}"),
+        db_.path(),
+        "ben",
+        Default::default(),
+    )
+    .await;
+    ann.send(&to("ben"), "start").await.unwrap();
+    ben.sync().await.unwrap();
+
+    let (acked_a, acked_b) = (Arc::default(), Arc::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = [
+        keep_sending(
+            ann.clone(),
+            "ben",
+            "a",
+            Arc::clone(&acked_a),
+            Arc::clone(&stop),
+        ),
+        keep_sending(
+            ben.clone(),
+            "ann",
+            "b",
+            Arc::clone(&acked_b),
+            Arc::clone(&stop),
+        ),
+    ];
+    let acked = |a: &Arc<std::sync::Mutex<Vec<usize>>>| a.lock().unwrap().len();
+    for _ in 0..600 {
+        if acked(&acked_a) >= 10 && acked(&acked_b) >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // kill -9 of ben's node in the middle of traffic.
+    drop(n.pop().unwrap().kill());
+    let before = (acked(&acked_a), acked(&acked_b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    online(&ben).await;
+    // Both go on acknowledging through node 1.
+    for _ in 0..600 {
+        if acked(&acked_a) >= before.0 + 10 && acked(&acked_b) >= before.1 + 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    assert!(
+        acked(&acked_b) >= before.1 + 10,
+        "ben kept sending through the other node"
+    );
+    for _ in 0..3 {
+        inproc::sync_eventually(&ann).await;
+        inproc::sync_eventually(&ben).await;
+    }
+    let acked_a = acked_a.lock().unwrap().clone();
+    let acked_b = acked_b.lock().unwrap().clone();
+    check(&numbers(&texts(&ben, "ann").await, "a"), &acked_a, "ben");
+    check(&numbers(&texts(&ann, "ben").await, "b"), &acked_b, "ann");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_from_two_nodes_converge() {
+    let Some(db) = Scratch::new("concurrent_commits_from_two_nodes_converge").await else {
+        return;
+    };
+    let (n, _conf) = nodes(&db, 2);
+    let d: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ann = register_via(&n[0], &n[0].addr, d[0].path(), "ann", Default::default()).await;
+    let ben = register_via(&n[1], &n[1].addr, d[1].path(), "ben", Default::default()).await;
+    let dan = register_via(&n[0], &n[0].addr, d[2].path(), "dan", Default::default()).await;
+    let eve = register_via(&n[1], &n[1].addr, d[3].path(), "eve", Default::default()).await;
+    let team = GroupName::parse("team").unwrap();
+    ann.create_group(&team, &names(&["ben"])).await.unwrap();
+    ann.promote(&team, &names(&["ben"])).await.unwrap();
+    ben.sync().await.unwrap();
+    // Two admins on two nodes commit at one epoch: one wins, the other catches up
+    // and commits again.
+    let (dan_, eve_) = (names(&["dan"]), names(&["eve"]));
+    let (a, b) = tokio::join!(ann.add_members(&team, &dan_), ben.add_members(&team, &eve_));
+    a.unwrap();
+    b.unwrap();
+    let all = [&ann, &ben, &dan, &eve];
+    for c in all {
+        c.sync().await.unwrap();
+    }
+    for (i, c) in all.iter().enumerate() {
+        c.send(&to("#team"), &format!("from {i}")).await.unwrap();
+    }
+    for c in all {
+        for i in 0..4 {
+            pushed(c, "#team", &format!("from {i}"), 10).await;
+        }
+        let members = c.members(&team).await.unwrap();
+        assert_eq!(members.len(), 4, "ann, ben, dan and eve: {members:?}");
+    }
+}
