@@ -228,3 +228,84 @@ async fn concurrent_commits_from_two_nodes_converge() {
         assert_eq!(members.len(), 4, "ann, ben, dan and eve: {members:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_from_a_populated_sqlite_server_keeps_every_conversation() {
+    let Some(db) =
+        Scratch::new("migration_from_a_populated_sqlite_server_keeps_every_conversation").await
+    else {
+        return;
+    };
+    // A single node on SQLite, with history, a group, and a message still queued.
+    let addr = format!("127.0.0.1:{}", hush_testing::free_port());
+    let single = Server::start_in(tempfile::tempdir().unwrap(), &addr, &[]);
+    let d: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ann = register_via(&single, &addr, d[0].path(), "ann", Default::default()).await;
+    let ben = register_via(&single, &addr, d[1].path(), "ben", Default::default()).await;
+    let cat = register_via(&single, &addr, d[2].path(), "cat", Default::default()).await;
+    ann.send(&to("ben"), "before the move").await.unwrap();
+    ben.sync().await.unwrap();
+    ben.send(&to("ann"), "reply before").await.unwrap();
+    let trio = GroupName::parse("trio").unwrap();
+    ann.create_group(&trio, &names(&["ben", "cat"]))
+        .await
+        .unwrap();
+    ben.sync().await.unwrap();
+    cat.sync().await.unwrap();
+    ben.close().await;
+    ann.send(&to("ben"), "queued for ben").await.unwrap();
+    ann.close().await;
+    cat.close().await;
+    let old_fingerprint = single.fingerprint.clone();
+    let (status, data) = single.stop();
+    assert!(status.success());
+    let sqlite = format!("sqlite:{}", data.path().join("srv/hushd.db").display());
+
+    let migrate = |to: &str| {
+        std::process::Command::new(hush_testing::bin("hushd"))
+            .args(["migrate", "--from", &sqlite, "--to", to])
+            .output()
+            .unwrap()
+    };
+    let report = hush_testing::ok(&migrate(&db.url()));
+    for line in ["users 3", "devices 3", "groups 2", "group_names 1"] {
+        assert!(report.lines().any(|l| l == line), "{line:?} in:\n{report}");
+    }
+    assert!(report.contains(&old_fingerprint), "{report}");
+    // Never into a database that holds accounts.
+    let again = migrate(&db.url());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("empty"),
+        "{again:?}"
+    );
+
+    // A cluster node at the old address, on the database: same key, same accounts.
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("hushd.toml");
+    std::fs::write(&path, format!("database_url = {:?}\n", db.url())).unwrap();
+    let node = Server::start_in(
+        tempfile::tempdir().unwrap(),
+        &addr,
+        &["--config", path.to_str().unwrap()],
+    );
+    assert_eq!(node.fingerprint, old_fingerprint, "clients keep their pin");
+    let ann = Client::open(d[0].path(), Default::default()).await.unwrap();
+    let ben = Client::open(d[1].path(), Default::default()).await.unwrap();
+    let cat = Client::open(d[2].path(), Default::default()).await.unwrap();
+    for c in [&ann, &ben, &cat] {
+        inproc::sync_eventually(c).await;
+    }
+    assert_eq!(
+        texts(&ben, "ann").await,
+        ["before the move", "reply before", "queued for ben"],
+        "the queued message came through the migration"
+    );
+    ben.send(&to("ann"), "after the move").await.unwrap();
+    pushed(&ann, "ben", "after the move", 10).await;
+    cat.send(&to("#trio"), "the group still works")
+        .await
+        .unwrap();
+    pushed(&ann, "#trio", "the group still works", 10).await;
+    pushed(&ben, "#trio", "the group still works", 10).await;
+}

@@ -275,8 +275,11 @@ CREATE TRIGGER held_uncount AFTER DELETE ON held
 
 CREATE FUNCTION hush_message_added() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- A copied message may outlive its sender's account (hushd migrate).
     IF NEW.sender_user IS NOT NULL THEN
-        INSERT INTO user_storage (user_id, bytes) VALUES (NEW.sender_user, NEW.size)
+        INSERT INTO user_storage (user_id, bytes)
+            SELECT NEW.sender_user, NEW.size WHERE EXISTS (
+                SELECT 1 FROM users WHERE user_id = NEW.sender_user)
             ON CONFLICT (user_id) DO UPDATE SET bytes = user_storage.bytes + EXCLUDED.bytes;
     END IF;
     RETURN NULL;

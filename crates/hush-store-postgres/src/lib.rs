@@ -26,6 +26,7 @@
 mod queries;
 mod accounts;
 mod extras;
+pub mod import;
 mod messaging;
 pub mod migrations;
 pub mod scratch;

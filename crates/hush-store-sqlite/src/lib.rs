@@ -12,6 +12,7 @@
 )]
 
 mod backups;
+pub mod export;
 mod files;
 pub mod migrations;
 mod pool;

@@ -3,7 +3,8 @@
 //! `hush-store-postgres`) implement [`Store`]; [`memory::MemoryStore`] is the reference
 //! implementation; [`conformance`] is the suite every backend must pass.
 //!
-//! Modules: [`model`] (records passed in and out), [`memory`], [`conformance`], and
+//! Modules: [`model`] (records passed in and out), [`memory`], [`conformance`], [`dump`]
+//! (plain rows for copying a database between adapters), and
 //! [`blob`], the port for sealed file bytes (`BlobStore`) with its adapters.
 //! A new storage operation: add it to [`Store`] with its doc (what it guarantees),
 //! implement it in every adapter, and add its checks to [`conformance`].
@@ -11,6 +12,7 @@
 
 pub mod blob;
 pub mod conformance;
+pub mod dump;
 pub mod memory;
 pub mod model;
 

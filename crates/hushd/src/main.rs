@@ -7,6 +7,7 @@
 //! subcommands).
 mod admin;
 mod config;
+mod migrate;
 
 /// mimalloc returns freed memory to the system (glibc's arenas kept what closed
 /// sessions used) and is faster on the relay's small allocations (docs/benchmarks.md).
@@ -81,6 +82,17 @@ enum Command {
     User {
         #[command(subcommand)]
         command: admin::UserCommand,
+    },
+    /// Copy a single-node server's SQLite database into an empty PostgreSQL database
+    /// for a cluster: every account, device, key package, group, queued message,
+    /// backup and secret, and the data dir's TLS identity, so clients carry on.
+    Migrate {
+        /// The SQLite database: sqlite:PATH (stop its server first).
+        #[arg(long, value_name = "URL")]
+        from: DatabaseUrl,
+        /// The PostgreSQL database: postgres://... (must hold no accounts yet).
+        #[arg(long, value_name = "URL")]
+        to: DatabaseUrl,
     },
     /// Print the manual page (roff): `hushd man | man -l -`.
     Man {
@@ -176,6 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = runtime.block_on(existing_store(&settings))?;
             runtime.block_on(admin::user(store.as_ref(), command))
         }
+        Some(Command::Migrate { from, to }) => runtime.block_on(migrate::run(&from, &to)),
         Some(Command::Config { .. } | Command::Man { .. } | Command::Completions { .. }) => Ok(()),
     }
 }

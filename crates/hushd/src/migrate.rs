@@ -1,0 +1,103 @@
+//! `hushd migrate --from sqlite:PATH --to postgres://...`: a single-node server's
+//! database copied whole into an empty PostgreSQL database, in one transaction, with
+//! the data dir's TLS identity, so every client carries on against the cluster.
+use std::io::IsTerminal;
+
+use anyhow::{Context, bail};
+use hush_server::TlsIdentity;
+use hush_server::identity::SHARED_SECRET;
+use hush_store::dump::Value;
+use hush_store_postgres::import::TABLES;
+use hush_store_postgres::{PgStore, PoolConfig};
+use hush_store_sqlite::export::Export;
+
+use crate::config::{Database, DatabaseUrl, parse_database_url};
+
+/// Rows read and written at a time.
+const PAGE: u64 = 200;
+
+pub async fn run(from: &DatabaseUrl, to: &DatabaseUrl) -> anyhow::Result<()> {
+    let Database::Sqlite(source) = parse_database_url(from)? else {
+        bail!("--from must be the single-node database, sqlite:PATH");
+    };
+    let Database::Postgres(target) = parse_database_url(to)? else {
+        bail!("--to must be the cluster's database, postgres://...");
+    };
+    let export = Export::open(&source)
+        .with_context(|| format!("opening {} (stop its server first)", source.display()))?;
+    let store = PgStore::connect(target.expose(), PoolConfig::default())
+        .await
+        .with_context(|| format!("connecting to {target}"))?;
+    let mut import = store.import().await?;
+    let progress = std::io::stderr().is_terminal();
+    let mut counts = Vec::new();
+    for table in TABLES {
+        let columns = import.columns(table).await?;
+        if columns.is_empty() {
+            bail!("{target} has no table {table}: not a hush database");
+        }
+        let names: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
+        let total = export.count(table)?;
+        let mut done = 0;
+        while done < total {
+            let rows = export.page(table, &names, done, PAGE)?;
+            if rows.is_empty() {
+                break;
+            }
+            done += import.insert(table, &columns, rows).await?;
+            if progress {
+                eprint!("\r{table}: {done}/{total}");
+            }
+        }
+        if progress && total > 0 {
+            eprintln!();
+        }
+        counts.push((*table, done));
+    }
+    // The single node's own identity becomes the cluster's: pinned fingerprints hold.
+    let data_dir = source.parent().unwrap_or(std::path::Path::new("."));
+    let identity = match TlsIdentity::bundle_in(data_dir)? {
+        Some(pem) => {
+            let names = import.columns("server_secrets").await?;
+            let row = names
+                .iter()
+                .map(|(c, _)| match c.as_str() {
+                    "name" => Value::Text(SHARED_SECRET.to_owned()),
+                    _ => Value::Bytes(pem.clone()),
+                })
+                .collect();
+            import.insert("server_secrets", &names, vec![row]).await?;
+            Some(TlsIdentity::from_pem(&pem)?.fingerprint())
+        }
+        None => None,
+    };
+    let usage = vec!["device_id".to_owned(), "missed".to_owned()];
+    let mut offset = 0;
+    loop {
+        let rows = export.page("mailbox_usage", &usage, offset, PAGE)?;
+        if rows.is_empty() {
+            break;
+        }
+        offset += rows.len() as u64;
+        for row in rows {
+            if let [Value::Bytes(device), Value::Int(missed)] = row.as_slice()
+                && *missed > 0
+            {
+                import.set_missed(device, *missed).await?;
+            }
+        }
+    }
+    import.commit().await?;
+    println!("migrated {} into {target}", source.display());
+    for (table, n) in counts {
+        println!("{table} {n}");
+    }
+    match identity {
+        Some(fp) => println!("fingerprint {fp} (the cluster presents the old server's identity)"),
+        None => println!(
+            "no TLS identity in {}: the first node makes a new one, and clients will see a changed fingerprint",
+            data_dir.display()
+        ),
+    }
+    Ok(())
+}
