@@ -66,7 +66,7 @@ impl Export {
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(backend)? {
             let mut values = Vec::with_capacity(columns.len());
-            for i in 0..columns.len() {
+            for (i, column) in columns.iter().enumerate() {
                 values.push(match row.get_ref(i).map_err(backend)? {
                     ValueRef::Null => Value::Null,
                     ValueRef::Integer(n) => Value::Int(n),
@@ -74,8 +74,7 @@ impl Export {
                     ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
                     ValueRef::Real(_) => {
                         return Err(StoreError::backend(format!(
-                            "{table}.{}: a real number where hush stores none",
-                            columns[i]
+                            "{table}.{column}: a real number where hush stores none"
                         )));
                     }
                 });
