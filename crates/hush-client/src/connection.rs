@@ -357,8 +357,9 @@ impl Connection {
         // wait is taken here, so a busy but honest client just slows down.
         for _ in 0..RATE_LIMIT_RETRIES {
             match self.request_once(body.clone()).await {
+                // P109: the same for storage that is briefly unavailable.
                 Err(ClientError::Server(e))
-                    if e.code == ErrorCode::RateLimited
+                    if matches!(e.code, ErrorCode::RateLimited | ErrorCode::Unavailable)
                         && !e.fatal
                         && e.retry_after_secs <= MAX_RATE_LIMIT_WAIT_SECS =>
                 {

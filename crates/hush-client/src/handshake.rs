@@ -122,6 +122,7 @@ fn transient(code: ErrorCode) -> bool {
             | ErrorCode::Timeout
             | ErrorCode::ShuttingDown
             | ErrorCode::RateLimited
+            | ErrorCode::Unavailable
             | ErrorCode::Unauthenticated
             | ErrorCode::Unspecified
     )

@@ -130,8 +130,8 @@ impl From<StoreError> for Refusal {
             other if other.is_retryable() => {
                 tracing::warn!(error = %other, "passing storage failure");
                 Refusal {
-                    code: ErrorCode::Internal,
-                    message: "the server's storage is busy; nothing was changed, try again".into(),
+                    code: ErrorCode::Unavailable,
+                    message: "the server's storage is briefly unavailable; try again".into(),
                     retry_after_secs: 1,
                 }
             }
