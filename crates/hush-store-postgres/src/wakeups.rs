@@ -1,6 +1,6 @@
 //! The wake-up bus of a cluster, on PostgreSQL's LISTEN/NOTIFY.
 //!
-//! A write that queued entries, or ended sessions, sends `NOTIFY hush_wake` inside its
+//! A write that queued entries, or ended sessions, sends `NOTIFY "hush_wake.SCHEMA"` inside its
 //! own transaction ([`Bus::publish`]): PostgreSQL delivers it to every listening node
 //! when, and only if, the transaction commits. Each node's LISTEN task hands what it
 //! hears to the node's [`CommitListener`] (its hub), which wakes the devices connected
@@ -27,8 +27,19 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::{Outbox, pg};
 
-/// The channel every node listens on.
+/// The channel every node of one cluster listens on: this prefix and the schema, so
+/// clusters in other schemas of the same database do not hear each other.
 pub const CHANNEL: &str = "hush_wake";
+
+/// The channel of the cluster whose tables are in `schema` (at most 63 bytes, the
+/// longest name PostgreSQL takes).
+pub fn channel(schema: &str) -> String {
+    let mut name = format!("{CHANNEL}.{schema}");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
 
 /// Devices per notification: 33 characters each, so a payload stays near 6,700 bytes.
 pub const MAX_DEVICES: usize = 200;
@@ -112,6 +123,7 @@ pub fn decode(payload: &str) -> Option<(NodeId, Event)> {
 /// This node's end of the bus.
 pub struct Bus {
     node: NodeId,
+    channel: String,
     listener: RwLock<Option<Arc<dyn CommitListener>>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -129,10 +141,16 @@ impl Drop for Bus {
 impl Bus {
     /// Starts listening (a connection of its own, outside the pool's count).
     pub(crate) async fn start(pool: PgPool) -> Result<Arc<Self>, StoreError> {
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await
+            .map_err(pg)?;
+        let channel = channel(&schema);
         let mut listen = PgListener::connect_with(&pool).await.map_err(pg)?;
-        listen.listen(CHANNEL).await.map_err(pg)?;
+        listen.listen(&channel).await.map_err(pg)?;
         let bus = Arc::new(Bus {
             node: NodeId::random(),
+            channel,
             listener: RwLock::new(None),
             task: std::sync::Mutex::new(None),
         });
@@ -170,7 +188,7 @@ impl Bus {
         ] {
             for payload in encode(self.node, &event) {
                 sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
+                    .bind(&self.channel)
                     .bind(payload)
                     .execute(&mut *tx)
                     .await
@@ -193,7 +211,7 @@ impl Bus {
 
     fn heard(&self, payload: &str) {
         let Some((node, event)) = decode(payload) else {
-            tracing::debug!("ignoring a malformed notification on {CHANNEL}");
+            tracing::debug!(channel = %self.channel, "ignoring a malformed notification");
             return;
         };
         if node == self.node {
@@ -271,6 +289,13 @@ mod tests {
         assert_eq!(back, many);
         let (_, e) = decode(&encode(node, &Event::Revoked(vec![d(7)]))[0]).unwrap();
         assert_eq!(e, Event::Revoked(vec![d(7)]));
+    }
+
+    #[test]
+    fn each_schema_has_its_channel_within_the_name_limit() {
+        assert_eq!(channel("public"), "hush_wake.public");
+        assert_ne!(channel("a"), channel("b"));
+        assert_eq!(channel(&"x".repeat(100)).len(), 63);
     }
 
     #[test]
