@@ -22,7 +22,7 @@ use opaque_ke::{
 
 use crate::clock::{Entropy, EntropyRng, random};
 use crate::config::RegistrationMode;
-use crate::limits::FailureLimiter;
+use crate::limits::{FailureLimiter, SharedLimiter};
 use crate::{ServerConfig, ServerError, ServerState};
 
 const OPAQUE_SETUP: &str = "opaque_server_setup";
@@ -155,7 +155,7 @@ pub struct Accounts {
     setup: ServerSetup<OpaqueSuite>,
     /// Unproven logins per account: they slow that account's logins down, never lock
     /// it (P320), so nobody can lock a user out by guessing.
-    by_account: FailureLimiter<Username>,
+    by_account: SharedLimiter,
     /// Unproven logins per source address: past the limit, that address gets no more
     /// login challenges for a while.
     by_address: FailureLimiter<IpAddr>,
@@ -165,9 +165,9 @@ pub struct Accounts {
     registrations: FailureLimiter<IpAddr>,
     /// P332: wrong second factors per account; past the limit none is checked until
     /// the window passes.
-    pub(crate) second_factor: FailureLimiter<UserId>,
+    pub(crate) second_factor: SharedLimiter,
     /// P553: wrong channel passwords and codes, per user and per source address.
-    pub(crate) channel_by_user: FailureLimiter<UserId>,
+    pub(crate) channel_by_user: SharedLimiter,
     pub(crate) channel_by_address: FailureLimiter<IpAddr>,
     slowdown_after: u32,
 }
@@ -188,7 +188,7 @@ impl Accounts {
         Ok(Accounts {
             setup,
             // Never refuses (see `login_delay`); the count only sets the slowdown.
-            by_account: FailureLimiter::new(u32::MAX, window, LIMITER_CAP),
+            by_account: SharedLimiter::new("login", u32::MAX, window),
             by_address: FailureLimiter::new(
                 config.limits.login_failures_per_address,
                 window,
@@ -204,15 +204,15 @@ impl Accounts {
                 3600,
                 LIMITER_CAP,
             ),
-            second_factor: FailureLimiter::new(
+            second_factor: SharedLimiter::new(
+                "second_factor",
                 config.limits.login_failures_per_account,
                 window,
-                LIMITER_CAP,
             ),
-            channel_by_user: FailureLimiter::new(
+            channel_by_user: SharedLimiter::new(
+                "channel",
                 config.limits.login_failures_per_account,
                 window,
-                LIMITER_CAP,
             ),
             channel_by_address: FailureLimiter::new(
                 config.limits.login_failures_per_address,
@@ -433,8 +433,11 @@ pub async fn login_start(
     // Counted as a failure until LoginFinish proves the password: a client that learns
     // it has the wrong password never sends LoginFinish.
     acc.by_address.record_failure(&address, now);
-    let failures = acc.by_account.count(&username, now);
-    acc.by_account.record_failure(&username, now);
+    // Counted in the store, so the slowdown holds across a cluster's nodes.
+    let failures = acc
+        .by_account
+        .record_failure(st.store.as_ref(), username.as_str().as_bytes(), now)
+        .await?;
     // P320: past the threshold, each unproven login of this account costs the asker
     // time, so guessing stays slow while the real user still gets in.
     if let Some(delay) = login_delay(failures, acc.slowdown_after) {
@@ -498,7 +501,9 @@ pub async fn login_finish(
         return Err(auth_failed());
     };
     let acc = &st.accounts;
-    acc.by_account.clear(&pending.username);
+    acc.by_account
+        .clear(st.store.as_ref(), pending.username.as_str().as_bytes())
+        .await?;
     acc.by_address.forgive_one(&pending.address);
     // P330–P332: the password is proven; an account with two-factor login on also
     // needs a code or a recovery code (asked only now, so nobody learns whether an

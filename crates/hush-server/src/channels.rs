@@ -111,8 +111,8 @@ pub fn check_lobby(
     }
 }
 
-/// A wrong guess, counted per user and per address.
-fn failed(
+/// A wrong guess, counted per user (in the store, for every node) and per address.
+async fn failed(
     st: &ServerState,
     auth: &Authenticated,
     ip: IpAddr,
@@ -120,9 +120,14 @@ fn failed(
     message: String,
 ) -> Refusal {
     let now = st.clock.now_unix();
-    st.accounts
+    if let Err(e) = st
+        .accounts
         .channel_by_user
-        .record_failure(&auth.user_id, now);
+        .record_failure(st.store.as_ref(), auth.user_id.as_bytes(), now)
+        .await
+    {
+        return Refusal::from(e);
+    }
     st.accounts.channel_by_address.record_failure(&ip, now);
     tracing::info!(user = %auth.username, %ip, ?code, "channel join refused");
     Refusal::new(code, message)
@@ -142,7 +147,8 @@ pub async fn join(
     let limited = st
         .accounts
         .channel_by_user
-        .check(&auth.user_id, now)
+        .check(st.store.as_ref(), auth.user_id.as_bytes(), now)
+        .await?
         .and(st.accounts.channel_by_address.check(&ip, now));
     if let Err(wait) = limited {
         tracing::warn!(user = %auth.username, %ip, "channel join refused: too many wrong attempts");
@@ -187,7 +193,8 @@ pub async fn join(
                 ip,
                 ErrorCode::ChannelPasswordWrong,
                 format!("that is not the password of {name}"),
-            ));
+            )
+            .await);
         }
     }
     let step = match &channel.totp_secret {
@@ -209,7 +216,8 @@ pub async fn join(
                         ip,
                         ErrorCode::SecondFactorInvalid,
                         format!("that is not the current code of {name}"),
-                    ));
+                    )
+                    .await);
                 }
             }
         }
@@ -226,7 +234,8 @@ pub async fn join(
             ip,
             ErrorCode::SecondFactorInvalid,
             "that code was used already; wait for the next one".into(),
-        ));
+        )
+        .await);
     }
     tracing::info!(user = %auth.username, device = %auth.device_id, channel = %name, "admitted to a channel");
     Ok(Body::ChannelJoin(pb::ChannelJoin {

@@ -184,9 +184,104 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
     }
 }
 
+/// Failures per account counted in the store (P320, P332, P553), so every node of a
+/// cluster sees one count and a guesser gains nothing by spreading over nodes. Fixed
+/// windows of `window_secs` from a key's first failure, like [`FailureLimiter`].
+pub struct SharedLimiter {
+    kind: &'static str,
+    max_failures: u32,
+    window_secs: i64,
+}
+
+impl SharedLimiter {
+    pub fn new(kind: &'static str, max_failures: u32, window_secs: i64) -> Self {
+        SharedLimiter {
+            kind,
+            max_failures,
+            window_secs: window_secs.max(1),
+        }
+    }
+
+    fn wait(&self, c: hush_store::FailureCount, now: i64) -> Result<(), u32> {
+        let end = c.since.saturating_add(self.window_secs);
+        if c.count >= self.max_failures && now < end {
+            Err(u32::try_from(end - now).unwrap_or(u32::MAX).max(1))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `Ok(Err(seconds to wait))` if `key` has used up its failures at `now`.
+    pub async fn check(
+        &self,
+        store: &dyn hush_store::Store,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Result<(), u32>, hush_store::StoreError> {
+        let c = store
+            .count_failures(self.kind, key, 0, now, self.window_secs)
+            .await?;
+        Ok(self.wait(c, now))
+    }
+
+    /// Counts one failure; returns the failures before it in the window.
+    pub async fn record_failure(
+        &self,
+        store: &dyn hush_store::Store,
+        key: &[u8],
+        now: i64,
+    ) -> Result<u32, hush_store::StoreError> {
+        let c = store
+            .count_failures(self.kind, key, 1, now, self.window_secs)
+            .await?;
+        Ok(c.count.saturating_sub(1))
+    }
+
+    pub async fn clear(
+        &self,
+        store: &dyn hush_store::Store,
+        key: &[u8],
+    ) -> Result<(), hush_store::StoreError> {
+        store.clear_failures(self.kind, key).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn shared_limits_count_what_every_node_records() {
+        // Two nodes: two limiters over one store.
+        let store = hush_store::memory::MemoryStore::new();
+        let (a, b) = (
+            SharedLimiter::new("totp", 3, 60),
+            SharedLimiter::new("totp", 3, 60),
+        );
+        a.record_failure(&store, b"ann", 100).await.unwrap();
+        b.record_failure(&store, b"ann", 101).await.unwrap();
+        assert_eq!(a.check(&store, b"ann", 102).await.unwrap(), Ok(()));
+        assert_eq!(b.record_failure(&store, b"ann", 102).await.unwrap(), 2);
+        assert_eq!(
+            a.check(&store, b"ann", 110).await.unwrap(),
+            Err(50),
+            "locked on both"
+        );
+        assert_eq!(b.check(&store, b"ann", 110).await.unwrap(), Err(50));
+        assert_eq!(a.check(&store, b"ben", 110).await.unwrap(), Ok(()));
+        assert_eq!(
+            a.check(&store, b"ann", 160).await.unwrap(),
+            Ok(()),
+            "window over"
+        );
+        b.record_failure(&store, b"ann", 161).await.unwrap();
+        a.clear(&store, b"ann").await.unwrap();
+        assert_eq!(
+            b.record_failure(&store, b"ann", 162).await.unwrap(),
+            0,
+            "cleared"
+        );
+    }
 
     #[test]
     fn p106_occupancy_caps_and_frees() {

@@ -70,7 +70,10 @@ pub async fn check(
 ) -> Result<(), Refusal> {
     let now = st.clock.now_unix();
     let limiter = &st.accounts.second_factor;
-    if let Err(wait) = limiter.check(&user, now) {
+    if let Err(wait) = limiter
+        .check(st.store.as_ref(), user.as_bytes(), now)
+        .await?
+    {
         tracing::warn!(user = %user, "second factor refused: too many wrong codes");
         return Err(Refusal {
             code: ErrorCode::RateLimited,
@@ -103,10 +106,12 @@ pub async fn check(
         }
     };
     if outcome.is_err() {
-        limiter.record_failure(&user, now);
+        limiter
+            .record_failure(st.store.as_ref(), user.as_bytes(), now)
+            .await?;
         tracing::warn!(user = %user, "wrong second factor");
     } else {
-        limiter.clear(&user);
+        limiter.clear(st.store.as_ref(), user.as_bytes()).await?;
     }
     outcome
 }
@@ -138,7 +143,8 @@ pub async fn confirm(
 ) -> Result<Vec<RecoveryCode>, Refusal> {
     let now = st.clock.now_unix();
     let limiter = &st.accounts.second_factor;
-    if let Err(wait) = limiter.check(&auth.user_id, now) {
+    let key = auth.user_id.as_bytes();
+    if let Err(wait) = limiter.check(st.store.as_ref(), key, now).await? {
         return Err(Refusal {
             code: ErrorCode::RateLimited,
             message: "too many wrong codes for this account; wait before trying again".into(),
@@ -152,7 +158,7 @@ pub async fn confirm(
         ));
     };
     let Some(step) = matching_step(&secret, code.expose(), now_unix(st)) else {
-        limiter.record_failure(&auth.user_id, now);
+        limiter.record_failure(st.store.as_ref(), key, now).await?;
         return Err(invalid(
             "wrong code: check that the app shows the account just added, and the clock",
         ));
@@ -171,7 +177,7 @@ pub async fn confirm(
             "a newer hush 2fa enable replaced this secret; add the newer one to the app",
         ));
     }
-    limiter.clear(&auth.user_id);
+    limiter.clear(st.store.as_ref(), key).await?;
     tracing::info!(user = %auth.username, "two-factor login turned on");
     Ok(codes)
 }

@@ -1,5 +1,5 @@
 -- The hush relay's schema on PostgreSQL: the same tables and meaning as the SQLite
--- adapter's migrations 0001-0011 (see there for the history of each column), in one
+-- adapter's migrations 0001-0012 (see there for the history of each column), in one
 -- file because this adapter starts at that shape. Never edit a shipped migration:
 -- add the next file.
 
@@ -237,6 +237,15 @@ CREATE TABLE backup_chunks (
     idx     BIGINT NOT NULL,
     chunk   BYTEA NOT NULL,
     PRIMARY KEY (user_id, idx)
+);
+
+-- P320, P332, P553: failure counts per account shared by every node, in fixed windows.
+CREATE TABLE failures (
+    kind  TEXT NOT NULL,
+    key   BYTEA NOT NULL,
+    count BIGINT NOT NULL,
+    since BIGINT NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 
 -- Usage counters for quotas (P450-P452), kept by triggers so every path that adds or

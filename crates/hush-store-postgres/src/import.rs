@@ -37,6 +37,7 @@ pub const TABLES: &[&str] = &[
     "file_recipients",
     "backups",
     "backup_chunks",
+    "failures",
 ];
 
 /// Tables whose `id` is an identity column: copied as they are, then their

@@ -596,6 +596,53 @@ impl Store for PgStore {
             .await)
     }
 
+    async fn count_failures(
+        &self,
+        kind: &str,
+        key: &[u8],
+        add: u32,
+        now: i64,
+        window_secs: i64,
+    ) -> Result<hush_store::FailureCount, StoreError> {
+        write_tx!(self, |c, _| async {
+            let (count, since) = row!(
+                c,
+                (i64, i64),
+                "INSERT INTO failures (kind, key, count, since) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, key) DO UPDATE SET
+                     count = CASE WHEN $4 >= failures.since + $5 THEN $3
+                                  ELSE failures.count + $3 END,
+                     since = CASE WHEN $4 >= failures.since + $5 THEN $4
+                                  ELSE failures.since END
+                 RETURNING count, since",
+                kind,
+                key,
+                i64::from(add),
+                now,
+                window_secs
+            )
+            .ok_or_else(|| corrupt("a failure count just written"))?;
+            Ok::<_, StoreError>(hush_store::FailureCount {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                since,
+            })
+        }
+        .await)
+    }
+
+    async fn clear_failures(&self, kind: &str, key: &[u8]) -> Result<(), StoreError> {
+        write_tx!(self, |c, _| async {
+            exec!(
+                c,
+                "DELETE FROM failures WHERE kind = $1 AND key = $2",
+                kind,
+                key
+            );
+            Ok::<_, StoreError>(())
+        }
+        .await)
+    }
+
     async fn prune(
         &self,
         expire_before_ms: i64,

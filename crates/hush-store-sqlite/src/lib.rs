@@ -2294,6 +2294,49 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_failures(
+        &self,
+        kind: &str,
+        key: &[u8],
+        add: u32,
+        now: i64,
+        window_secs: i64,
+    ) -> Result<hush_store::FailureCount, StoreError> {
+        let (kind, key) = (kind.to_owned(), key.to_vec());
+        self.run(move |conn| {
+            let (count, since): (i64, i64) = cached_row(
+                conn,
+                "INSERT INTO failures (kind, key, count, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, key) DO UPDATE SET
+                     count = CASE WHEN ?4 >= since + ?5 THEN ?3 ELSE count + ?3 END,
+                     since = CASE WHEN ?4 >= since + ?5 THEN ?4 ELSE since END
+                 RETURNING count, since",
+                params![kind, key, i64::from(add), now, window_secs],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(backend)?;
+            Ok(hush_store::FailureCount {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                since,
+            })
+        })
+        .await
+    }
+
+    async fn clear_failures(&self, kind: &str, key: &[u8]) -> Result<(), StoreError> {
+        let (kind, key) = (kind.to_owned(), key.to_vec());
+        self.run(move |conn| {
+            cached_exec(
+                conn,
+                "DELETE FROM failures WHERE kind = ?1 AND key = ?2",
+                params![kind, key],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn prune(
         &self,
         expire_before_ms: i64,

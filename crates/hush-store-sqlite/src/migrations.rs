@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_channels.sql"),
     include_str!("../migrations/0010_files.sql"),
     include_str!("../migrations/0011_backups.sql"),
+    include_str!("../migrations/0012_failures.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

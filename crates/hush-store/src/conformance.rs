@@ -57,6 +57,47 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     channels(store).await;
     files(store).await;
     backups(store).await;
+    failures(store).await;
+}
+
+/// Failure counts shared by every node (P320, P332, P553): windows, kinds, clearing.
+async fn failures<S: Store + ?Sized>(store: &S) {
+    let count = |add, now| store.count_failures("login", b"ann", add, now, 60);
+    assert_eq!(count(0, 100).await.unwrap().count, 0, "nothing yet");
+    assert_eq!(
+        count(1, 100).await.unwrap(),
+        crate::FailureCount {
+            count: 1,
+            since: 100
+        }
+    );
+    assert_eq!(
+        count(2, 130).await.unwrap(),
+        crate::FailureCount {
+            count: 3,
+            since: 100
+        }
+    );
+    let other = store
+        .count_failures("totp", b"ann", 0, 130, 60)
+        .await
+        .unwrap();
+    assert_eq!(other.count, 0, "kinds are separate");
+    let ben = store
+        .count_failures("login", b"ben", 0, 130, 60)
+        .await
+        .unwrap();
+    assert_eq!(ben.count, 0, "keys are separate");
+    assert_eq!(
+        count(1, 160).await.unwrap(),
+        crate::FailureCount {
+            count: 1,
+            since: 160
+        },
+        "a new window once the old one ended"
+    );
+    store.clear_failures("login", b"ann").await.unwrap();
+    assert_eq!(count(0, 161).await.unwrap().count, 0, "cleared");
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {
@@ -1347,6 +1388,20 @@ pub async fn run_concurrent_pair(a: &dyn Store, b: &dyn Store) {
             .iter()
             .filter_map(|r| r.as_ref().err())
             .all(|e| matches!(e, StoreError::MailboxFull))
+    );
+
+    // Failures counted from everywhere at once: none lost.
+    let fails = (0..20u8).map(|i| on(i).count_failures("race", b"key", 1, 10, 600));
+    for r in join_all(fails).await {
+        r.unwrap();
+    }
+    assert_eq!(
+        b.count_failures("race", b"key", 0, 11, 600)
+            .await
+            .unwrap()
+            .count,
+        20,
+        "every failure counted"
     );
 
     // Retries racing with one client message id: stored once, one answer for all.

@@ -436,6 +436,22 @@ pub trait Store: Send + Sync + 'static {
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
+    /// Cluster-wide failure counts (P320, P332, P553): adds `add` failures to `key`'s
+    /// count under `kind` and returns the count and when its window began. A window
+    /// lasts `window_secs` from its first failure; a count whose window ended by `now`
+    /// starts again at `add`. `add = 0` reads. Atomic: concurrent adds all count.
+    async fn count_failures(
+        &self,
+        kind: &str,
+        key: &[u8],
+        add: u32,
+        now: i64,
+        window_secs: i64,
+    ) -> Result<FailureCount, StoreError>;
+
+    /// Forgets `key`'s failures under `kind` (a proven login, a right code).
+    async fn clear_failures(&self, kind: &str, key: &[u8]) -> Result<(), StoreError>;
+
     /// Retention (P453): removes undelivered entries stored before `expire_before_ms`
     /// (their devices' missed counts go up) and the idempotency records of sends and
     /// handshakes made before `idempotency_before_ms`.

@@ -47,6 +47,8 @@ struct Stored {
 #[derive(Default, Clone)]
 struct State {
     secrets: HashMap<String, Vec<u8>>,
+    /// (kind, key) → failures in the window that began at the second value.
+    failures: HashMap<(String, Vec<u8>), (u32, i64)>,
     users: HashMap<UserId, UserRecord>,
     devices: HashMap<DeviceId, (UserId, NewDevice)>,
     invites: HashMap<[u8; 32], NewInvite>,
@@ -1583,6 +1585,37 @@ impl Store for MemoryStore {
                 }
             }
             Ok(out)
+        })
+    }
+
+    async fn count_failures(
+        &self,
+        kind: &str,
+        key: &[u8],
+        add: u32,
+        now: i64,
+        window_secs: i64,
+    ) -> Result<crate::FailureCount, StoreError> {
+        self.with(|s| {
+            let entry = s
+                .failures
+                .entry((kind.to_owned(), key.to_vec()))
+                .or_insert((0, now));
+            if now >= entry.1.saturating_add(window_secs) {
+                *entry = (0, now);
+            }
+            entry.0 = entry.0.saturating_add(add);
+            Ok(crate::FailureCount {
+                count: entry.0,
+                since: entry.1,
+            })
+        })
+    }
+
+    async fn clear_failures(&self, kind: &str, key: &[u8]) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.failures.remove(&(kind.to_owned(), key.to_vec()));
+            Ok(())
         })
     }
 

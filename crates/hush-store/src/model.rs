@@ -371,6 +371,14 @@ pub struct MailboxPage {
     pub more: bool,
 }
 
+/// A key's failures in its current window ([`crate::Store::count_failures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureCount {
+    pub count: u32,
+    /// When the window began (Unix seconds).
+    pub since: i64,
+}
+
 /// What one pass of retention removed (P453).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pruned {
