@@ -77,6 +77,17 @@ pub(crate) async fn members_of(
     Ok(rows.into_iter().map(DeviceId::from_bytes).collect())
 }
 
+/// The group's members but `sender`, in id order.
+async fn others(
+    c: &mut PgConnection,
+    group: &GroupId,
+    sender: &DeviceId,
+) -> Result<Vec<DeviceId>, StoreError> {
+    let mut members = members_of(c, group).await?;
+    members.retain(|d| d != sender);
+    Ok(members)
+}
+
 pub(crate) async fn is_channel(c: &mut PgConnection, group: &GroupId) -> Result<bool, StoreError> {
     Ok(one!(
         c,
@@ -713,11 +724,7 @@ pub(crate) async fn accept_commit(
             return Err(StoreError::DeviceNotFound(*d));
         }
     }
-    let recipients: Vec<DeviceId> = members_of(c, &m.group_id)
-        .await?
-        .into_iter()
-        .filter(|d| *d != m.sender)
-        .collect();
+    let recipients = others(c, &m.group_id, &m.sender).await?;
     let commit = enqueue(
         c,
         Outgoing {
@@ -842,11 +849,7 @@ pub(crate) async fn enqueue_message(
     if epoch != m.epoch {
         return Err(StoreError::StaleEpoch { current: epoch });
     }
-    let recipients: Vec<DeviceId> = members_of(c, &m.group_id)
-        .await?
-        .into_iter()
-        .filter(|d| *d != m.sender)
-        .collect();
+    let recipients = others(c, &m.group_id, &m.sender).await?;
     let sent = enqueue(
         c,
         Outgoing {
