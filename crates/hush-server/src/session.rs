@@ -443,7 +443,11 @@ impl Conn {
                     Some((done.request_id, done.reply))
                 }
                 std::task::Poll::Pending => {
-                    self.inflight.push_back(fut);
+                    // Driven by a task of its own from here: a write holds store
+                    // resources (a PostgreSQL connection and row locks) until it
+                    // ends, so it must not wait on this loop, which may itself be
+                    // waiting for the store (a push) or for a slow reader.
+                    self.inflight.push_back(spawned(id, fut));
                     None
                 }
             });
@@ -559,6 +563,25 @@ fn pipelined(
                 Err(r) => refusal(r),
             },
             acked,
+        }
+    })
+}
+
+/// `fut` run to its end by a task of its own, whatever becomes of the connection
+/// (a write that started commits or fails whole; its answer is then dropped).
+fn spawned(request_id: u64, fut: InFlight) -> InFlight {
+    let task = tokio::spawn(fut);
+    Box::pin(async move {
+        match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "a pipelined request's task failed");
+                Done {
+                    request_id,
+                    reply: fatal(ErrorCode::Internal, "internal error"),
+                    acked: 0,
+                }
+            }
         }
     })
 }

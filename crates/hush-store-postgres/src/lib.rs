@@ -30,6 +30,7 @@ pub mod import;
 mod messaging;
 pub mod migrations;
 pub mod scratch;
+pub mod url;
 pub mod wakeups;
 
 use std::sync::Arc;
@@ -226,6 +227,21 @@ impl PgStore {
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         self.pool
             .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .map_err(pg)
+    }
+
+    /// Begins a write that serialises itself by row locks instead (the hot paths:
+    /// sends and acks). Under `SERIALIZABLE` every two sends to one group conflict
+    /// (both move its sequence) and all but one are run again; here the second
+    /// waits for the group's row lock and then reads what the first committed.
+    /// Such a transaction must lock (`FOR UPDATE`) every row whose value it checks
+    /// before writing on the strength of it.
+    pub(crate) async fn begin_locked(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(pg)
     }
@@ -499,8 +515,10 @@ impl Store for PgStore {
     }
 
     async fn enqueue_message(&self, msg: NewMessage) -> Result<Delivered, StoreError> {
-        write_tx!(self, |c, out| messaging::enqueue_message(c, &msg, out)
-            .await)
+        write_tx!(self, begin_locked, |c, out| messaging::enqueue_message(
+            c, &msg, out
+        )
+        .await)
     }
 
     async fn fetch_mailbox(
@@ -517,8 +535,13 @@ impl Store for PgStore {
     }
 
     async fn ack(&self, device: DeviceId, ids: &[u64], missed_seen: u32) -> Result<(), StoreError> {
-        write_tx!(self, |c, _| messaging::ack(c, &device, ids, missed_seen)
-            .await)
+        write_tx!(self, begin_locked, |c, _| messaging::ack(
+            c,
+            &device,
+            ids,
+            missed_seen
+        )
+        .await)
     }
 
     async fn requests(&self, user: UserId) -> Result<Vec<HeldRequest>, StoreError> {

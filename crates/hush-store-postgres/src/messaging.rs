@@ -961,6 +961,17 @@ pub(crate) async fn ack(
     missed_seen: u32,
 ) -> Result<(), StoreError> {
     let ids: Vec<i64> = ids.iter().map(|i| big(*i)).collect();
+    // The deliveries_uncount trigger locks each message before it deletes one with
+    // its last entry (migration 0002); taken here first, in id order, so two acks
+    // of shared messages wait for each other instead of deadlocking.
+    exec!(
+        c,
+        "SELECT id FROM messages WHERE id IN (
+            SELECT message_id FROM deliveries WHERE device_id = $1 AND id = ANY($2))
+         ORDER BY id FOR UPDATE",
+        device.as_bytes(),
+        &ids
+    );
     // The deliveries_uncount trigger deletes a message with its last entry.
     exec!(
         c,

@@ -7,8 +7,13 @@ use sqlx::PgPool;
 use crate::pg;
 
 /// The migrations, in order; the version of a database is how many it has applied.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    (
+        "0002_lock_message_on_removal",
+        include_str!("../migrations/0002_lock_message_on_removal.sql"),
+    ),
+];
 
 /// An arbitrary constant: the advisory lock key of hush's migrations.
 const LOCK: i32 = 0x6875_7368;

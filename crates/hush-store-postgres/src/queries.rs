@@ -62,13 +62,16 @@ macro_rules! rows {
 /// macro, not a function taking a closure: the body borrows the method's arguments,
 /// which a higher-ranked closure bound cannot express with a `Send` future.
 macro_rules! write_tx {
-    ($self:expr, |$c:ident, $out:tt| $body:expr) => {{
+    ($self:expr, |$c:ident, $out:tt| $body:expr) => {
+        write_tx!($self, begin, |$c, $out| $body)
+    };
+    ($self:expr, $begin:ident, |$c:ident, $out:tt| $body:expr) => {{
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let mut outbox = $crate::Outbox::default();
             let ran = async {
-                let mut tx = $self.begin().await?;
+                let mut tx = $self.$begin().await?;
                 #[allow(unused_variables)]
                 let $out: &mut $crate::Outbox = &mut outbox;
                 let $c: &mut sqlx::PgConnection = &mut tx;

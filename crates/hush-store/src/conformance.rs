@@ -1416,6 +1416,58 @@ pub async fn run_concurrent_pair(a: &dyn Store, b: &dyn Store) {
     assert!(answers.iter().all(|a| a.group_seq == answers[0].group_seq));
     let inbox = store.fetch_mailbox(dev(71), 0, 100, ANY).await.unwrap();
     assert_eq!(inbox.entries.len(), 1, "stored once");
+    let ids: Vec<u64> = inbox.entries.iter().map(|e| e.id).collect();
+    store.ack(dev(71), &ids, 0).await.unwrap();
+
+    // Acks racing for the last entries of shared messages: each message goes with
+    // its last entry, and the room it took in its sender's storage with it.
+    let g2 = GroupId::from_bytes([71; 16]);
+    store
+        .create_group(NewGroup {
+            channel: None,
+            group_id: g2,
+            creator: dev(72),
+            direct: None,
+            name: None,
+            members: vec![dev(72), dev(71), dev(73)],
+            welcome: None,
+            now_ms: 1,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+        })
+        .await
+        .unwrap();
+    for i in 0..20u8 {
+        store
+            .enqueue_message(msg(g2, 1, 72, i, &[i; 100]))
+            .await
+            .unwrap();
+    }
+    let mut acks = Vec::new();
+    for (k, d) in [dev(71), dev(73)].into_iter().enumerate() {
+        let page = store.fetch_mailbox(d, 0, 100, ANY).await.unwrap();
+        assert_eq!(page.entries.len(), 20);
+        for (i, e) in page.entries.iter().enumerate() {
+            acks.push((on((i + k) as u8), d, e.id));
+        }
+    }
+    let racing = acks
+        .iter()
+        .map(|(s, d, id)| s.ack(*d, std::slice::from_ref(id), 0));
+    for r in join_all(racing).await {
+        r.unwrap();
+    }
+    let room_for_one = Quotas {
+        user_bytes: 100,
+        ..Quotas::UNLIMITED
+    };
+    store
+        .enqueue_message(NewMessage {
+            quotas: room_for_one,
+            ..msg(g2, 1, 72, 50, &[0; 100])
+        })
+        .await
+        .expect("every acknowledged message was deleted, its bytes given back");
 }
 
 /// P460–P462: invitations from people a user never reached out to are held.
