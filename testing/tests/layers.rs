@@ -35,7 +35,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "hush-clidoc",
         ],
     ),
-    ("hush-bench", &["hush-client", "hush-crypto", "hush-proto"]),
+    // The load generator: a client from outside, plus a throw-away PostgreSQL
+    // schema (hush_store_postgres::scratch) for the clusters it starts.
+    (
+        "hush-bench",
+        &[
+            "hush-client",
+            "hush-crypto",
+            "hush-proto",
+            "hush-store-postgres",
+        ],
+    ),
     ("hush-fuzz", &["hush-server", "hush-store", "hush-proto"]),
     ("hush-testing", &[]),
 ];

@@ -6,7 +6,8 @@
 //! duplicated messages, which must be zero: it exits non-zero otherwise.
 //!
 //! Scenarios (`docs/benchmarks.md`): `direct` (pairs of connected clients, 1:1, at a
-//! fixed offered rate). Payloads are opaque: raw sends at the group's epoch, receivers
+//! fixed offered rate), `group`, `offline`, `idle`, `login`; each against one node on
+//! SQLite or `--nodes N` sharing PostgreSQL (`--database-url`). Payloads are opaque: raw sends at the group's epoch, receivers
 //! acknowledge without decrypting, so the relay's cost is what is measured.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -57,6 +58,14 @@ pub struct Common {
     /// The hushd binary to start (default: next to this one).
     #[arg(long)]
     pub hushd: Option<std::path::PathBuf>,
+    /// hushd nodes to start, on one PostgreSQL database (needs --database-url when
+    /// more than one); clients are spread over them round robin.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// PostgreSQL for the started nodes (`postgres://user@host/db`): the run makes a
+    /// fresh schema in it and drops it afterwards. Without it, one node on SQLite.
+    #[arg(long, env = "HUSH_BENCH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<hush_store_postgres::url::DatabaseUrl>,
     /// Pin the started hushd to this CPU (taskset).
     #[arg(long)]
     pub server_cpu: Option<usize>,

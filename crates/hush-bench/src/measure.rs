@@ -45,8 +45,42 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcessSample> {
     })
 }
 
-/// CPU time of every process but `pid`, from /proc/stat (to tell a noisy run).
-pub fn others_cpu(pid: u32) -> Option<Duration> {
+/// The processes of `pids` together: CPU and memory summed.
+pub fn sample_all(pids: &[u32]) -> anyhow::Result<ProcessSample> {
+    let mut all = ProcessSample::default();
+    for &pid in pids {
+        let one = sample(pid)?;
+        all.cpu += one.cpu;
+        all.rss_bytes += one.rss_bytes;
+    }
+    Ok(all)
+}
+
+/// CPU time of every process named `name` (the PostgreSQL server's processes:
+/// `postgres`), from /proc; `None` when there is none.
+pub fn named_cpu(name: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if comm.trim_end() == name
+            && let Ok(s) = sample(pid)
+        {
+            total += s.cpu;
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
+
+/// CPU time of every process but `pids`, from /proc/stat (to tell a noisy run).
+pub fn others_cpu(pids: &[u32]) -> Option<Duration> {
     let total = std::fs::read_to_string("/proc/stat").ok()?;
     let line = total.lines().next()?;
     let mut parts = line.split_whitespace().skip(1);
@@ -54,7 +88,7 @@ pub fn others_cpu(pid: u32) -> Option<Duration> {
     let nice: u64 = parts.next()?.parse().ok()?;
     let system: u64 = parts.next()?.parse().ok()?;
     let all = Duration::from_micros((user + nice + system) * 1_000_000 / TICKS_PER_SECOND);
-    let own = sample(pid).ok()?.cpu;
+    let own = sample_all(pids).ok()?.cpu;
     Some(all.saturating_sub(own))
 }
 
@@ -79,6 +113,11 @@ pub struct Report {
     pub elapsed: Duration,
     pub server_cpu: Duration,
     pub others_cpu: Option<Duration>,
+    /// The PostgreSQL server's CPU meanwhile, when the nodes share one.
+    pub database_cpu: Option<Duration>,
+    /// hushd nodes, and where they keep their data.
+    pub nodes: usize,
+    pub database: &'static str,
     pub server_rss_bytes: u64,
     pub latency_us: (u64, u64, u64),
     /// `group`: messages sent (each delivered to every other member).
@@ -139,6 +178,10 @@ impl Report {
             "server_cpu_us_per_delivery": self.cpu_us_per_delivery(),
             "server_cpu_s": self.server_cpu.as_secs_f64(),
             "others_cpu_s": self.others_cpu.map(|d| d.as_secs_f64()),
+            "nodes": self.nodes,
+            "database": self.database,
+            "database_cpu_s": self.database_cpu.map(|d| d.as_secs_f64()),
+            "database_cpu_us_per_delivery": self.database_cpu.map(|d| d.as_micros() as f64 / self.delivered.max(1) as f64),
             "server_rss_bytes": self.server_rss_bytes,
             "latency_us": {"p50": self.latency_us.0, "p99": self.latency_us.1, "p99_9": self.latency_us.2},
             "per_session_bytes": self.per_session_bytes,
@@ -183,14 +226,17 @@ impl Report {
 
     fn summary(&self) -> String {
         format!(
-            "scenario            {}\n\
+            "scenario            {} ({} node{} on {})\n\
              delivered           {} of {} sent ({} lost, {} duplicated)\n\
              throughput          {:.0} msgs/s over {:.1} s\n\
              server CPU          {:.1} µs per delivery ({:.2} s)\n\
-             other processes     {}\n\
+             other processes     {}{}\n\
              server RSS          {:.1} MiB\n\
              latency             p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
             self.scenario,
+            self.nodes,
+            if self.nodes == 1 { "" } else { "s" },
+            self.database,
             self.delivered,
             self.sent,
             self.lost,
@@ -202,6 +248,13 @@ impl Report {
             self.others_cpu
                 .map(|d| format!("{:.2} s CPU", d.as_secs_f64()))
                 .unwrap_or_else(|| "unknown".into()),
+            self.database_cpu
+                .map(|d| format!(
+                    " (PostgreSQL {:.2} s, {:.1} µs per delivery)",
+                    d.as_secs_f64(),
+                    d.as_micros() as f64 / self.delivered.max(1) as f64
+                ))
+                .unwrap_or_default(),
             self.server_rss_bytes as f64 / (1024.0 * 1024.0),
             self.latency_us.0 as f64 / 1000.0,
             self.latency_us.1 as f64 / 1000.0,

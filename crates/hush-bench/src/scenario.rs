@@ -1,7 +1,6 @@
 //! The scenarios. Every one sets up accounts over the real protocol, measures the
 //! server while the load runs, and checks that nothing was lost or duplicated.
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,15 +31,18 @@ struct Account {
     dir: tempfile::TempDir,
     name: Username,
     device: DeviceId,
+    /// The node it registered on and connects to.
+    addr: String,
 }
 
 async fn register(server: &server::Server, i: usize) -> anyhow::Result<Account> {
     let dir = tempfile::tempdir()?;
     let name = Username::parse(&format!("bench{i:05}"))?;
     let fp = Fingerprint::parse(&server.fingerprint)?;
+    let addr = server.addr(i).to_owned();
     let (client, _) = Client::enrol(
         dir.path(),
-        &server.addr,
+        &addr,
         FirstUse::Expect(fp),
         Enrolment::Register {
             username: name.clone(),
@@ -54,15 +56,25 @@ async fn register(server: &server::Server, i: usize) -> anyhow::Result<Account> 
     .with_context(|| format!("registering {name}"))?;
     let device = client.stored_account().await?.device_id;
     client.close().await;
-    Ok(Account { dir, name, device })
+    Ok(Account {
+        dir,
+        name,
+        device,
+        addr,
+    })
 }
 
-/// An authenticated raw connection for the account in `dir`.
-async fn connect(server: &server::Server, dir: &Path) -> anyhow::Result<Connection> {
+/// An authenticated raw connection for `account`, to its node.
+async fn connect(server: &server::Server, account: &Account) -> anyhow::Result<Connection> {
+    let dir = account.dir.path();
     let token = Home::open(dir)?.account()?.context("no account")?.token;
     let fp = Fingerprint::parse(&server.fingerprint)?;
-    let conn =
-        Connection::connect(&server.addr, &KnownServers::new(dir), &FirstUse::Expect(fp)).await?;
+    let conn = Connection::connect(
+        &account.addr,
+        &KnownServers::new(dir),
+        &FirstUse::Expect(fp),
+    )
+    .await?;
     match conn
         .request(Body::Authenticate(pb::Authenticate {
             session_token: token.expose().to_vec().into(),
@@ -278,17 +290,24 @@ enum Until {
 
 /// The server's CPU, and the other processes', over a measured stretch of a run.
 struct Window {
-    pid: u32,
+    pids: Vec<u32>,
+    nodes: usize,
+    database: &'static str,
     before: measure::ProcessSample,
     others: Option<Duration>,
+    postgres: Option<Duration>,
 }
 
 impl Window {
-    fn open(pid: u32) -> anyhow::Result<Self> {
+    fn open(server: &server::Server) -> anyhow::Result<Self> {
+        let pids = server.pids();
         Ok(Window {
-            pid,
-            before: measure::sample(pid)?,
-            others: measure::others_cpu(pid),
+            before: measure::sample_all(&pids)?,
+            others: measure::others_cpu(&pids),
+            postgres: server.database.as_ref().and(measure::named_cpu("postgres")),
+            nodes: pids.len(),
+            database: server.kind(),
+            pids,
         })
     }
 
@@ -299,14 +318,24 @@ impl Window {
         c: &Common,
         elapsed: Duration,
     ) -> anyhow::Result<Report> {
-        let after = measure::sample(self.pid)?;
-        let others = measure::others_cpu(self.pid);
+        let after = measure::sample_all(&self.pids)?;
+        let others = measure::others_cpu(&self.pids)
+            .zip(self.others)
+            .map(|(a, b)| a.saturating_sub(b));
+        let postgres = self
+            .postgres
+            .zip(measure::named_cpu("postgres"))
+            .map(|(b, a)| a.saturating_sub(b));
         Ok(Report {
             scenario,
             common: Some(c.clone()),
             elapsed,
             server_cpu: after.cpu.saturating_sub(self.before.cpu),
-            others_cpu: others.zip(self.others).map(|(a, b)| a.saturating_sub(b)),
+            // The database's share is reported on its own.
+            others_cpu: others.map(|o| o.saturating_sub(postgres.unwrap_or_default())),
+            database_cpu: postgres,
+            nodes: self.nodes,
+            database: self.database,
             server_rss_bytes: after.rss_bytes,
             ..Report::default()
         })
@@ -432,7 +461,7 @@ async fn accounts(
     }
     let mut conns = Vec::with_capacity(n);
     for a in &accounts {
-        conns.push(Arc::new(connect(server, a.dir.path()).await?));
+        conns.push(Arc::new(connect(server, a).await?));
     }
     Ok((accounts, conns))
 }
@@ -441,7 +470,7 @@ async fn pairs(c: &Common) -> anyhow::Result<Setup> {
     if c.clients < 2 || !c.clients.is_multiple_of(2) {
         bail!("--clients must be an even number of at least 2");
     }
-    let server = server::start(c)?;
+    let server = server::start(c).await?;
     let (accounts, conns) = accounts(&server, c.clients).await?;
     // One 1:1 group per pair (the Welcome is a stand-in: receivers never decrypt).
     let mut groups = Vec::with_capacity(c.clients / 2);
@@ -526,7 +555,7 @@ pub async fn direct(c: &Common) -> anyhow::Result<Report> {
     let start = Instant::now();
     let listening = Receivers::start(&conns, c, start);
     let received = &listening.received;
-    let window = Window::open(server.pid)?;
+    let window = Window::open(&server)?;
     let sending_started = Instant::now();
     let until = sending_started + Duration::from_secs(c.seconds);
     let every = Duration::from_secs_f64(c.clients as f64 / c.rate.max(1) as f64);
@@ -560,7 +589,7 @@ pub async fn direct_mls(c: &Common) -> anyhow::Result<Report> {
     if c.clients < 2 || !c.clients.is_multiple_of(2) {
         bail!("--clients must be an even number of at least 2");
     }
-    let server = server::start(c)?;
+    let server = server::start(c).await?;
     let mut accounts = Vec::with_capacity(c.clients);
     for i in 0..c.clients {
         accounts.push(register(&server, i).await?);
@@ -627,7 +656,7 @@ pub async fn direct_mls(c: &Common) -> anyhow::Result<Report> {
             })
         })
         .collect();
-    let window = Window::open(server.pid)?;
+    let window = Window::open(&server)?;
     let sending_started = Instant::now();
     let until = sending_started + Duration::from_secs(c.seconds);
     let every = Duration::from_secs_f64(c.clients as f64 / c.rate.max(1) as f64);
@@ -698,7 +727,7 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
     let per_sender = total.div_ceil((c.clients / 2) as u64);
     let start = Instant::now();
     let errors = Arc::new(AtomicU64::new(0));
-    let cpu0 = measure::sample(server.pid)?;
+    let cpu0 = server.sample()?;
     let t0 = Instant::now();
     let senders: Vec<_> = (0..c.clients)
         .step_by(2)
@@ -729,7 +758,7 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
         acked[2 * k] = s.await?;
     }
     let stored = t0.elapsed();
-    let cpu1 = measure::sample(server.pid)?;
+    let cpu1 = server.sample()?;
     let stop = Arc::new(AtomicBool::new(false));
     let received: Vec<Arc<Mutex<Received>>> = (0..c.clients).map(|_| Arc::default()).collect();
     let t1 = Instant::now();
@@ -747,7 +776,7 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
         .collect();
     drained(&from_partners(&acked), &received, Duration::from_secs(120)).await;
     let drain = t1.elapsed();
-    let cpu2 = measure::sample(server.pid)?;
+    let cpu2 = server.sample()?;
     stop.store(true, Ordering::Relaxed);
     for r in receivers {
         r.await??;
@@ -755,6 +784,8 @@ pub async fn offline(c: &Common) -> anyhow::Result<Report> {
     let mut report = Report {
         scenario: "offline",
         common: Some(c.clone()),
+        nodes: server.nodes.len(),
+        database: server.kind(),
         elapsed: stored + drain,
         server_cpu: cpu2.cpu.saturating_sub(cpu0.cpu),
         server_rss_bytes: cpu2.rss_bytes,
@@ -789,7 +820,7 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
     if size < 2 || c.clients < size || !c.clients.is_multiple_of(size) {
         bail!("--clients must be a multiple of --group-size (at least 2)");
     }
-    let server = server::start(c)?;
+    let server = server::start(c).await?;
     let (accounts, conns) = accounts(&server, c.clients).await?;
     let groups = c.clients / size;
     let mut ids = Vec::with_capacity(groups);
@@ -836,7 +867,7 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
     let start = Instant::now();
     let listening = Receivers::start(&conns, c, start);
     let received = &listening.received;
-    let window = Window::open(server.pid)?;
+    let window = Window::open(&server)?;
     let sending_started = Instant::now();
     let until = sending_started + Duration::from_secs(c.seconds);
     let every = Duration::from_secs_f64(groups as f64 / c.rate.max(1) as f64);
@@ -892,7 +923,7 @@ pub async fn login(c: &Common) -> anyhow::Result<Report> {
     use hush_client::hush_proto::auth::opaque_ke::rand::rngs::OsRng;
     use hush_client::hush_proto::auth::opaque_ke::{ClientLogin, ClientLoginFinishParameters};
 
-    let server = server::start(c)?;
+    let server = server::start(c).await?;
     let account = register(&server, 0).await?;
     let fp = Fingerprint::parse(&server.fingerprint)?;
     let known = KnownServers::new(account.dir.path());
@@ -900,10 +931,11 @@ pub async fn login(c: &Common) -> anyhow::Result<Report> {
     let name = account.name.to_string();
     let total = c.rate.saturating_mul(c.seconds).max(1);
 
-    // One login: connect, LoginStart and, when `finish`, LoginFinish.
-    let (known, first_use, name, addr) = (&known, &first_use, &name, &server.addr);
-    let one = |finish: bool| async move {
-        let conn = Connection::connect(addr, known, first_use).await?;
+    // Login `k`: connect (to the nodes in turn), LoginStart and, when `finish`,
+    // LoginFinish.
+    let (known, first_use, name, nodes) = (&known, &first_use, &name, &server);
+    let one = |finish: bool, k: u64| async move {
+        let conn = Connection::connect(nodes.addr(k as usize), known, first_use).await?;
         let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, PASSWORD)
             .map_err(|e| anyhow::anyhow!("OPAQUE: {e:?}"))?;
         let challenge = conn
@@ -949,7 +981,7 @@ pub async fn login(c: &Common) -> anyhow::Result<Report> {
             let mut started = 0u64;
             while ok < n {
                 while started < n && in_flight.len() < c.clients.max(1) {
-                    in_flight.push(one(finish));
+                    in_flight.push(one(finish, started));
                     started += 1;
                 }
                 match in_flight.next().await {
@@ -961,18 +993,20 @@ pub async fn login(c: &Common) -> anyhow::Result<Report> {
             Ok::<u64, anyhow::Error>(ok)
         }
     };
-    let cpu0 = measure::sample(server.pid)?;
+    let cpu0 = server.sample()?;
     let t0 = Instant::now();
     let full = run(true, total).await?;
     let full_time = t0.elapsed();
-    let cpu1 = measure::sample(server.pid)?;
+    let cpu1 = server.sample()?;
     let t1 = Instant::now();
     let starts = run(false, total.saturating_mul(4)).await?;
     let start_time = t1.elapsed();
-    let cpu2 = measure::sample(server.pid)?;
+    let cpu2 = server.sample()?;
     let mut report = Report {
         scenario: "login",
         common: Some(c.clone()),
+        nodes: server.nodes.len(),
+        database: server.kind(),
         elapsed: full_time + start_time,
         server_cpu: cpu2.cpu.saturating_sub(cpu0.cpu),
         server_rss_bytes: cpu2.rss_bytes,
@@ -1004,23 +1038,23 @@ pub async fn login(c: &Common) -> anyhow::Result<Report> {
 /// session (RSS after they connect less RSS before, over their number), and what is
 /// left after they close.
 pub async fn idle(c: &Common) -> anyhow::Result<Report> {
-    let server = server::start(c)?;
+    let server = server::start(c).await?;
     // Two accounts; every session is one of their devices resuming (the account cap
     // is opened up for the benchmark).
     let accounts = vec![register(&server, 0).await?, register(&server, 1).await?];
     // Warm up: one session of each, so buffers the first ones allocate are not counted.
     let mut sessions = Vec::with_capacity(c.clients);
     for a in &accounts {
-        sessions.push(connect(&server, a.dir.path()).await?);
+        sessions.push(connect(&server, a).await?);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = measure::sample(server.pid)?;
+    let before = server.sample()?;
     let t0 = Instant::now();
     for i in 0..c.clients {
-        sessions.push(connect(&server, accounts[i % 2].dir.path()).await?);
+        sessions.push(connect(&server, &accounts[i % 2]).await?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let during = measure::sample(server.pid)?;
+    let during = server.sample()?;
     let elapsed = t0.elapsed();
     for s in sessions.drain(..) {
         s.close().await;
@@ -1029,18 +1063,17 @@ pub async fn idle(c: &Common) -> anyhow::Result<Report> {
     // at its next allocations: a little activity, as a live server has.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1_100)).await;
-        connect(&server, accounts[0].dir.path())
-            .await?
-            .close()
-            .await;
+        connect(&server, &accounts[0]).await?.close().await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = measure::sample(server.pid)?;
+    let after = server.sample()?;
     let per_session = during.rss_bytes.saturating_sub(before.rss_bytes) / c.clients.max(1) as u64;
     let kept = after.rss_bytes.saturating_sub(before.rss_bytes);
     let mut report = Report {
         scenario: "idle",
         common: Some(c.clone()),
+        nodes: server.nodes.len(),
+        database: server.kind(),
         elapsed,
         server_cpu: during.cpu.saturating_sub(before.cpu),
         server_rss_bytes: during.rss_bytes,

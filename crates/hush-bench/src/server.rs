@@ -1,12 +1,15 @@
-//! The server under test: a `hushd` this run starts (fresh data dir, limits opened up
-//! so the load generator is not refused), or one already running.
+//! The server under test: `hushd` nodes this run starts (fresh data dirs, limits
+//! opened up so the load generator is not refused; with `--database-url`, a fresh
+//! PostgreSQL schema they share), or one already running.
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::Common;
+use hush_store_postgres::scratch::Scratch;
+
+use crate::{Common, measure};
 
 /// Limits a benchmark must not hit (it measures the relay, not the guards).
 const OPEN_LIMITS: &str = "[limits]
@@ -23,15 +26,49 @@ groups_per_account_per_hour = 100000000
 key_package_claims_per_minute = 100000000
 ";
 
+/// The hushd node(s) under test: one on SQLite by default, `--nodes N` on one
+/// PostgreSQL database (a fresh schema of `--database-url`, dropped afterwards).
 pub struct Server {
-    pub addr: String,
+    pub nodes: Vec<Node>,
     pub fingerprint: String,
-    pub pid: u32,
-    child: Option<Child>,
+    /// The cluster's schema, when the nodes share PostgreSQL.
+    pub database: Option<Scratch>,
     _data: Option<tempfile::TempDir>,
 }
 
-impl Drop for Server {
+/// One hushd process.
+pub struct Node {
+    pub addr: String,
+    pub pid: u32,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// The node the `i`th client uses: clients are spread round robin.
+    pub fn addr(&self, i: usize) -> &str {
+        &self.nodes[i % self.nodes.len()].addr
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.pid).collect()
+    }
+
+    /// Where the nodes keep their data.
+    pub fn kind(&self) -> &'static str {
+        if self.database.is_some() {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// CPU and memory of every node together.
+    pub fn sample(&self) -> anyhow::Result<measure::ProcessSample> {
+        measure::sample_all(&self.pids())
+    }
+}
+
+impl Drop for Node {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // A graceful stop first (so a profiler under it writes its report).
@@ -51,25 +88,47 @@ impl Drop for Server {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The nodes stop before their schema is dropped.
+        self.nodes.clear();
+    }
+}
+
 fn hushd_next_to_us() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("no directory for this binary")?;
     Ok(dir.join(format!("hushd{}", std::env::consts::EXE_SUFFIX)))
 }
 
-pub fn start(c: &Common) -> anyhow::Result<Server> {
+pub async fn start(c: &Common) -> anyhow::Result<Server> {
     if let (Some(addr), Some(pid)) = (&c.server, c.server_pid) {
         let Some(fingerprint) = c.fingerprint.clone() else {
             bail!("--server needs --fingerprint as well");
         };
         return Ok(Server {
-            addr: addr.clone(),
+            nodes: vec![Node {
+                addr: addr.clone(),
+                pid,
+                child: None,
+            }],
             fingerprint,
-            pid,
-            child: None,
+            database: None,
             _data: None,
         });
     }
+    if c.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let database = match &c.database_url {
+        Some(url) => Some(
+            Scratch::in_database(url.expose(), "bench")
+                .await
+                .context("making a fresh schema in --database-url")?,
+        ),
+        None if c.nodes > 1 => bail!("--nodes {} needs --database-url postgres://...", c.nodes),
+        None => None,
+    };
     let hushd = match &c.hushd {
         Some(p) => p.clone(),
         None => hushd_next_to_us()?,
@@ -77,23 +136,60 @@ pub fn start(c: &Common) -> anyhow::Result<Server> {
     let data = tempfile::tempdir()?;
     let config = data.path().join("bench.toml");
     std::fs::write(&config, OPEN_LIMITS)?;
+    let mut server = Server {
+        nodes: Vec::with_capacity(c.nodes),
+        fingerprint: String::new(),
+        database,
+        _data: None,
+    };
+    // One after the other: the first node makes the schema and the cluster's TLS
+    // identity, the others find both.
+    for n in 0..c.nodes {
+        let (node, fingerprint) = start_node(
+            c,
+            &hushd,
+            &data.path().join(format!("node{n}")),
+            &config,
+            server.database.as_ref().map(|d| d.url()),
+        )?;
+        if n > 0 && fingerprint != server.fingerprint {
+            bail!("node {n} presents another TLS identity than node 0");
+        }
+        server.fingerprint = fingerprint;
+        server.nodes.push(node);
+    }
+    server._data = Some(data);
+    Ok(server)
+}
+
+fn start_node(
+    c: &Common,
+    hushd: &Path,
+    data_dir: &Path,
+    config: &Path,
+    database_url: Option<String>,
+) -> anyhow::Result<(Node, String)> {
     let mut cmd = match c.server_cpu {
         Some(cpu) => {
             let mut t = Command::new("taskset");
-            t.arg("-c").arg(cpu.to_string()).arg(&hushd);
+            t.arg("-c").arg(cpu.to_string()).arg(hushd);
             t
         }
-        None => Command::new(&hushd),
+        None => Command::new(hushd),
     };
-    let mut child = cmd
-        .arg("--listen")
+    cmd.arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
-        .arg(data.path().join("srv"))
+        .arg(data_dir)
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("--log")
-        .arg("warn")
+        .arg("warn");
+    if let Some(url) = database_url {
+        // Through the environment, so the URL is not on a command line.
+        cmd.env("HUSHD_DATABASE_URL", url);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -112,11 +208,14 @@ pub fn start(c: &Common) -> anyhow::Result<Server> {
             fingerprint = Some(f.trim().to_owned());
         }
     }
-    Ok(Server {
-        addr: addr.unwrap_or_default(),
-        fingerprint: fingerprint.unwrap_or_default(),
-        pid: child.id(),
-        child: Some(child),
-        _data: Some(data),
-    })
+    // hushd's later lines are not read: drain them, so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((
+        Node {
+            addr: addr.unwrap_or_default(),
+            pid: child.id(),
+            child: Some(child),
+        },
+        fingerprint.unwrap_or_default(),
+    ))
 }

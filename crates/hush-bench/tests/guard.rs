@@ -118,3 +118,32 @@ fn a_short_run_through_the_client_library_loses_and_duplicates_nothing() {
     assert_all_once(&report);
     assert_eq!(report["scenario"], "direct-mls", "{report}");
 }
+
+#[test]
+fn a_short_run_across_two_nodes_on_postgresql_loses_and_duplicates_nothing() {
+    let Ok(url) = std::env::var("HUSH_TEST_DATABASE_URL") else {
+        eprintln!(
+            "SKIPPED a_short_run_across_two_nodes_on_postgresql_loses_and_duplicates_nothing: \
+             set HUSH_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run it"
+        );
+        return;
+    };
+    let Some(report) = bench(&[
+        "direct",
+        "--clients",
+        "4",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--nodes",
+        "2",
+        "--database-url",
+        &url,
+    ]) else {
+        return;
+    };
+    assert_all_once(&report);
+    assert_eq!(report["nodes"], 2, "{report}");
+    assert_eq!(report["database"], "postgresql", "{report}");
+}

@@ -2,6 +2,7 @@
 //! its own `search_path`, so tests run in parallel on one database and never see
 //! each other's rows. The database comes from `HUSH_TEST_DATABASE_URL`; without it,
 //! [`Scratch::new`] returns `None` and the test says it was skipped.
+//! [`Scratch::in_database`] makes one in any database (the load generator's cluster).
 // Test support: a database that cannot be reached fails the test that asked.
 #![allow(clippy::panic)]
 
@@ -27,19 +28,37 @@ impl Scratch {
             );
             return None;
         };
+        match Scratch::in_database(&base, "t").await {
+            Ok(s) => Some(s),
+            Err(e) => panic!("{ENV}={base:?}: {e}"),
+        }
+    }
+
+    /// A new empty schema `hush_LABEL...` in the database at `base` (a load test's
+    /// cluster, say), dropped with this value.
+    pub async fn in_database(base: &str, label: &str) -> Result<Scratch, sqlx::Error> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let schema = format!("hush_t{}_{}", std::process::id(), nanos % 1_000_000_000_000);
-        let mut conn = PgConnection::connect(&base)
-            .await
-            .unwrap_or_else(|e| panic!("{ENV}={base:?}: cannot connect: {e}"));
+        let label: String = label
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            .take(16)
+            .collect();
+        let schema = format!(
+            "hush_{label}{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000_000
+        );
+        let mut conn = PgConnection::connect(base).await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("creating schema {schema}: {e}"));
-        Some(Scratch { base, schema })
+            .await?;
+        Ok(Scratch {
+            base: base.to_owned(),
+            schema,
+        })
     }
 
     /// The database URL with this schema as its `search_path`, for `hushd

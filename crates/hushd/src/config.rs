@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hush_server::{Limits, RegistrationMode, ServerConfig};
+pub use hush_store_postgres::url::DatabaseUrl;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5535";
@@ -37,71 +38,6 @@ pub struct RawConfig {
 pub enum Database {
     Sqlite(PathBuf),
     Postgres(DatabaseUrl),
-}
-
-/// A database URL as given. It may hold a password, so its `Debug` and `Display`
-/// show `***` in its place; only [`DatabaseUrl::expose`] gives the URL itself.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    #[cfg(test)]
-    pub fn new(url: impl Into<String>) -> Self {
-        DatabaseUrl(url.into())
-    }
-
-    /// The URL with its password, for connecting only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password (in the authority or a `password=` parameter)
-    /// replaced by `***`.
-    pub fn redacted(&self) -> String {
-        let url = &self.0;
-        let mut out = match url.split_once("://") {
-            Some((scheme, rest)) => {
-                let (authority, tail) = match rest.find(['/', '?']) {
-                    Some(i) => rest.split_at(i),
-                    None => (rest, ""),
-                };
-                let authority = match authority.rsplit_once('@') {
-                    Some((userinfo, host)) => match userinfo.split_once(':') {
-                        Some((user, _)) => format!("{user}:***@{host}"),
-                        None => authority.to_owned(),
-                    },
-                    None => authority.to_owned(),
-                };
-                format!("{scheme}://{authority}{tail}")
-            }
-            None => url.clone(),
-        };
-        if let Some(i) = out.find("password=") {
-            let end = out[i..].find('&').map_or(out.len(), |j| i + j);
-            out.replace_range(i + "password=".len()..end, "***");
-        }
-        out
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({:?})", self.redacted())
-    }
-}
-
-impl std::fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl std::str::FromStr for DatabaseUrl {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(DatabaseUrl(s.to_owned()))
-    }
 }
 
 /// Everything hushd runs with, validated.
