@@ -50,6 +50,31 @@ async fn pushed(client: &Client, conversation: &str, text: &str, secs: u64) {
     );
 }
 
+/// A file of `len` patterned bytes in `dir`.
+fn a_file(dir: &std::path::Path, len: usize) -> (std::path::PathBuf, Vec<u8>) {
+    let data: Vec<u8> = (0..len as u64).map(|i| (i * 31 % 251) as u8).collect();
+    let path = dir.join("notes.bin");
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+/// `receiver` downloads the file `id` (through whatever node it is on) into `dir`:
+/// the bytes it saved.
+async fn received_file(
+    receiver: &Client,
+    id: hush_client::hush_proto::ids::FileId,
+    dir: &std::path::Path,
+) -> Vec<u8> {
+    inproc::sync_eventually(receiver).await;
+    let saved = receiver
+        .get_file(id, Some(dir), false, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    std::fs::read(saved.path).unwrap()
+}
+
 fn names(list: &[&str]) -> Vec<Username> {
     list.iter().map(|n| Username::parse(n).unwrap()).collect()
 }
@@ -93,6 +118,22 @@ async fn three_nodes_share_accounts_groups_live_pushes_and_cut_offs() {
     bob.send(&to("#trio"), "bob on node 3").await.unwrap();
     pushed(&alice, "#trio", "bob on node 3", 10).await;
     pushed(&carol, "#trio", "bob on node 3", 10).await;
+
+    // A file uploaded through node 1 downloads through node 3.
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = a_file(work.path(), 3 * 1024 * 1024 + 17);
+    let sent = alice
+        .send_file(&to("bob"), &path, None, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    let down = tempfile::tempdir().unwrap();
+    assert_eq!(
+        received_file(&bob, sent.file_id, down.path()).await,
+        data,
+        "the same bytes through another node"
+    );
 
     // Disabled through node 1 (an operator command, a process of its own): carol's
     // session on node 2 ends at once, long before any recheck.
@@ -254,6 +295,15 @@ async fn migration_from_a_populated_sqlite_server_keeps_every_conversation() {
     cat.sync().await.unwrap();
     ben.close().await;
     ann.send(&to("ben"), "queued for ben").await.unwrap();
+    // A file whose bytes are in the single node's data dir.
+    let work = tempfile::tempdir().unwrap();
+    let (path, file) = a_file(work.path(), 1024 * 1024 + 5);
+    let sent = ann
+        .send_file(&to("ben"), &path, None, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
     ann.close().await;
     cat.close().await;
     let old_fingerprint = single.fingerprint.clone();
@@ -272,6 +322,12 @@ async fn migration_from_a_populated_sqlite_server_keeps_every_conversation() {
         assert!(report.lines().any(|l| l == line), "{line:?} in:\n{report}");
     }
     assert!(report.contains(&old_fingerprint), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("file bytes ") && l.ends_with(" (1 files)")),
+        "the file's sealed bytes were copied:\n{report}"
+    );
     // Never into a database that holds accounts.
     let again = migrate(&db.url());
     assert_eq!(again.status.code(), Some(1));
@@ -300,6 +356,12 @@ async fn migration_from_a_populated_sqlite_server_keeps_every_conversation() {
         texts(&ben, "ann").await,
         ["before the move", "reply before", "queued for ben"],
         "the queued message came through the migration"
+    );
+    let down = tempfile::tempdir().unwrap();
+    assert_eq!(
+        received_file(&ben, sent.file_id, down.path()).await,
+        file,
+        "the file's bytes came through the migration"
     );
     ben.send(&to("ann"), "after the move").await.unwrap();
     pushed(&ann, "ben", "after the move", 10).await;

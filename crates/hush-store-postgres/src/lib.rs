@@ -25,6 +25,7 @@
 #[macro_use]
 mod queries;
 mod accounts;
+pub mod blobs;
 mod extras;
 pub mod import;
 mod messaging;
@@ -187,6 +188,13 @@ impl PgStore {
         migrations::apply(&pool).await?;
         let bus = wakeups::Bus::start(pool.clone()).await?;
         Ok(PgStore { pool, bus })
+    }
+
+    /// The blob port on this database: file bytes every node can read.
+    pub fn blobs(&self) -> blobs::PgBlobs {
+        blobs::PgBlobs {
+            pool: self.pool.clone(),
+        }
     }
 
     /// This process's id on the wake-up bus.

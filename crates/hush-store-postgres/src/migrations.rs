@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_lock_message_on_removal",
         include_str!("../migrations/0002_lock_message_on_removal.sql"),
     ),
+    ("0003_blobs", include_str!("../migrations/0003_blobs.sql")),
 ];
 
 /// An arbitrary constant: the advisory lock key of hush's migrations.

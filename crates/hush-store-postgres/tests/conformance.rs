@@ -80,3 +80,22 @@ async fn wake_ups_and_revocations_reach_the_other_nodes() {
     assert_ne!(a.node(), b.node(), "every store is a node of its own");
     hush_store::conformance::wakes_across_nodes(&a, &b).await;
 }
+
+#[tokio::test]
+async fn postgres_blobs_pass_the_blob_conformance() {
+    let Some(scratch) = Scratch::new("postgres_blobs_pass_the_blob_conformance").await else {
+        return;
+    };
+    let a = store(&scratch).await;
+    hush_store::blob::conformance::run(&a.blobs()).await;
+    // What one node took, another reads.
+    let b = store(&scratch).await;
+    let id = hush_proto::ids::FileId::from_bytes([9; 16]);
+    let blobs = a.blobs();
+    use hush_store::blob::BlobStore as _;
+    blobs.append(id, 0, b"sealed ").await.unwrap();
+    blobs.append(id, 7, b"bytes").await.unwrap();
+    blobs.seal(id).await.unwrap();
+    assert_eq!(b.blobs().read(id, 0, 100).await.unwrap(), b"sealed bytes");
+    assert_eq!(b.blobs().read(id, 5, 4).await.unwrap(), b"d by");
+}

@@ -295,8 +295,27 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// The store and the blob store (P560) the server runs on: on PostgreSQL both live
+/// in the cluster's database, so a file taken by one node is read through any;
+/// on SQLite the bytes are files in the data dir.
+async fn open_storage(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn hush_store::blob::BlobStore>)> {
+    if let Database::Postgres(url) = &settings.database {
+        ensure_data_dir(settings)?;
+        let store = postgres(url, settings).await?;
+        let blobs = Arc::new(store.blobs());
+        return Ok((Arc::new(store), blobs));
+    }
+    let store = open_store(settings).await?;
+    let blobs_dir = settings.data_dir.join("blobs");
+    let blobs = hush_store::blob::FsBlobs::open(&blobs_dir)
+        .with_context(|| format!("opening the file store {}", blobs_dir.display()))?;
+    Ok((store, Arc::new(blobs)))
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings).await?;
+    let (store, blobs) = open_storage(&settings).await?;
     let identity = identity(&settings, store.as_ref()).await?;
     let mut state = ServerState::new(
         store,
@@ -314,11 +333,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .unwrap_or(&settings.data_dir);
         state = state.with_storage_reserve(dir.join("hushd.reserve"));
     }
-    // P560: sealed file bytes, as files in the data dir.
-    let blobs_dir = settings.data_dir.join("blobs");
-    let blobs = hush_store::blob::FsBlobs::open(&blobs_dir)
-        .with_context(|| format!("opening the file store {}", blobs_dir.display()))?;
-    let state = state.with_blobs(Arc::new(blobs));
+    let state = state.with_blobs(blobs);
     let listener = hush_server::transport::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

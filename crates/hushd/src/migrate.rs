@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, bail};
 use hush_server::TlsIdentity;
 use hush_server::identity::SHARED_SECRET;
+use hush_store::blob::{BlobStore, FsBlobs, MAX_READ};
 use hush_store::dump::Value;
 use hush_store_postgres::import::TABLES;
 use hush_store_postgres::{PgStore, PoolConfig};
@@ -87,10 +88,27 @@ pub async fn run(from: &DatabaseUrl, to: &DatabaseUrl) -> anyhow::Result<()> {
             }
         }
     }
+    // File bytes before the rows commit: a failed run leaves only blobs no row
+    // names (swept by the server, overwritten by the next run).
+    let blobs_dir = data_dir.join("blobs");
+    let files = if blobs_dir.is_dir() {
+        let from = FsBlobs::open(&blobs_dir)
+            .with_context(|| format!("opening the file store {}", blobs_dir.display()))?;
+        copy_blobs(&from, &store.blobs(), progress).await?
+    } else {
+        Copied::default()
+    };
     import.commit().await?;
     println!("migrated {} into {target}", source.display());
     for (table, n) in counts {
         println!("{table} {n}");
+    }
+    println!("file bytes {} ({} files)", files.bytes, files.sealed);
+    if files.unfinished > 0 {
+        println!(
+            "{} unfinished uploads not copied: their senders upload them again",
+            files.unfinished
+        );
     }
     match identity {
         Some(fp) => println!("fingerprint {fp} (the cluster presents the old server's identity)"),
@@ -100,4 +118,53 @@ pub async fn run(from: &DatabaseUrl, to: &DatabaseUrl) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// What [`copy_blobs`] moved.
+#[derive(Default)]
+struct Copied {
+    sealed: u64,
+    bytes: u64,
+    unfinished: u64,
+}
+
+/// Every sealed blob of `from` copied whole into `to` (replacing one of the same id
+/// a failed run left); uploads still under way are counted, not copied.
+async fn copy_blobs(
+    from: &dyn BlobStore,
+    to: &dyn BlobStore,
+    progress: bool,
+) -> anyhow::Result<Copied> {
+    let mut copied = Copied::default();
+    let ids = from.list().await?;
+    for (n, id) in ids.iter().enumerate() {
+        match from.status(*id).await? {
+            Some(status) if status.sealed => {
+                to.delete(*id).await?;
+                let mut at = 0;
+                while at < status.len {
+                    let piece = from.read(*id, at, MAX_READ).await?;
+                    if piece.is_empty() {
+                        bail!("file {id} ended at {at} of {} bytes", status.len);
+                    }
+                    at = to.append(*id, at, &piece).await?;
+                }
+                if status.len == 0 {
+                    to.append(*id, 0, &[]).await?;
+                }
+                to.seal(*id).await?;
+                copied.sealed += 1;
+                copied.bytes += status.len;
+            }
+            Some(_) => copied.unfinished += 1,
+            None => {}
+        }
+        if progress {
+            eprint!("\rfiles: {}/{}", n + 1, ids.len());
+        }
+    }
+    if progress && !ids.is_empty() {
+        eprintln!();
+    }
+    Ok(copied)
 }
