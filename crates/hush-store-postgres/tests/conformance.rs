@@ -99,3 +99,101 @@ async fn postgres_blobs_pass_the_blob_conformance() {
     assert_eq!(b.blobs().read(id, 0, 100).await.unwrap(), b"sealed bytes");
     assert_eq!(b.blobs().read(id, 5, 4).await.unwrap(), b"d by");
 }
+
+/// Counts what a node's bus hands its hub.
+#[derive(Default)]
+struct Heard {
+    woken: std::sync::Mutex<Vec<hush_proto::ids::DeviceId>>,
+    resyncs: std::sync::atomic::AtomicUsize,
+}
+
+impl hush_store::CommitListener for Heard {
+    fn committed(
+        &self,
+        _: &[(hush_proto::ids::DeviceId, hush_proto::response::Entry)],
+        woken: &[hush_proto::ids::DeviceId],
+    ) {
+        self.woken.lock().unwrap().extend_from_slice(woken);
+    }
+
+    fn resync(&self) {
+        self.resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_listen_connection_re_reads_and_hears_again() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    let Some(scratch) = Scratch::new("a_node_that_lost_its_listen_connection").await else {
+        return;
+    };
+    let a = store(&scratch).await;
+    let b = store(&scratch).await;
+    let heard = std::sync::Arc::new(Heard::default());
+    a.set_listener(heard.clone());
+    // The database drops every LISTEN connection of this cluster (a restart, a
+    // network cut, an operator's pg_terminate_backend).
+    let admin = sqlx::PgPool::connect(&scratch.url()).await.unwrap();
+    let dropped: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE query LIKE 'LISTEN %' AND query LIKE '%' || current_schema() || '%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        dropped.len(),
+        2,
+        "one LISTEN connection per node: {dropped:?}"
+    );
+    // Wake-ups said meanwhile may be lost: the node tells its hub to re-read.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while heard.resyncs.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no resync after the LISTEN connection was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And it listens again: a write on the other node wakes it.
+    let (creator, someone) = (
+        hush_proto::ids::DeviceId::from_bytes([7; 16]),
+        hush_proto::ids::DeviceId::from_bytes([8; 16]),
+    );
+    for (n, name) in [(7, "relisten_a"), (8, "relisten_b")] {
+        b.create_user(hush_store::conformance::user(n, name))
+            .await
+            .unwrap();
+    }
+    let mut n = 0u8;
+    loop {
+        // Direct Welcomes to `someone` until one is heard (the LISTEN may take a
+        // moment to come back).
+        n += 1;
+        b.create_group(hush_store::NewGroup {
+            channel: None,
+            group_id: hush_proto::ids::GroupId::from_bytes([n; 16]),
+            creator,
+            direct: None,
+            name: None,
+            members: vec![creator, someone],
+            welcome: Some(vec![1; 8]),
+            now_ms: 1,
+            client_key: None,
+            quotas: hush_store::Quotas::UNLIMITED,
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if heard.woken.lock().unwrap().contains(&someone) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(10),
+            "the node never heard the other again"
+        );
+    }
+}

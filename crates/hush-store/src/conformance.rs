@@ -28,7 +28,8 @@ fn device(n: u8) -> NewDevice {
     }
 }
 
-fn user(n: u8, username: &str) -> NewUser {
+/// A user whose ids, keys and first device are all `n` (for suites elsewhere too).
+pub fn user(n: u8, username: &str) -> NewUser {
     NewUser {
         user_id: UserId::from_bytes([n; 16]),
         username: name(username),
