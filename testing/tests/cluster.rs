@@ -18,12 +18,17 @@ use inproc::{check, keep_sending, numbers, online, register_via, texts, to};
 /// `n` nodes on one database. Sessions are rechecked only every ten minutes, so a
 /// cut-off seen sooner came over the wake-up bus.
 fn nodes(scratch: &Scratch, n: usize) -> (Vec<Server>, tempfile::TempDir) {
+    nodes_with(scratch, n, "")
+}
+
+/// `n` nodes with more `[limits]` lines.
+fn nodes_with(scratch: &Scratch, n: usize, limits: &str) -> (Vec<Server>, tempfile::TempDir) {
     let conf = tempfile::tempdir().unwrap();
     let path = conf.path().join("hushd.toml");
     std::fs::write(
         &path,
         format!(
-            "database_url = {:?}\n[limits]\nsession_recheck_secs = 600\n",
+            "database_url = {:?}\n[limits]\nsession_recheck_secs = 600\n{limits}",
             scratch.url()
         ),
     )
@@ -370,4 +375,35 @@ async fn migration_from_a_populated_sqlite_server_keeps_every_conversation() {
         .unwrap();
     pushed(&ann, "#trio", "the group still works", 10).await;
     pushed(&ben, "#trio", "the group still works", 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registrations_per_address_are_counted_across_the_nodes() {
+    let Some(db) = Scratch::new("registrations_per_address_are_counted_across_the_nodes").await
+    else {
+        return;
+    };
+    let (n, _conf) = nodes_with(&db, 2, "registrations_per_address_per_hour = 2\n");
+    let d: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    register_via(&n[0], &n[0].addr, d[0].path(), "one", Default::default()).await;
+    register_via(&n[1], &n[1].addr, d[1].path(), "two", Default::default()).await;
+    // The third from the same address, through the first node again: refused,
+    // although that node made only one.
+    let third = hush_client::Client::enrol(
+        d[2].path(),
+        &n[0].addr,
+        inproc::pin(&n[0]),
+        hush_client::Enrolment::Register {
+            username: Username::parse("three").unwrap(),
+            password: zeroize::Zeroizing::new(b"correct horse battery".to_vec()),
+            invite: None,
+            profile: Default::default(),
+        },
+        Default::default(),
+    )
+    .await;
+    let Err(err) = third else {
+        panic!("the third registration from one address is refused");
+    };
+    assert!(err.to_string().contains("too many new accounts"), "{err}");
 }

@@ -161,8 +161,9 @@ pub struct Accounts {
     by_address: FailureLimiter<IpAddr>,
     /// Unknown session tokens per source address; valid token resumes never count.
     bad_tokens: FailureLimiter<IpAddr>,
-    /// Accounts created per source address in the last hour (open registration).
-    registrations: FailureLimiter<IpAddr>,
+    /// Accounts created per source address in the last hour (open registration),
+    /// counted in the store so that a cluster's nodes share one count.
+    registrations: SharedLimiter,
     /// P332: wrong second factors per account; past the limit none is checked until
     /// the window passes.
     pub(crate) second_factor: SharedLimiter,
@@ -199,10 +200,10 @@ impl Accounts {
                 window,
                 LIMITER_CAP,
             ),
-            registrations: FailureLimiter::new(
+            registrations: SharedLimiter::new(
+                "registration",
                 config.limits.registrations_per_address_per_hour,
                 3600,
-                LIMITER_CAP,
             ),
             second_factor: SharedLimiter::new(
                 "second_factor",
@@ -304,7 +305,12 @@ pub async fn register_start(
             if let Err(wait) = st
                 .accounts
                 .registrations
-                .check(&address, st.clock.now_unix())
+                .check(
+                    st.store.as_ref(),
+                    &address_key(&address),
+                    st.clock.now_unix(),
+                )
+                .await?
             {
                 tracing::warn!(%address, "registration refused: too many new accounts from this address");
                 return Err(Refusal {
@@ -387,9 +393,19 @@ pub async fn register_finish(
             sealed_account_key: keys.sealed.to_vec(),
         })
         .await?;
-    st.accounts
+    if let Err(e) = st
+        .accounts
         .registrations
-        .record_failure(&pending.address, st.clock.now_unix());
+        .record_failure(
+            st.store.as_ref(),
+            &address_key(&pending.address),
+            st.clock.now_unix(),
+        )
+        .await
+    {
+        // The account exists: its answer must not be lost for a counter.
+        tracing::warn!(address = %pending.address, error = %e, "could not count a registration");
+    }
     tracing::info!(user = %pending.username, device = %device_id, admin, "registered a new account");
     let account = Account {
         user_id,
@@ -406,6 +422,14 @@ pub async fn register_finish(
         device_id,
     };
     Ok((account, token, auth))
+}
+
+/// A source address as a store key.
+fn address_key(address: &IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
 }
 
 fn rate_limited(retry_after_secs: u32) -> Refusal {

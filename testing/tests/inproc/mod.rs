@@ -24,7 +24,7 @@ pub fn to(target: &str) -> Target {
     Target::parse(target).unwrap()
 }
 
-fn pin(server: &Server) -> FirstUse {
+pub fn pin(server: &Server) -> FirstUse {
     FirstUse::Expect(Fingerprint::parse(&server.fingerprint).unwrap())
 }
 
