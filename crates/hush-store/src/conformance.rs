@@ -358,6 +358,27 @@ fn dev(n: u8) -> DeviceId {
     DeviceId::from_bytes([n; 16])
 }
 
+/// A group of `members` made by `creator`: no name, channel, Welcome or quota.
+fn plain_group(
+    group_id: GroupId,
+    creator: DeviceId,
+    members: Vec<DeviceId>,
+    now_ms: i64,
+) -> NewGroup {
+    NewGroup {
+        channel: None,
+        group_id,
+        creator,
+        direct: None,
+        name: None,
+        members,
+        welcome: None,
+        now_ms,
+        client_key: None,
+        quotas: Quotas::UNLIMITED,
+    }
+}
+
 fn msg(group: GroupId, epoch: u64, sender: u8, id: u8, text: &[u8]) -> NewMessage {
     NewMessage {
         group_id: group,
@@ -1201,18 +1222,7 @@ pub async fn drains_when_full<S: Store + ?Sized>(store: &S) {
     store.create_user(user(2, "full_reader")).await.unwrap();
     let g = GroupId::from_bytes([1; 16]);
     store
-        .create_group(NewGroup {
-            channel: None,
-            group_id: g,
-            creator: dev(1),
-            direct: None,
-            name: None,
-            members: vec![dev(1), dev(2)],
-            welcome: None,
-            now_ms: 1,
-            client_key: None,
-            quotas: Quotas::UNLIMITED,
-        })
+        .create_group(plain_group(g, dev(1), vec![dev(1), dev(2)], 1))
         .await
         .unwrap();
     let payload = vec![7u8; 64 * 1024];
@@ -1269,18 +1279,7 @@ pub async fn run_concurrent_pair(a: &dyn Store, b: &dyn Store) {
     }
     let g = GroupId::from_bytes([70; 16]);
     store
-        .create_group(NewGroup {
-            channel: None,
-            group_id: g,
-            creator: dev(70),
-            direct: None,
-            name: None,
-            members: vec![dev(70), dev(71)],
-            welcome: None,
-            now_ms: 1,
-            client_key: None,
-            quotas: Quotas::UNLIMITED,
-        })
+        .create_group(plain_group(g, dev(70), vec![dev(70), dev(71)], 1))
         .await
         .unwrap();
 
@@ -1424,18 +1423,7 @@ pub async fn run_concurrent_pair(a: &dyn Store, b: &dyn Store) {
     // its last entry, and the room it took in its sender's storage with it.
     let g2 = GroupId::from_bytes([71; 16]);
     store
-        .create_group(NewGroup {
-            channel: None,
-            group_id: g2,
-            creator: dev(72),
-            direct: None,
-            name: None,
-            members: vec![dev(72), dev(71), dev(73)],
-            welcome: None,
-            now_ms: 1,
-            client_key: None,
-            quotas: Quotas::UNLIMITED,
-        })
+        .create_group(plain_group(g2, dev(72), vec![dev(72), dev(71), dev(73)], 1))
         .await
         .unwrap();
     for i in 0..20u8 {

@@ -328,21 +328,12 @@ mod tests {
 
     #[test]
     fn database_passwords_never_show() {
-        for (url, shown) in [
-            (
-                "postgres://hush:s3cret@db:5432/hush",
-                "postgres://hush:***@db:5432/hush",
-            ),
-            (
-                "postgres://hush@db/hush?password=s3cret&sslmode=require",
-                "postgres://hush@db/hush?password=***&sslmode=require",
-            ),
-            ("postgres://hush:s3cret@db", "postgres://hush:***@db"),
-            ("postgres://db/hush", "postgres://db/hush"),
+        // Redaction itself is hush_store_postgres::url's; here: settings keep it.
+        for url in [
+            "postgres://hush:s3cret@db:5432/hush",
+            "postgres://hush@db/hush?password=s3cret&sslmode=require",
         ] {
             let u = DatabaseUrl::new(url);
-            assert_eq!(u.redacted(), shown);
-            assert!(!format!("{u:?} {u}").contains("s3cret"));
             let settings = resolve(
                 RawConfig::default(),
                 Overrides {
