@@ -184,7 +184,7 @@ fn start_node(
         .arg("--config")
         .arg(config)
         .arg("--log")
-        .arg("warn");
+        .arg(std::env::var("HUSH_BENCH_HUSHD_LOG").unwrap_or_else(|_| "warn".into()));
     if let Some(url) = database_url {
         // Through the environment, so the URL is not on a command line.
         cmd.env("HUSHD_DATABASE_URL", url);
