@@ -77,17 +77,6 @@ pub(crate) async fn members_of(
     Ok(rows.into_iter().map(DeviceId::from_bytes).collect())
 }
 
-/// The group's members but `sender`, in id order.
-async fn others(
-    c: &mut PgConnection,
-    group: &GroupId,
-    sender: &DeviceId,
-) -> Result<Vec<DeviceId>, StoreError> {
-    let mut members = members_of(c, group).await?;
-    members.retain(|d| d != sender);
-    Ok(members)
-}
-
 pub(crate) async fn is_channel(c: &mut PgConnection, group: &GroupId) -> Result<bool, StoreError> {
     Ok(one!(
         c,
@@ -97,12 +86,14 @@ pub(crate) async fn is_channel(c: &mut PgConnection, group: &GroupId) -> Result<
     ))
 }
 
-/// The group's epoch, locked for this transaction, and whether `device` is a member.
+/// The group's epoch, locked for this transaction, whether `device` is a member,
+/// and the other members in id order. The members are read by a statement after the
+/// lock's, so at `READ COMMITTED` they are what the last holder of the lock left.
 async fn group_state(
     c: &mut PgConnection,
     group: &GroupId,
     device: &DeviceId,
-) -> Result<(u64, bool), StoreError> {
+) -> Result<(u64, bool, Vec<DeviceId>), StoreError> {
     let epoch = opt!(
         c,
         i64,
@@ -110,14 +101,10 @@ async fn group_state(
         group.as_bytes()
     )
     .ok_or(StoreError::GroupNotFound)?;
-    let member = one!(
-        c,
-        bool,
-        "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = $1 AND device_id = $2)",
-        group.as_bytes(),
-        device.as_bytes()
-    );
-    Ok((unbig(epoch), member))
+    let mut others = members_of(c, group).await?;
+    let before = others.len();
+    others.retain(|d| d != device);
+    Ok((unbig(epoch), others.len() < before, others))
 }
 
 /// P460: whether `user` takes Welcomes from `sender` without asking (see the SQLite
@@ -271,20 +258,21 @@ async fn enqueue(
     out: &mut Outbox,
 ) -> Result<Enqueued, StoreError> {
     let size = m.payload.len() as u64;
-    let sender_user = user_of(c, m.sender).await?;
-    if let Some(user) = &sender_user {
-        let used = one!(
-            c,
-            i64,
-            "SELECT COALESCE((SELECT bytes FROM user_storage WHERE user_id = $1), 0)",
-            user
-        );
-        if unbig(used).saturating_add(size) > m.quotas.user_bytes {
-            return Err(StoreError::QuotaExceeded {
-                quota: Quota::UserBytes,
-                limit: m.quotas.user_bytes,
-            });
-        }
+    let sender = row!(
+        c,
+        ([u8; 16], i64),
+        "SELECT o.user_id, COALESCE(s.bytes, 0) FROM device_owners o
+         LEFT JOIN user_storage s ON s.user_id = o.user_id WHERE o.device_id = $1",
+        m.sender.as_bytes()
+    );
+    let sender_user = sender.map(|(user, _)| user);
+    if let Some((_, used)) = sender
+        && unbig(used).saturating_add(size) > m.quotas.user_bytes
+    {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::UserBytes,
+            limit: m.quotas.user_bytes,
+        });
     }
     let seq = one!(
         c,
@@ -323,12 +311,14 @@ async fn enqueue(
     // P460: who gets it held, and for whose invitation.
     let mut hold: Vec<(DeviceId, [u8; 16])> = Vec::new();
     let mut invited: Vec<DeviceId> = Vec::new();
-    let direct = one!(
+    let (direct, any_held) = row!(
         c,
-        bool,
-        "SELECT EXISTS (SELECT 1 FROM direct_groups WHERE group_id = $1)",
+        (bool, bool),
+        "SELECT EXISTS (SELECT 1 FROM direct_groups WHERE group_id = $1),
+                EXISTS (SELECT 1 FROM held WHERE group_id = $1)",
         m.group.as_bytes()
-    );
+    )
+    .unwrap_or((false, false));
     if m.kind == EntryKind::Welcome && !direct {
         if let Some(sender) = &sender_user {
             let mut decided: Vec<([u8; 16], bool)> = Vec::new();
@@ -379,12 +369,6 @@ async fn enqueue(
             recipients = to;
         }
     } else {
-        let any_held = one!(
-            c,
-            bool,
-            "SELECT EXISTS (SELECT 1 FROM held WHERE group_id = $1)",
-            m.group.as_bytes()
-        );
         if any_held {
             let mut to = Vec::new();
             for d in recipients {
@@ -700,7 +684,7 @@ pub(crate) async fn accept_commit(
     if let Some(first) = earlier_handshake(c, &m.sender, m.client_key.as_ref()).await? {
         return Ok(first);
     }
-    let (epoch, member) = group_state(c, &m.group_id, &m.sender).await?;
+    let (epoch, member, recipients) = group_state(c, &m.group_id, &m.sender).await?;
     let gid = m.group_id.as_bytes();
     let granted = m.external
         && !member
@@ -724,7 +708,6 @@ pub(crate) async fn accept_commit(
             return Err(StoreError::DeviceNotFound(*d));
         }
     }
-    let recipients = others(c, &m.group_id, &m.sender).await?;
     let commit = enqueue(
         c,
         Outgoing {
@@ -842,14 +825,13 @@ pub(crate) async fn enqueue_message(
             held: Vec::new(),
         });
     }
-    let (epoch, member) = group_state(c, &m.group_id, &m.sender).await?;
+    let (epoch, member, recipients) = group_state(c, &m.group_id, &m.sender).await?;
     if !member {
         return Err(StoreError::NotAMember);
     }
     if epoch != m.epoch {
         return Err(StoreError::StaleEpoch { current: epoch });
     }
-    let recipients = others(c, &m.group_id, &m.sender).await?;
     let sent = enqueue(
         c,
         Outgoing {
@@ -870,16 +852,20 @@ pub(crate) async fn enqueue_message(
         .into_iter()
         .filter(|d| !sent.undelivered.contains(d) && !sent.held.contains(d))
         .collect();
-    // P460: writing in a 1:1 accepts the other's invitations.
-    let pair = row!(
-        c,
-        ([u8; 16], [u8; 16]),
-        "SELECT user_a, user_b FROM direct_groups WHERE group_id = $1",
-        m.group_id.as_bytes()
-    );
-    if let (Some((a, b)), Some(me)) = (pair, sent.sender_user) {
-        let other = if a == me { b } else { a };
-        record_consent(c, &me, &other).await?;
+    // P460: writing in a 1:1 accepts the other's invitations (one statement: it
+    // is on every send).
+    if let Some(me) = sent.sender_user {
+        exec!(
+            c,
+            "INSERT INTO consent (user_id, peer_id)
+             SELECT $2, other FROM (
+                SELECT CASE WHEN user_a = $2 THEN user_b ELSE user_a END AS other
+                FROM direct_groups WHERE group_id = $1) AS pair
+             WHERE other <> $2
+             ON CONFLICT DO NOTHING",
+            m.group_id.as_bytes(),
+            &me
+        );
     }
     exec!(
         c,
