@@ -184,8 +184,9 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
     }
 }
 
-/// Failures per account counted in the store (P320, P332, P553), so every node of a
-/// cluster sees one count and a guesser gains nothing by spreading over nodes. Fixed
+/// Failures counted in the store (per account: P320, P332, P553; registrations per
+/// address), so every node of a cluster sees one count and spreading over nodes gains
+/// nothing. A check only reads. Fixed
 /// windows of `window_secs` from a key's first failure, like [`FailureLimiter`].
 pub struct SharedLimiter {
     kind: &'static str,

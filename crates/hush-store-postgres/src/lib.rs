@@ -635,6 +635,24 @@ impl Store for PgStore {
         now: i64,
         window_secs: i64,
     ) -> Result<hush_store::FailureCount, StoreError> {
+        if add == 0 {
+            // A read: no window begins.
+            let held = read_tx!(self, |c| Ok::<_, StoreError>(row!(
+                c,
+                (i64, i64),
+                "SELECT count, since FROM failures
+                 WHERE kind = $1 AND key = $2 AND $3 < since + $4",
+                kind,
+                key,
+                now,
+                window_secs
+            )))?;
+            let (count, since) = held.unwrap_or((0, now));
+            return Ok(hush_store::FailureCount {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                since,
+            });
+        }
         write_tx!(self, |c, _| async {
             let (count, since) = row!(
                 c,

@@ -2303,6 +2303,30 @@ impl Store for SqliteStore {
         window_secs: i64,
     ) -> Result<hush_store::FailureCount, StoreError> {
         let (kind, key) = (kind.to_owned(), key.to_vec());
+        if add == 0 {
+            // A read: no window begins.
+            return self
+                .read(move |conn| {
+                    let held: Option<(i64, i64)> = conn
+                        .prepare_cached(
+                            "SELECT count, since FROM failures
+                             WHERE kind = ?1 AND key = ?2 AND ?3 < since + ?4",
+                        )
+                        .and_then(|mut s| {
+                            s.query_row(params![kind, key, now, window_secs], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })
+                            .optional()
+                        })
+                        .map_err(backend)?;
+                    let (count, since) = held.unwrap_or((0, now));
+                    Ok(hush_store::FailureCount {
+                        count: u32::try_from(count).unwrap_or(u32::MAX),
+                        since,
+                    })
+                })
+                .await;
+        }
         self.run(move |conn| {
             let (count, since): (i64, i64) = cached_row(
                 conn,

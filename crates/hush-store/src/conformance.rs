@@ -99,6 +99,18 @@ async fn failures<S: Store + ?Sized>(store: &S) {
     );
     store.clear_failures("login", b"ann").await.unwrap();
     assert_eq!(count(0, 161).await.unwrap().count, 0, "cleared");
+    // A read starts no window: the window is the first failure's.
+    let cat = |add, now| store.count_failures("login", b"cat", add, now, 60);
+    assert_eq!(cat(0, 200).await.unwrap().count, 0);
+    assert_eq!(cat(1, 250).await.unwrap().since, 250, "not the read's time");
+    assert_eq!(
+        cat(1, 300).await.unwrap(),
+        crate::FailureCount {
+            count: 2,
+            since: 250
+        },
+        "still the first failure's window"
+    );
 }
 
 async fn secrets<S: Store + ?Sized>(store: &S) {

@@ -439,7 +439,8 @@ pub trait Store: Send + Sync + 'static {
     /// Cluster-wide failure counts (P320, P332, P553): adds `add` failures to `key`'s
     /// count under `kind` and returns the count and when its window began. A window
     /// lasts `window_secs` from its first failure; a count whose window ended by `now`
-    /// starts again at `add`. `add = 0` reads. Atomic: concurrent adds all count.
+    /// starts again at `add`. `add = 0` reads, beginning no window (no failure yet:
+    /// count 0 since `now`). Atomic: concurrent adds all count.
     async fn count_failures(
         &self,
         kind: &str,

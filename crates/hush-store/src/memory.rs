@@ -1597,10 +1597,16 @@ impl Store for MemoryStore {
         window_secs: i64,
     ) -> Result<crate::FailureCount, StoreError> {
         self.with(|s| {
-            let entry = s
-                .failures
-                .entry((kind.to_owned(), key.to_vec()))
-                .or_insert((0, now));
+            let id = (kind.to_owned(), key.to_vec());
+            if add == 0 {
+                // A read: no window begins.
+                let (count, since) = match s.failures.get(&id) {
+                    Some(&(c, since)) if now < since.saturating_add(window_secs) => (c, since),
+                    _ => (0, now),
+                };
+                return Ok(crate::FailureCount { count, since });
+            }
+            let entry = s.failures.entry(id).or_insert((0, now));
             if now >= entry.1.saturating_add(window_secs) {
                 *entry = (0, now);
             }
