@@ -377,6 +377,71 @@ async fn migration_from_a_populated_sqlite_server_keeps_every_conversation() {
     pushed(&ben, "#trio", "the group still works", 10).await;
 }
 
+/// Regression (issue 28): with every mailbox drained at the time of the move, the
+/// cluster handed out mailbox ids from 1 again, below the ids clients had processed, so
+/// the next message was answered `sent` and the recipient skipped it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_with_nothing_waiting_then_chat_both_ways() {
+    let Some(db) = Scratch::new("migration_with_nothing_waiting_then_chat_both_ways").await else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", hush_testing::free_port());
+    let single = Server::start_in(tempfile::tempdir().unwrap(), &addr, &[]);
+    let d: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ann = register_via(&single, &addr, d[0].path(), "ann", Default::default()).await;
+    let ben = register_via(&single, &addr, d[1].path(), "ben", Default::default()).await;
+    for i in 0..5 {
+        ann.send(&to("ben"), &format!("before {i}")).await.unwrap();
+        ben.sync().await.unwrap();
+        ben.send(&to("ann"), &format!("reply {i}")).await.unwrap();
+        ann.sync().await.unwrap();
+    }
+    ann.close().await;
+    ben.close().await;
+    let (status, data) = single.stop();
+    assert!(status.success());
+    let sqlite = format!("sqlite:{}", data.path().join("srv/hushd.db").display());
+    let report = hush_testing::ok(
+        &std::process::Command::new(hush_testing::bin("hushd"))
+            .args(["migrate", "--from", &sqlite, "--to", &db.url()])
+            .output()
+            .unwrap(),
+    );
+    assert!(report.lines().any(|l| l == "deliveries 0"), "{report}");
+
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("hushd.toml");
+    std::fs::write(&path, format!("database_url = {:?}\n", db.url())).unwrap();
+    let _node = Server::start_in(
+        tempfile::tempdir().unwrap(),
+        &addr,
+        &["--config", path.to_str().unwrap()],
+    );
+    let ann = Client::open(d[0].path(), Default::default()).await.unwrap();
+    let ben = Client::open(d[1].path(), Default::default()).await.unwrap();
+    for c in [&ann, &ben] {
+        inproc::sync_eventually(c).await;
+    }
+    for i in 0..3 {
+        ann.send(&to("ben"), &format!("after {i}")).await.unwrap();
+        ben.sync().await.unwrap();
+        ben.send(&to("ann"), &format!("answer {i}")).await.unwrap();
+        ann.sync().await.unwrap();
+    }
+    let got = texts(&ben, "ann").await;
+    assert_eq!(
+        got.iter().filter(|t| t.starts_with("after ")).count(),
+        3,
+        "ben got every message sent after the move: {got:?}"
+    );
+    let got = texts(&ann, "ben").await;
+    assert_eq!(
+        got.iter().filter(|t| t.starts_with("answer ")).count(),
+        3,
+        "ann got every message sent after the move: {got:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registrations_per_address_are_counted_across_the_nodes() {
     let Some(db) = Scratch::new("registrations_per_address_are_counted_across_the_nodes").await

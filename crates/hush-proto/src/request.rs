@@ -227,6 +227,14 @@ pub enum Request {
     BackupFetch {
         from: u64,
     },
+    /// P535: `sealed` is 1 to `MAX_ENTRY_PAYLOAD` bytes.
+    PutGroupInfo {
+        group_id: GroupId,
+        epoch: u64,
+        sealed: Bytes,
+    },
+    /// P536.
+    ListGroupInfos,
 }
 
 /// P550: what makes a named group a channel.
@@ -309,6 +317,8 @@ impl Request {
             Request::BackupKeys { .. } => "backup_keys",
             Request::BackupAppend { .. } => "backup_append",
             Request::BackupFetch { .. } => "backup_fetch",
+            Request::PutGroupInfo { .. } => "put_group_info",
+            Request::ListGroupInfos => "list_group_infos",
         }
     }
 }
@@ -818,6 +828,16 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             }
         }
         Body::BackupFetch(pb::BackupFetch { from }) => Request::BackupFetch { from },
+        Body::PutGroupInfo(pb::PutGroupInfo {
+            group_id,
+            epoch,
+            sealed,
+        }) => Request::PutGroupInfo {
+            group_id: GroupId::from_slice(&group_id)?,
+            epoch,
+            sealed: blob("sealed", sealed, crate::frame::MAX_ENTRY_PAYLOAD)?,
+        },
+        Body::ListGroupInfos(pb::ListGroupInfos {}) => Request::ListGroupInfos,
         Body::AnswerRequest(pb::AnswerRequest { inviter, accept }) => Request::AnswerRequest {
             inviter: Username::parse(&inviter)?,
             accept,

@@ -264,6 +264,10 @@ pub enum Response {
     },
     /// P573: in the order the server gives them (the client checks it).
     BackupChunks(Vec<(u64, bytes::Bytes)>),
+    /// P535.
+    GroupInfoKept,
+    /// P536: (group, epoch, sealed GroupInfo); the client opens and checks each.
+    GroupInfos(Vec<(crate::ids::GroupId, u64, bytes::Bytes)>),
 }
 
 /// P570: what the server holds of a user's backup.
@@ -341,6 +345,8 @@ impl Response {
             Response::BackupKeysSet => "backup_keys_set",
             Response::BackupAppended { .. } => "backup_appended",
             Response::BackupChunks(_) => "backup_chunks",
+            Response::GroupInfoKept => "group_info_kept",
+            Response::GroupInfos(_) => "group_infos",
         }
     }
 }
@@ -667,6 +673,25 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
                     } else {
                         Ok((c.index, c.data))
                     }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Body::GroupInfoKept(pb::GroupInfoKept {}) => Response::GroupInfoKept,
+        Body::GroupInfos(pb::GroupInfos { infos }) => Response::GroupInfos(
+            infos
+                .into_iter()
+                .map(|i| {
+                    if i.sealed.is_empty() || i.sealed.len() > crate::frame::MAX_ENTRY_PAYLOAD {
+                        return Err(ProtoError::invalid(
+                            "infos",
+                            "a sealed GroupInfo out of range",
+                        ));
+                    }
+                    Ok((
+                        crate::ids::GroupId::from_slice(&i.group_id)?,
+                        i.epoch,
+                        i.sealed,
+                    ))
                 })
                 .collect::<Result<_, _>>()?,
         ),

@@ -178,6 +178,39 @@ pub async fn list_my_devices(st: &ServerState, auth: &Authenticated) -> Result<B
     }))
 }
 
+/// P535: keeps a member device's sealed GroupInfo for its user's other devices. The
+/// server cannot open it; it only checks membership and size.
+pub async fn put_group_info(
+    st: &ServerState,
+    auth: &Authenticated,
+    group: GroupId,
+    epoch: u64,
+    sealed: Bytes,
+) -> Result<Body, Refusal> {
+    writable(st)?;
+    fits(st, "GroupInfo", sealed.len())?;
+    st.store
+        .put_group_info(auth.device_id, group, epoch, sealed.to_vec())
+        .await
+        .map_err(|e| refused(st, auth, "group info", e))?;
+    Ok(Body::GroupInfoKept(pb::GroupInfoKept {}))
+}
+
+/// P536: the user's sealed GroupInfos, for a new device to join from.
+pub async fn group_infos(st: &ServerState, auth: &Authenticated) -> Result<Body, Refusal> {
+    let infos = st.store.group_infos(auth.user_id).await?;
+    Ok(Body::GroupInfos(pb::GroupInfos {
+        infos: infos
+            .into_iter()
+            .map(|(g, epoch, sealed)| pb::SealedGroupInfo {
+                group_id: g.as_bytes().to_vec().into(),
+                epoch,
+                sealed: sealed.into(),
+            })
+            .collect(),
+    }))
+}
+
 /// P546: deletes another device of this account; its open sessions end at once.
 pub async fn revoke_device(
     st: &ServerState,
@@ -199,7 +232,7 @@ pub async fn revoke_device(
     }
     st.store.remove_device(device).await?;
     st.hub.revoke(device);
-    tracing::info!(user = %auth.username, %device, "device revoked");
+    tracing::debug!(user = %auth.username, %device, "device revoked");
     Ok(Body::DeviceRevoked(pb::DeviceRevoked {}))
 }
 
@@ -274,9 +307,9 @@ pub async fn create_group(
         .await
         .map_err(|e| refused(st, auth, "create a group", e))?;
     if !done.held.is_empty() {
-        tracing::info!(group = %group_id, devices = done.held.len(), "invitation held until answered");
+        tracing::debug!(group = %group_id, devices = done.held.len(), "invitation held until answered");
     }
-    tracing::info!(device = %auth.device_id, group = %group_id, "group created");
+    tracing::debug!(device = %auth.device_id, group = %group_id, "group created");
     Ok(Body::GroupCreated(pb::GroupCreated { epoch: done.epoch }))
 }
 
@@ -545,6 +578,6 @@ pub async fn answer_request(
         .store
         .answer_request(auth.user_id, from.user_id, accept)
         .await?;
-    tracing::info!(user = %auth.username, %inviter, accept, devices = woken.len(), "answered an invitation");
+    tracing::debug!(user = %auth.username, %inviter, accept, devices = woken.len(), "answered an invitation");
     Ok(Body::RequestAnswered(pb::RequestAnswered {}))
 }

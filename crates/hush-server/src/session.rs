@@ -196,7 +196,7 @@ pub async fn run<R, W>(
                         "a frame must arrive whole within {} s", limits.frame_read_timeout.as_secs()
                     ))
                 } else if authenticated && now.saturating_duration_since(last_frame) > limits.idle_timeout && conn.inflight.is_empty() {
-                    tracing::info!(%peer, "closing: idle");
+                    tracing::debug!(%peer, "closing: idle");
                     Event::fatal(ErrorCode::Timeout, format!(
                         "no request for {} s; ping to stay connected", limits.idle_timeout.as_secs()
                     ))
@@ -980,7 +980,7 @@ async fn dispatch(
         (Phase::Authenticated { auth, .. }, Request::Logout) => {
             match st.store.remove_device(auth.device_id).await {
                 Ok(()) => {
-                    tracing::info!(user = %auth.username, device = %auth.device_id, "logged out");
+                    tracing::debug!(user = %auth.username, device = %auth.device_id, "logged out");
                     Reply {
                         body: Body::LoggedOut(pb::LoggedOut {}),
                         close: true,
@@ -1138,6 +1138,12 @@ async fn dispatch(
                     crate::backups::append(st, &auth, index, chunk, head).await
                 }
                 Request::BackupFetch { from } => crate::backups::fetch(st, &auth, from).await,
+                Request::PutGroupInfo {
+                    group_id,
+                    epoch,
+                    sealed,
+                } => messaging::put_group_info(st, &auth, group_id, epoch, sealed).await,
+                Request::ListGroupInfos => messaging::group_infos(st, &auth).await,
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,
                     "already authenticated",

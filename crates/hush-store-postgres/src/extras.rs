@@ -1,4 +1,5 @@
-//! Channels (P550-P556), files (P560-P564) and backups (P570-P573).
+//! Channels (P550-P556), files (P560-P564), backups (P570-P573) and sealed GroupInfos
+//! (P535, P536).
 use hush_proto::ids::{DeviceId, FileId, GroupId, UserId};
 use hush_store::{
     BackupRecord, ChannelRecord, ChannelUpdate, FileRecord, NewBackupChunk, NewFile, Quota,
@@ -446,4 +447,60 @@ pub(crate) async fn backup_chunks(
         out.push((unbig(idx), chunk));
     }
     Ok(out)
+}
+
+/// P535.
+pub(crate) async fn put_group_info(
+    c: &mut PgConnection,
+    device: &DeviceId,
+    group: &GroupId,
+    epoch: u64,
+    sealed: &[u8],
+) -> Result<(), StoreError> {
+    let member = opt!(
+        c,
+        bool,
+        "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = $1 AND device_id = $2)
+         FROM groups WHERE group_id = $1",
+        group.as_bytes(),
+        device.as_bytes()
+    )
+    .ok_or(StoreError::GroupNotFound)?;
+    if !member {
+        return Err(StoreError::NotAMember);
+    }
+    exec!(
+        c,
+        "INSERT INTO group_infos (user_id, group_id, epoch, sealed)
+         SELECT user_id, $2, $3, $4 FROM devices WHERE device_id = $1
+         ON CONFLICT (user_id, group_id) DO UPDATE
+           SET epoch = EXCLUDED.epoch, sealed = EXCLUDED.sealed
+           WHERE EXCLUDED.epoch >= group_infos.epoch",
+        device.as_bytes(),
+        group.as_bytes(),
+        big(epoch),
+        sealed
+    );
+    Ok(())
+}
+
+/// P536.
+pub(crate) async fn group_infos(
+    c: &mut PgConnection,
+    user: &UserId,
+) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
+    let rows = rows!(
+        c,
+        ([u8; 16], i64, Vec<u8>),
+        "SELECT gi.group_id, gi.epoch, gi.sealed FROM group_infos gi
+         WHERE gi.user_id = $1 AND EXISTS (SELECT 1 FROM group_members gm
+           JOIN devices d ON d.device_id = gm.device_id
+           WHERE gm.group_id = gi.group_id AND d.user_id = $1)
+         ORDER BY gi.group_id",
+        user.as_bytes()
+    );
+    Ok(rows
+        .into_iter()
+        .map(|(g, epoch, sealed)| (GroupId::from_bytes(g), unbig(epoch), sealed))
+        .collect())
 }

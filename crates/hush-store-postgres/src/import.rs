@@ -38,6 +38,7 @@ pub const TABLES: &[&str] = &[
     "backups",
     "backup_chunks",
     "failures",
+    "group_infos",
 ];
 
 /// Tables whose `id` is an identity column: copied as they are, then their
@@ -190,13 +191,21 @@ impl Import {
         Ok(())
     }
 
-    /// Moves the id sequences past the copied ids and makes the copy visible.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    /// Moves the id sequences past the copied ids, and past `last_ids` (the largest
+    /// id the source ever handed out per table, deleted rows included), then makes the
+    /// copy visible. Mailbox entry ids thus keep growing across the migration: a
+    /// client skips entries at or below the last id it processed.
+    pub async fn commit(mut self, last_ids: &[(String, i64)]) -> Result<(), StoreError> {
         for table in IDENTITY {
+            let floor = last_ids
+                .iter()
+                .find(|(t, _)| t == table)
+                .map_or(0, |(_, n)| *n);
             let sql = format!(
-                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(COALESCE(MAX(id), 0), $1) + 1, false) FROM {table}"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(floor)
                 .execute(&mut *self.tx)
                 .await
                 .map_err(pg)?;

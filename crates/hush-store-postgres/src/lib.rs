@@ -592,6 +592,23 @@ impl Store for PgStore {
         write_tx!(self, |c, _| extras::expire_files(c, before_ms).await)
     }
 
+    async fn put_group_info(
+        &self,
+        device: DeviceId,
+        group: GroupId,
+        epoch: u64,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        write_tx!(self, |c, _| extras::put_group_info(
+            c, &device, &group, epoch, &sealed
+        )
+        .await)
+    }
+
+    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
+        read_tx!(self, |c| extras::group_infos(c, &user).await)
+    }
+
     async fn backup(&self, user: UserId) -> Result<Option<BackupRecord>, StoreError> {
         read_tx!(self, |c| extras::backup(c, &user).await)
     }

@@ -691,8 +691,13 @@ pub(crate) async fn accept_commit(
         && one!(
             c,
             bool,
+            // P553: a channel's grant; P536: a new device of a member's user.
             "SELECT EXISTS (SELECT 1 FROM channel_grants
-             WHERE group_id = $1 AND device_id = $2 AND expires_at > $3)",
+               WHERE group_id = $1 AND device_id = $2 AND expires_at > $3)
+             OR EXISTS (SELECT 1 FROM group_members gm
+               JOIN devices d ON d.device_id = gm.device_id
+               WHERE gm.group_id = $1 AND gm.device_id <> $2
+                 AND d.user_id = (SELECT user_id FROM devices WHERE device_id = $2))",
             gid,
             m.sender.as_bytes(),
             m.now_ms

@@ -14,6 +14,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0002_lock_message_on_removal.sql"),
     ),
     ("0003_blobs", include_str!("../migrations/0003_blobs.sql")),
+    (
+        "0004_group_infos",
+        include_str!("../migrations/0004_group_infos.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key of hush's migrations.
@@ -66,7 +70,7 @@ async fn pending(c: &mut sqlx::PgConnection) -> Result<(), StoreError> {
             i64::try_from(i + 1).unwrap_or(i64::MAX),
             *name
         );
-        tracing::info!(migration = name, "database migrated");
+        tracing::debug!(migration = name, "database migrated");
     }
     Ok(())
 }

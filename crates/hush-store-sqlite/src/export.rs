@@ -29,6 +29,20 @@ impl Export {
         Ok(Export { conn })
     }
 
+    /// The largest id each AUTOINCREMENT table ever handed out (`sqlite_sequence`),
+    /// also for rows deleted since: mailbox entry ids must keep growing after a
+    /// migration, or clients take new entries for ones they processed already.
+    pub fn last_ids(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, seq FROM sqlite_sequence ORDER BY name")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
     /// Rows in `table`.
     pub fn count(&self, table: &str) -> Result<u64, StoreError> {
         check(table)?;

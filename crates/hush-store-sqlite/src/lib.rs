@@ -1810,6 +1810,72 @@ impl Store for SqliteStore {
         self.run(move |conn| files::expire(conn, before_ms)).await
     }
 
+    async fn put_group_info(
+        &self,
+        device: DeviceId,
+        group: GroupId,
+        epoch: u64,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let (_, member) = group_state(conn, &group, &device)?;
+            if !member {
+                return Err(StoreError::NotAMember);
+            }
+            cached_exec(
+                conn,
+                "INSERT INTO group_infos (user_id, group_id, epoch, sealed)
+                 SELECT user_id, ?2, ?3, ?4 FROM devices WHERE device_id = ?1
+                 ON CONFLICT (user_id, group_id) DO UPDATE
+                   SET epoch = excluded.epoch, sealed = excluded.sealed
+                   WHERE excluded.epoch >= group_infos.epoch",
+                params![
+                    device.as_bytes().as_slice(),
+                    group.as_bytes().as_slice(),
+                    i64::try_from(epoch).unwrap_or(i64::MAX),
+                    sealed
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT gi.group_id, gi.epoch, gi.sealed FROM group_infos gi
+                     WHERE gi.user_id = ?1 AND EXISTS (SELECT 1 FROM group_members gm
+                       JOIN devices d ON d.device_id = gm.device_id
+                       WHERE gm.group_id = gi.group_id AND d.user_id = ?1)
+                     ORDER BY gi.group_id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([user.as_bytes().as_slice()], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (g, epoch, sealed) = row.map_err(backend)?;
+                out.push((
+                    GroupId::from_bytes(id16(g)?),
+                    u64::try_from(epoch).unwrap_or(0),
+                    sealed,
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn backup(&self, user: UserId) -> Result<Option<hush_store::BackupRecord>, StoreError> {
         self.read(move |conn| backups::get(conn, user)).await
     }
@@ -1893,12 +1959,17 @@ impl Store for SqliteStore {
             }
             let (epoch, member) = group_state(tx, &c.group_id, &c.sender)?;
             let gid = c.group_id.as_bytes().as_slice();
+            // P553: a channel's grant; P536: a new device of a member's user.
             let granted = c.external
                 && !member
                 && cached_row(
                     tx,
                     "SELECT EXISTS (SELECT 1 FROM channel_grants
-                     WHERE group_id = ?1 AND device_id = ?2 AND expires_at > ?3)",
+                       WHERE group_id = ?1 AND device_id = ?2 AND expires_at > ?3)
+                     OR EXISTS (SELECT 1 FROM group_members gm
+                       JOIN devices d ON d.device_id = gm.device_id
+                       WHERE gm.group_id = ?1 AND gm.device_id <> ?2
+                         AND d.user_id = (SELECT user_id FROM devices WHERE device_id = ?2))",
                     params![gid, c.sender.as_bytes().as_slice(), c.now_ms],
                     |r| r.get::<_, bool>(0),
                 )

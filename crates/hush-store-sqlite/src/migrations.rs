@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_files.sql"),
     include_str!("../migrations/0011_backups.sql"),
     include_str!("../migrations/0012_failures.sql"),
+    include_str!("../migrations/0013_group_infos.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.
@@ -39,7 +40,11 @@ pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", i as i64 + 1)
             .map_err(err)?;
         tx.commit().map_err(err)?;
-        tracing::info!(version = i + 1, "applied schema migration");
+        tracing::debug!(version = i + 1, "applied schema migration");
+    }
+    if current < known {
+        // One start-up line, not one per migration.
+        tracing::info!(from = current, to = known, "database schema migrated");
     }
     Ok(())
 }

@@ -59,6 +59,91 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     files(store).await;
     backups(store).await;
     failures(store).await;
+    group_infos(store).await;
+}
+
+/// P535, P536: sealed GroupInfos per (user, group), the latest epoch kept, listed for
+/// the user's groups; and an external commit by a new device of a member's user.
+async fn group_infos<S: Store + ?Sized>(store: &S) {
+    for (n, name) in [(150, "gi_ann"), (151, "gi_ben"), (152, "gi_cat")] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let ann = UserId::from_bytes([150; 16]);
+    let cat = UserId::from_bytes([152; 16]);
+    let g = GroupId::from_bytes([150; 16]);
+    store
+        .create_group(NewGroup {
+            group_id: g,
+            creator: dev(150),
+            direct: None,
+            name: None,
+            members: vec![dev(150), dev(151)],
+            welcome: None,
+            now_ms: 10_000,
+            client_key: None,
+            quotas: Quotas::UNLIMITED,
+            channel: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.put_group_info(dev(152), g, 1, b"cat".to_vec()).await,
+        Err(StoreError::NotAMember)
+    ));
+    store
+        .put_group_info(dev(150), g, 1, b"epoch 1".to_vec())
+        .await
+        .unwrap();
+    store
+        .put_group_info(dev(150), g, 3, b"epoch 3".to_vec())
+        .await
+        .unwrap();
+    store
+        .put_group_info(dev(150), g, 2, b"epoch 2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.group_infos(ann).await.unwrap(),
+        vec![(g, 3, b"epoch 3".to_vec())],
+        "the latest epoch stays"
+    );
+    assert!(store.group_infos(cat).await.unwrap().is_empty());
+
+    // A new device of ann joins by an external commit without any grant; a device of
+    // a user with no device in the group cannot.
+    store.add_device(ann, device(153), u64::MAX).await.unwrap();
+    let join = |sender: u8| NewCommit {
+        group_id: g,
+        epoch: 1,
+        sender: dev(sender),
+        commit: b"external".to_vec(),
+        welcome: None,
+        added: vec![dev(sender)],
+        removed: Vec::new(),
+        now_ms: 11_000,
+        client_key: None,
+        quotas: Quotas::UNLIMITED,
+        group_info: None,
+        external: true,
+    };
+    assert!(matches!(
+        store.accept_commit(join(152)).await,
+        Err(StoreError::NotAMember)
+    ));
+    store.accept_commit(join(153)).await.unwrap();
+    assert!(
+        store
+            .group(g)
+            .await
+            .unwrap()
+            .unwrap()
+            .members
+            .contains(&dev(153))
+    );
+    // Once none of ann's devices is in the group, nothing is listed for her.
+    store.remove_device(dev(150)).await.unwrap();
+    store.remove_device(dev(153)).await.unwrap();
+    assert!(store.group_infos(ann).await.unwrap().is_empty());
 }
 
 /// Failure counts shared by every node (P320, P332, P553): windows, kinds, clearing.

@@ -328,7 +328,8 @@ pub trait Store: Send + Sync + 'static {
     async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError>;
 
     /// Accepts a commit if the group is at `commit.epoch` and the sender is a member
-    /// (or, for an external commit, holds an unexpired join grant, which it uses up):
+    /// (or, for an external commit, holds an unexpired join grant, which it uses up, or
+    /// another device of its user is a member, P536):
     /// queues it for every current member but the sender, the Welcome for the added
     /// devices, updates membership and moves the group to the next epoch, atomically.
     /// `QuotaExceeded` past `quotas.group_members` or `user_bytes`; mailbox quotas do
@@ -336,6 +337,21 @@ pub trait Store: Send + Sync + 'static {
     /// device whose invitation to this group is held gets the commit held too. A
     /// channel keeps `commit.group_info` as its GroupInfo.
     async fn accept_commit(&self, commit: NewCommit) -> Result<Delivered, StoreError>;
+
+    /// P535: keeps `sealed` as the GroupInfo of `group` at `epoch` for the user of
+    /// `device`, replacing one of a lower or the same epoch (one of a higher epoch
+    /// stays). `NotAMember` unless `device` is a member of `group`.
+    async fn put_group_info(
+        &self,
+        device: DeviceId,
+        group: GroupId,
+        epoch: u64,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// P536: the sealed GroupInfos kept for `user` (group, epoch, bytes), of the groups
+    /// a device of the user is a member of.
+    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError>;
 
     /// Queues an application message for every member but the sender if the group is at
     /// `msg.epoch`. A retry with the same client message id returns the first delivery

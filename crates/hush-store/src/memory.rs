@@ -85,6 +85,8 @@ struct State {
     files: BTreeMap<hush_proto::ids::FileId, FileRecord>,
     /// P570: backups by user, with their chunks in order.
     backups: BTreeMap<UserId, (BackupRecord, Vec<Vec<u8>>)>,
+    /// P535: sealed GroupInfos by (user, group), with their epoch.
+    group_infos: BTreeMap<(UserId, GroupId), (u64, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -661,6 +663,7 @@ impl Store for MemoryStore {
             s.pending_totp.remove(&id);
             s.files.retain(|_, f| f.uploader_user != id);
             s.backups.remove(&id);
+            s.group_infos.retain(|(u, _), _| *u != id);
             Ok(())
         })
     }
@@ -1075,6 +1078,7 @@ impl Store for MemoryStore {
             let c = s.channels.remove(&group).ok_or(StoreError::GroupNotFound)?;
             s.names.remove(&c.name);
             s.groups.remove(&group);
+            s.group_infos.retain(|(_, g), _| *g != group);
             s.channel_grants.retain(|(g, _), _| *g != group);
             s.channel_steps.retain(|(g, _, _)| *g != group);
             Ok(())
@@ -1096,11 +1100,17 @@ impl Store for MemoryStore {
                     return Ok(first);
                 }
                 let g = s.groups.get(&c.group_id).ok_or(StoreError::GroupNotFound)?;
+                // P553: a channel's grant; P536: a new device of a member's user.
+                let user = s.devices.get(&c.sender).map(|(u, _)| *u);
+                let own_user_in = g.members.iter().any(|d| {
+                    *d != c.sender && user.is_some() && s.devices.get(d).map(|(u, _)| *u) == user
+                });
                 let granted = c.external
                     && !g.members.contains(&c.sender)
-                    && s.channel_grants
-                        .get(&(c.group_id, c.sender))
-                        .is_some_and(|exp| *exp > c.now_ms);
+                    && (own_user_in
+                        || s.channel_grants
+                            .get(&(c.group_id, c.sender))
+                            .is_some_and(|exp| *exp > c.now_ms));
                 if !(granted || (!c.external && g.members.contains(&c.sender))) {
                     return Err(StoreError::NotAMember);
                 }
@@ -1513,6 +1523,46 @@ impl Store for MemoryStore {
                 s.files.remove(id);
             }
             Ok(old)
+        })
+    }
+
+    async fn put_group_info(
+        &self,
+        device: DeviceId,
+        group: GroupId,
+        epoch: u64,
+        sealed: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| {
+            let g = s.groups.get(&group).ok_or(StoreError::GroupNotFound)?;
+            if !g.members.contains(&device) {
+                return Err(StoreError::NotAMember);
+            }
+            let Some((user, _)) = s.devices.get(&device) else {
+                return Err(StoreError::DeviceNotFound(device));
+            };
+            let key = (*user, group);
+            if s.group_infos.get(&key).is_none_or(|(e, _)| *e <= epoch) {
+                s.group_infos.insert(key, (epoch, sealed));
+            }
+            Ok(())
+        })
+    }
+
+    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
+        self.with(|s| {
+            Ok(s.group_infos
+                .range((user, GroupId::from_bytes([0; 16]))..)
+                .take_while(|((u, _), _)| *u == user)
+                .filter(|((_, g), _)| {
+                    s.groups.get(g).is_some_and(|g| {
+                        g.members
+                            .iter()
+                            .any(|d| s.devices.get(d).is_some_and(|(u, _)| *u == user))
+                    })
+                })
+                .map(|((_, g), (e, sealed))| (*g, *e, sealed.clone()))
+                .collect())
         })
     }
 

@@ -98,7 +98,7 @@ pub async fn run(from: &DatabaseUrl, to: &DatabaseUrl) -> anyhow::Result<()> {
     } else {
         Copied::default()
     };
-    import.commit().await?;
+    import.commit(&export.last_ids()?).await?;
     println!("migrated {} into {target}", source.display());
     for (table, n) in counts {
         println!("{table} {n}");
