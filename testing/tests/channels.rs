@@ -227,7 +227,7 @@ fn the_lobby_and_what_admins_change() {
         "{listed}"
     );
 
-    // Deleting removes every member (they see it) and the channel.
+    // Deleting removes every member (they see it for what it is) and the channel.
     ann.recv(5);
     cat.recv(5);
     ok(&ann.run("", &["channel", "delete", "ops"]));
@@ -235,8 +235,17 @@ fn the_lobby_and_what_admins_change() {
     assert!(
         events
             .iter()
-            .any(|e| e["type"] == "member_removed" && e["member"] == "cat"),
+            .any(|e| e["type"] == "conversation_deleted" && e["by"] == "ann"),
         "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["type"] == "member_removed"),
+        "a deletion is not shown as a removal: {events:?}"
+    );
+    fails(
+        &cat.run("", &["send", "#ops", "still there?"]),
+        1,
+        "no longer in #ops",
     );
     let listed = ok(&cat.run("", &["channel", "list"]));
     assert!(!listed.contains("#ops"), "{listed}");

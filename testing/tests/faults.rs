@@ -250,6 +250,42 @@ async fn a_client_killed_while_committing_a_removal_recovers_on_restart() {
     );
 }
 
+/// Regression (issue 28): a removed member added again never read the group. Here the
+/// removal and the add are each killed mid-way and finished on restart; the member
+/// (who reads the removal only after both) still ends up in the group, reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_and_added_again_while_the_admin_is_killed_reads_the_group() {
+    let server = Server::start(&[]);
+    let dirs = dirs3();
+    let faults = Faults::default();
+    let [ann, ben, cat] = trio(&server, &dirs, &faults).await;
+    ann.add_members(&team(), &[user("cat")]).await.unwrap();
+    cat.sync().await.unwrap();
+    all_talk(&[&ann, &ben, &cat], "before").await;
+
+    killed_during(ann, &faults, "commit_accepted", |c| async move {
+        assert!(c.remove_members(&team(), &[user("cat")]).await.is_err());
+    })
+    .await;
+    // Fresh rules: `fired` counts what fired before.
+    let faults = Faults::default();
+    let ann = Client::open(dirs[0].path(), with(&faults)).await.unwrap();
+    sync_eventually(&ann).await;
+    assert_eq!(usernames(&ann).await, ["ann", "ben"]);
+    killed_during(ann, &faults, "commit_accepted", |c| async move {
+        assert!(c.add_members(&team(), &[user("cat")]).await.is_err());
+    })
+    .await;
+    let ann = reopen(dirs[0].path()).await;
+    sync_eventually(&ann).await;
+    assert_eq!(usernames(&ann).await, ["ann", "ben", "cat"]);
+    // cat reads the removal and the new Welcome in one go.
+    sync_eventually(&cat).await;
+    sync_eventually(&ben).await;
+    all_talk(&[&ann, &ben, &cat], "after").await;
+    assert_eq!(usernames(&cat).await, ["ann", "ben", "cat"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_answers_while_leaving_and_committing_the_departure() {
     let server = Server::start(&[]);

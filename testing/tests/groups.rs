@@ -106,9 +106,17 @@ fn adds_and_removals_show_who_did_them_and_a_removed_member_cannot_decrypt() {
     let ben_events = ben.recv(5);
     let added: Vec<_> = ben_events
         .iter()
-        .filter(|e| e["type"] == "member_added")
+        .filter(|e| e["type"] == "member_added" && e["you"] != true)
         .collect();
     assert_eq!(added.len(), 1, "{ben_events:?}");
+    // ben's own Welcome says who brought him in.
+    assert!(
+        ben_events.iter().any(|e| e["type"] == "member_added"
+            && e["member"] == "ben"
+            && e["by"] == "ann"
+            && e["you"] == true),
+        "{ben_events:?}"
+    );
     assert_eq!(
         (added[0]["member"].as_str(), added[0]["by"].as_str()),
         (Some("cat"), Some("ann"))
@@ -117,9 +125,10 @@ fn adds_and_removals_show_who_did_them_and_a_removed_member_cannot_decrypt() {
     ok(&ann.run("", &["group", "remove", "team", "cat"]));
     let cat_events = cat.recv(5);
     assert!(
-        cat_events
-            .iter()
-            .any(|e| e["type"] == "member_removed" && e["member"] == "cat" && e["by"] == "ann"),
+        cat_events.iter().any(|e| e["type"] == "member_removed"
+            && e["member"] == "cat"
+            && e["by"] == "ann"
+            && e["you"] == true),
         "{cat_events:?}"
     );
     ann.send("#team", "after cat left");

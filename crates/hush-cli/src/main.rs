@@ -9,6 +9,18 @@
 //! account key changed (run `hush verify USER --confirm` after checking); 8 a second
 //! factor (authenticator code) is missing, wrong or used; 9 a channel's password is
 //! wrong or missing; 10 too many wrong channel passwords or codes (wait, then retry).
+/// `println!` that ends quietly when the reader of stdout went away (`| head`),
+/// instead of panicking (`hush_clidoc::print_line`). Defined before the modules, so
+/// it is the `println!` of the whole crate.
+macro_rules! println {
+    () => {
+        hush_clidoc::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        hush_clidoc::print_line(format_args!($($arg)*))
+    };
+}
+
 mod backup;
 mod config;
 mod files;
@@ -77,6 +89,10 @@ struct Global {
     /// Print text even where HOME/hush.toml sets `output = "json"`.
     #[arg(long = "text", global = true)]
     text_output: bool,
+    /// Log to stderr: -v warnings and what the client does, -vv details. Without it
+    /// (and without HUSH_LOG or RUST_LOG) warnings go to HOME/hush.log only.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -553,25 +569,7 @@ fn interactive_ui(cli: &Cli) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var("HUSH_LOG").unwrap_or_else(|_| "warn".into());
-    let log_file = interactive_ui(&cli)
-        .then(|| home_dir(&cli.global).ok())
-        .flatten()
-        .and_then(|dir| {
-            std::fs::create_dir_all(&dir).ok()?;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("hush.log"))
-                .ok()
-        });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(false);
-    let _ = match log_file {
-        Some(file) => builder.with_writer(std::sync::Mutex::new(file)).try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
-    };
+    init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -584,6 +582,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head`): nothing is wrong.
+        Err(f) if hush_clidoc::is_broken_pipe(&*f.error) => ExitCode::SUCCESS,
         Err(f) => {
             // One line, as scripts expect.
             let text = format!("{:#}", f.error).replace('\n', " ");
@@ -591,6 +591,56 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Where the library's logs go. A command's stderr carries its one `error:` line and
+/// nothing else unless asked: `-v`/`-vv`, or a filter in HUSH_LOG or RUST_LOG, sends
+/// logs there; otherwise warnings are appended to HOME/hush.log (if the home exists).
+/// The interactive client always logs to the file, never to its own screen.
+fn init_logging(cli: &Cli) {
+    let asked = std::env::var("HUSH_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok();
+    let filter = match (&asked, cli.global.verbose) {
+        (Some(f), _) => f.clone(),
+        (None, 0) => "warn".to_owned(),
+        (None, 1) => "warn,hush_client=info,hush=info".to_owned(),
+        (None, _) => "debug,rustls=info,h2=info".to_owned(),
+    };
+    let to_stderr = (asked.is_some() || cli.global.verbose > 0) && !interactive_ui(cli);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(false);
+    if to_stderr {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+        return;
+    }
+    let Ok(dir) = home_dir(&cli.global) else {
+        return;
+    };
+    let log = dir.join("hush.log");
+    if interactive_ui(cli) {
+        // The interactive client's log is there from its start.
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log);
+    }
+    // Opened per line, and only in a home that exists (a command that makes none,
+    // like `completions`, leaves no directory behind); logs are rare at this level.
+    let _ = builder
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+            {
+                Ok(f) if dir.is_dir() => Box::new(f),
+                _ => Box::new(std::io::sink()),
+            }
+        })
+        .try_init();
 }
 
 fn home_dir(global: &Global) -> anyhow::Result<PathBuf> {
@@ -765,7 +815,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            hush_clidoc::completions(&Cli::command(), *shell, &mut std::io::stdout());
+            hush_clidoc::completions(&Cli::command(), *shell, &mut std::io::stdout())
+                .context("writing the completion script")?;
             return Ok(());
         }
         Command::Man { out_dir } => {

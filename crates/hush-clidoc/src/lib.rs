@@ -139,11 +139,46 @@ pub fn assert_help(cmd: &clap::Command) {
     );
 }
 
-/// The completion script for `shell`.
-pub fn completions(cmd: &clap::Command, shell: Shell, out: &mut dyn Write) {
+/// The completion script for `shell`, written to `out`. Made in memory first: clap's
+/// generator panics on a failed write, and a reader that stops early (`| head -1`)
+/// must get an error to end quietly on, not a panic.
+pub fn completions(cmd: &clap::Command, shell: Shell, out: &mut dyn Write) -> io::Result<()> {
     let mut cmd = cmd.clone();
     let name = cmd.get_name().to_owned();
-    clap_complete::generate(shell, &mut cmd, name, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut script);
+    out.write_all(&script)?;
+    out.flush()
+}
+
+/// One line on stdout, for the binaries' `println!`: a reader that went away
+/// (`hush history bob | head`) ends the process quietly with success instead of the
+/// standard macro's panic; any other failure to write ends it with one error line.
+pub fn print_line(args: std::fmt::Arguments<'_>) {
+    let mut out = io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.write_all(b"\n"));
+    if let Err(e) = written {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Whether `error` (anywhere in its chain) is a write to a reader that went away
+/// (`hush history bob | head`): the command then ends quietly, with success.
+pub fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Every argument and subcommand of `cmd` without help text, as `path arg`.
@@ -214,7 +249,7 @@ mod tests {
     fn completions_name_the_subcommands() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut out = Vec::new();
-            completions(&sample(), shell, &mut out);
+            completions(&sample(), shell, &mut out).unwrap();
             let script = String::from_utf8(out).unwrap();
             assert!(script.contains("send"), "{shell}: {script}");
         }

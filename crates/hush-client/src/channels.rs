@@ -245,6 +245,30 @@ impl Messenger<'_> {
                 "only admins of {name} can delete it"
             )));
         }
+        // Members first learn it is deleted (signed state), then are removed.
+        if !state.deleted {
+            let provider = self.provider();
+            let bare = vec![name.to_string()];
+            self.commit(
+                group,
+                async || Ok(()),
+                |conv, ()| {
+                    let Some(mut state) = conv.state().filter(|s| !s.deleted) else {
+                        return Ok(None);
+                    };
+                    state.deleted = true;
+                    let commit = conv.set_state(&provider, self.identity, &state)?;
+                    Ok(Some(crate::groups::Built {
+                        commit,
+                        welcome: None,
+                        added: Vec::new(),
+                        removed: Vec::new(),
+                        effects: Effects::events("deleting", MembershipKind::Deleted, &bare),
+                    }))
+                },
+            )
+            .await?;
+        }
         let others: Vec<hush_proto::ids::Username> = self
             .roster_of(&conv)
             .await?
@@ -265,6 +289,6 @@ impl Messenger<'_> {
             Response::ChannelDeleted => {}
             other => return Err(unexpected(&other)),
         }
-        self.home.write(|| self.mark_left(group))
+        self.home.write(|| self.evicted(group))
     }
 }

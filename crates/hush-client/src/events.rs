@@ -61,6 +61,8 @@ pub enum MembershipKind {
     Promoted,
     /// P551: joined a channel by an external commit.
     Joined,
+    /// P555: an admin deleted the group (`member` names the group).
+    Deleted,
 }
 
 impl MembershipKind {
@@ -72,6 +74,7 @@ impl MembershipKind {
             MembershipKind::Left => "member_left",
             MembershipKind::Promoted => "member_promoted",
             MembershipKind::Joined => "member_joined",
+            MembershipKind::Deleted => "conversation_deleted",
         }
     }
 
@@ -82,6 +85,7 @@ impl MembershipKind {
             "member_left" => MembershipKind::Left,
             "member_promoted" => MembershipKind::Promoted,
             "member_joined" => MembershipKind::Joined,
+            "conversation_deleted" => MembershipKind::Deleted,
             _ => return None,
         })
     }
@@ -233,6 +237,8 @@ pub enum Event {
         member: String,
         by: String,
         at_ms: i64,
+        /// Whether `member` is this account (it was added, removed or left).
+        you: bool,
     },
     Security {
         row: i64,
@@ -280,6 +286,39 @@ pub fn minute(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| "1970-01-01 00:00".to_owned())
+}
+
+/// Where continuation lines of a record start: under the text after `[date time] `.
+const CONTINUATION: &str = "                   ";
+
+/// A peer's text as one record of plain-text output: control characters (ESC, CR,
+/// C1) and bidirectional overrides are shown escaped (`\u{1b}`), never sent to the
+/// terminal, and each line after the first is indented under the record, so no text
+/// can print a line that looks like another record. `--json` keeps the exact text.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => {
+                out.push('\n');
+                out.push_str(CONTINUATION);
+            }
+            '\t' => out.push(c),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that reorder what follows them on screen (Trojan Source).
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 impl Event {
@@ -380,14 +419,21 @@ impl Event {
                 member,
                 by,
                 at_ms,
+                you,
                 ..
-            } => json!({
-                "type": kind.as_str(),
-                "conversation": conversation,
-                "member": member,
-                "by": by,
-                "at": rfc3339(*at_ms),
-            }),
+            } => {
+                let mut v = json!({
+                    "type": kind.as_str(),
+                    "conversation": conversation,
+                    "member": member,
+                    "by": by,
+                    "at": rfc3339(*at_ms),
+                });
+                if *you {
+                    v["you"] = json!(true);
+                }
+                v
+            }
             Event::Security {
                 conversation,
                 kind,
@@ -462,8 +508,9 @@ impl Event {
                     ""
                 };
                 format!(
-                    "[{}] {conversation} <{from}> {text}{restored}",
-                    minute(*sent_at_ms)
+                    "[{}] {conversation} <{from}> {}{restored}",
+                    minute(*sent_at_ms),
+                    terminal_safe(text)
                 )
             }
             Event::File {
@@ -492,16 +539,33 @@ impl Event {
                 member,
                 by,
                 at_ms,
+                you,
                 ..
             } => {
-                let what = match kind {
-                    MembershipKind::Added => format!("{by} added {member}"),
-                    MembershipKind::Left => format!("{member} left"),
-                    MembershipKind::Promoted => format!("{by} made {member} an admin"),
-                    MembershipKind::Removed => format!("{by} removed {member}"),
-                    MembershipKind::Joined => format!("{member} joined"),
+                let what = match (kind, *you) {
+                    (MembershipKind::Added, true) => {
+                        format!("you were added to {conversation} by {by}")
+                    }
+                    (MembershipKind::Added, false) => format!("{by} added {member}"),
+                    (MembershipKind::Left, true) => format!("you left {conversation}"),
+                    (MembershipKind::Left, false) => format!("{member} left"),
+                    (MembershipKind::Promoted, true) => {
+                        format!("{by} made you an admin of {conversation}")
+                    }
+                    (MembershipKind::Promoted, false) => format!("{by} made {member} an admin"),
+                    (MembershipKind::Removed, true) => {
+                        format!("{by} removed you from {conversation}")
+                    }
+                    (MembershipKind::Removed, false) => format!("{by} removed {member}"),
+                    (MembershipKind::Joined, true) => format!("you joined {conversation}"),
+                    (MembershipKind::Joined, false) => format!("{member} joined"),
+                    (MembershipKind::Deleted, _) => format!("{conversation} was deleted by {by}"),
                 };
-                format!("[{}] {conversation} -- {what}", minute(*at_ms))
+                format!(
+                    "[{}] {conversation} -- {}",
+                    minute(*at_ms),
+                    terminal_safe(&what)
+                )
             }
             Event::Security {
                 conversation,
@@ -510,9 +574,10 @@ impl Event {
                 at_ms,
                 ..
             } => format!(
-                "[{}] {conversation} !! security ({}): {reason}",
+                "[{}] {conversation} !! security ({}): {}",
                 minute(*at_ms),
-                kind.as_str()
+                kind.as_str(),
+                terminal_safe(reason)
             ),
             Event::Delivery {
                 id,
@@ -542,6 +607,80 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_text_cannot_forge_a_record_or_drive_the_terminal() {
+        let text = "hi\n[2026-12-07 19:28] carol <carol> please send me your password\r\
+                    [2026-12-07 19:29] dave <dave> x\x1b[2J\u{9b}31m\u{202e}gnp.exe\tend";
+        let e = Event::Message {
+            row: 1,
+            id: "ab".into(),
+            conversation: "alice".into(),
+            from: "alice".into(),
+            device: "cd".into(),
+            sent_at_ms: 1_767_225_600_000,
+            text: text.into(),
+            outgoing: false,
+            state: MessageState::Received,
+        };
+        let out = e.to_text();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].starts_with("[2026-01-01 00:00] alice <alice> hi"));
+        assert!(lines[1].starts_with("                   [2026-12-07 19:28] carol"));
+        for bad in ['\r', '\x1b', '\u{9b}', '\u{202e}'] {
+            assert!(!out.contains(bad), "{bad:?} reached the output: {out:?}");
+        }
+        assert!(
+            out.contains("\\u{1b}[2J") && out.contains("\\u{d}"),
+            "{out}"
+        );
+        // JSON keeps the exact text.
+        assert_eq!(e.to_json()["text"], text);
+    }
+
+    #[test]
+    fn membership_of_this_account_says_you() {
+        let e = |kind, member: &str, you| Event::Membership {
+            row: 1,
+            conversation: "#team".into(),
+            kind,
+            member: member.into(),
+            by: "alice".into(),
+            at_ms: 1_767_225_600_000,
+            you,
+        };
+        assert!(
+            e(MembershipKind::Removed, "dave", true)
+                .to_text()
+                .ends_with("-- alice removed you from #team")
+        );
+        assert!(
+            e(MembershipKind::Removed, "dave", false)
+                .to_text()
+                .ends_with("-- alice removed dave")
+        );
+        assert!(
+            e(MembershipKind::Added, "dave", true)
+                .to_text()
+                .ends_with("-- you were added to #team by alice")
+        );
+        assert!(
+            e(MembershipKind::Deleted, "#team", false)
+                .to_text()
+                .ends_with("-- #team was deleted by alice")
+        );
+        assert_eq!(
+            e(MembershipKind::Removed, "dave", true).to_json()["you"],
+            true
+        );
+        assert!(
+            e(MembershipKind::Removed, "dave", false)
+                .to_json()
+                .get("you")
+                .is_none()
+        );
+    }
 
     #[test]
     fn message_json_has_the_contract_fields() {

@@ -63,8 +63,49 @@ fn roster(conv: &Conversation, names: &Names) -> BTreeMap<String, usize> {
 impl Messenger<'_> {
     /// The local group called `name`.
     pub(crate) fn group_id(&self, name: &GroupName) -> Result<GroupId, ClientError> {
-        self.conversation_id(&name.to_string(), "group")?
-            .ok_or_else(|| ClientError::Invalid(format!("you are not in a group called {name}")))
+        if let Some(group) = self.conversation_id(&name.to_string(), "group")? {
+            return Ok(group);
+        }
+        if self.conversation_id(&name.to_string(), "left")?.is_some() {
+            return Err(ClientError::Invalid(format!("you are no longer in {name}")));
+        }
+        Err(ClientError::Invalid(format!(
+            "you are not in a group called {name}"
+        )))
+    }
+
+    /// This device is no longer in `group` (a commit removed it, or its group was
+    /// deleted): its MLS state is dropped, so a later Welcome or join works, and the
+    /// conversation is kept as left (inside the caller's transaction).
+    pub(crate) fn evicted(&self, group: GroupId) -> Result<(), ClientError> {
+        if let Some(conv) = Conversation::load(&self.provider(), group)? {
+            conv.delete(&self.provider())?;
+        }
+        self.home
+            .db()
+            .execute(
+                "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
+                [group.as_bytes().as_slice()],
+            )
+            .map_err(home_err)?;
+        // What waited in the outbox can never go: shown as failed, not lost silently.
+        self.home
+            .db()
+            .execute(
+                "UPDATE history SET state = 'failed' WHERE outgoing = 1 AND message_id IN
+                   (SELECT lower(hex(message_id)) FROM outbox WHERE group_id = ?1)",
+                [group.as_bytes().as_slice()],
+            )
+            .map_err(home_err)?;
+        self.home
+            .db()
+            .execute(
+                "DELETE FROM outbox WHERE group_id = ?1",
+                [group.as_bytes().as_slice()],
+            )
+            .map_err(home_err)?;
+        tracing::info!(group = %group, "this device is no longer in a conversation");
+        Ok(())
     }
 
     /// A conversation's MLS group from this home's storage.
@@ -273,6 +314,7 @@ impl Messenger<'_> {
             name: name.clone(),
             admins: vec![self.account.username.clone()],
             joinable: channel.is_some(),
+            deleted: false,
         };
         let group = GroupId::from_bytes(random16());
         let provider = self.provider();
@@ -662,6 +704,11 @@ impl Messenger<'_> {
             let Some(conv) = Conversation::load(&provider, group)? else {
                 continue;
             };
+            if !conv.is_active() {
+                // Removed while an older version of hush kept the dead state.
+                self.home.write(|| self.evicted(group))?;
+                continue;
+            }
             let roster: BTreeSet<DeviceId> = conv.members().into_iter().collect();
             let mut wanted: Vec<String> = vec![me.clone()];
             if kind == "direct" {
@@ -1183,6 +1230,10 @@ impl Messenger<'_> {
             }
             conv.merge(&provider, *commit)?;
             let after = roster(conv, &names);
+            if !conv.is_active() {
+                // This device was revoked by another of its account's devices.
+                self.evicted(group)?;
+            }
             return Ok(self.new_devices(
                 group,
                 e.stored_at_ms,
@@ -1214,6 +1265,8 @@ impl Messenger<'_> {
             .chain(removed.iter().filter(|u| !left.contains(*u)))
             .any(|u| *u != by);
         let admin = state.is_admin(&by);
+        // P555: an admin deleting the group marks its signed state first.
+        let deleting = !state.deleted && commit.new_state.as_ref().is_some_and(|s| s.deleted);
         // P551: an external commit brings in its sender alone, into a channel.
         let joiner = commit.joined.as_ref().map(|(d, _)| user(d));
         let refusal = if joiner.is_some() && !state.joinable {
@@ -1270,6 +1323,15 @@ impl Messenger<'_> {
         conv.merge(&provider, *commit)?;
         let after = roster(conv, &names);
         let mut events = 0;
+        if deleting {
+            events += self.membership_event(
+                group,
+                e.stored_at_ms,
+                MembershipKind::Deleted,
+                &state.name.to_string(),
+                &by,
+            )?;
+        }
         for u in added.iter().filter(|u| !before.contains_key(*u)) {
             events +=
                 self.membership_event(group, e.stored_at_ms, MembershipKind::Added, u, &by)?;
@@ -1283,8 +1345,9 @@ impl Messenger<'_> {
             }
         }
         for u in removed.iter().filter(|u| !after.contains_key(*u)) {
-            if left.contains(u) {
-                // Reported when the user's own proposal arrived.
+            if left.contains(u) || state.deleted {
+                // Reported when the user's own proposal arrived, or when the group was
+                // deleted (its members are then removed).
                 continue;
             }
             events +=
@@ -1296,6 +1359,9 @@ impl Messenger<'_> {
         for u in &promoted {
             events +=
                 self.membership_event(group, e.stored_at_ms, MembershipKind::Promoted, u, &by)?;
+        }
+        if !conv.is_active() {
+            self.evicted(group)?;
         }
         Ok(events)
     }

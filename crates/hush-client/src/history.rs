@@ -19,7 +19,8 @@ pub struct Chat {
 
 const SELECT: &str = "SELECT h.id, h.kind, h.message_id, h.sender, h.device, h.sent_at, h.text,
         h.outgoing, h.state, COALESCE(c.name, lower(hex(h.group_id))), h.rejection,
-        lower(hex(f.file_id)), f.size, f.media_type
+        lower(hex(f.file_id)), f.size, f.media_type,
+        h.text = (SELECT username FROM account WHERE id = 1)
     FROM history h LEFT JOIN conversations c ON c.group_id = h.group_id
     LEFT JOIN file_offers f ON h.kind = 'file' AND f.message_id = h.message_id";
 
@@ -44,6 +45,7 @@ fn rows(
             let rejection: Option<String> = r.get(10)?;
             let file: (Option<String>, Option<i64>, Option<String>) =
                 (r.get(11)?, r.get(12)?, r.get(13)?);
+            let you: Option<bool> = r.get(14)?;
             Ok(if let Some(kind) = MembershipKind::parse(&kind) {
                 Event::Membership {
                     row,
@@ -52,6 +54,7 @@ fn rows(
                     member: text,
                     by: sender.unwrap_or_default(),
                     at_ms: at,
+                    you: you.unwrap_or(false) && kind != MembershipKind::Deleted,
                 }
             } else if let ("file", (Some(file_id), Some(size), Some(media_type))) =
                 (kind.as_str(), file)

@@ -204,12 +204,31 @@ pub struct Home {
     db: Connection,
     known: KnownServers,
     encrypted: bool,
+    /// `hush.lock`, held shared for as long as this home is open: encrypting the home
+    /// replaces its database file, so it needs the lock alone (see [`Home::open_with`]).
+    _lock: std::fs::File,
 }
 
 /// The database file, its key file, and the export a migration writes first.
 const DB_FILE: &str = "hush.db";
 const KEY_FILE: &str = "hush.key";
 const ENCRYPTING: &str = "hush.db.encrypting";
+const LOCK_FILE: &str = "hush.lock";
+
+/// Takes `lock` alone (it is held shared by this process already): refused at once
+/// while any other process has the home open.
+fn lock_alone(lock: &std::fs::File, what: &str) -> Result<(), ClientError> {
+    match lock.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ClientError::Home(format!(
+            "this home is open in another hush process (a `hush tui`, `recv --follow` or \
+             another command); close it first, then {what}"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(home_err(format!("locking the home ({what}): {e}")))
+        }
+    }
+}
 
 /// What opens a home: nothing (a plaintext home), or the passphrase of an encrypted
 /// one. Given to a plaintext or new home, a passphrase encrypts it.
@@ -428,7 +447,21 @@ impl Home {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| home_err(format!("restricting {}: {e}", dir.display())))?;
         }
-        settle_migration(dir)?;
+        // Every open holds the lock shared; what replaces the database file (finishing
+        // an interrupted encryption, encrypting a plaintext home) holds it alone, so a
+        // process that has the home open never writes into a file that was replaced.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| home_err(format!("opening the home's lock file: {e}")))?;
+        lock.lock_shared()
+            .map_err(|e| home_err(format!("locking the home: {e}")))?;
+        if dir.join(ENCRYPTING).exists() {
+            lock_alone(&lock, "open it again")?;
+            settle_migration(dir)?;
+        }
         let key = match (is_encrypted(dir), unlock) {
             (true, Unlock::None) => return Err(ClientError::PassphraseNeeded),
             (true, Unlock::Passphrase(p)) => {
@@ -437,6 +470,7 @@ impl Home {
                 Some(HomeKey::open(&sealed, p.as_bytes()).map_err(key_err)?)
             }
             (false, Unlock::Passphrase(p)) if exists(dir) => {
+                lock_alone(&lock, "encrypt it")?;
                 Some(encrypt_in_place(dir, p.as_bytes())?)
             }
             (false, Unlock::Passphrase(p)) => {
@@ -446,6 +480,9 @@ impl Home {
             }
             (false, Unlock::None) => None,
         };
+        // Back to sharing the home (a no-op unless it was taken alone above).
+        lock.lock_shared()
+            .map_err(|e| home_err(format!("locking the home: {e}")))?;
         let path = dir.join(DB_FILE);
         let mut db = open_db(&path, key.as_ref())?;
         db.busy_timeout(std::time::Duration::from_secs(10))
@@ -461,6 +498,7 @@ impl Home {
             db,
             known: KnownServers::new(dir),
             encrypted: key.is_some(),
+            _lock: lock,
         })
     }
 
@@ -679,6 +717,30 @@ mod tests {
             })
             .unwrap();
         assert_eq!(count(&home), 0);
+    }
+
+    #[test]
+    fn encrypting_is_refused_while_another_opener_holds_the_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Home::open(dir.path()).unwrap();
+        first.set_setting("kept", "yes").unwrap();
+        let pass = Unlock::Passphrase(Zeroizing::new("a long passphrase".into()));
+        let refused = Home::open_with(dir.path(), &pass).err().unwrap();
+        assert!(
+            refused.to_string().contains("open in another hush process"),
+            "{refused}"
+        );
+        // Nothing changed: the first opener keeps writing into the live database.
+        assert!(!is_encrypted(dir.path()));
+        first.set_setting("after", "yes").unwrap();
+        drop(first);
+        let home = Home::open_with(dir.path(), &pass).unwrap();
+        assert!(home.encrypted());
+        assert_eq!(home.setting("kept").unwrap().as_deref(), Some("yes"));
+        assert_eq!(home.setting("after").unwrap().as_deref(), Some("yes"));
+        // Once encrypted, other openers share it again.
+        let second = Home::open_with(dir.path(), &pass).unwrap();
+        assert_eq!(second.setting("after").unwrap().as_deref(), Some("yes"));
     }
 }
 

@@ -22,7 +22,7 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::ClientError;
 use crate::connection::{Connection, unexpected};
-use crate::events::{MessageState, SecurityKind};
+use crate::events::{MembershipKind, MessageState, SecurityKind};
 use crate::home::{Home, home_err};
 use crate::identities::Pin;
 use crate::mls::Provider;
@@ -531,29 +531,57 @@ impl<'a> Messenger<'a> {
             .map(|d| owners.of(d))
             .filter(|u| u != self.account.username.as_str())
             .collect();
-        let (name, kind) = match (conv.state(), users.iter().next()) {
+        let state = conv.state();
+        let (name, kind) = match (state.as_ref(), users.iter().next()) {
             // A named group carries its name in its signed state.
             (Some(state), _) => (state.name.to_string(), "group"),
             (None, Some(peer)) if users.len() == 1 => (peer.to_string(), "direct"),
             _ => (format!("#{}", &group.to_string()[..8]), "group"),
         };
+        let db = self.home.db();
+        let g = group.as_bytes().as_slice();
+        // Another conversation of that name gives way (as a replace would); this one,
+        // if this device was in it before, keeps its sequence numbers (P520: members
+        // remember the last one seen from this device).
+        db.execute(
+            "DELETE FROM conversations WHERE name = ?1 AND group_id <> ?2",
+            params![name, g],
+        )
+        .map_err(home_err)?;
+        db.execute(
+            "INSERT INTO conversations (group_id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, kind = excluded.kind",
+            params![g, name, kind, e.stored_at_ms],
+        )
+        .map_err(home_err)?;
+        // Back in a group it was removed from: what was sent meanwhile is no gap (P520).
         self.home
             .db()
             .execute(
-                "INSERT OR REPLACE INTO conversations (group_id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![group.as_bytes().as_slice(), name, kind, e.stored_at_ms],
+                "DELETE FROM seen_seqs WHERE group_id = ?1",
+                [group.as_bytes().as_slice()],
             )
             .map_err(home_err)?;
-        tracing::info!(%name, "joined a conversation");
+        tracing::debug!(%name, "joined a conversation");
+        // A named group says who brought this user in ("you were added to #team by
+        // alice"); a new device of a user already in it is no news.
+        let me = self.account.username.as_str();
+        if state.is_some()
+            && let Some(by) = conv.welcomed_by().map(|d| owners.of(&d))
+            && by != me
+        {
+            return self.membership_event(group, e.stored_at_ms, MembershipKind::Added, me, &by);
+        }
         Ok(0)
     }
 
     fn on_message(&self, e: &Entry, lookup: &Lookup<'_>) -> Result<usize, ClientError> {
-        if self.has_left(e.group_id)? {
+        let provider = self.provider();
+        if self.has_left(e.group_id)? && Conversation::load(&provider, e.group_id)?.is_some() {
             // This device left; traffic until the others commit its removal is ignored.
+            // (A device that was removed has no state left: traffic is refused below.)
             return Ok(0);
         }
-        let provider = self.provider();
         let Some(mut conv) = Conversation::load(&provider, e.group_id)? else {
             return self.rejected(
                 e,

@@ -218,6 +218,8 @@ pub struct Conversation {
     group: MlsGroup,
     /// The signed GroupInfo of the epoch the last commit built here leads to (P552).
     group_info: Option<Vec<u8>>,
+    /// The device whose Welcome this device joined by, when it just did.
+    welcomed_by: Option<DeviceId>,
 }
 
 fn group_id(id: GroupId) -> MlsGroupId {
@@ -261,6 +263,7 @@ impl Conversation {
         Ok(Conversation {
             group,
             group_info: None,
+            welcomed_by: None,
         })
     }
 
@@ -459,33 +462,65 @@ impl Conversation {
             .map(|group| Conversation {
                 group,
                 group_info: None,
+                welcomed_by: None,
             }))
     }
 
-    /// Joins a group from a Welcome (P504).
+    /// Joins a group from a Welcome (P504). A Welcome for a group this device holds
+    /// state of replaces that state only if this device is no longer in it (removed,
+    /// left, deleted) or the Welcome is for a later epoch (this device was removed and
+    /// added back while it could not read the removal); the new group is checked whole
+    /// before the old state is dropped, so a Welcome that does not verify leaves it.
     pub fn join<P: OpenMlsProvider>(provider: &P, welcome: &[u8]) -> Result<Self, CryptoError> {
         let msg =
             MlsMessageIn::tls_deserialize_exact(welcome).map_err(|e| rejected("welcome", e))?;
         let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
             return Err(crate::malformed("expected a Welcome message"));
         };
-        let staged = StagedWelcome::new_from_welcome(provider, &join_config(false), welcome, None)
+        let builder = StagedWelcome::build_from_welcome(provider, &join_config(false), welcome)
             .map_err(|e| rejected("welcome", e))?;
-        let mut group = staged
-            .into_group(provider)
+        let info = builder.processed_welcome().unverified_group_info();
+        let (id, epoch) = (info.group_id().clone(), info.epoch());
+        let old = MlsGroup::load(provider.storage(), &id).map_err(storage_err)?;
+        if let Some(old) = &old
+            && old.is_active()
+            && old.epoch() >= epoch
+        {
+            return Err(CryptoError::Rejected {
+                reason: Rejection::Duplicate,
+                detail: format!(
+                    "a Welcome to epoch {} of a conversation this device is in at epoch {}",
+                    epoch.as_u64(),
+                    old.epoch().as_u64()
+                ),
+            });
+        }
+        let staged = builder
+            .replace_old_group()
+            .build()
             .map_err(|e| rejected("welcome", e))?;
         // P541: every leaf of the group must be vouched for by its account key; a group
         // with a forged leaf is not joined (nothing would be safe to say in it).
-        let forged = group
+        if let Some(err) = staged
             .members()
-            .find_map(|m| verify_leaf(&m.credential, &m.signature_key).err());
-        if let Some(err) = forged {
-            group.delete(provider.storage()).map_err(storage_err)?;
+            .find_map(|m| verify_leaf(&m.credential, &m.signature_key).err())
+        {
             return Err(err);
         }
+        let welcomed_by = staged
+            .welcome_sender()
+            .ok()
+            .and_then(|leaf| device_of(leaf.credential()).ok());
+        if let Some(mut old) = old {
+            old.delete(provider.storage()).map_err(storage_err)?;
+        }
+        let group = staged
+            .into_group(provider)
+            .map_err(|e| rejected("welcome", e))?;
         let conv = Conversation {
             group,
             group_info: None,
+            welcomed_by,
         };
         if conv.joinable() {
             let mut conv = conv;
@@ -495,6 +530,17 @@ impl Conversation {
             return Ok(conv);
         }
         Ok(conv)
+    }
+
+    /// The device whose Welcome this conversation was joined by (only right after
+    /// [`Conversation::join`]).
+    pub fn welcomed_by(&self) -> Option<DeviceId> {
+        self.welcomed_by
+    }
+
+    /// Whether this device is still a member (false once a merged commit removed it).
+    pub fn is_active(&self) -> bool {
+        self.group.is_active()
     }
 
     /// Joins a channel by an external commit from its GroupInfo as the server handed
@@ -546,6 +592,7 @@ impl Conversation {
         let mut conv = Conversation {
             group,
             group_info: None,
+            welcomed_by: None,
         };
         let forged = conv
             .group
@@ -910,6 +957,7 @@ mod tests {
             name: hush_proto::content::GroupName::parse("lobby").unwrap(),
             admins: Vec::new(),
             joinable,
+            deleted: false,
         }
     }
 

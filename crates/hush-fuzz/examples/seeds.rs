@@ -171,6 +171,7 @@ fn main() {
             name: "team".into(),
             admins: vec!["ann".into()],
             joinable: false,
+            deleted: false,
         }
         .encode_to_vec(),
     );

@@ -242,6 +242,8 @@ pub struct GroupState {
     pub admins: Vec<crate::ids::Username>,
     /// A channel: open to external commits by whoever the server admits (P550).
     pub joinable: bool,
+    /// An admin deleted it (P555); the removals that follow are its end.
+    pub deleted: bool,
 }
 
 impl GroupState {
@@ -250,6 +252,7 @@ impl GroupState {
             name: self.name.bare().to_owned(),
             admins: self.admins.iter().map(|a| a.to_string()).collect(),
             joinable: self.joinable,
+            deleted: self.deleted,
         }
         .encode_to_vec()
     }
@@ -265,6 +268,7 @@ impl GroupState {
                 .map(|a| crate::ids::Username::parse(a))
                 .collect::<Result<_, _>>()?,
             joinable: raw.joinable,
+            deleted: raw.deleted,
         })
     }
 

@@ -406,7 +406,7 @@ pub async fn register_finish(
         // The account exists: its answer must not be lost for a counter.
         tracing::warn!(address = %pending.address, error = %e, "could not count a registration");
     }
-    tracing::info!(user = %pending.username, device = %device_id, admin, "registered a new account");
+    tracing::debug!(user = %pending.username, device = %device_id, admin, "registered a new account");
     let account = Account {
         user_id,
         username: pending.username.clone(),
@@ -576,7 +576,7 @@ pub async fn login_finish(
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(user = %user.username, device = %device_id, "logged in on a new device");
+    tracing::debug!(user = %user.username, device = %device_id, "logged in on a new device");
     let account = Account {
         user_id: user.user_id,
         username: user.username.clone(),

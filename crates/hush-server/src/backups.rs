@@ -41,7 +41,7 @@ pub async fn keys(
             wrapped_recovery.map(|b| b.to_vec()),
         )
         .await?;
-    tracing::info!(user = %auth.username, password, recovery, "backup keys kept");
+    tracing::debug!(user = %auth.username, password, recovery, "backup keys kept");
     Ok(Body::BackupKeysSet(pb::BackupKeysSet {}))
 }
 

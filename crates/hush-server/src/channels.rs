@@ -237,7 +237,7 @@ pub async fn join(
         )
         .await);
     }
-    tracing::info!(user = %auth.username, device = %auth.device_id, channel = %name, "admitted to a channel");
+    tracing::debug!(user = %auth.username, device = %auth.device_id, channel = %name, "admitted to a channel");
     Ok(Body::ChannelJoin(pb::ChannelJoin {
         group_id: Bytes::copy_from_slice(channel.group_id.as_bytes()),
         epoch: channel.epoch,
@@ -343,7 +343,7 @@ pub async fn update(
             },
         )
         .await?;
-    tracing::info!(user = %auth.username, channel = %name, "channel updated");
+    tracing::debug!(user = %auth.username, channel = %name, "channel updated");
     Ok(Body::ChannelUpdated(pb::ChannelUpdated {}))
 }
 
@@ -355,6 +355,6 @@ pub async fn delete(
 ) -> Result<Body, Refusal> {
     let channel = administered(st, auth, &name).await?;
     st.store.delete_channel(channel.group_id).await?;
-    tracing::info!(user = %auth.username, channel = %name, "channel deleted");
+    tracing::debug!(user = %auth.username, channel = %name, "channel deleted");
     Ok(Body::ChannelDeleted(pb::ChannelDeleted {}))
 }

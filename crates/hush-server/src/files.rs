@@ -87,7 +87,7 @@ pub async fn create(
             }
             Refusal::from(e)
         })?;
-    tracing::info!(file = %id, device = %auth.device_id, size, recipients = f.recipients.len(), "file created");
+    tracing::debug!(file = %id, device = %auth.device_id, size, recipients = f.recipients.len(), "file created");
     Ok(Body::FileCreated(pb::FileCreated {
         file_id: Bytes::copy_from_slice(id.as_bytes()),
         max_piece: MAX_FILE_PIECE as u32,
@@ -143,7 +143,7 @@ pub async fn upload(
             .await
             .map_err(|e| blob_failed(st, "seal", id, e))?;
         st.store.complete_file(id).await?;
-        tracing::info!(file = %id, size = f.size, "file upload complete");
+        tracing::debug!(file = %id, size = f.size, "file upload complete");
     }
     Ok(Body::FileUploaded(pb::FileUploaded { received, complete }))
 }
@@ -202,7 +202,7 @@ pub async fn fetched(st: &ServerState, auth: &Authenticated, id: FileId) -> Resu
             .delete(id)
             .await
             .map_err(|e| blob_failed(st, "delete", id, e))?;
-        tracing::info!(file = %id, "every recipient fetched the file; deleted");
+        tracing::debug!(file = %id, "every recipient fetched the file; deleted");
     }
     Ok(Body::FileFetched(pb::FileFetchedOk {}))
 }
@@ -221,7 +221,7 @@ pub async fn delete(st: &ServerState, auth: &Authenticated, id: FileId) -> Resul
         .delete(id)
         .await
         .map_err(|e| blob_failed(st, "delete", id, e))?;
-    tracing::info!(file = %id, user = %auth.username, "file deleted by its uploader");
+    tracing::debug!(file = %id, user = %auth.username, "file deleted by its uploader");
     Ok(Body::FileDeleted(pb::FileDeleted {}))
 }
 

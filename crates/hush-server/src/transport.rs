@@ -130,11 +130,11 @@ async fn handshake(
     let mut tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "TLS handshake failed");
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
-            tracing::info!(%peer, "TLS handshake timed out");
+            tracing::debug!(%peer, "TLS handshake timed out");
             return None;
         }
     };

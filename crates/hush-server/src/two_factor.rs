@@ -129,7 +129,7 @@ pub async fn enable(st: &ServerState, auth: &Authenticated) -> Result<TotpSecret
     st.store
         .set_pending_totp(auth.user_id, secret.to_vec())
         .await?;
-    tracing::info!(user = %auth.username, "two-factor secret issued, waiting for confirmation");
+    tracing::debug!(user = %auth.username, "two-factor secret issued, waiting for confirmation");
     TotpSecret::from_slice(&secret)
         .map_err(|_| Refusal::new(ErrorCode::Internal, "could not make a secret"))
 }
@@ -178,7 +178,7 @@ pub async fn confirm(
         ));
     }
     limiter.clear(st.store.as_ref(), key).await?;
-    tracing::info!(user = %auth.username, "two-factor login turned on");
+    tracing::debug!(user = %auth.username, "two-factor login turned on");
     Ok(codes)
 }
 
@@ -196,7 +196,7 @@ pub async fn disable(
     };
     check(st, auth.user_id, &two_factor, factor).await?;
     st.store.disable_two_factor(auth.user_id).await?;
-    tracing::info!(user = %auth.username, "two-factor login turned off");
+    tracing::debug!(user = %auth.username, "two-factor login turned off");
     Ok(())
 }
 

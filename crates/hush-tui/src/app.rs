@@ -67,6 +67,9 @@ pub struct Conversation {
     pub complete: bool,
     /// Older history was asked for and has not arrived yet.
     pub loading: bool,
+    /// This user is no longer in it (left, removed, or it was deleted): its history
+    /// stays readable, nothing can be sent.
+    pub left: bool,
 }
 
 impl Conversation {
@@ -81,11 +84,15 @@ impl Conversation {
             loaded: 0,
             complete: name == STATUS,
             loading: false,
+            left: false,
         }
     }
 
     /// The title line of the conversation pane: `#team: 5 members`, or the name.
     pub fn title(&self) -> String {
+        if self.left {
+            return format!("{}: you are no longer in it", self.name);
+        }
         match self.members {
             Some(1) => format!("{}: 1 member", self.name),
             Some(n) => format!("{}: {n} members", self.name),
@@ -341,7 +348,7 @@ impl App {
     /// 1:1 contact's safety number was verified.
     pub fn title(&self) -> String {
         let c = self.current();
-        if c.is_group() {
+        if c.is_group() && !c.left {
             let others: Vec<&String> = c.roster.iter().filter(|u| **u != self.me).collect();
             if others.is_empty() {
                 return c.title();
@@ -391,6 +398,15 @@ impl App {
     pub fn set_members(&mut self, name: &str, count: usize) {
         let i = self.index_of(name);
         self.conversations[i].members = Some(count);
+    }
+
+    /// This user is no longer in `name`: its title and input line say so at once.
+    pub fn mark_left(&mut self, name: &str) {
+        let i = self.index_of(name);
+        let c = &mut self.conversations[i];
+        c.left = true;
+        c.members = None;
+        c.roster.clear();
     }
 
     /// Records a group's roster: its count and who is in it, for the title line.
@@ -610,6 +626,20 @@ impl App {
             ),
             _ => return,
         };
+        if let Event::Membership { kind, you, .. } = e {
+            use hush_client::events::MembershipKind;
+            match (kind, you) {
+                (MembershipKind::Deleted, _)
+                | (MembershipKind::Removed | MembershipKind::Left, true) => {
+                    self.mark_left(conversation)
+                }
+                (MembershipKind::Added | MembershipKind::Joined, true) => {
+                    let i = self.index_of(conversation);
+                    self.conversations[i].left = false;
+                }
+                _ => {}
+            }
+        }
         let i = self.index_of(conversation);
         let mention = line.mention;
         let alert = live

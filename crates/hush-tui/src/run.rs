@@ -188,7 +188,10 @@ async fn perform(
         } => join(client, app, &name, password, code).await,
         Action::Part(group) => match GroupName::parse(&group) {
             Ok(name) => match client.leave(&name).await {
-                Ok(()) => app.say(&format!("you left {group}")),
+                Ok(()) => {
+                    app.mark_left(&group);
+                    app.say(&format!("you left {group}"));
+                }
                 Err(e) => app.say(&format!("not done: {e}")),
             },
             Err(e) => app.say(&e.to_string()),
@@ -505,8 +508,9 @@ async fn event_loop(
                             let known = app
                                 .conversations
                                 .iter()
-                                .any(|c| &c.name == conversation && c.members.is_some());
-                            if matches!(e, Event::Membership { .. }) || !known {
+                                .any(|c| &c.name == conversation && (c.members.is_some() || c.left));
+                            let left = app.conversations.iter().any(|c| &c.name == conversation && c.left);
+                            if !left && (matches!(e, Event::Membership { .. }) || !known) {
                                 refresh_members(client, app, conversation).await;
                             }
                         }

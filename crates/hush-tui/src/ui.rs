@@ -272,6 +272,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
             Ask::Code => format!("code for {}", p.channel),
         },
         None if current.name == STATUS => "type /help".to_owned(),
+        None if current.left => format!("you are no longer in {}", current.name),
         None if matches!(app.connection, Connection::Online) => format!("to {}", current.name),
         None => format!("to {} (sent when back online)", current.name),
     };

@@ -5,6 +5,18 @@
 //!
 //! Modules: `config` (file, flags, defaults → `Settings`), `admin` (user and invite
 //! subcommands).
+/// `println!` that ends quietly when the reader of stdout went away (`| head`),
+/// instead of panicking (`hush_clidoc::print_line`). Defined before the modules, so
+/// it is the `println!` of the whole crate.
+macro_rules! println {
+    () => {
+        hush_clidoc::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        hush_clidoc::print_line(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod config;
 mod migrate;
@@ -116,6 +128,10 @@ enum ConfigCommand {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
+        // A reader that went away (`hushd man | head`) is no failure.
+        if hush_clidoc::is_broken_pipe(e.as_ref()) {
+            return;
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -156,7 +172,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Completions { shell }) => {
             use clap::CommandFactory;
-            hush_clidoc::completions(&Cli::command(), *shell, &mut std::io::stdout());
+            hush_clidoc::completions(&Cli::command(), *shell, &mut std::io::stdout())
+                .context("writing the completion script")?;
             return Ok(());
         }
         _ => {}
