@@ -302,3 +302,125 @@ fn home_encrypt_is_refused_while_another_process_holds_the_home() {
     let history = json_lines(&ok(&bob.run_env("", &env, &["history", "alice", "--json"])));
     assert_eq!(texts(&history), ["before", "while following"]);
 }
+
+/// Regression: a device made by `hush login` (or `login --restore`) could not write into
+/// its account's conversations until another member's device came online ("this
+/// device is not in it yet"). Now it joins them by itself (P536), with every other
+/// device offline, and its peers read it and are told of the new device.
+#[test]
+fn a_new_device_writes_at_once_while_every_other_device_is_offline() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["alice", "bob"]);
+    let (alice, bob) = (&v[0], &v[1]);
+    ok(&alice.run("", &["group", "create", "team", "--members", "bob"]));
+    alice.send("bob", "hi bob");
+    bob.recv(5);
+    alice.recv(1);
+
+    // alice's laptop: nobody else runs.
+    let laptop = Client::new();
+    ok(&laptop.login(&server, "alice", PW));
+    laptop.send("bob", "from the laptop");
+    laptop.send("#team", "laptop to the team");
+    let events = bob.recv(5);
+    assert_eq!(
+        texts(&events),
+        ["from the laptop", "laptop to the team"],
+        "{events:?}"
+    );
+    let team = bob.history("#team", 20);
+    assert!(
+        team.iter()
+            .any(|e| e["kind"] == "new_device" && e["from"] == "alice"),
+        "bob is told alice has a new device: {team:?}"
+    );
+    // bob answers; the laptop and alice's first device both read it.
+    bob.send("alice", "hello laptop");
+    assert_eq!(texts(&laptop.recv(5)), ["hello laptop"]);
+    let first = alice.recv(5);
+    assert!(
+        texts(&first).contains(&"hello laptop".to_owned()),
+        "{first:?}"
+    );
+
+    // A home deleted and restored from the backup is a new device too: it writes at
+    // once, again with nobody else online.
+    drop(laptop);
+    let restored = Client::new();
+    ok(&restored.run(
+        PW,
+        &[
+            "login",
+            "--server",
+            &server.addr,
+            "--username",
+            "alice",
+            "--server-fingerprint",
+            &server.fingerprint,
+            "--restore",
+        ],
+    ));
+    restored.send("#team", "restored and writing");
+    let events = bob.recv(5);
+    assert_eq!(texts(&events), ["restored and writing"], "{events:?}");
+    for c in [bob, &restored] {
+        let out = c.run("", &["recv", "--json", "--timeout", "1"]);
+        ok(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A device of someone outside a conversation cannot come in by an external commit,
+/// whatever the server lets through (P536): members refuse it.
+#[test]
+fn a_stranger_cannot_join_by_an_external_commit() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["alice", "bob", "eve"]);
+    let (alice, bob, eve) = (&v[0], &v[1], &v[2]);
+    ok(&alice.run("", &["group", "create", "team", "--members", "bob"]));
+    bob.recv(5);
+    // eve cannot even ask the server: she has no device in the group.
+    let listed = eve.run("", &["--text", "chats"]);
+    assert!(!ok(&listed).contains("#team"));
+    alice.send("#team", "for members");
+    let events = bob.recv(5);
+    assert_eq!(texts(&events), ["for members"]);
+    assert!(texts(&eve.recv(2)).is_empty());
+}
+
+/// Regression (issue 28): in a longer session (a group whose members were added and
+/// removed, a second device of the recipient), a 1:1 message written right before its
+/// sender logged out never reached the recipient.
+#[test]
+fn a_peer_who_logs_out_right_after_sending_loses_nothing() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["alice", "bob", "carol"]);
+    let (alice, bob, carol) = (&v[0], &v[1], &v[2]);
+    ok(&alice.run("", &["group", "create", "team", "--members", "bob,carol"]));
+    alice.send("#team", "one");
+    ok(&alice.run("", &["group", "remove", "team", "carol"]));
+    ok(&alice.run("", &["group", "add", "team", "carol"]));
+    carol.recv(5);
+    alice.send("bob", "before bob's laptop");
+    bob.recv(5);
+    let laptop = Client::new();
+    ok(&laptop.login(&server, "bob", PW));
+    bob.recv(2);
+    alice.send("#team", "two");
+    carol.send("#team", "three");
+    alice.recv(5);
+    // alice writes to bob and logs out at once.
+    alice.send("bob", "last words");
+    ok(&alice.run("", &["logout"]));
+    for (who, c) in [("bob", bob), ("bob's laptop", &laptop)] {
+        let events = c.recv(5);
+        assert!(
+            texts(&events).contains(&"last words".to_owned()),
+            "{who} never got it: {events:?}"
+        );
+    }
+}

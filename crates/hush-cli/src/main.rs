@@ -144,7 +144,8 @@ enum Command {
     },
     /// End this device's session and forget the account in this home.
     Logout {
-        /// Forget the account locally even if the server cannot be reached.
+        /// Forget the account locally even if the server cannot be reached, dropping
+        /// messages that could not be sent yet.
         #[arg(long)]
         force: bool,
     },

@@ -167,6 +167,11 @@ fn unb64(s: &str) -> Result<Vec<u8>, ClientError> {
     B64.decode(s).map_err(|_| malformed("backup contents"))
 }
 
+/// The account's backup key, if this home holds it (P571).
+pub(crate) fn stored_key(home: &Home) -> Result<Option<BackupKey>, ClientError> {
+    Ok(load_state(home)?.map(|s| s.key))
+}
+
 fn load_state(home: &Home) -> Result<Option<State>, ClientError> {
     let row = home
         .db()

@@ -792,7 +792,18 @@ impl Client {
             Box::pin(async move {
                 let told = async {
                     let live = e.live()?;
-                    e.messenger(&live).leave_all_for_logout().await?;
+                    let m = e.messenger(&live);
+                    // What waits in the outbox goes first: a logout must not drop a
+                    // message the user was told would be sent.
+                    m.flush_outbox().await?;
+                    let waiting = m.outbox_len()?;
+                    if waiting > 0 && !force {
+                        return Err(ClientError::Invalid(format!(
+                            "{waiting} message(s) could not be sent yet and would be lost; \
+                             try again when they can go, or log out with --force to drop them"
+                        )));
+                    }
+                    m.leave_all_for_logout().await?;
                     account::logout(&live.conn).await
                 }
                 .await;

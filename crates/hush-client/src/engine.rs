@@ -317,7 +317,11 @@ impl Engine {
     pub(crate) async fn catch_up(&mut self) -> Result<usize, ClientError> {
         let live = self.live()?;
         let m = self.messenger(&live);
-        let added = m.sync().await?;
+        let mut added = m.sync().await?;
+        // P536: a new device joins its account's conversations by itself.
+        if m.join_own_conversations().await? > 0 {
+            added += m.sync().await?;
+        }
         m.flush_outbox().await?;
         Ok(added)
     }

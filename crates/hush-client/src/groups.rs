@@ -1209,6 +1209,28 @@ impl Messenger<'_> {
             {
                 allowed.insert(c.account_key);
             }
+            // P536: an external commit brings in a new device of an account that is
+            // in the conversation already, and nothing else.
+            if let Some((d, k)) = &commit.joined
+                && (!conv.roster().iter().any(|(_, a)| a == k)
+                    || !commit.added_accounts.is_empty()
+                    || commit.removed.iter().any(|r| r != d))
+            {
+                return self.alert(
+                    group,
+                    e.stored_at_ms,
+                    Alert {
+                        kind: SecurityKind::CommitRejected,
+                        rejection: Some(hush_crypto::Rejection::Identity),
+                        from: Some(by),
+                        device: Some(commit.sender),
+                        reason: format!(
+                            "device {d} tried to join this conversation, but its account is not in it"
+                        ),
+                    },
+                );
+            }
+            let joined_device: Vec<DeviceId> = commit.joined.iter().map(|(d, _)| *d).collect();
             if let Some((d, _)) = commit
                 .added_accounts
                 .iter()
@@ -1237,7 +1259,7 @@ impl Messenger<'_> {
             return Ok(self.new_devices(
                 group,
                 e.stored_at_ms,
-                &added_devices,
+                &[added_devices, joined_device].concat(),
                 &before,
                 &names,
                 &by,
@@ -1267,9 +1289,14 @@ impl Messenger<'_> {
         let admin = state.is_admin(&by);
         // P555: an admin deleting the group marks its signed state first.
         let deleting = !state.deleted && commit.new_state.as_ref().is_some_and(|s| s.deleted);
-        // P551: an external commit brings in its sender alone, into a channel.
+        // P551: an external commit brings in its sender alone, into a channel; P536: or
+        // a new device of an account already in the group, into any named group.
         let joiner = commit.joined.as_ref().map(|(d, _)| user(d));
-        let refusal = if joiner.is_some() && !state.joinable {
+        let own_device = commit
+            .joined
+            .as_ref()
+            .is_some_and(|(d, k)| conv.roster().iter().any(|(m, a)| a == k && m != d));
+        let refusal = if joiner.is_some() && !state.joinable && !own_device {
             Some(format!(
                 "{by} tried to join {} by an external commit, but it is not a channel",
                 state.name

@@ -40,7 +40,17 @@ const MIGRATIONS: &[&str] = &[
     SETTINGS,
     FILES,
     BACKUP,
+    GROUP_INFOS,
 ];
+
+/// P535: the epoch of each conversation whose sealed GroupInfo the server holds from
+/// this device.
+const GROUP_INFOS: &str = "
+    CREATE TABLE published_group_infos (
+        group_id BLOB PRIMARY KEY,
+        epoch    INTEGER NOT NULL
+    ) STRICT;
+";
 
 /// P570–P573: this home's side of the account's encrypted backup.
 const BACKUP: &str = "

@@ -43,6 +43,7 @@ pub mod home;
 mod identities;
 mod messaging;
 mod mls;
+mod rejoin;
 mod sequence;
 pub mod trust;
 

@@ -245,6 +245,7 @@ impl<'a> Messenger<'a> {
         self.flush_leaves().await?;
         self.reconcile_devices().await?;
         self.top_up().await?;
+        self.publish_group_infos().await?;
         Ok(added)
     }
 
@@ -995,6 +996,16 @@ impl<'a> Messenger<'a> {
             .map_err(home_err)?;
             Ok(())
         })
+    }
+
+    /// How many messages wait in the outbox.
+    pub(crate) fn outbox_len(&self) -> Result<usize, ClientError> {
+        let n: i64 = self
+            .home
+            .db()
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .map_err(home_err)?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Sends whatever an interrupted earlier run left in the outbox.

@@ -311,6 +311,75 @@ fn open_chunk(
         .map_err(|_| BackupError::Foreign { index })
 }
 
+const GROUP_INFO_INFO: &[u8] = b"hush group info seal v1\0";
+
+/// P535: the key sealing GroupInfos for the account's own devices, apart from the
+/// chunks' (HKDF of the backup key).
+fn group_info_cipher(key: &BackupKey) -> Result<ChaCha20Poly1305, BackupError> {
+    let hk = hkdf::Hkdf::<Sha256>::new(None, key.expose());
+    let mut derived = Zeroizing::new([0u8; 32]);
+    hk.expand(GROUP_INFO_INFO, derived.as_mut())
+        .map_err(|_| BackupError::Malformed("group info key"))?;
+    Ok(ChaCha20Poly1305::new(Key::from_slice(derived.as_ref())))
+}
+
+fn group_info_aad(account: &AccountPublicKey, group: &[u8], epoch: u64) -> Vec<u8> {
+    [
+        GROUP_INFO_INFO,
+        account.as_bytes(),
+        group,
+        &epoch.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// P535: seals a group's GroupInfo of `epoch` for the account's devices (which hold
+/// the backup key), bound to the account, the group and the epoch, so the server can
+/// neither read it nor pass it off as another group's or epoch's.
+pub fn seal_group_info(
+    key: &BackupKey,
+    account: &AccountPublicKey,
+    group: &[u8],
+    epoch: u64,
+    info: &[u8],
+) -> Result<Vec<u8>, BackupError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let sealed = group_info_cipher(key)?
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: info,
+                aad: &group_info_aad(account, group, epoch),
+            },
+        )
+        .map_err(|_| BackupError::Malformed("group info"))?;
+    Ok([nonce.as_slice(), &sealed].concat())
+}
+
+/// Opens what [`seal_group_info`] sealed for this group and epoch.
+pub fn open_group_info(
+    key: &BackupKey,
+    account: &AccountPublicKey,
+    group: &[u8],
+    epoch: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, BackupError> {
+    if sealed.len() <= NONCE_LEN {
+        return Err(BackupError::Malformed("sealed group info"));
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    group_info_cipher(key)?
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: body,
+                aad: &group_info_aad(account, group, epoch),
+            },
+        )
+        .map_err(|_| BackupError::WrongSecret)
+}
+
 /// The hash chain over sealed chunks, in order: what a head commits to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chain {
@@ -637,5 +706,22 @@ mod tests {
         assert!(unwrap(&by_recovery, recovery.expose(), Wrap::Password, &account).is_err());
         let other = AccountKey::generate().public();
         assert!(unwrap(&by_password, &export, Wrap::Password, &other).is_err());
+    }
+    #[test]
+    fn p535_a_sealed_group_info_opens_only_for_its_account_group_and_epoch() {
+        let key = BackupKey::generate();
+        let account = AccountKey::generate().public();
+        let sealed = seal_group_info(&key, &account, &[1; 16], 7, b"group info").unwrap();
+        assert_eq!(
+            open_group_info(&key, &account, &[1; 16], 7, &sealed).unwrap(),
+            b"group info"
+        );
+        let other = AccountKey::generate().public();
+        assert!(open_group_info(&key, &other, &[1; 16], 7, &sealed).is_err());
+        assert!(open_group_info(&key, &account, &[2; 16], 7, &sealed).is_err());
+        assert!(open_group_info(&key, &account, &[1; 16], 6, &sealed).is_err());
+        assert!(open_group_info(&BackupKey::generate(), &account, &[1; 16], 7, &sealed).is_err());
+        // Not a backup chunk either: another key derived from the same backup key.
+        assert!(open_chunk(&key, &account, 0, &sealed).is_err());
     }
 }

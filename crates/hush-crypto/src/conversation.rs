@@ -11,10 +11,9 @@ use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, GroupContext, GroupId as MlsGroupId,
     KeyPackage, LeafNodeIndex, LeafNodeParameters, MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY, MlsGroup,
     MlsGroupCreateConfig, MlsGroupJoinConfig, MlsGroupJoinConfig as JoinConfig, MlsMessageBodyIn,
-    MlsMessageIn, MlsMessageOut, OpenMlsProvider, PURE_CIPHERTEXT_WIRE_FORMAT_POLICY,
-    ProcessMessageError, ProcessedMessageContent, Proposal, ProtocolMessage, QueuedProposal,
-    RequiredCapabilitiesExtension, Sender, SenderRatchetConfiguration, StagedCommit, StagedWelcome,
-    UnknownExtension, WireFormatPolicy,
+    MlsMessageIn, MlsMessageOut, OpenMlsProvider, ProcessMessageError, ProcessedMessageContent,
+    Proposal, ProtocolMessage, QueuedProposal, RequiredCapabilitiesExtension, Sender,
+    SenderRatchetConfiguration, StagedCommit, StagedWelcome, UnknownExtension, WireFormatPolicy,
 };
 
 use crate::account::AccountPublicKey;
@@ -61,14 +60,11 @@ fn state_extensions(state: &GroupState) -> Result<Extensions<GroupContext>, Cryp
     .map_err(|e| internal("group state extension", e))
 }
 
-/// P503: every group sends only PrivateMessages; a channel also reads PublicMessages,
-/// for external commits only ([`Conversation::process`] refuses any other).
-fn wire_policy(joinable: bool) -> WireFormatPolicy {
-    if joinable {
-        MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY
-    } else {
-        PURE_CIPHERTEXT_WIRE_FORMAT_POLICY
-    }
+/// P503: every group sends only PrivateMessages, and reads PublicMessages for external
+/// commits only ([`Conversation::process`] refuses any other): a channel's joins
+/// (P551) and a member's own new device (P536), each checked by the client's policy.
+fn wire_policy() -> WireFormatPolicy {
+    MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY
 }
 
 fn create_config(state: Option<&GroupState>) -> Result<MlsGroupCreateConfig, CryptoError> {
@@ -79,16 +75,16 @@ fn create_config(state: Option<&GroupState>) -> Result<MlsGroupCreateConfig, Cry
     Ok(builder
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
-        .wire_format_policy(wire_policy(state.is_some_and(|s| s.joinable)))
+        .wire_format_policy(wire_policy())
         .max_past_epochs(0)
         .sender_ratchet_configuration(sender_ratchet())
         .build())
 }
 
-fn join_config(joinable: bool) -> JoinConfig {
+fn join_config() -> JoinConfig {
     MlsGroupJoinConfig::builder()
         .use_ratchet_tree_extension(true)
-        .wire_format_policy(wire_policy(joinable))
+        .wire_format_policy(wire_policy())
         .max_past_epochs(0)
         .sender_ratchet_configuration(sender_ratchet())
         .build()
@@ -202,6 +198,24 @@ pub struct PendingCommit {
     /// An external commit (P551): the device that joined by it, with its account.
     pub joined: Option<(DeviceId, AccountPublicKey)>,
     staged: StagedCommit,
+}
+
+/// What an external commit produced, before the caller's kind of join is settled.
+struct ExternalJoin {
+    commit: Vec<u8>,
+    group_info: Vec<u8>,
+    state: Option<GroupState>,
+}
+
+/// What joining a conversation of this device's own account produced (P536).
+pub struct OwnJoin {
+    pub conversation: Conversation,
+    /// The external commit, for the members (a PublicMessage).
+    pub commit: Vec<u8>,
+    /// The GroupInfo of the new epoch.
+    pub group_info: Vec<u8>,
+    /// A named group's signed state.
+    pub state: Option<GroupState>,
 }
 
 /// What joining a channel by an external commit produced (P551).
@@ -477,7 +491,7 @@ impl Conversation {
         let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
             return Err(crate::malformed("expected a Welcome message"));
         };
-        let builder = StagedWelcome::build_from_welcome(provider, &join_config(false), welcome)
+        let builder = StagedWelcome::build_from_welcome(provider, &join_config(), welcome)
             .map_err(|e| rejected("welcome", e))?;
         let info = builder.processed_welcome().unverified_group_info();
         let (id, epoch) = (info.group_id().clone(), info.epoch());
@@ -525,7 +539,7 @@ impl Conversation {
         if conv.joinable() {
             let mut conv = conv;
             conv.group
-                .set_configuration(provider.storage(), &join_config(true))
+                .set_configuration(provider.storage(), &join_config())
                 .map_err(storage_err)?;
             return Ok(conv);
         }
@@ -555,6 +569,64 @@ impl Conversation {
         group_info: &[u8],
         expected: GroupId,
     ) -> Result<JoinedExternally, CryptoError> {
+        let (conv, joined) = Self::external(provider, identity, group_info, expected, |conv| {
+            conv.state()
+                .filter(|s| s.joinable)
+                .map(Some)
+                .ok_or_else(|| crate::malformed("the group is not a channel anyone may join"))
+        })?;
+        let state = joined
+            .state
+            .ok_or_else(|| internal("joining a channel", "no state"))?;
+        Ok(JoinedExternally {
+            conversation: conv,
+            commit: joined.commit,
+            group_info: joined.group_info,
+            state,
+        })
+    }
+
+    /// P536: joins a conversation of this device's own account by an external commit,
+    /// from a GroupInfo an account device kept sealed on the server. Checked as
+    /// [`Conversation::join_external`] checks a channel's, except that instead of a
+    /// channel it must be a group in which a device of `account` (this device's own
+    /// account) already is. Returns the group, the commit, the GroupInfo of the new
+    /// epoch (for a channel's server, P552) and the group's state (a named group's).
+    pub fn join_own<P: OpenMlsProvider>(
+        provider: &P,
+        identity: &Identity,
+        group_info: &[u8],
+        expected: GroupId,
+        account: &AccountPublicKey,
+    ) -> Result<OwnJoin, CryptoError> {
+        let me = identity.device();
+        let (conv, joined) = Self::external(provider, identity, group_info, expected, |conv| {
+            if conv.roster().iter().any(|(d, a)| a == account && *d != me) {
+                Ok(conv.state())
+            } else {
+                Err(crate::malformed(
+                    "no device of this account is in the group it was to join",
+                ))
+            }
+        })?;
+        Ok(OwnJoin {
+            conversation: conv,
+            commit: joined.commit,
+            group_info: joined.group_info,
+            state: joined.state,
+        })
+    }
+
+    /// The external commit both joins share: builds it from `group_info`, checks every
+    /// leaf (P541) and then `allow` on the group it leads to, which yields the group's
+    /// state. A refused group is deleted again.
+    fn external<P: OpenMlsProvider>(
+        provider: &P,
+        identity: &Identity,
+        group_info: &[u8],
+        expected: GroupId,
+        allow: impl FnOnce(&Conversation) -> Result<Option<GroupState>, CryptoError>,
+    ) -> Result<(Conversation, ExternalJoin), CryptoError> {
         let msg = MlsMessageIn::tls_deserialize_exact(group_info)
             .map_err(|e| rejected("group info", e))?;
         let MlsMessageBodyIn::GroupInfo(info) = msg.extract() else {
@@ -567,10 +639,10 @@ impl Conversation {
         }
         let tampered = |e: &dyn std::fmt::Debug| CryptoError::Rejected {
             reason: Rejection::Signature,
-            detail: format!("the channel's group info does not verify: {e:?}"),
+            detail: format!("the group info does not verify: {e:?}"),
         };
         let (group, bundle) = MlsGroup::external_commit_builder()
-            .with_config(join_config(true))
+            .with_config(join_config())
             .build_group(provider, info, identity.credential().clone())
             .map_err(|e| tampered(&e))?
             .leaf_node_parameters(
@@ -594,32 +666,51 @@ impl Conversation {
             group_info: None,
             welcomed_by: None,
         };
-        let forged = conv
+        let checked = match conv
             .group
             .members()
-            .find_map(|m| verify_leaf(&m.credential, &m.signature_key).err());
-        let state = conv.state().filter(|s| s.joinable);
-        let refusal = match (forged, state) {
-            (Some(err), _) => err,
-            (None, None) => crate::malformed("the group is not a channel anyone may join"),
-            (None, Some(state)) => {
+            .find_map(|m| verify_leaf(&m.credential, &m.signature_key).err())
+        {
+            Some(forged) => Err(forged),
+            None => allow(&conv),
+        };
+        match checked {
+            Ok(state) => {
                 let (commit, _, info) = bundle.into_contents();
                 let commit = commit
                     .to_bytes()
                     .map_err(|e| internal("serializing a commit", e))?;
                 let group_info = group_info_bytes(info)?
                     .ok_or_else(|| internal("joining by an external commit", "no group info"))?;
-                conv.group_info = None;
-                return Ok(JoinedExternally {
-                    conversation: conv,
-                    commit,
-                    group_info,
-                    state,
-                });
+                Ok((
+                    conv,
+                    ExternalJoin {
+                        commit,
+                        group_info,
+                        state,
+                    },
+                ))
             }
-        };
-        conv.group.delete(provider.storage()).map_err(storage_err)?;
-        Err(refusal)
+            Err(refusal) => {
+                conv.group.delete(provider.storage()).map_err(storage_err)?;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// P535: the signed GroupInfo of the current epoch, with the ratchet tree and the
+    /// external public key, for this account's devices to join from (sealed by the
+    /// caller, never given to the server in the clear unless the group is a channel).
+    pub fn export_group_info<P: OpenMlsProvider>(
+        &self,
+        provider: &P,
+        identity: &Identity,
+    ) -> Result<Vec<u8>, CryptoError> {
+        self.group
+            .export_group_info(provider.crypto(), identity.signer(), true)
+            .map_err(|e| internal("exporting the group info", e))?
+            .to_bytes()
+            .map_err(|e| internal("serializing the group info", e))
     }
 
     pub fn id(&self) -> Result<GroupId, CryptoError> {
@@ -714,14 +805,21 @@ impl Conversation {
         if protocol.group_id() != self.group.group_id() {
             return Err(crate::malformed("message belongs to another group"));
         }
-        // P503, P551: the only PublicMessage a group reads is a channel's external commit.
-        if let ProtocolMessage::PublicMessage(m) = &protocol
-            && !(self.joinable() && matches!(m.sender(), Sender::NewMemberCommit))
-        {
-            return Err(CryptoError::Rejected {
-                reason: Rejection::Malformed,
-                detail: "a handshake in the clear that is not a channel join".into(),
-            });
+        // P503, P551, P536: the only PublicMessage a group reads is an external commit
+        // (a channel's join, or a member's own new device; the caller's policy decides).
+        if let ProtocolMessage::PublicMessage(m) = &protocol {
+            if !matches!(m.sender(), Sender::NewMemberCommit) {
+                return Err(CryptoError::Rejected {
+                    reason: Rejection::Malformed,
+                    detail: "a handshake in the clear that is not an external commit".into(),
+                });
+            }
+            // Groups made before P536 read ciphertext only.
+            if self.group.configuration().wire_format_policy() != wire_policy() {
+                self.group
+                    .set_configuration(provider.storage(), &join_config())
+                    .map_err(storage_err)?;
+            }
         }
         let external = matches!(
             &protocol,
@@ -1041,5 +1139,67 @@ mod tests {
             a.process(&ap, &foreign.commit),
             Err(CryptoError::Rejected { .. })
         ));
+    }
+
+    #[test]
+    fn p536_a_new_device_of_a_member_joins_from_its_accounts_group_info() {
+        let (ap, alice) = device(1);
+        let (bp, bob) = device(2);
+        // alice's second device: same account key as her first.
+        let laptop_p = OpenMlsRustCrypto::default();
+        let alice_account = crate::account::AccountKey::generate();
+        let alice = {
+            let _ = alice;
+            Identity::generate(&ap, DeviceId::from_bytes([1; 16]), &alice_account, 1).unwrap()
+        };
+        let laptop =
+            Identity::generate(&laptop_p, DeviceId::from_bytes([7; 16]), &alice_account, 2)
+                .unwrap();
+        let gid = GroupId::from_bytes([8; 16]);
+        let mut a = Conversation::create(&ap, &alice, gid).unwrap();
+        let kp = bob.key_packages(&bp, 1).unwrap().remove(0);
+        let (kp, _) = validate_key_package(&ap, &kp, bob.device()).unwrap();
+        let added = a.add(&ap, &alice, &[kp]).unwrap();
+        a.merge_pending(&ap).unwrap();
+        let mut b = Conversation::join(&bp, &added.welcome).unwrap();
+        let info = a.export_group_info(&ap, &alice).unwrap();
+
+        // Someone of another account cannot use it to come in.
+        let (cp, carol) = device(3);
+        let carol_account = carol.certificate().account;
+        assert!(Conversation::join_own(&cp, &carol, &info, gid, &carol_account).is_err());
+        assert!(
+            Conversation::load(&cp, gid).unwrap().is_none(),
+            "nothing kept"
+        );
+
+        let account = laptop.certificate().account;
+        let own = Conversation::join_own(&laptop_p, &laptop, &info, gid, &account).unwrap();
+        let (mut l, commit) = (own.conversation, own.commit);
+        assert!(own.state.is_none());
+        assert_eq!(l.epoch(), a.epoch() + 1);
+        // Members see the external commit and who it brings in.
+        for (conv, p) in [(&mut a, &ap), (&mut b, &bp)] {
+            match conv.process(p, &commit).unwrap() {
+                Incoming::Commit(c) => {
+                    assert_eq!(c.joined, Some((laptop.device(), account)));
+                    conv.merge(p, *c).unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // The new device writes at once, and both read it.
+        let ct = l.encrypt(&laptop_p, &laptop, b"from the laptop").unwrap();
+        for (conv, p) in [(&mut a, &ap), (&mut b, &bp)] {
+            match conv.process(p, &ct).unwrap() {
+                Incoming::Application { sender, plaintext } => {
+                    assert_eq!(
+                        (sender, plaintext.as_slice()),
+                        (laptop.device(), &b"from the laptop"[..])
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -1,0 +1,235 @@
+//! A new device writes at once (P535, P536, ADR 0008). Every device keeps, for each
+//! conversation it is in, the GroupInfo of the group's current epoch on the server,
+//! sealed under a key derived from the account's backup key (which only the account's
+//! devices hold): [`Messenger::publish_group_infos`] after each sync that moved an
+//! epoch. A device that is in none of its account's conversations (a new login, a
+//! restored home) opens them and joins each by an external commit
+//! ([`Messenger::join_own_conversations`]), recorded and settled like any handshake.
+//! Members accept such a join only for an account already in the group (the policy in
+//! `groups`), and report the device as new, as P534 does.
+use std::collections::BTreeSet;
+
+use hush_crypto::conversation::Conversation;
+use hush_proto::ErrorCode;
+use hush_proto::ids::GroupId;
+use hush_proto::pb::{self, client_frame::Body};
+use hush_proto::response::Response;
+use rusqlite::{OptionalExtension, params};
+
+use crate::ClientError;
+use crate::connection::unexpected;
+use crate::handshake::{Effects, Request};
+use crate::home::home_err;
+use crate::messaging::{Lookup, Messenger, random16};
+
+impl Messenger<'_> {
+    /// P535: seals and hands over the GroupInfo of every conversation whose epoch
+    /// moved since this device last did. Best effort: a refusal is logged, and only a
+    /// lost connection stops it.
+    pub(crate) async fn publish_group_infos(&self) -> Result<(), ClientError> {
+        let (Some(key), Some(account)) = (
+            crate::backup::stored_key(self.home)?,
+            self.home.account_key()?,
+        ) else {
+            return Ok(());
+        };
+        let public = account.public();
+        let provider = self.provider();
+        let db = self.home.db();
+        for (group, _, _) in self.home.live_conversations()? {
+            let Some(conv) = Conversation::load(&provider, group)? else {
+                continue;
+            };
+            if !conv.is_active() || conv.has_pending_commit() {
+                continue;
+            }
+            let epoch = conv.epoch();
+            let published: Option<i64> = db
+                .query_row(
+                    "SELECT epoch FROM published_group_infos WHERE group_id = ?1",
+                    [group.as_bytes().as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(home_err)?;
+            if published == Some(epoch as i64) {
+                continue;
+            }
+            let info = conv.export_group_info(&provider, self.identity)?;
+            let sealed = hush_crypto::backup::seal_group_info(
+                &key,
+                &public,
+                group.as_bytes(),
+                epoch,
+                &info,
+            )?;
+            let answer = self
+                .conn
+                .request(Body::PutGroupInfo(pb::PutGroupInfo {
+                    group_id: group.as_bytes().to_vec().into(),
+                    epoch,
+                    sealed: sealed.into(),
+                }))
+                .await;
+            match answer {
+                Ok(Response::GroupInfoKept) => {
+                    self.home.write(|| {
+                        db.execute(
+                            "INSERT INTO published_group_infos (group_id, epoch) VALUES (?1, ?2)
+                             ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch",
+                            params![group.as_bytes().as_slice(), epoch as i64],
+                        )
+                        .map_err(home_err)?;
+                        Ok(())
+                    })?;
+                }
+                Ok(other) => return Err(unexpected(&other)),
+                Err(e) if e.is_transport() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(group = %group, error = %e, "a group info was not kept");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// P536: joins, by external commits, the conversations of this account that this
+    /// device is not in yet. Returns how many it joined. A conversation whose kept
+    /// GroupInfo is out of date (its group moved on while every device of the account
+    /// was away) is left to the members, who add this device when they next sync (P534).
+    pub(crate) async fn join_own_conversations(&self) -> Result<usize, ClientError> {
+        let (Some(key), Some(account)) = (
+            crate::backup::stored_key(self.home)?,
+            self.home.account_key()?,
+        ) else {
+            return Ok(0);
+        };
+        let public = account.public();
+        let answer = self
+            .conn
+            .request(Body::ListGroupInfos(pb::ListGroupInfos {}))
+            .await?;
+        let Response::GroupInfos(infos) = answer else {
+            return Err(unexpected(&answer));
+        };
+        let provider = self.provider();
+        let mut joined = 0;
+        for (group, epoch, sealed) in infos {
+            if Conversation::load(&provider, group)?.is_some() || self.left_here(group)? {
+                continue;
+            }
+            let info = match hush_crypto::backup::open_group_info(
+                &key,
+                &public,
+                group.as_bytes(),
+                epoch,
+                &sealed,
+            ) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "a kept group info does not open");
+                    continue;
+                }
+            };
+            match self.join_own(group, &info, &public).await {
+                Ok(()) => joined += 1,
+                Err(e) if e.is_transport() => return Err(e),
+                Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
+                    tracing::info!(group = %group,
+                        "a conversation moved on since this account's devices last saw it; \
+                         its members add this device when they next sync");
+                }
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "could not join a conversation of this account");
+                }
+            }
+        }
+        Ok(joined)
+    }
+
+    /// Whether this user left `group` on this device (nothing to rejoin).
+    fn left_here(&self, group: GroupId) -> Result<bool, ClientError> {
+        self.home
+            .db()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM conversations WHERE group_id = ?1 AND kind = 'left')",
+                [group.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .map_err(home_err)
+    }
+
+    /// Joins one conversation of this account from its GroupInfo: the external commit
+    /// is recorded with the conversation it makes, then sent and settled (P433).
+    async fn join_own(
+        &self,
+        group: GroupId,
+        info: &[u8],
+        account: &hush_crypto::account::AccountPublicKey,
+    ) -> Result<(), ClientError> {
+        let provider = self.provider();
+        for last_try in [false, true] {
+            let lookup = Lookup::new(self.home, last_try);
+            let recorded = self.home.write(|| {
+                let hush_crypto::conversation::OwnJoin {
+                    conversation: conv,
+                    commit,
+                    group_info,
+                    state,
+                } = Conversation::join_own(&provider, self.identity, info, group, account)?;
+                self.note_roster(&conv)?;
+                let me = self.account.username.as_str();
+                let others: Vec<_> = conv
+                    .members()
+                    .into_iter()
+                    .filter(|d| *d != self.account.device_id)
+                    .collect();
+                let names = lookup.resolve(&others)?;
+                lookup.finish()?;
+                let users: BTreeSet<String> = others
+                    .iter()
+                    .map(|d| names.of(d))
+                    .filter(|u| u != me)
+                    .collect();
+                let (name, kind) = match (&state, users.iter().next()) {
+                    (Some(state), _) => (state.name.to_string(), "group"),
+                    (None, Some(peer)) if users.len() == 1 => (peer.clone(), "direct"),
+                    _ => (format!("#{}", &group.to_string()[..8]), "group"),
+                };
+                let request = pb::Commit {
+                    group_id: group.as_bytes().to_vec().into(),
+                    epoch: conv.epoch().saturating_sub(1),
+                    commit: commit.into(),
+                    welcome: Default::default(),
+                    added: vec![self.account.device_id.as_bytes().to_vec().into()],
+                    removed: Vec::new(),
+                    client_key: random16().to_vec().into(),
+                    // P552: a channel's server keeps the GroupInfo of each new epoch.
+                    group_info: if state.as_ref().is_some_and(|s| s.joinable) {
+                        group_info.into()
+                    } else {
+                        Default::default()
+                    },
+                    external: true,
+                };
+                self.record_handshake(
+                    group,
+                    Request::Join(request),
+                    &Effects::conversation(&name, kind),
+                )
+            });
+            match recorded {
+                Err(ClientError::NeedLookup(devices)) => self.learn_owners(&devices).await?,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    self.settle(group).await?;
+                    tracing::info!(group = %group, "joined a conversation of this account");
+                    return Ok(());
+                }
+            }
+        }
+        Err(ClientError::Home(
+            "internal: device names still unknown on the last try".into(),
+        ))
+    }
+}
