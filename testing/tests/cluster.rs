@@ -370,6 +370,8 @@ async fn migration_from_a_populated_sqlite_server_keeps_every_conversation() {
     );
     ben.send(&to("ann"), "after the move").await.unwrap();
     pushed(&ann, "ben", "after the move", 10).await;
+    ann.send(&to("ben"), "and back").await.unwrap();
+    pushed(&ben, "ann", "and back", 10).await;
     cat.send(&to("#trio"), "the group still works")
         .await
         .unwrap();

@@ -864,3 +864,48 @@ fn file_offers_are_shown_and_saved_with_file_and_save() {
         "a path may hold spaces"
     );
 }
+
+/// Regression (issue 28): after `/part` or being removed, the title kept "3 members" and
+/// the input line "to #tuigroup". Both say at once that this user is no longer in it,
+/// and are back once the user is added again.
+#[test]
+fn a_group_this_user_left_or_was_removed_from_says_so_at_once() {
+    use hush_client::events::MembershipKind;
+    let membership = |kind, member: &str, you| Event::Membership {
+        row: 2,
+        conversation: "#team".into(),
+        kind,
+        member: member.into(),
+        by: "ben".into(),
+        at_ms: 1_767_225_600_000,
+        you,
+    };
+    let mut app = App::new("ann", "127.0.0.1:5535");
+    app.set_roster("#team", vec!["ann".into(), "ben".into(), "cat".into()]);
+    app.select("#team");
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let text = draw(&mut terminal, &app);
+    assert!(text.contains("#team: 3 members"), "{text}");
+    assert!(text.contains("to #team"), "{text}");
+
+    // Someone else leaving is news, not a change of this user's state.
+    app.on_event(&membership(MembershipKind::Left, "cat", false), true);
+    assert!(draw(&mut terminal, &app).contains("to #team"));
+
+    app.on_event(&membership(MembershipKind::Removed, "ann", true), true);
+    let text = draw(&mut terminal, &app);
+    assert!(text.contains("#team: you are no longer in it"), "{text}");
+    assert!(!text.contains("3 members"), "{text}");
+    assert!(!text.contains("to #team"), "{text}");
+    assert!(text.contains("ben removed you from #team"), "{text}");
+
+    app.on_event(&membership(MembershipKind::Added, "ann", true), true);
+    app.set_roster("#team", vec!["ann".into(), "ben".into()]);
+    let text = draw(&mut terminal, &app);
+    assert!(text.contains("#team: 2 members"), "{text}");
+    assert!(text.contains("to #team"), "{text}");
+
+    // /part marks it at once too (the front end calls mark_left when it succeeds).
+    app.mark_left("#team");
+    assert!(draw(&mut terminal, &app).contains("you are no longer in #team"));
+}
