@@ -286,6 +286,50 @@ async fn a_member_removed_and_added_again_while_the_admin_is_killed_reads_the_gr
     assert_eq!(usernames(&cat).await, ["ann", "ben", "cat"]);
 }
 
+/// Regression (issue 28): after a session of adds and removals with killed clients and
+/// a second device of the recipient, a 1:1 message written right before its sender
+/// logged out must reach every device of the recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_right_before_logging_out_reaches_every_device() {
+    let server = Server::start(&[]);
+    let dirs = dirs3();
+    let faults = Faults::default();
+    let [ann, ben, cat] = trio(&server, &dirs, &faults).await;
+    ann.add_members(&team(), &[user("cat")]).await.unwrap();
+    cat.sync().await.unwrap();
+    ann.send(&to("ben"), "hello ben").await.unwrap();
+    ben.sync().await.unwrap();
+    killed_during(ann, &faults, "commit_accepted", |c| async move {
+        assert!(c.remove_members(&team(), &[user("cat")]).await.is_err());
+    })
+    .await;
+    // ben's laptop comes while ann is away.
+    let laptop_dir = tempfile::tempdir().unwrap();
+    let laptop = inproc::login(&server, laptop_dir.path(), "ben", Default::default()).await;
+    let faults = Faults::default();
+    let ann = Client::open(dirs[0].path(), with(&faults)).await.unwrap();
+    sync_eventually(&ann).await;
+    killed_during(ann, &faults, "commit_accepted", |c| async move {
+        assert!(c.add_members(&team(), &[user("cat")]).await.is_err());
+    })
+    .await;
+    let ann = reopen(dirs[0].path()).await;
+    sync_eventually(&ann).await;
+    send_eventually(&cat, "#team", "cat is back").await;
+    // ann writes to ben and logs out at once.
+    ann.send(&to("ben"), "last words").await.unwrap();
+    assert!(ann.logout(false).await.unwrap().is_none());
+    for (who, c) in [("ben", &ben), ("ben's laptop", &laptop)] {
+        sync_eventually(c).await;
+        let got = texts(c, "ann").await;
+        assert!(
+            got.iter().any(|t| t == "last words"),
+            "{who} never got it: {got:?} {:?}",
+            security(c, "ann").await
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_answers_while_leaving_and_committing_the_departure() {
     let server = Server::start(&[]);

@@ -650,26 +650,30 @@ mod tests {
             at_ms: 1_767_225_600_000,
             you,
         };
-        assert!(
-            e(MembershipKind::Removed, "dave", true)
-                .to_text()
-                .ends_with("-- alice removed you from #team")
-        );
-        assert!(
-            e(MembershipKind::Removed, "dave", false)
-                .to_text()
-                .ends_with("-- alice removed dave")
-        );
-        assert!(
-            e(MembershipKind::Added, "dave", true)
-                .to_text()
-                .ends_with("-- you were added to #team by alice")
-        );
-        assert!(
-            e(MembershipKind::Deleted, "#team", false)
-                .to_text()
-                .ends_with("-- #team was deleted by alice")
-        );
+        for (kind, member, you, said) in [
+            (
+                MembershipKind::Removed,
+                "dave",
+                true,
+                "alice removed you from #team",
+            ),
+            (MembershipKind::Removed, "dave", false, "alice removed dave"),
+            (
+                MembershipKind::Added,
+                "dave",
+                true,
+                "you were added to #team by alice",
+            ),
+            (
+                MembershipKind::Deleted,
+                "#team",
+                false,
+                "#team was deleted by alice",
+            ),
+        ] {
+            let text = e(kind, member, you).to_text();
+            assert!(text.ends_with(&format!("-- {said}")), "{text}");
+        }
         assert_eq!(
             e(MembershipKind::Removed, "dave", true).to_json()["you"],
             true

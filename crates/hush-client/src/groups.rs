@@ -1211,11 +1211,25 @@ impl Messenger<'_> {
             }
             // P536: an external commit brings in a new device of an account that is
             // in the conversation already, and nothing else.
-            if let Some((d, k)) = &commit.joined
-                && (!conv.roster().iter().any(|(_, a)| a == k)
+            let stranger = commit.joined.as_ref().filter(|(d, k)| {
+                !conv.roster().iter().any(|(_, a)| a == k)
                     || !commit.added_accounts.is_empty()
-                    || commit.removed.iter().any(|r| r != d))
-            {
+                    || commit.removed.iter().any(|r| r != d)
+            });
+            let foreign = commit
+                .added_accounts
+                .iter()
+                .find(|(_, k)| !allowed.contains(k));
+            let refusal = match (stranger, foreign) {
+                (Some((d, _)), _) => Some(format!(
+                    "device {d} tried to join this conversation, but its account is not in it"
+                )),
+                (None, Some((d, _))) => Some(format!(
+                    "a commit adds device {d}, which belongs to neither account of this conversation"
+                )),
+                (None, None) => None,
+            };
+            if let Some(reason) = refusal {
                 return self.alert(
                     group,
                     e.stored_at_ms,
@@ -1224,32 +1238,11 @@ impl Messenger<'_> {
                         rejection: Some(hush_crypto::Rejection::Identity),
                         from: Some(by),
                         device: Some(commit.sender),
-                        reason: format!(
-                            "device {d} tried to join this conversation, but its account is not in it"
-                        ),
+                        reason,
                     },
                 );
             }
             let joined_device: Vec<DeviceId> = commit.joined.iter().map(|(d, _)| *d).collect();
-            if let Some((d, _)) = commit
-                .added_accounts
-                .iter()
-                .find(|(_, k)| !allowed.contains(k))
-            {
-                return self.alert(
-                    group,
-                    e.stored_at_ms,
-                    Alert {
-                        kind: SecurityKind::CommitRejected,
-                        rejection: Some(hush_crypto::Rejection::Identity),
-                        from: Some(by),
-                        device: Some(commit.sender),
-                        reason: format!(
-                            "a commit adds device {d}, which belongs to neither account of this conversation"
-                        ),
-                    },
-                );
-            }
             conv.merge(&provider, *commit)?;
             let after = roster(conv, &names);
             if !conv.is_active() {

@@ -196,9 +196,10 @@ pub async fn put_group_info(
     Ok(Body::GroupInfoKept(pb::GroupInfoKept {}))
 }
 
-/// P536: the user's sealed GroupInfos, for a new device to join from.
+/// P536: the user's sealed GroupInfos of the groups this device is not in yet, for it
+/// to join from.
 pub async fn group_infos(st: &ServerState, auth: &Authenticated) -> Result<Body, Refusal> {
-    let infos = st.store.group_infos(auth.user_id).await?;
+    let infos = st.store.group_infos(auth.device_id).await?;
     Ok(Body::GroupInfos(pb::GroupInfos {
         infos: infos
             .into_iter()

@@ -487,17 +487,20 @@ pub(crate) async fn put_group_info(
 /// P536.
 pub(crate) async fn group_infos(
     c: &mut PgConnection,
-    user: &UserId,
+    device: &DeviceId,
 ) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
     let rows = rows!(
         c,
         ([u8; 16], i64, Vec<u8>),
         "SELECT gi.group_id, gi.epoch, gi.sealed FROM group_infos gi
-         WHERE gi.user_id = $1 AND EXISTS (SELECT 1 FROM group_members gm
+         JOIN devices me ON me.device_id = $1 AND gi.user_id = me.user_id
+         WHERE EXISTS (SELECT 1 FROM group_members gm
            JOIN devices d ON d.device_id = gm.device_id
-           WHERE gm.group_id = gi.group_id AND d.user_id = $1)
+           WHERE gm.group_id = gi.group_id AND d.user_id = me.user_id)
+         AND NOT EXISTS (SELECT 1 FROM group_members gm
+           WHERE gm.group_id = gi.group_id AND gm.device_id = $1)
          ORDER BY gi.group_id",
-        user.as_bytes()
+        device.as_bytes()
     );
     Ok(rows
         .into_iter()

@@ -605,8 +605,11 @@ impl Store for PgStore {
         .await)
     }
 
-    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
-        read_tx!(self, |c| extras::group_infos(c, &user).await)
+    async fn group_infos(
+        &self,
+        device: DeviceId,
+    ) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
+        read_tx!(self, |c| extras::group_infos(c, &device).await)
     }
 
     async fn backup(&self, user: UserId) -> Result<Option<BackupRecord>, StoreError> {

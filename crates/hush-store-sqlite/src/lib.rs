@@ -1842,19 +1842,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
+    async fn group_infos(
+        &self,
+        device: DeviceId,
+    ) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT gi.group_id, gi.epoch, gi.sealed FROM group_infos gi
-                     WHERE gi.user_id = ?1 AND EXISTS (SELECT 1 FROM group_members gm
+                     JOIN devices me ON me.device_id = ?1 AND gi.user_id = me.user_id
+                     WHERE EXISTS (SELECT 1 FROM group_members gm
                        JOIN devices d ON d.device_id = gm.device_id
-                       WHERE gm.group_id = gi.group_id AND d.user_id = ?1)
+                       WHERE gm.group_id = gi.group_id AND d.user_id = me.user_id)
+                     AND NOT EXISTS (SELECT 1 FROM group_members gm
+                       WHERE gm.group_id = gi.group_id AND gm.device_id = ?1)
                      ORDER BY gi.group_id",
                 )
                 .map_err(backend)?;
             let rows = stmt
-                .query_map([user.as_bytes().as_slice()], |r| {
+                .query_map([device.as_bytes().as_slice()], |r| {
                     Ok((
                         r.get::<_, Vec<u8>>(0)?,
                         r.get::<_, i64>(1)?,

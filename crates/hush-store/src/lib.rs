@@ -349,9 +349,13 @@ pub trait Store: Send + Sync + 'static {
         sealed: Vec<u8>,
     ) -> Result<(), StoreError>;
 
-    /// P536: the sealed GroupInfos kept for `user` (group, epoch, bytes), of the groups
-    /// a device of the user is a member of.
-    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError>;
+    /// P536: the sealed GroupInfos kept for the user of `device` (group, epoch, bytes),
+    /// of the groups another device of that user is a member of and `device` is not
+    /// (what a new device has to join).
+    async fn group_infos(
+        &self,
+        device: DeviceId,
+    ) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError>;
 
     /// Queues an application message for every member but the sender if the group is at
     /// `msg.epoch`. A retry with the same client message id returns the first delivery

@@ -1549,16 +1549,24 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn group_infos(&self, user: UserId) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
+    async fn group_infos(
+        &self,
+        device: DeviceId,
+    ) -> Result<Vec<(GroupId, u64, Vec<u8>)>, StoreError> {
         self.with(|s| {
+            let Some((user, _)) = s.devices.get(&device) else {
+                return Ok(Vec::new());
+            };
+            let user = *user;
             Ok(s.group_infos
                 .range((user, GroupId::from_bytes([0; 16]))..)
                 .take_while(|((u, _), _)| *u == user)
                 .filter(|((_, g), _)| {
                     s.groups.get(g).is_some_and(|g| {
-                        g.members
-                            .iter()
-                            .any(|d| s.devices.get(d).is_some_and(|(u, _)| *u == user))
+                        !g.members.contains(&device)
+                            && g.members
+                                .iter()
+                                .any(|d| s.devices.get(d).is_some_and(|(u, _)| *u == user))
                     })
                 })
                 .map(|((_, g), (e, sealed))| (*g, *e, sealed.clone()))
