@@ -424,3 +424,34 @@ fn a_peer_who_logs_out_right_after_sending_loses_nothing() {
         );
     }
 }
+
+/// P536: when every device of the account was away while the group moved on, the kept
+/// GroupInfo is out of date; the new device cannot join from it, says nothing on
+/// stderr about it, and is added as before when its account's device next syncs.
+#[test]
+fn a_new_device_behind_an_out_of_date_group_info_is_added_by_its_account() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["alice", "bob"]);
+    let (alice, bob) = (&v[0], &v[1]);
+    ok(&alice.run("", &["group", "create", "team", "--members", "bob"]));
+    bob.recv(5);
+    // bob's second device moves #team on while alice is away.
+    let bob2 = Client::new();
+    ok(&bob2.login(&server, "bob", PW));
+    bob.recv(5);
+    bob.send("#team", "while alice is away");
+
+    let laptop = Client::new();
+    ok(&laptop.login(&server, "alice", PW));
+    let out = laptop.run("", &["recv", "--json", "--timeout", "1"]);
+    ok(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // alice's first device comes back and brings the laptop in (P534).
+    alice.recv(5);
+    laptop.send("#team", "the laptop is in");
+    assert!(texts(&bob.recv(5)).contains(&"the laptop is in".to_owned()));
+}

@@ -44,9 +44,13 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// P535: the epoch of each conversation whose sealed GroupInfo the server holds from
-/// this device.
+/// this device; P536: GroupInfos this device could not join from (tried once each).
 const GROUP_INFOS: &str = "
     CREATE TABLE published_group_infos (
+        group_id BLOB PRIMARY KEY,
+        epoch    INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE failed_joins (
         group_id BLOB PRIMARY KEY,
         epoch    INTEGER NOT NULL
     ) STRICT;

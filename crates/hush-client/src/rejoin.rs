@@ -115,7 +115,10 @@ impl Messenger<'_> {
         let provider = self.provider();
         let mut joined = 0;
         for (group, epoch, sealed) in infos {
-            if Conversation::load(&provider, group)?.is_some() || self.left_here(group)? {
+            if Conversation::load(&provider, group)?.is_some()
+                || self.left_here(group)?
+                || self.failed_before(group, epoch)?
+            {
                 continue;
             }
             let info = match hush_crypto::backup::open_group_info(
@@ -134,17 +137,43 @@ impl Messenger<'_> {
             match self.join_own(group, &info, &public).await {
                 Ok(()) => joined += 1,
                 Err(e) if e.is_transport() => return Err(e),
-                Err(ClientError::Server(e)) if e.code == ErrorCode::StaleEpoch => {
-                    tracing::info!(group = %group,
-                        "a conversation moved on since this account's devices last saw it; \
-                         its members add this device when they next sync");
-                }
                 Err(e) => {
-                    tracing::warn!(group = %group, error = %e, "could not join a conversation of this account");
+                    if matches!(&e, ClientError::Server(s) if s.code == ErrorCode::StaleEpoch) {
+                        tracing::info!(group = %group,
+                            "a conversation moved on since this account's devices last saw it; \
+                             its members add this device when they next sync");
+                    } else {
+                        tracing::warn!(group = %group, error = %e,
+                            "could not join a conversation of this account");
+                    }
+                    // Not tried again from the same GroupInfo on every connection.
+                    self.home.write(|| {
+                        self.home
+                            .db()
+                            .execute(
+                                "INSERT INTO failed_joins (group_id, epoch) VALUES (?1, ?2)
+                                 ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch",
+                                params![group.as_bytes().as_slice(), epoch as i64],
+                            )
+                            .map_err(home_err)?;
+                        Ok(())
+                    })?;
                 }
             }
         }
         Ok(joined)
+    }
+
+    /// Whether joining `group` from its GroupInfo of `epoch` failed here already.
+    fn failed_before(&self, group: GroupId, epoch: u64) -> Result<bool, ClientError> {
+        self.home
+            .db()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM failed_joins WHERE group_id = ?1 AND epoch = ?2)",
+                params![group.as_bytes().as_slice(), epoch as i64],
+                |r| r.get(0),
+            )
+            .map_err(home_err)
     }
 
     /// Whether this user left `group` on this device (nothing to rejoin).
