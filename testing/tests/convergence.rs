@@ -455,3 +455,53 @@ fn a_new_device_behind_an_out_of_date_group_info_is_added_by_its_account() {
     laptop.send("#team", "the laptop is in");
     assert!(texts(&bob.recv(5)).contains(&"the laptop is in".to_owned()));
 }
+
+/// P537: a device whose mailbox lost a group's commits (its entries dropped, as past
+/// retention or a full mailbox would) can no longer read the group; it rejoins in place
+/// from the GroupInfo another device of its account keeps, and reads what follows.
+#[test]
+fn a_device_that_fell_behind_rejoins_in_place() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["alice", "bob", "carol"]);
+    let (alice, bob) = (&v[0], &v[1]);
+    let laptop = Client::new();
+    ok(&laptop.login(&server, "bob", PW));
+    ok(&alice.run("", &["group", "create", "team", "--members", "bob"]));
+    bob.recv(5);
+    laptop.recv(5);
+    bob.send("#team", "bob before");
+
+    let bob_device: Vec<u8> = {
+        let d = bob.whoami().unwrap()["device"].as_str().unwrap().to_owned();
+        (0..d.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&d[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    // The group moves on; bob's first device never gets the commit.
+    ok(&alice.run("", &["group", "add", "team", "carol"]));
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let dropped = db
+        .execute("DELETE FROM deliveries WHERE device_id = ?1", [&bob_device])
+        .unwrap();
+    assert!(dropped >= 1, "the commit was waiting for bob's device");
+    drop(db);
+    laptop.recv(5);
+    alice.send("#team", "while bob's device was behind");
+    // bob's device cannot read that one (reported), rejoins, and reads what follows.
+    let events = bob.recv(5);
+    assert!(texts(&events).is_empty(), "{events:?}");
+    alice.send("#team", "after the rejoin");
+    assert_eq!(texts(&bob.recv(5)), ["after the rejoin"]);
+    bob.send("#team", "bob is back");
+    let seen = alice.recv(5);
+    assert!(texts(&seen).contains(&"bob is back".to_owned()), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e["kind"] == "new_device" || e["kind"] == "device_removed"),
+        "a rejoin in place is no new device: {seen:?}"
+    );
+    assert!(texts(&laptop.recv(5)).contains(&"bob is back".to_owned()));
+}

@@ -319,7 +319,7 @@ impl Engine {
         let m = self.messenger(&live);
         let mut added = m.sync().await?;
         // P536: a new device joins its account's conversations by itself.
-        if m.join_own_conversations().await? > 0 {
+        if m.join_own_conversations().await? + m.resync_conversations().await? > 0 {
             added += m.sync().await?;
         }
         m.flush_outbox().await?;

@@ -1197,8 +1197,16 @@ impl Messenger<'_> {
         let user = |d: &DeviceId| names.of(d);
         let by = user(&commit.sender);
         let before = roster(conv, &names);
+        let members_before: BTreeSet<DeviceId> = conv.members().into_iter().collect();
         let added_devices = commit.added.clone();
-        let removed_devices = commit.removed.clone();
+        // P537: a device rejoining in place removes its own old leaf: no departure.
+        let rejoined = commit.joined.as_ref().map(|(d, _)| *d);
+        let removed_devices: Vec<DeviceId> = commit
+            .removed
+            .iter()
+            .copied()
+            .filter(|d| Some(*d) != rejoined)
+            .collect();
         let commit_joined = commit.joined;
         let Some(state) = conv.state() else {
             // P543: a 1:1 conversation holds the devices of its two accounts only.
@@ -1242,7 +1250,12 @@ impl Messenger<'_> {
                     },
                 );
             }
-            let joined_device: Vec<DeviceId> = commit.joined.iter().map(|(d, _)| *d).collect();
+            let joined_device: Vec<DeviceId> = commit
+                .joined
+                .iter()
+                .map(|(d, _)| *d)
+                .filter(|d| !members_before.contains(d))
+                .collect();
             conv.merge(&provider, *commit)?;
             let after = roster(conv, &names);
             if !conv.is_active() {
@@ -1285,10 +1298,11 @@ impl Messenger<'_> {
         // P551: an external commit brings in its sender alone, into a channel; P536: or
         // a new device of an account already in the group, into any named group.
         let joiner = commit.joined.as_ref().map(|(d, _)| user(d));
+        // (P537: or the same device rejoining in place, its old leaf removed.)
         let own_device = commit
             .joined
             .as_ref()
-            .is_some_and(|(d, k)| conv.roster().iter().any(|(m, a)| a == k && m != d));
+            .is_some_and(|(_, k)| conv.roster().iter().any(|(_, a)| a == k));
         let refusal = if joiner.is_some() && !state.joinable && !own_device {
             Some(format!(
                 "{by} tried to join {} by an external commit, but it is not a channel",
@@ -1357,7 +1371,9 @@ impl Messenger<'_> {
                 self.membership_event(group, e.stored_at_ms, MembershipKind::Added, u, &by)?;
         }
         if let (Some(u), Some((d, _))) = (&joiner, &commit_joined) {
-            if before.contains_key(u) {
+            if members_before.contains(d) {
+                // P537: a device that fell behind rejoined in place: nothing new.
+            } else if before.contains_key(u) {
                 events += self.new_devices(group, e.stored_at_ms, &[*d], &before, &names, &by)?;
             } else {
                 events +=

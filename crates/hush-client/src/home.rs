@@ -54,6 +54,9 @@ const GROUP_INFOS: &str = "
         group_id BLOB PRIMARY KEY,
         epoch    INTEGER NOT NULL
     ) STRICT;
+    CREATE TABLE resync_needed (
+        group_id BLOB PRIMARY KEY
+    ) STRICT;
 ";
 
 /// P570–P573: this home's side of the account's encrypted backup.

@@ -604,6 +604,16 @@ impl<'a> Messenger<'a> {
                     );
                 }
                 Some(r) => {
+                    if r == Rejection::Epoch && conv.is_ahead(&e.payload) {
+                        // P537: this device missed commits; it rejoins after the sync.
+                        self.home
+                            .db()
+                            .execute(
+                                "INSERT OR IGNORE INTO resync_needed (group_id) VALUES (?1)",
+                                [e.group_id.as_bytes().as_slice()],
+                            )
+                            .map_err(home_err)?;
+                    }
                     return self.rejected(
                         e,
                         lookup,

@@ -4,7 +4,9 @@
 //! devices hold): [`Messenger::publish_group_infos`] after each sync that moved an
 //! epoch. A device that is in none of its account's conversations (a new login, a
 //! restored home) opens them and joins each by an external commit
-//! ([`Messenger::join_own_conversations`]), recorded and settled like any handshake.
+//! ([`Messenger::join_own_conversations`]), recorded and settled like any handshake. A
+//! device that fell behind in a conversation (P537) rejoins it in place the same way
+//! ([`Messenger::resync_conversations`]).
 //! Members accept such a join only for an account already in the group (the policy in
 //! `groups`), and report the device as new, as P534 does.
 use std::collections::BTreeSet;
@@ -134,7 +136,7 @@ impl Messenger<'_> {
                     continue;
                 }
             };
-            match self.join_own(group, &info, &public).await {
+            match self.join_own(group, &info, &public, false).await {
                 Ok(()) => joined += 1,
                 Err(e) if e.is_transport() => return Err(e),
                 Err(e) => {
@@ -146,22 +148,106 @@ impl Messenger<'_> {
                         tracing::warn!(group = %group, error = %e,
                             "could not join a conversation of this account");
                     }
-                    // Not tried again from the same GroupInfo on every connection.
-                    self.home.write(|| {
-                        self.home
-                            .db()
-                            .execute(
-                                "INSERT INTO failed_joins (group_id, epoch) VALUES (?1, ?2)
-                                 ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch",
-                                params![group.as_bytes().as_slice(), epoch as i64],
-                            )
-                            .map_err(home_err)?;
-                        Ok(())
-                    })?;
+                    self.failed(group, epoch)?;
                 }
             }
         }
         Ok(joined)
+    }
+
+    /// Not tried again from the same GroupInfo on every connection.
+    fn failed(&self, group: GroupId, epoch: u64) -> Result<(), ClientError> {
+        self.home.write(|| {
+            self.home
+                .db()
+                .execute(
+                    "INSERT INTO failed_joins (group_id, epoch) VALUES (?1, ?2)
+                     ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch",
+                    params![group.as_bytes().as_slice(), epoch as i64],
+                )
+                .map_err(home_err)?;
+            Ok(())
+        })
+    }
+
+    /// P537: rejoins in place, by an external commit that replaces this device's old
+    /// leaf, each conversation this device fell behind in (a message of a later epoch
+    /// came: its mailbox lost commits), from the GroupInfo another device of its
+    /// account kept. What was sent meanwhile stays unreadable (reported as it came);
+    /// what follows is read again. Returns how many it rejoined.
+    pub(crate) async fn resync_conversations(&self) -> Result<usize, ClientError> {
+        let groups: Vec<Vec<u8>> = {
+            let mut stmt = self
+                .home
+                .db()
+                .prepare("SELECT group_id FROM resync_needed")
+                .map_err(home_err)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(home_err)?;
+            rows.collect::<Result<_, _>>().map_err(home_err)?
+        };
+        if groups.is_empty() {
+            return Ok(0);
+        }
+        let (Some(key), Some(account)) = (
+            crate::backup::stored_key(self.home)?,
+            self.home.account_key()?,
+        ) else {
+            return Ok(0);
+        };
+        let public = account.public();
+        let provider = self.provider();
+        let mut rejoined = 0;
+        for g in groups {
+            let group = crate::messaging::stored_group(&g)?;
+            let answer = self
+                .conn
+                .request(Body::GetGroupInfo(pb::GetGroupInfo {
+                    group_id: g.clone().into(),
+                }))
+                .await?;
+            let Response::GroupInfos(infos) = answer else {
+                return Err(unexpected(&answer));
+            };
+            let Some((_, epoch, sealed)) = infos.into_iter().find(|(id, _, _)| *id == group) else {
+                continue;
+            };
+            let local = Conversation::load(&provider, group)?.map(|c| c.epoch());
+            // Only a GroupInfo past where this device stands can help.
+            if local.is_some_and(|l| l >= epoch) || self.failed_before(group, epoch)? {
+                continue;
+            }
+            let info = match hush_crypto::backup::open_group_info(
+                &key,
+                &public,
+                group.as_bytes(),
+                epoch,
+                &sealed,
+            ) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "a kept group info does not open");
+                    continue;
+                }
+            };
+            match self.join_own(group, &info, &public, true).await {
+                Ok(()) => {
+                    rejoined += 1;
+                    self.home.write(|| {
+                        self.home
+                            .db()
+                            .execute("DELETE FROM resync_needed WHERE group_id = ?1", [&g])
+                            .map_err(home_err)?;
+                        Ok(())
+                    })?;
+                }
+                Err(e) if e.is_transport() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "could not rejoin a conversation this device fell behind in");
+                    self.failed(group, epoch)?;
+                }
+            }
+        }
+        Ok(rejoined)
     }
 
     /// Whether joining `group` from its GroupInfo of `epoch` failed here already.
@@ -195,17 +281,23 @@ impl Messenger<'_> {
         group: GroupId,
         info: &[u8],
         account: &hush_crypto::account::AccountPublicKey,
+        resync: bool,
     ) -> Result<(), ClientError> {
         let provider = self.provider();
         for last_try in [false, true] {
             let lookup = Lookup::new(self.home, last_try);
             let recorded = self.home.write(|| {
+                // P537: the state this device fell behind with goes (it cannot read
+                // the group any more); the commit replaces its leaf.
+                if resync && let Some(old) = Conversation::load(&provider, group)? {
+                    old.delete(&provider)?;
+                }
                 let hush_crypto::conversation::OwnJoin {
                     conversation: conv,
                     commit,
                     group_info,
                     state,
-                } = Conversation::join_own(&provider, self.identity, info, group, account)?;
+                } = Conversation::join_own(&provider, self.identity, info, group, account, resync)?;
                 self.note_roster(&conv)?;
                 let me = self.account.username.as_str();
                 let others: Vec<_> = conv
@@ -231,7 +323,12 @@ impl Messenger<'_> {
                     commit: commit.into(),
                     welcome: Default::default(),
                     added: vec![self.account.device_id.as_bytes().to_vec().into()],
-                    removed: Vec::new(),
+                    // P537: its own old leaf, replaced.
+                    removed: if resync {
+                        vec![self.account.device_id.as_bytes().to_vec().into()]
+                    } else {
+                        Vec::new()
+                    },
                     client_key: random16().to_vec().into(),
                     // P552: a channel's server keeps the GroupInfo of each new epoch.
                     group_info: if state.as_ref().is_some_and(|s| s.joinable) {
@@ -241,11 +338,16 @@ impl Messenger<'_> {
                     },
                     external: true,
                 };
-                self.record_handshake(
-                    group,
-                    Request::Join(request),
-                    &Effects::conversation(&name, kind),
-                )
+                // A rejoin keeps its conversation row (and its sequence numbers, P520).
+                let effects = if resync {
+                    Effects {
+                        what: "rejoining".into(),
+                        ..Effects::default()
+                    }
+                } else {
+                    Effects::conversation(&name, kind)
+                };
+                self.record_handshake(group, Request::Join(request), &effects)
             });
             match recorded {
                 Err(ClientError::NeedLookup(devices)) => self.learn_owners(&devices).await?,

@@ -552,6 +552,15 @@ impl Conversation {
         self.welcomed_by
     }
 
+    /// P537: whether `bytes` is a message of a later epoch than this device's: it
+    /// missed commits (its mailbox lost them) and cannot read the group any more.
+    pub fn is_ahead(&self, bytes: &[u8]) -> bool {
+        MlsMessageIn::tls_deserialize_exact(bytes)
+            .ok()
+            .and_then(|m| m.try_into_protocol_message().ok())
+            .is_some_and(|p| p.epoch() > self.group.epoch())
+    }
+
     /// Whether this device is still a member (false once a merged commit removed it).
     pub fn is_active(&self) -> bool {
         self.group.is_active()
@@ -589,8 +598,10 @@ impl Conversation {
     /// P536: joins a conversation of this device's own account by an external commit,
     /// from a GroupInfo an account device kept sealed on the server. Checked as
     /// [`Conversation::join_external`] checks a channel's, except that instead of a
-    /// channel it must be a group in which a device of `account` (this device's own
-    /// account) already is. Returns the group, the commit, the GroupInfo of the new
+    /// channel it must be a group in which another device of `account` (this device's
+    /// own account) is. With `resync` (P537) this device rejoins a group it is in but
+    /// fell behind in: its old leaf goes in the same commit (openmls removes the leaf
+    /// with this device's signature key), so the check is that this device was in it. Returns the group, the commit, the GroupInfo of the new
     /// epoch (for a channel's server, P552) and the group's state (a named group's).
     pub fn join_own<P: OpenMlsProvider>(
         provider: &P,
@@ -598,10 +609,11 @@ impl Conversation {
         group_info: &[u8],
         expected: GroupId,
         account: &AccountPublicKey,
+        resync: bool,
     ) -> Result<OwnJoin, CryptoError> {
         let me = identity.device();
         let (conv, joined) = Self::external(provider, identity, group_info, expected, |conv| {
-            if conv.roster().iter().any(|(d, a)| a == account && *d != me) {
+            if resync || conv.roster().iter().any(|(d, a)| a == account && *d != me) {
                 Ok(conv.state())
             } else {
                 Err(crate::malformed(
@@ -1167,14 +1179,14 @@ mod tests {
         // Someone of another account cannot use it to come in.
         let (cp, carol) = device(3);
         let carol_account = carol.certificate().account;
-        assert!(Conversation::join_own(&cp, &carol, &info, gid, &carol_account).is_err());
+        assert!(Conversation::join_own(&cp, &carol, &info, gid, &carol_account, false).is_err());
         assert!(
             Conversation::load(&cp, gid).unwrap().is_none(),
             "nothing kept"
         );
 
         let account = laptop.certificate().account;
-        let own = Conversation::join_own(&laptop_p, &laptop, &info, gid, &account).unwrap();
+        let own = Conversation::join_own(&laptop_p, &laptop, &info, gid, &account, false).unwrap();
         let (mut l, commit) = (own.conversation, own.commit);
         assert!(own.state.is_none());
         assert_eq!(l.epoch(), a.epoch() + 1);

@@ -235,6 +235,10 @@ pub enum Request {
     },
     /// P536.
     ListGroupInfos,
+    /// P537.
+    GetGroupInfo {
+        group_id: GroupId,
+    },
 }
 
 /// P550: what makes a named group a channel.
@@ -319,6 +323,7 @@ impl Request {
             Request::BackupFetch { .. } => "backup_fetch",
             Request::PutGroupInfo { .. } => "put_group_info",
             Request::ListGroupInfos => "list_group_infos",
+            Request::GetGroupInfo { .. } => "get_group_info",
         }
     }
 }
@@ -610,10 +615,16 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             external,
         }) => {
             let added = devices("added", &added, MAX_GROUP_DEVICES)?;
-            if external && (added.len() != 1 || !welcome.is_empty() || !removed.is_empty()) {
+            // P537: an external commit may remove the sender's own old leaf (a resync).
+            let resync = removed.len() == 1
+                && added.len() == 1
+                && removed[0].as_ref() == added[0].as_bytes().as_slice();
+            if external
+                && (added.len() != 1 || !welcome.is_empty() || !(removed.is_empty() || resync))
+            {
                 return Err(ProtoError::invalid(
                     "external",
-                    "an external commit adds its sender alone, with no Welcome",
+                    "an external commit adds its sender alone (and removes at most its own old leaf), with no Welcome",
                 ));
             }
             if !external && added.is_empty() != welcome.is_empty() {
@@ -838,6 +849,9 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             sealed: blob("sealed", sealed, crate::frame::MAX_ENTRY_PAYLOAD)?,
         },
         Body::ListGroupInfos(pb::ListGroupInfos {}) => Request::ListGroupInfos,
+        Body::GetGroupInfo(pb::GetGroupInfo { group_id }) => Request::GetGroupInfo {
+            group_id: GroupId::from_slice(&group_id)?,
+        },
         Body::AnswerRequest(pb::AnswerRequest { inviter, accept }) => Request::AnswerRequest {
             inviter: Username::parse(&inviter)?,
             accept,

@@ -196,6 +196,25 @@ pub async fn put_group_info(
     Ok(Body::GroupInfoKept(pb::GroupInfoKept {}))
 }
 
+/// P537: the user's sealed GroupInfo of one group, for a device that fell behind in it.
+pub async fn group_info(
+    st: &ServerState,
+    auth: &Authenticated,
+    group: GroupId,
+) -> Result<Body, Refusal> {
+    let info = st.store.group_info(auth.user_id, group).await?;
+    Ok(Body::GroupInfos(pb::GroupInfos {
+        infos: info
+            .into_iter()
+            .map(|(epoch, sealed)| pb::SealedGroupInfo {
+                group_id: group.as_bytes().to_vec().into(),
+                epoch,
+                sealed: sealed.into(),
+            })
+            .collect(),
+    }))
+}
+
 /// P536: the user's sealed GroupInfos of the groups this device is not in yet, for it
 /// to join from.
 pub async fn group_infos(st: &ServerState, auth: &Authenticated) -> Result<Body, Refusal> {

@@ -1144,6 +1144,9 @@ async fn dispatch(
                     sealed,
                 } => messaging::put_group_info(st, &auth, group_id, epoch, sealed).await,
                 Request::ListGroupInfos => messaging::group_infos(st, &auth).await,
+                Request::GetGroupInfo { group_id } => {
+                    messaging::group_info(st, &auth, group_id).await
+                }
                 _ => Err(Refusal::new(
                     ErrorCode::ProtocolViolation,
                     "already authenticated",

@@ -507,3 +507,22 @@ pub(crate) async fn group_infos(
         .map(|(g, epoch, sealed)| (GroupId::from_bytes(g), unbig(epoch), sealed))
         .collect())
 }
+
+/// P537.
+pub(crate) async fn group_info(
+    c: &mut PgConnection,
+    user: &UserId,
+    group: &GroupId,
+) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    let row = row!(
+        c,
+        (i64, Vec<u8>),
+        "SELECT gi.epoch, gi.sealed FROM group_infos gi
+         WHERE gi.user_id = $1 AND gi.group_id = $2 AND EXISTS (
+           SELECT 1 FROM group_members gm JOIN devices d ON d.device_id = gm.device_id
+           WHERE gm.group_id = $2 AND d.user_id = $1)",
+        user.as_bytes(),
+        group.as_bytes()
+    );
+    Ok(row.map(|(epoch, sealed)| (unbig(epoch), sealed)))
+}

@@ -605,6 +605,14 @@ impl Store for PgStore {
         .await)
     }
 
+    async fn group_info(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        read_tx!(self, |c| extras::group_info(c, &user, &group).await)
+    }
+
     async fn group_infos(
         &self,
         device: DeviceId,

@@ -702,7 +702,9 @@ pub(crate) async fn accept_commit(
             m.sender.as_bytes(),
             m.now_ms
         );
-    if !(granted || (!m.external && member)) {
+    // P537: a member's external commit replacing its own leaf.
+    let resync = member && m.added == [m.sender] && m.removed == [m.sender];
+    if !(granted || resync || (!m.external && member)) {
         return Err(StoreError::NotAMember);
     }
     if epoch != m.epoch {
@@ -778,12 +780,18 @@ pub(crate) async fn accept_commit(
             ids(&m.added)
         );
     }
-    if !m.removed.is_empty() {
+    let gone: Vec<DeviceId> = m
+        .removed
+        .iter()
+        .copied()
+        .filter(|d| !m.added.contains(d))
+        .collect();
+    if !gone.is_empty() {
         exec!(
             c,
             "DELETE FROM group_members WHERE group_id = $1 AND device_id = ANY($2)",
             gid,
-            ids(&m.removed)
+            ids(&gone)
         );
     }
     check_group_size(c, &m.group_id, m.quotas.group_members).await?;

@@ -1842,6 +1842,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn group_info(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.read(move |conn| {
+            cached_row(
+                conn,
+                "SELECT gi.epoch, gi.sealed FROM group_infos gi
+                 WHERE gi.user_id = ?1 AND gi.group_id = ?2 AND EXISTS (
+                   SELECT 1 FROM group_members gm JOIN devices d ON d.device_id = gm.device_id
+                   WHERE gm.group_id = ?2 AND d.user_id = ?1)",
+                params![user.as_bytes().as_slice(), group.as_bytes().as_slice()],
+                |r| {
+                    Ok((
+                        u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        r.get::<_, Vec<u8>>(1)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn group_infos(
         &self,
         device: DeviceId,
@@ -1980,7 +2006,9 @@ impl Store for SqliteStore {
                     |r| r.get::<_, bool>(0),
                 )
                 .map_err(backend)?;
-            if !(granted || (!c.external && member)) {
+            // P537: a member's external commit replacing its own leaf.
+            let resync = member && c.added == [c.sender] && c.removed == [c.sender];
+            if !(granted || resync || (!c.external && member)) {
                 return Err(StoreError::NotAMember);
             }
             if epoch != c.epoch {
@@ -2057,7 +2085,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             }
-            for d in &c.removed {
+            for d in c.removed.iter().filter(|d| !c.added.contains(d)) {
                 cached_exec(
                     tx,
                     "DELETE FROM group_members WHERE group_id = ?1 AND device_id = ?2",

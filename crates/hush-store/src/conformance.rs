@@ -142,6 +142,41 @@ async fn group_infos<S: Store + ?Sized>(store: &S) {
         store.group_infos(dev(153)).await.unwrap().is_empty(),
         "joined: nothing left to join"
     );
+    // P537: one group's GroupInfo for its user, and a member's own external commit
+    // (its resync) keeps it a member.
+    assert_eq!(
+        store.group_info(ann, g).await.unwrap(),
+        Some((3, b"epoch 3".to_vec()))
+    );
+    assert_eq!(
+        store
+            .group_info(UserId::from_bytes([152; 16]), g)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        matches!(
+            store
+                .accept_commit(NewCommit {
+                    epoch: 2,
+                    ..join(151)
+                })
+                .await,
+            Err(StoreError::NotAMember)
+        ),
+        "a member's external commit must replace its own leaf"
+    );
+    store
+        .accept_commit(NewCommit {
+            epoch: 2,
+            removed: vec![dev(151)],
+            ..join(151)
+        })
+        .await
+        .unwrap();
+    let members = store.group(g).await.unwrap().unwrap().members;
+    assert!(members.contains(&dev(151)) && members.contains(&dev(153)));
     // Once none of ann's devices is in the group, nothing is listed for her devices.
     store.add_device(ann, device(154), u64::MAX).await.unwrap();
     store.remove_device(dev(150)).await.unwrap();

@@ -327,9 +327,10 @@ pub trait Store: Send + Sync + 'static {
     /// The 1:1 group of two users, if any.
     async fn direct_group(&self, a: UserId, b: UserId) -> Result<Option<GroupId>, StoreError>;
 
-    /// Accepts a commit if the group is at `commit.epoch` and the sender is a member
-    /// (or, for an external commit, holds an unexpired join grant, which it uses up, or
-    /// another device of its user is a member, P536):
+    /// Accepts a commit if the group is at `commit.epoch` and the sender is a member, or,
+    /// for an external commit, holds an unexpired join grant, which it uses up, or
+    /// another device of its user is a member (P536), or is a member replacing its own
+    /// leaf (P537: `added` and `removed` are the sender alone; it stays a member):
     /// queues it for every current member but the sender, the Welcome for the added
     /// devices, updates membership and moves the group to the next epoch, atomically.
     /// `QuotaExceeded` past `quotas.group_members` or `user_bytes`; mailbox quotas do
@@ -348,6 +349,14 @@ pub trait Store: Send + Sync + 'static {
         epoch: u64,
         sealed: Vec<u8>,
     ) -> Result<(), StoreError>;
+
+    /// P537: the sealed GroupInfo kept for `user` of `group` (epoch, bytes), if a device
+    /// of the user is a member of it.
+    async fn group_info(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
     /// P536: the sealed GroupInfos kept for the user of `device` (group, epoch, bytes),
     /// of the groups another device of that user is a member of and `device` is not

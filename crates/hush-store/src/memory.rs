@@ -1111,7 +1111,9 @@ impl Store for MemoryStore {
                         || s.channel_grants
                             .get(&(c.group_id, c.sender))
                             .is_some_and(|exp| *exp > c.now_ms));
-                if !(granted || (!c.external && g.members.contains(&c.sender))) {
+                let member = g.members.contains(&c.sender);
+                let resync = member && c.added == [c.sender] && c.removed == [c.sender];
+                if !(granted || resync || (!c.external && member)) {
                     return Err(StoreError::NotAMember);
                 }
                 if g.epoch != c.epoch {
@@ -1186,10 +1188,10 @@ impl Store for MemoryStore {
                     .groups
                     .get_mut(&c.group_id)
                     .ok_or(StoreError::GroupNotFound)?;
-                g.members.extend(c.added.iter().copied());
-                for r in &c.removed {
+                for r in c.removed.iter().filter(|r| !c.added.contains(r)) {
                     g.members.remove(r);
                 }
+                g.members.extend(c.added.iter().copied());
                 g.epoch += 1;
                 if c.external {
                     s.channel_grants.remove(&(c.group_id, c.sender));
@@ -1546,6 +1548,23 @@ impl Store for MemoryStore {
                 s.group_infos.insert(key, (epoch, sealed));
             }
             Ok(())
+        })
+    }
+
+    async fn group_info(
+        &self,
+        user: UserId,
+        group: GroupId,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.with(|s| {
+            let member = s.groups.get(&group).is_some_and(|g| {
+                g.members
+                    .iter()
+                    .any(|d| s.devices.get(d).is_some_and(|(u, _)| *u == user))
+            });
+            Ok(member
+                .then(|| s.group_infos.get(&(user, group)).cloned())
+                .flatten())
         })
     }
 
