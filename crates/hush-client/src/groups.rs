@@ -74,13 +74,9 @@ impl Messenger<'_> {
         )))
     }
 
-    /// This device is no longer in `group` (a commit removed it, or its group was
-    /// deleted): its MLS state is dropped, so a later Welcome or join works, and the
-    /// conversation is kept as left (inside the caller's transaction).
-    pub(crate) fn evicted(&self, group: GroupId) -> Result<(), ClientError> {
-        if let Some(conv) = Conversation::load(&self.provider(), group)? {
-            conv.delete(&self.provider())?;
-        }
+    /// The conversation leaves `chats`, its history kept (inside the caller's
+    /// transaction).
+    fn set_left(&self, group: GroupId) -> Result<(), ClientError> {
         self.home
             .db()
             .execute(
@@ -88,6 +84,17 @@ impl Messenger<'_> {
                 [group.as_bytes().as_slice()],
             )
             .map_err(home_err)?;
+        Ok(())
+    }
+
+    /// This device is no longer in `group` (a commit removed it, or its group was
+    /// deleted): its MLS state is dropped, so a later Welcome or join works, and the
+    /// conversation is kept as left (inside the caller's transaction).
+    pub(crate) fn evicted(&self, group: GroupId) -> Result<(), ClientError> {
+        if let Some(conv) = Conversation::load(&self.provider(), group)? {
+            conv.delete(&self.provider())?;
+        }
+        self.set_left(group)?;
         // What waited in the outbox can never go: shown as failed, not lost silently.
         self.home
             .db()
@@ -859,13 +866,7 @@ impl Messenger<'_> {
     /// The group leaves this user's chats, with a `member_left` of its own (inside the
     /// caller's transaction).
     pub(crate) fn mark_left(&self, group: GroupId) -> Result<(), ClientError> {
-        self.home
-            .db()
-            .execute(
-                "UPDATE conversations SET kind = 'left' WHERE group_id = ?1",
-                [group.as_bytes().as_slice()],
-            )
-            .map_err(home_err)?;
+        self.set_left(group)?;
         let me = self.account.username.as_str();
         self.membership_event(group, now_ms(), MembershipKind::Left, me, me)?;
         Ok(())

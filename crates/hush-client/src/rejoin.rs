@@ -24,6 +24,24 @@ use crate::handshake::{Effects, Request};
 use crate::home::home_err;
 use crate::messaging::{Lookup, Messenger, random16};
 
+/// A kept GroupInfo opened with the account's key; one that does not open (the server
+/// changed it, or another key sealed it) is logged and passed over.
+fn opened(
+    key: &hush_crypto::backup::BackupKey,
+    account: &hush_crypto::account::AccountPublicKey,
+    group: GroupId,
+    epoch: u64,
+    sealed: &[u8],
+) -> Option<Vec<u8>> {
+    match hush_crypto::backup::open_group_info(key, account, group.as_bytes(), epoch, sealed) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            tracing::warn!(group = %group, error = %e, "a kept group info does not open");
+            None
+        }
+    }
+}
+
 impl Messenger<'_> {
     /// P535: seals and hands over the GroupInfo of every conversation whose epoch
     /// moved since this device last did. Best effort: a refusal is logged, and only a
@@ -123,18 +141,8 @@ impl Messenger<'_> {
             {
                 continue;
             }
-            let info = match hush_crypto::backup::open_group_info(
-                &key,
-                &public,
-                group.as_bytes(),
-                epoch,
-                &sealed,
-            ) {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::warn!(group = %group, error = %e, "a kept group info does not open");
-                    continue;
-                }
+            let Some(info) = opened(&key, &public, group, epoch, &sealed) else {
+                continue;
             };
             match self.join_own(group, &info, &public, false).await {
                 Ok(()) => joined += 1,
@@ -216,18 +224,8 @@ impl Messenger<'_> {
             if local.is_some_and(|l| l >= epoch) || self.failed_before(group, epoch)? {
                 continue;
             }
-            let info = match hush_crypto::backup::open_group_info(
-                &key,
-                &public,
-                group.as_bytes(),
-                epoch,
-                &sealed,
-            ) {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::warn!(group = %group, error = %e, "a kept group info does not open");
-                    continue;
-                }
+            let Some(info) = opened(&key, &public, group, epoch, &sealed) else {
+                continue;
             };
             match self.join_own(group, &info, &public, true).await {
                 Ok(()) => {
