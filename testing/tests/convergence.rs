@@ -505,3 +505,37 @@ fn a_device_that_fell_behind_rejoins_in_place() {
     );
     assert!(texts(&laptop.recv(5)).contains(&"bob is back".to_owned()));
 }
+
+/// A server whose mailbox ids went back (restored from an old copy, or migrated without
+/// its sequences, as `hushd migrate` did before issue 28) used to make clients skip
+/// every new entry at or below the last id they had processed, acknowledging it
+/// unread. An entry this home never processed is now processed, whatever its id.
+#[test]
+fn mailbox_ids_that_go_back_lose_nothing() {
+    let server = Server::start(&[]);
+    let v = users(&server, &["alice", "bob"]);
+    let (alice, bob) = (&v[0], &v[1]);
+    for i in 0..5 {
+        alice.send("bob", &format!("before {i}"));
+    }
+    assert_eq!(texts(&bob.recv(5)).len(), 5);
+    // Every entry is acknowledged; the server forgets how far its ids went.
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'deliveries'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    alice.send("bob", "after the reset");
+    alice.send("bob", "and one more");
+    let events = bob.recv(5);
+    assert_eq!(
+        texts(&events),
+        ["after the reset", "and one more"],
+        "{events:?}"
+    );
+    // A second run sees nothing again (each entry once).
+    assert!(texts(&bob.recv(1)).is_empty());
+}

@@ -57,6 +57,12 @@ const GROUP_INFOS: &str = "
     CREATE TABLE resync_needed (
         group_id BLOB PRIMARY KEY
     ) STRICT;
+    CREATE TABLE processed_entries (
+        n      INTEGER PRIMARY KEY,
+        id     INTEGER NOT NULL,
+        digest BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX processed_entries_by_id ON processed_entries(id);
 ";
 
 /// P570–P573: this home's side of the account's encrypted backup.

@@ -33,6 +33,9 @@ use hush_crypto::account::AccountPublicKey;
 const KEY_PACKAGE_BATCH: usize = 50;
 const KEY_PACKAGE_LOW: u32 = 10;
 const FETCH_LIMIT: u32 = 200;
+
+/// Processed mailbox entries remembered (id and digest): ten pages.
+const PROCESSED_KEPT: i64 = 10 * FETCH_LIMIT as i64;
 /// Tries of one send across concurrent commits (P431).
 const SEND_ATTEMPTS: usize = 5;
 
@@ -351,9 +354,24 @@ impl<'a> Messenger<'a> {
                     })
                     .map_err(home_err)?;
                 // At or below the mark: stored before a crash cut the ack, or by
-                // another process on this home.
+                // another process on this home: the same entry again. An entry there
+                // that this home never processed means the server's ids went back (a
+                // restored or badly migrated server): it is processed, not dropped.
+                let digest = <sha2::Sha256 as sha2::Digest>::digest(&e.payload).to_vec();
                 if e.id as i64 <= mark {
-                    return Ok(0);
+                    let seen: bool = db
+                        .query_row(
+                            "SELECT EXISTS (SELECT 1 FROM processed_entries
+                             WHERE id = ?1 AND digest = ?2)",
+                            params![e.id as i64, digest],
+                            |r| r.get(0),
+                        )
+                        .map_err(home_err)?;
+                    if seen {
+                        return Ok(0);
+                    }
+                    tracing::warn!(entry = e.id, mark,
+                        "the server's mailbox ids went back; processing an entry this home never saw");
                 }
                 let added = match e.kind {
                     EntryKind::Welcome => self.on_welcome(e, &lookup)?,
@@ -363,6 +381,20 @@ impl<'a> Messenger<'a> {
                 db.execute(
                     "UPDATE sync_state SET last_entry = ?1 WHERE id = 1",
                     [e.id as i64],
+                )
+                .map_err(home_err)?;
+                // What was processed, for telling an entry that comes again from one
+                // the server numbered anew; the last PROCESSED_KEPT are enough (a
+                // crash loses at most one page's acknowledgement).
+                db.execute(
+                    "INSERT INTO processed_entries (id, digest) VALUES (?1, ?2)",
+                    params![e.id as i64, digest],
+                )
+                .map_err(home_err)?;
+                db.execute(
+                    "DELETE FROM processed_entries
+                     WHERE n <= (SELECT MAX(n) FROM processed_entries) - ?1",
+                    [PROCESSED_KEPT],
                 )
                 .map_err(home_err)?;
                 Ok(added)
