@@ -43,17 +43,35 @@ fn opened(
 }
 
 impl Messenger<'_> {
+    /// The backup key and this account's public key, which seal GroupInfos for the
+    /// account's devices (P535); `None` in a home that holds no backup key.
+    fn account_seal(
+        &self,
+    ) -> Result<
+        Option<(
+            hush_crypto::backup::BackupKey,
+            hush_crypto::account::AccountPublicKey,
+        )>,
+        ClientError,
+    > {
+        Ok(
+            match (
+                crate::backup::stored_key(self.home)?,
+                self.home.account_key()?,
+            ) {
+                (Some(key), Some(account)) => Some((key, account.public())),
+                _ => None,
+            },
+        )
+    }
+
     /// P535: seals and hands over the GroupInfo of every conversation whose epoch
     /// moved since this device last did. Best effort: a refusal is logged, and only a
     /// lost connection stops it.
     pub(crate) async fn publish_group_infos(&self) -> Result<(), ClientError> {
-        let (Some(key), Some(account)) = (
-            crate::backup::stored_key(self.home)?,
-            self.home.account_key()?,
-        ) else {
+        let Some((key, public)) = self.account_seal()? else {
             return Ok(());
         };
-        let public = account.public();
         let provider = self.provider();
         let db = self.home.db();
         for (group, _, _) in self.home.live_conversations()? {
@@ -118,13 +136,9 @@ impl Messenger<'_> {
     /// GroupInfo is out of date (its group moved on while every device of the account
     /// was away) is left to the members, who add this device when they next sync (P534).
     pub(crate) async fn join_own_conversations(&self) -> Result<usize, ClientError> {
-        let (Some(key), Some(account)) = (
-            crate::backup::stored_key(self.home)?,
-            self.home.account_key()?,
-        ) else {
+        let Some((key, public)) = self.account_seal()? else {
             return Ok(0);
         };
-        let public = account.public();
         let answer = self
             .conn
             .request(Body::ListGroupInfos(pb::ListGroupInfos {}))
@@ -196,13 +210,9 @@ impl Messenger<'_> {
         if groups.is_empty() {
             return Ok(0);
         }
-        let (Some(key), Some(account)) = (
-            crate::backup::stored_key(self.home)?,
-            self.home.account_key()?,
-        ) else {
+        let Some((key, public)) = self.account_seal()? else {
             return Ok(0);
         };
-        let public = account.public();
         let provider = self.provider();
         let mut rejoined = 0;
         for g in groups {
