@@ -158,10 +158,15 @@ fn a_password_and_a_code_admit_a_member_who_reads_only_what_follows() {
     );
 
     // Wrong guesses are limited per user: past the limit even the right ones wait.
+    // (A join without the code is told so before anything is checked or counted.)
     let dan = Client::new();
     ok(&dan.register(&server, "dan", PW, &[]));
     for _ in 0..4 {
-        let _ = join(&dan, "team", "wrong", &[]);
+        fails(
+            &join(&dan, "team", "wrong", &["--code", &code(step_now())]),
+            9,
+            "not the password",
+        );
     }
     fails(
         &join(&dan, "team", CHANNEL_PW, &["--code", &code(step_now())]),

@@ -55,6 +55,7 @@ async fn pair(server: &Server) -> ([tempfile::TempDir; 2], Stream, Stream, Vec<u
                 device_of(dirs[1].path()).into(),
             ],
             client_key: Default::default(),
+            group_info: Default::default(),
         }),
     ))
     .await

@@ -158,6 +158,7 @@ async fn a_stranger_creating_groups_with_junk_welcomes_cannot_lock_the_mailbox()
                 ben_device.as_bytes().to_vec().into(),
             ],
             client_key: Default::default(),
+            group_info: Default::default(),
         })
     };
     // An invitation from a stranger is held, and capped in size (P460).

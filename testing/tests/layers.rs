@@ -23,7 +23,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("hush-store", &["hush-proto"]),
     ("hush-store-sqlite", &["hush-store", "hush-proto"]),
     ("hush-store-postgres", &["hush-store", "hush-proto"]),
-    ("hush-server", &["hush-store", "hush-proto"]),
+    // P438: the relay checks handshakes through hush-crypto's `relay` view.
+    ("hush-server", &["hush-store", "hush-crypto", "hush-proto"]),
     (
         "hushd",
         &[
@@ -58,8 +59,8 @@ const CONFINED: &[(&str, &[&str])] = &[
     // TLS and sockets.
     ("rustls", &["hush-server", "hush-client"]),
     ("tokio-rustls", &["hush-server", "hush-client"]),
-    // MLS: client-side only; the server relays opaque bytes. The protocol lives in
-    // hush-crypto; hush-client only binds openmls' storage to its database.
+    // MLS: the protocol lives in hush-crypto (the server uses its public-state view,
+    // P438, through it); hush-client only binds openmls' storage to its database.
     ("openmls", &["hush-crypto"]),
     ("openmls_sqlite_storage", &["hush-client"]),
     ("openmls_rust_crypto", &["hush-crypto", "hush-client"]),

@@ -393,3 +393,24 @@ fn a_message_the_server_drops_is_reported_as_a_gap() {
         gaps[0]
     );
 }
+
+/// P457: `hush outbox` lists what waits (text and JSON), and `drop` refuses an id it
+/// does not hold with one clear error line.
+#[test]
+fn the_outbox_command_lists_and_drops() {
+    let server = Server::start(&[]);
+    let (ann, _ben) = pair(&server);
+    assert_eq!(ok(&ann.run(PW, &["outbox"])).trim(), "the outbox is empty");
+    assert_eq!(ok(&ann.run(PW, &["outbox", "--json"])).trim(), "");
+    let out = ann.run(PW, &["outbox", "drop", &"ab".repeat(16)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no message"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = ann.run(PW, &["outbox", "retry", "not-an-id"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a message id"),
+        "{out:?}"
+    );
+}

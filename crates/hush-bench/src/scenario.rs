@@ -490,6 +490,7 @@ async fn pairs(c: &Common) -> anyhow::Result<Setup> {
                     b.device.as_bytes().to_vec().into(),
                 ],
                 client_key: Default::default(),
+                group_info: Default::default(),
             }))
             .await?;
         if !matches!(created, Response::GroupCreated { .. }) {
@@ -840,6 +841,7 @@ pub async fn group(c: &Common) -> anyhow::Result<Report> {
                     .map(|m| m.device.as_bytes().to_vec().into())
                     .collect(),
                 client_key: Default::default(),
+                group_info: Default::default(),
             }))
             .await?;
         if !matches!(created, Response::GroupCreated { .. }) {

@@ -235,6 +235,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Messages waiting to be sent; retry or drop one that was set aside after it
+    /// kept failing.
+    Outbox {
+        #[command(subcommand)]
+        command: Option<OutboxCommand>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Group invitations from people you have not accepted yet (they wait for you).
     Requests {
         /// One JSON object per line.
@@ -446,6 +455,20 @@ enum DevicesCommand {
     Revoke {
         /// The device id, as `hush devices` lists it.
         device: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OutboxCommand {
+    /// Put a set-aside message back in line and try to send it now.
+    Retry {
+        /// The message id, as `hush outbox` lists it.
+        id: String,
+    },
+    /// Drop a message from the outbox; history keeps it, marked failed.
+    Drop {
+        /// The message id, as `hush outbox` lists it.
+        id: String,
     },
 }
 
@@ -774,6 +797,7 @@ fn json_flag(command: &mut Command) -> Option<&mut bool> {
         | Command::Chats { json }
         | Command::Verify { json, .. }
         | Command::Devices { json, .. }
+        | Command::Outbox { json, .. }
         | Command::Requests { json }
         | Command::Channel(ChannelCommand::List { json })
         | Command::Files { json, .. }
@@ -1153,6 +1177,29 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             {
                 println!("{qr}");
             }
+        }
+        Command::Outbox { command, json } => {
+            let client = open(&dir).await?;
+            match command {
+                None => {
+                    let entries = client.outbox().await?;
+                    if entries.is_empty() && !json {
+                        println!("the outbox is empty");
+                    }
+                    for e in &entries {
+                        println!("{}", output::outbox_entry(e, json));
+                    }
+                }
+                Some(OutboxCommand::Retry { id }) => {
+                    client.outbox_retry(&id).await?;
+                    println!("sent {id}");
+                }
+                Some(OutboxCommand::Drop { id }) => {
+                    client.outbox_drop(&id).await?;
+                    println!("dropped {id}; history keeps it, marked failed");
+                }
+            }
+            client.close().await;
         }
         Command::Devices { command, json } => {
             let client = open(&dir).await?;

@@ -64,6 +64,33 @@ pub fn chat(c: &Chat, json: bool) -> String {
     }
 }
 
+/// A message waiting in the outbox (P457); a peer never wrote any of it, but the
+/// text is escaped like any other.
+pub fn outbox_entry(e: &hush_client::history::OutboxEntry, json: bool) -> String {
+    if json {
+        json!({
+            "id": e.id,
+            "conversation": e.conversation,
+            "text": e.text,
+            "written_at": rfc3339(e.written_at_ms),
+            "attempts": e.attempts,
+            "set_aside": e.set_aside,
+            "last_error": e.last_error,
+        })
+        .to_string()
+    } else {
+        let state = match (&e.last_error, e.set_aside) {
+            (Some(err), true) => format!("set aside after {} tries: {err}", e.attempts),
+            (Some(err), false) => format!("waiting ({} failed: {err})", e.attempts),
+            (None, _) => "waiting".to_owned(),
+        };
+        hush_client::events::terminal_safe(&format!(
+            "{} to {}: {} [{state}]",
+            e.id, e.conversation, e.text
+        ))
+    }
+}
+
 /// The heading of `hush group members`: `#team: 5 members`.
 pub fn member_count(name: &impl std::fmt::Display, n: usize) -> String {
     format!("{name}: {n} member{}", if n == 1 { "" } else { "s" })

@@ -236,16 +236,20 @@ pub(crate) async fn server_status(conn: &Connection) -> Result<BackupSummary, Cl
     }
 }
 
-/// P571.
+/// P571: signed by the account key, which the server checks.
 async fn set_keys(
     conn: &Connection,
+    account: &AccountKey,
     password: Option<Vec<u8>>,
     recovery: Option<Vec<u8>>,
 ) -> Result<(), ClientError> {
+    let (password, recovery) = (password.unwrap_or_default(), recovery.unwrap_or_default());
+    let signature = hush_crypto::backup::sign_keys(account, &password, &recovery);
     match conn
         .request(Body::BackupKeys(pb::BackupKeys {
-            wrapped_password: password.unwrap_or_default().into(),
-            wrapped_recovery: recovery.unwrap_or_default().into(),
+            wrapped_password: password.into(),
+            wrapped_recovery: recovery.into(),
+            signature: signature.into(),
         }))
         .await?
     {
@@ -267,7 +271,7 @@ pub(crate) async fn set_up(
     let public = account.public();
     let by_password = hush_crypto::backup::wrap(&key, export_key, Wrap::Password, &public)?;
     let by_recovery = hush_crypto::backup::wrap(&key, recovery.expose(), Wrap::Recovery, &public)?;
-    set_keys(conn, Some(by_password), Some(by_recovery)).await?;
+    set_keys(conn, account, Some(by_password), Some(by_recovery)).await?;
     save_key(home, &key)?;
     Ok(recovery)
 }
@@ -291,7 +295,7 @@ pub(crate) async fn adopt_key(
         (None, None) => {
             let key = BackupKey::generate();
             let wrapped = hush_crypto::backup::wrap(&key, export_key, Wrap::Password, &public)?;
-            set_keys(conn, Some(wrapped), None).await?;
+            set_keys(conn, account, Some(wrapped), None).await?;
             key
         }
     };
@@ -313,7 +317,7 @@ pub(crate) async fn new_recovery_key(
         Wrap::Recovery,
         &account.public(),
     )?;
-    set_keys(conn, None, Some(wrapped)).await?;
+    set_keys(conn, &account, None, Some(wrapped)).await?;
     Ok(recovery)
 }
 

@@ -145,6 +145,9 @@ impl Messenger<'_> {
                     client_key: random16().to_vec().into(),
                     group_info: joined.group_info.into(),
                     external: true,
+                    proposals: Vec::new(),
+                    // The server holds the channel's GroupInfo itself (P438, P552).
+                    base_group_info: Default::default(),
                 };
                 self.record_handshake(
                     group,

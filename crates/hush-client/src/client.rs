@@ -645,6 +645,36 @@ impl Client {
         .await
     }
 
+    /// P457: the messages waiting in the outbox (no network).
+    pub async fn outbox(&self) -> Result<Vec<history::OutboxEntry>, ClientError> {
+        self.call(|e| Box::pin(async move { history::outbox(&e.home) }))
+            .await
+    }
+
+    /// P457: puts a set-aside outbox message back in line and tries it at once.
+    pub async fn outbox_retry(&self, id: &str) -> Result<(), ClientError> {
+        let id = hush_proto::ids::MessageId::parse_hex(id).map_err(|_| {
+            ClientError::Invalid(format!(
+                "{id:?} is not a message id (32 hex digits, from `hush outbox`)"
+            ))
+        })?;
+        self.call(move |e| {
+            Box::pin(async move {
+                let live = e.live()?;
+                e.messenger(&live).outbox_retry(id).await
+            })
+        })
+        .await
+    }
+
+    /// P457: drops a message from the outbox (no network); it stays in history as
+    /// failed.
+    pub async fn outbox_drop(&self, id: &str) -> Result<(), ClientError> {
+        let id = id.to_owned();
+        self.call(move |e| Box::pin(async move { history::outbox_drop(&e.home, &id) }))
+            .await
+    }
+
     /// This account's devices (P546).
     pub async fn devices(&self) -> Result<Vec<DeviceInfo>, ClientError> {
         self.call(|e| {

@@ -374,6 +374,12 @@ impl Connection {
     }
 
     async fn request_once(&self, body: Body) -> Result<Response, ClientError> {
+        #[cfg(feature = "fault-injection")]
+        let body = {
+            let mut body = body;
+            self.faults.on_request(&mut body);
+            body
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let registered = match self.pending.lock() {

@@ -116,6 +116,9 @@ pub enum SecurityKind {
     DeviceRefused,
     /// A message arrived after a later one from the same sender (P520).
     MessageReordered,
+    /// P457: one of this device's messages kept failing and was set aside (`hush
+    /// outbox`): retry or drop it there.
+    MessageNotSent,
     /// A kind this version does not know (written by a newer hush).
     Other,
 }
@@ -133,6 +136,7 @@ impl SecurityKind {
             SecurityKind::IdentityChanged => "identity_changed",
             SecurityKind::DeviceRefused => "device_refused",
             SecurityKind::MessageReordered => "message_reordered",
+            SecurityKind::MessageNotSent => "message_not_sent",
             SecurityKind::Other => "other",
         }
     }
@@ -149,6 +153,7 @@ impl SecurityKind {
             "identity_changed" => SecurityKind::IdentityChanged,
             "device_refused" => SecurityKind::DeviceRefused,
             "message_reordered" => SecurityKind::MessageReordered,
+            "message_not_sent" => SecurityKind::MessageNotSent,
             _ => SecurityKind::Other,
         }
     }
@@ -731,6 +736,7 @@ mod tests {
             SecurityKind::IdentityChanged,
             SecurityKind::DeviceRefused,
             SecurityKind::MessageReordered,
+            SecurityKind::MessageNotSent,
         ] {
             assert_eq!(SecurityKind::parse(k.as_str()), k);
         }

@@ -24,11 +24,25 @@ struct Rule {
     skip: usize,
 }
 
+/// A change a test makes to the next `Commit` this client sends: a member's client
+/// modified to lie (issue 29's attacks).
+pub type CommitRewrite = Box<dyn FnOnce(&mut hush_proto::pb::Commit) + Send>;
+
 /// Rules shared by every connection a client opens; each fires once.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Faults {
     rules: Arc<Mutex<Vec<Rule>>>,
     fired: Arc<Mutex<Vec<String>>>,
+    rewrite: Arc<Mutex<Option<CommitRewrite>>>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("rules", &self.rules)
+            .field("fired", &self.fired)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Faults {
@@ -46,6 +60,26 @@ impl Faults {
                 action,
                 skip,
             });
+        }
+    }
+
+    /// Rewrites the next `Commit` request this client sends (its routing header, its
+    /// bytes), as a hostile member's client would.
+    pub fn rewrite_next_commit(
+        &self,
+        f: impl FnOnce(&mut hush_proto::pb::Commit) + Send + 'static,
+    ) {
+        if let Ok(mut r) = self.rewrite.lock() {
+            *r = Some(Box::new(f));
+        }
+    }
+
+    pub(crate) fn on_request(&self, body: &mut hush_proto::pb::client_frame::Body) {
+        if let hush_proto::pb::client_frame::Body::Commit(c) = body
+            && let Some(f) = self.rewrite.lock().ok().and_then(|mut r| r.take())
+        {
+            tracing::warn!("fault injected: a rewritten commit");
+            f(c);
         }
     }
 

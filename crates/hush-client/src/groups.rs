@@ -335,17 +335,15 @@ impl Messenger<'_> {
             } else {
                 Some(conv.add(&provider, self.identity, &packages)?.welcome)
             };
-            // P552: a channel's first GroupInfo, for its first joiner.
-            let channel = match channel.clone() {
-                Some(c) => Some(pb::ChannelSettings {
-                    group_info: conv
-                        .take_group_info()
-                        .ok_or_else(|| ClientError::Invalid("no group info to publish".into()))?
-                        .into(),
-                    ..c
-                }),
-                None => None,
-            };
+            // P438: the server checks every later commit against the state this
+            // GroupInfo starts; P552: a channel's first joiner joins from it.
+            let info = conv
+                .take_group_info()
+                .ok_or_else(|| ClientError::Invalid("no group info to publish".into()))?;
+            let channel = channel.clone().map(|c| pb::ChannelSettings {
+                group_info: info.clone().into(),
+                ..c
+            });
             let mut all = vec![self.account.device_id];
             all.extend(devices.iter().copied());
             let request = pb::CreateGroup {
@@ -356,6 +354,7 @@ impl Messenger<'_> {
                 members: all.iter().map(|d| d.as_bytes().to_vec().into()).collect(),
                 client_key: random16().to_vec().into(),
                 channel,
+                group_info: info.into(),
             };
             self.record_handshake(
                 group,
@@ -390,12 +389,20 @@ impl Messenger<'_> {
             let recorded = self.home.write(|| {
                 let mut conv = self.load_group(&provider, group)?;
                 let epoch = conv.epoch();
-                let Some(b) = build(&mut conv, input)? else {
+                let Some(mut b) = build(&mut conv, input)? else {
                     return Ok(false);
                 };
-                // P552: only a channel's GroupInfo goes to the server (it names the
-                // members' leaves, which other groups keep from it).
+                // P438: the routing header is what the commit does, proposals it
+                // includes by reference too.
+                if let Some((added, removed)) = conv.pending_changes() {
+                    b.added = added;
+                    b.removed = removed;
+                }
+                // P552: a channel's server keeps the GroupInfo of each new epoch for
+                // joiners; other groups' never leaves this device.
                 let info = conv.take_group_info().filter(|_| conv.joinable());
+                // P438: the proposals it includes by reference, for the server's check.
+                let proposals = self.proposal_messages(group, epoch)?;
                 let request = pb::Commit {
                     group_id: group.as_bytes().to_vec().into(),
                     epoch,
@@ -414,6 +421,8 @@ impl Messenger<'_> {
                     client_key: random16().to_vec().into(),
                     group_info: info.unwrap_or_default().into(),
                     external: false,
+                    proposals: proposals.into_iter().map(Into::into).collect(),
+                    base_group_info: Default::default(),
                 };
                 self.record_handshake(group, Request::Commit(request), &b.effects)?;
                 Ok(true)
@@ -434,6 +443,46 @@ impl Messenger<'_> {
         Err(ClientError::Invalid(
             "the group kept changing; try again".into(),
         ))
+    }
+
+    /// P438: keeps a proposal of `epoch` as relayed, for a commit that includes it;
+    /// proposals of earlier epochs go (a commit ends their epoch).
+    pub(crate) fn keep_proposal(
+        &self,
+        group: GroupId,
+        epoch: u64,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        let db = self.home.db();
+        let g = group.as_bytes().as_slice();
+        db.execute(
+            "DELETE FROM proposal_messages WHERE group_id = ?1 AND epoch < ?2",
+            params![g, epoch as i64],
+        )
+        .map_err(home_err)?;
+        db.execute(
+            "INSERT OR IGNORE INTO proposal_messages (group_id, epoch, payload) VALUES (?1, ?2, ?3)",
+            params![g, epoch as i64, payload],
+        )
+        .map_err(home_err)?;
+        Ok(())
+    }
+
+    /// The kept proposals of `group` at `epoch`.
+    fn proposal_messages(&self, group: GroupId, epoch: u64) -> Result<Vec<Vec<u8>>, ClientError> {
+        let mut stmt = self
+            .home
+            .db()
+            .prepare(
+                "SELECT payload FROM proposal_messages WHERE group_id = ?1 AND epoch = ?2 ORDER BY rowid",
+            )
+            .map_err(home_err)?;
+        let rows = stmt
+            .query_map(params![group.as_bytes().as_slice(), epoch as i64], |r| {
+                r.get(0)
+            })
+            .map_err(home_err)?;
+        rows.collect::<Result<_, _>>().map_err(home_err)
     }
 
     fn require_admin(
@@ -925,10 +974,12 @@ impl Messenger<'_> {
             let (epoch, proposals) = self.home.write(|| {
                 let mut conv = self.load_group(&provider, group)?;
                 let epoch = conv.epoch();
-                Ok((
-                    epoch,
-                    conv.propose_removal(&provider, self.identity, devices)?,
-                ))
+                let proposals = conv.propose_removal(&provider, self.identity, devices)?;
+                // Its own proposals go with a commit this device makes (P438).
+                for p in &proposals {
+                    self.keep_proposal(group, epoch, p)?;
+                }
+                Ok((epoch, proposals))
             })?;
             let mut stale = false;
             for (i, p) in proposals.into_iter().enumerate() {
@@ -1100,7 +1151,9 @@ impl Messenger<'_> {
             .filter(|u| **u == by && !remaining.contains(*u))
             .cloned()
             .collect();
+        let epoch = conv.epoch();
         conv.accept_proposal(&provider, p)?;
+        self.keep_proposal(e.group_id, epoch, &e.payload)?;
         let mut events = 0;
         if state.is_some() {
             for u in &gone {

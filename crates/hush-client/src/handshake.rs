@@ -190,7 +190,13 @@ impl Messenger<'_> {
             return Ok(());
         };
         let request = Request::decode(&kind, &request)?;
-        let answer = self.conn.request(request.body()).await;
+        let mut answer = self.conn.request(request.body()).await;
+        if let Err(ClientError::Server(e)) = &answer
+            && e.code == ErrorCode::GroupInfoNeeded
+            && let Some(again) = self.with_base_group_info(group, &kind)?
+        {
+            answer = self.conn.request(again.body()).await;
+        }
         match answer {
             Ok(Response::GroupCreated { .. } | Response::CommitAccepted { .. }) => {
                 self.accepted(group)
@@ -203,6 +209,30 @@ impl Messenger<'_> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// P438: the recorded commit again, with the GroupInfo of the epoch it was made
+    /// at, for a server that holds no public state of the group yet (one made before
+    /// P438). The staged commit is still pending, so the group is at that epoch.
+    fn with_base_group_info(
+        &self,
+        group: GroupId,
+        kind: &str,
+    ) -> Result<Option<Request>, ClientError> {
+        let Some((_, request, _)) = self.pending_handshake(group)? else {
+            return Ok(None);
+        };
+        let Request::Commit(mut commit) = Request::decode(kind, &request)? else {
+            return Ok(None);
+        };
+        let provider = self.provider();
+        let conv = self.load_group(&provider, group)?;
+        if conv.epoch() != commit.epoch {
+            return Ok(None);
+        }
+        commit.base_group_info = conv.export_group_info(&provider, self.identity)?.into();
+        tracing::info!(group = %group, "the server asked for the group's GroupInfo (a group made before P438)");
+        Ok(Some(Request::Commit(commit)))
     }
 
     /// The server holds the handshake: merge it and record its effects, at once.

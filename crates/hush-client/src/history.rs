@@ -199,3 +199,78 @@ pub fn chats(home: &Home) -> Result<Vec<Chat>, ClientError> {
         .map_err(home_err)?;
     mapped.collect::<Result<Vec<_>, _>>().map_err(home_err)
 }
+
+/// P457: a message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The message id (`hush outbox retry|drop ID`).
+    pub id: String,
+    pub conversation: String,
+    /// The text (or a file's name), as history shows it.
+    pub text: String,
+    pub written_at_ms: i64,
+    /// Runs that failed to send it.
+    pub attempts: u32,
+    /// Kept out of the automatic retries until `hush outbox retry`.
+    pub set_aside: bool,
+    pub last_error: Option<String>,
+}
+
+/// P457: the outbox, oldest first.
+pub fn outbox(home: &Home) -> Result<Vec<OutboxEntry>, ClientError> {
+    let db = home.db();
+    let mut stmt = db
+        .prepare_cached(
+            "SELECT o.message_id, COALESCE(c.name, lower(hex(o.group_id))), COALESCE(h.text, ''),
+                    COALESCE(h.sent_at, 0), o.attempts, o.set_aside, o.last_error
+             FROM outbox o
+             LEFT JOIN conversations c ON c.group_id = o.group_id
+             LEFT JOIN history h ON h.outgoing = 1 AND h.message_id = lower(hex(o.message_id))
+             ORDER BY o.rowid",
+        )
+        .map_err(home_err)?;
+    let mapped = stmt
+        .query_map([], |r| {
+            let id: Vec<u8> = r.get(0)?;
+            Ok(OutboxEntry {
+                id: id.iter().map(|b| format!("{b:02x}")).collect(),
+                conversation: r.get(1)?,
+                text: r.get(2)?,
+                written_at_ms: r.get(3)?,
+                attempts: r.get(4)?,
+                set_aside: r.get(5)?,
+                last_error: r.get(6)?,
+            })
+        })
+        .map_err(home_err)?;
+    mapped.collect::<Result<Vec<_>, _>>().map_err(home_err)
+}
+
+/// P457: drops a message from the outbox (no network); its history row says failed.
+pub fn outbox_drop(home: &Home, id: &str) -> Result<(), ClientError> {
+    let id = hush_proto::ids::MessageId::parse_hex(id).map_err(|_| {
+        ClientError::Invalid(format!(
+            "{id:?} is not a message id (32 hex digits, from `hush outbox`)"
+        ))
+    })?;
+    let db = home.db();
+    home.write(|| {
+        let n = db
+            .execute(
+                "DELETE FROM outbox WHERE message_id = ?1",
+                [id.as_bytes().as_slice()],
+            )
+            .map_err(home_err)?;
+        if n == 0 {
+            return Err(ClientError::Invalid(format!(
+                "no message {id} waits in the outbox"
+            )));
+        }
+        db.execute(
+            "UPDATE history SET state = 'failed' WHERE message_id = ?1 AND outgoing = 1",
+            [id.to_string()],
+        )
+        .map_err(home_err)?;
+        Ok(())
+    })
+}

@@ -41,7 +41,23 @@ const MIGRATIONS: &[&str] = &[
     FILES,
     BACKUP,
     GROUP_INFOS,
+    HARDENING,
 ];
+
+/// P438: the proposals (as relayed) of each group's current epoch, which a commit that
+/// includes them hands the server; P457: outbox entries that kept failing are set
+/// aside (with the last error) instead of blocking the rest.
+const HARDENING: &str = "
+    CREATE TABLE proposal_messages (
+        group_id BLOB NOT NULL,
+        epoch    INTEGER NOT NULL,
+        payload  BLOB NOT NULL,
+        UNIQUE (group_id, epoch, payload)
+    ) STRICT;
+    ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN set_aside INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN last_error TEXT;
+";
 
 /// P535: the epoch of each conversation whose sealed GroupInfo the server holds from
 /// this device; P536: GroupInfos this device could not join from (tried once each).

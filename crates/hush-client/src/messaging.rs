@@ -849,6 +849,8 @@ impl<'a> Messenger<'a> {
                     .collect(),
                 client_key: random16().to_vec().into(),
                 channel: None,
+                // P438: the state the server checks later commits against.
+                group_info: conv.take_group_info().unwrap_or_default().into(),
             };
             self.record_handshake(
                 group,
@@ -984,16 +986,21 @@ impl<'a> Messenger<'a> {
             .map_err(home_err)?;
             Ok(())
         })?;
-        // Front ends showing the message as pending learn its new state.
-        let row: Option<i64> = db
+        self.publish_delivery(message_id)
+    }
+
+    /// Front ends showing an outgoing message learn its new state.
+    fn publish_delivery(&self, message_id: MessageId) -> Result<(), ClientError> {
+        let db = self.home.db();
+        let row: Option<(i64, String)> = db
             .query_row(
-                "SELECT id FROM history WHERE message_id = ?1 AND outgoing = 1",
+                "SELECT id, state FROM history WHERE message_id = ?1 AND outgoing = 1",
                 [message_id.to_string()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(home_err)?;
-        if let Some(row) = row
+        if let Some((row, state)) = row
             && let Ok(
                 crate::events::Event::Message {
                     id, conversation, ..
@@ -1007,7 +1014,7 @@ impl<'a> Messenger<'a> {
                 row,
                 id,
                 conversation,
-                state,
+                state: MessageState::parse(&state),
             });
         }
         Ok(())
@@ -1050,13 +1057,18 @@ impl<'a> Messenger<'a> {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// Sends whatever an interrupted earlier run left in the outbox.
+    /// Sends whatever an interrupted earlier run left in the outbox (P457). Each entry
+    /// stands alone: one that fails is counted and, after [`OUTBOX_ATTEMPTS`] runs
+    /// (or at once when no retry can help), set aside with its error and reported,
+    /// while the rest still go. Only a lost link to the server stops the flush.
     pub(crate) async fn flush_outbox(&self) -> Result<usize, ClientError> {
         let ids: Vec<(Vec<u8>, Vec<u8>)> = {
             let mut stmt = self
                 .home
                 .db()
-                .prepare("SELECT message_id, group_id FROM outbox ORDER BY rowid")
+                .prepare(
+                    "SELECT message_id, group_id FROM outbox WHERE set_aside = 0 ORDER BY rowid",
+                )
                 .map_err(home_err)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -1065,17 +1077,20 @@ impl<'a> Messenger<'a> {
         };
         // Messages written while offline were not checked against what the catch-up
         // just learned: a verified contact whose key changed blocks them (P544).
-        let mut blocked: HashMap<Vec<u8>, Option<ClientError>> = HashMap::new();
+        let mut blocked: HashMap<Vec<u8>, Option<String>> = HashMap::new();
         for (id, group) in &ids {
             let id = MessageId::from_slice(id).map_err(|e| home_err(e.to_string()))?;
             if !blocked.contains_key(group) {
-                let conv = self.load_group(&self.provider(), stored_group(group)?)?;
-                let users: Vec<String> = self.roster_of(&conv).await?.into_keys().collect();
-                blocked.insert(group.clone(), self.check_not_blocked(&users).err());
+                let why = match self.outbox_check(group).await {
+                    Ok(()) => None,
+                    Err(e) if link_lost(&e) => return Err(e),
+                    Err(e) => Some(e.to_string()),
+                };
+                blocked.insert(group.clone(), why);
             }
             if let Some(Some(why)) = blocked.get(group) {
                 tracing::warn!(error = %why, "an outbox message was not sent");
-                self.settle_outgoing(id, MessageState::Failed)?;
+                self.outbox_failed(id, why, true)?;
                 continue;
             }
             match self.deliver(id).await {
@@ -1089,11 +1104,141 @@ impl<'a> Messenger<'a> {
                     tracing::warn!(error = %e.message, "the server's storage is full; the outbox waits");
                     break;
                 }
-                Err(e) => return Err(e),
+                Err(e) if link_lost(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an outbox message failed; the others still go");
+                    self.outbox_failed(id, &e.to_string(), false)?;
+                }
             }
         }
         Ok(ids.len())
     }
+
+    /// Whether an outbox entry of `group` may go: the conversation is still ours and
+    /// no verified member's key changed.
+    async fn outbox_check(&self, group: &[u8]) -> Result<(), ClientError> {
+        let conv = self.load_group(&self.provider(), stored_group(group)?)?;
+        let users: Vec<String> = self.roster_of(&conv).await?.into_keys().collect();
+        self.check_not_blocked(&users)
+    }
+
+    /// Counts a failed try of an outbox entry; sets it aside (history: failed, a
+    /// `message_not_sent` event) once it failed [`OUTBOX_ATTEMPTS`] times, or at once.
+    fn outbox_failed(&self, id: MessageId, error: &str, now: bool) -> Result<(), ClientError> {
+        let db = self.home.db();
+        let key = id.as_bytes().as_slice();
+        let aside = self.home.write(|| {
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2,
+                    set_aside = CASE WHEN ?3 OR attempts + 1 >= ?4 THEN 1 ELSE 0 END
+                 WHERE message_id = ?1",
+                params![key, error, now, OUTBOX_ATTEMPTS],
+            )
+            .map_err(home_err)?;
+            let row: Option<(bool, Vec<u8>)> = db
+                .query_row(
+                    "SELECT set_aside, group_id FROM outbox WHERE message_id = ?1",
+                    [key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(home_err)?;
+            let Some((true, group)) = row else {
+                return Ok(false);
+            };
+            db.execute(
+                "UPDATE history SET state = ?1 WHERE message_id = ?2 AND outgoing = 1",
+                params![MessageState::Failed.as_str(), id.to_string()],
+            )
+            .map_err(home_err)?;
+            self.alert(
+                stored_group(&group)?,
+                now_ms(),
+                Alert {
+                    kind: SecurityKind::MessageNotSent,
+                    rejection: None,
+                    from: Some(self.account.username.to_string()),
+                    device: Some(self.account.device_id),
+                    reason: format!(
+                        "a message could not be sent and was set aside ({error}); \
+                         `hush outbox retry {id}` tries again, `hush outbox drop {id}` drops it"
+                    ),
+                },
+            )?;
+            Ok(true)
+        })?;
+        if aside {
+            tracing::warn!(message = %id, error, "an outbox message was set aside");
+            self.publish_delivery(id)?;
+        }
+        Ok(())
+    }
+
+    /// P457: a set-aside outbox entry goes back in line (history: sending) and is tried
+    /// at once.
+    pub(crate) async fn outbox_retry(&self, id: MessageId) -> Result<(), ClientError> {
+        let db = self.home.db();
+        let key = id.as_bytes().as_slice();
+        let found = self.home.write(|| {
+            let n = db
+                .execute(
+                    "UPDATE outbox SET set_aside = 0, attempts = 0, last_error = NULL WHERE message_id = ?1",
+                    [key],
+                )
+                .map_err(home_err)?;
+            db.execute(
+                "UPDATE history SET state = ?1 WHERE message_id = ?2 AND outgoing = 1",
+                params![MessageState::Sending.as_str(), id.to_string()],
+            )
+            .map_err(home_err)?;
+            Ok(n > 0)
+        })?;
+        if !found {
+            return Err(ClientError::Invalid(format!(
+                "no message {id} waits in the outbox"
+            )));
+        }
+        let group: Vec<u8> = db
+            .query_row(
+                "SELECT group_id FROM outbox WHERE message_id = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .map_err(home_err)?;
+        let sent = match self.outbox_check(&group).await {
+            Ok(()) => self.deliver(id).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) if link_lost(&e) => Err(e),
+            Err(e) => {
+                self.outbox_failed(id, &e.to_string(), true)?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How many runs may fail to send an outbox entry before it is set aside (P457).
+pub(crate) const OUTBOX_ATTEMPTS: i64 = 3;
+
+/// Errors that say nothing about the entry: the link to the server is gone, so the
+/// flush stops and the entry is tried again on the next connection.
+fn link_lost(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Unreachable { .. }
+            | ClientError::Disconnected(_)
+            | ClientError::Timeout(_)
+            | ClientError::Tls(_)
+            | ClientError::FingerprintChanged { .. }
+            | ClientError::FingerprintMismatch { .. }
+            | ClientError::UnknownServer { .. }
+    ) || matches!(e, ClientError::Server(s) if s.code == ErrorCode::Unavailable
+        || s.code == ErrorCode::ShuttingDown
+        || s.code == ErrorCode::RateLimited
+        || s.code == ErrorCode::Unauthenticated)
 }
 
 /// Server refusals of a message that no retry can change (P450, P452).

@@ -345,6 +345,10 @@ impl Messenger<'_> {
                         Default::default()
                     },
                     external: true,
+                    proposals: Vec::new(),
+                    // P438: what the server starts its check from, for a group it
+                    // holds no state of yet (made before P438).
+                    base_group_info: info.to_vec().into(),
                 };
                 // A rejoin keeps its conversation row (and its sequence numbers, P520).
                 let effects = if resync {

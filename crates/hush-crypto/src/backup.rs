@@ -467,6 +467,55 @@ impl Head {
     }
 }
 
+/// P571: what the account key signs to replace the wrapped backup keys, so that a
+/// session token alone cannot (the server checks it against the published key).
+fn keys_message(account: &AccountPublicKey, password: &[u8], recovery: &[u8]) -> Vec<u8> {
+    [
+        &b"hush backup keys v1"[..],
+        account.as_bytes(),
+        &Sha256::digest(password),
+        &Sha256::digest(recovery),
+    ]
+    .concat()
+}
+
+/// Signs the wrapped keys sent in one `BackupKeys` (an absent one as empty).
+pub fn sign_keys(key: &AccountKey, password: &[u8], recovery: &[u8]) -> Vec<u8> {
+    key.sign_raw(&keys_message(&key.public(), password, recovery))
+        .to_vec()
+}
+
+/// The server's check of [`sign_keys`].
+pub fn verify_keys(
+    account: &AccountPublicKey,
+    password: &[u8],
+    recovery: &[u8],
+    signature: &[u8],
+) -> bool {
+    <[u8; 64]>::try_from(signature)
+        .is_ok_and(|sig| account.verifies(&keys_message(account, password, recovery), &sig))
+}
+
+/// P572: the server's check of an appended chunk: `signed` must be a head the
+/// account key signed naming exactly the chain of the stored chunks (`previous`, the
+/// head it holds, none before the first) followed by `sealed`.
+pub fn verify_append(
+    account: &AccountPublicKey,
+    previous: Option<&[u8]>,
+    sealed: &[u8],
+    signed: &[u8],
+) -> Result<Head, BackupError> {
+    let base = match previous {
+        None | Some([]) => Chain::default(),
+        Some(p) => Head::verify(p, account)?.chain,
+    };
+    let head = Head::verify(signed, account)?;
+    if head.chain != base.then(sealed) {
+        return Err(BackupError::Tampered);
+    }
+    Ok(head)
+}
+
 /// Checks a backup chunk by chunk against its signed head while opening it.
 pub struct Restore {
     key: BackupKey,

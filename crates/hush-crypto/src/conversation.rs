@@ -9,7 +9,7 @@ use hush_proto::ids::{DeviceId, GroupId};
 use openmls::prelude::tls_codec::Deserialize;
 use openmls::prelude::{
     Capabilities, Extension, ExtensionType, Extensions, GroupContext, GroupId as MlsGroupId,
-    KeyPackage, LeafNodeIndex, LeafNodeParameters, MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY, MlsGroup,
+    KeyPackage, LeafNodeIndex, LeafNodeParameters, MIXED_PLAINTEXT_WIRE_FORMAT_POLICY, MlsGroup,
     MlsGroupCreateConfig, MlsGroupJoinConfig, MlsGroupJoinConfig as JoinConfig, MlsMessageBodyIn,
     MlsMessageIn, MlsMessageOut, OpenMlsProvider, ProcessMessageError, ProcessedMessageContent,
     Proposal, ProtocolMessage, QueuedProposal, RequiredCapabilitiesExtension, Sender,
@@ -60,11 +60,12 @@ fn state_extensions(state: &GroupState) -> Result<Extensions<GroupContext>, Cryp
     .map_err(|e| internal("group state extension", e))
 }
 
-/// P503: every group sends only PrivateMessages, and reads PublicMessages for external
-/// commits only ([`Conversation::process`] refuses any other): a channel's joins
-/// (P551) and a member's own new device (P536), each checked by the client's policy.
+/// P503, P438: application messages are PrivateMessages; handshakes (commits and
+/// proposals) are PublicMessages the relay verifies before it moves an epoch (ADR
+/// 0009). A group reads both; [`Conversation::process`] refuses a PublicMessage that is
+/// not a handshake.
 fn wire_policy() -> WireFormatPolicy {
-    MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY
+    MIXED_PLAINTEXT_WIRE_FORMAT_POLICY
 }
 
 fn create_config(state: Option<&GroupState>) -> Result<MlsGroupCreateConfig, CryptoError> {
@@ -323,6 +324,7 @@ impl Conversation {
         identity: &Identity,
         devices: &[DeviceId],
     ) -> Result<Vec<u8>, CryptoError> {
+        self.upgrade_policy(provider)?;
         let leaves: Vec<LeafNodeIndex> = self
             .group
             .members()
@@ -356,6 +358,7 @@ impl Conversation {
         identity: &Identity,
         devices: &[DeviceId],
     ) -> Result<Vec<Vec<u8>>, CryptoError> {
+        self.upgrade_policy(provider)?;
         let leaves: Vec<LeafNodeIndex> = self
             .group
             .members()
@@ -404,6 +407,7 @@ impl Conversation {
         provider: &P,
         identity: &Identity,
     ) -> Result<(Vec<u8>, Vec<DeviceId>), CryptoError> {
+        self.upgrade_policy(provider)?;
         let removed: Vec<DeviceId> = self
             .group
             .pending_proposals()
@@ -435,6 +439,7 @@ impl Conversation {
         identity: &Identity,
         state: &GroupState,
     ) -> Result<Vec<u8>, CryptoError> {
+        self.upgrade_policy(provider)?;
         let (commit, _, info) = self
             .group
             .update_group_context_extensions(provider, state_extensions(state)?, identity.signer())
@@ -459,6 +464,22 @@ impl Conversation {
     /// Forgets this group's local state (a creation the server refused).
     pub fn delete<P: OpenMlsProvider>(mut self, provider: &P) -> Result<(), CryptoError> {
         self.group.delete(provider.storage()).map_err(storage_err)
+    }
+
+    /// The devices this device's pending commit adds and removes, as the commit does
+    /// it: proposals it includes by reference (a member leaving) count as well (the
+    /// server checks the routing header against the commit, P438).
+    pub fn pending_changes(&self) -> Option<(Vec<DeviceId>, Vec<DeviceId>)> {
+        let staged = self.group.pending_commit()?;
+        let added = staged
+            .add_proposals()
+            .filter_map(|p| device_of(p.add_proposal().key_package().leaf_node().credential()).ok())
+            .collect();
+        let removed = staged
+            .remove_proposals()
+            .filter_map(|p| self.device_at(p.remove_proposal().removed()))
+            .collect();
+        Some((added, removed))
     }
 
     /// Whether this device has a commit of its own waiting for the server's answer.
@@ -759,6 +780,7 @@ impl Conversation {
         identity: &Identity,
         key_packages: &[KeyPackage],
     ) -> Result<Added, CryptoError> {
+        self.upgrade_policy(provider)?;
         let (commit, welcome, info) = self
             .group
             .add_members(provider, identity.signer(), key_packages)
@@ -803,6 +825,17 @@ impl Conversation {
             .map_err(|e| internal("serializing a message", e))
     }
 
+    /// Groups made before P438 send handshakes in ciphertext (and before P536 read
+    /// ciphertext only): from now on they follow [`wire_policy`].
+    fn upgrade_policy<P: OpenMlsProvider>(&mut self, provider: &P) -> Result<(), CryptoError> {
+        if self.group.configuration().wire_format_policy() != wire_policy() {
+            self.group
+                .set_configuration(provider.storage(), &join_config())
+                .map_err(storage_err)?;
+        }
+        Ok(())
+    }
+
     /// Decrypts and verifies a relayed handshake or application message (P505). A
     /// commit is merged before this returns.
     pub fn process<P: OpenMlsProvider>(
@@ -817,22 +850,17 @@ impl Conversation {
         if protocol.group_id() != self.group.group_id() {
             return Err(crate::malformed("message belongs to another group"));
         }
-        // P503, P551, P536: the only PublicMessage a group reads is an external commit
-        // (a channel's join, or a member's own new device; the caller's policy decides).
-        if let ProtocolMessage::PublicMessage(m) = &protocol {
-            if !matches!(m.sender(), Sender::NewMemberCommit) {
-                return Err(CryptoError::Rejected {
-                    reason: Rejection::Malformed,
-                    detail: "a handshake in the clear that is not an external commit".into(),
-                });
-            }
-            // Groups made before P536 read ciphertext only.
-            if self.group.configuration().wire_format_policy() != wire_policy() {
-                self.group
-                    .set_configuration(provider.storage(), &join_config())
-                    .map_err(storage_err)?;
-            }
+        // P503, P438: a PublicMessage is a handshake (a member's commit or proposal, or
+        // an external commit the caller's policy decides on); never application data.
+        if let ProtocolMessage::PublicMessage(m) = &protocol
+            && m.content_type() == openmls::prelude::ContentType::Application
+        {
+            return Err(CryptoError::Rejected {
+                reason: Rejection::Malformed,
+                detail: "an application message in the clear".into(),
+            });
         }
+        self.upgrade_policy(provider)?;
         let external = matches!(
             &protocol,
             ProtocolMessage::PublicMessage(m) if matches!(m.sender(), Sender::NewMemberCommit)

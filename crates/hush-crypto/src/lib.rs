@@ -24,6 +24,7 @@ pub mod conversation;
 pub mod file;
 pub mod home;
 pub mod identity;
+pub mod relay;
 
 pub use openmls;
 pub use openmls::prelude::OpenMlsProvider;

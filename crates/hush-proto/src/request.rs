@@ -106,6 +106,8 @@ pub enum Request {
         client_key: Option<HandshakeKey>,
         /// P550: a channel.
         channel: Option<ChannelSettings>,
+        /// P438: the GroupInfo of epoch 1 (absent from clients before P438).
+        group_info: Option<Bytes>,
     },
     FindDirect {
         peer: Username,
@@ -126,6 +128,10 @@ pub enum Request {
         group_info: Option<Bytes>,
         /// P553: the sender joins by this commit (`added` is the sender alone).
         external: bool,
+        /// P438: the proposals the commit includes by reference.
+        proposals: Vec<Bytes>,
+        /// P438: the GroupInfo of `epoch`, for a group the server holds no state of.
+        base_group_info: Option<Bytes>,
     },
     Send {
         group_id: GroupId,
@@ -216,6 +222,8 @@ pub enum Request {
     BackupKeys {
         wrapped_password: Option<Bytes>,
         wrapped_recovery: Option<Bytes>,
+        /// The account key's signature over both (64 bytes), or none.
+        signature: Option<Bytes>,
     },
     /// P572: `chunk` is 1 to [`MAX_BACKUP_CHUNK`] bytes, `head` [`BACKUP_HEAD_LEN`].
     BackupAppend {
@@ -405,6 +413,14 @@ fn blob(field: &'static str, b: Bytes, max: usize) -> Result<Bytes, ProtoError> 
     Ok(b)
 }
 
+/// An optional blob: empty is absent.
+fn optional_blob(field: &'static str, b: Bytes) -> Result<Option<Bytes>, ProtoError> {
+    if b.is_empty() {
+        return Ok(None);
+    }
+    blob(field, b, crate::frame::MAX_ENTRY_PAYLOAD).map(Some)
+}
+
 /// Validates a decoded client frame (P103, P2xx, P3xx).
 pub fn validate(frame: ClientFrameIn) -> Result<ClientRequest, Rejected> {
     let id = frame.request_id;
@@ -548,6 +564,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             name,
             client_key,
             channel,
+            group_info,
         }) => {
             let members = devices("members", &members, MAX_GROUP_DEVICES)?;
             let channel = match channel {
@@ -595,6 +612,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                 members,
                 client_key: handshake_key(&client_key)?,
                 channel,
+                group_info: optional_blob("group_info", group_info)?,
             }
         }
         Body::FindDirect(pb::FindDirect { peer }) => Request::FindDirect {
@@ -613,8 +631,20 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             client_key,
             group_info,
             external,
+            proposals,
+            base_group_info,
         }) => {
             let added = devices("added", &added, MAX_GROUP_DEVICES)?;
+            if proposals.len() > MAX_GROUP_DEVICES {
+                return Err(ProtoError::invalid(
+                    "proposals",
+                    format!("at most {MAX_GROUP_DEVICES}"),
+                ));
+            }
+            let proposals = proposals
+                .into_iter()
+                .map(|p| blob("proposals", p, crate::frame::MAX_ENTRY_PAYLOAD))
+                .collect::<Result<Vec<_>, _>>()?;
             // P537: an external commit may remove the sender's own old leaf (a resync).
             let resync = removed.len() == 1
                 && added.len() == 1
@@ -645,16 +675,10 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
                 added,
                 removed: devices("removed", &removed, MAX_GROUP_DEVICES)?,
                 client_key: handshake_key(&client_key)?,
-                group_info: if group_info.is_empty() {
-                    None
-                } else {
-                    Some(blob(
-                        "group_info",
-                        group_info,
-                        crate::frame::MAX_ENTRY_PAYLOAD,
-                    )?)
-                },
+                group_info: optional_blob("group_info", group_info)?,
                 external,
+                proposals,
+                base_group_info: optional_blob("base_group_info", base_group_info)?,
             }
         }
         Body::Send(pb::Send {
@@ -804,7 +828,11 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         Body::BackupKeys(pb::BackupKeys {
             wrapped_password,
             wrapped_recovery,
+            signature,
         }) => {
+            if !signature.is_empty() && signature.len() != 64 {
+                return Err(ProtoError::invalid("signature", "must be 64 bytes"));
+            }
             let optional = |field, b: Bytes| -> Result<Option<Bytes>, ProtoError> {
                 if b.is_empty() {
                     Ok(None)
@@ -823,6 +851,7 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
             Request::BackupKeys {
                 wrapped_password,
                 wrapped_recovery,
+                signature: (!signature.is_empty()).then_some(signature),
             }
         }
         Body::BackupAppend(pb::BackupAppend { index, chunk, head }) => {

@@ -159,6 +159,9 @@ pub struct Accounts {
     /// Unproven logins per source address: past the limit, that address gets no more
     /// login challenges for a while.
     by_address: FailureLimiter<IpAddr>,
+    /// Unproven logins of names no account has, per name, in memory only (bounded):
+    /// the same slowdown as `by_account` without a row in the store (P320).
+    unknown_names: FailureLimiter<String>,
     /// Unknown session tokens per source address; valid token resumes never count.
     bad_tokens: FailureLimiter<IpAddr>,
     /// Accounts created per source address in the last hour (open registration),
@@ -170,6 +173,9 @@ pub struct Accounts {
     /// P553: wrong channel passwords and codes, per user and per source address.
     pub(crate) channel_by_user: SharedLimiter,
     pub(crate) channel_by_address: FailureLimiter<IpAddr>,
+    /// P553: channels with a password an account created in the last hour, counted
+    /// before the password is hashed.
+    pub(crate) channel_creations: SharedLimiter,
     slowdown_after: u32,
 }
 
@@ -195,6 +201,7 @@ impl Accounts {
                 window,
                 LIMITER_CAP,
             ),
+            unknown_names: FailureLimiter::new(u32::MAX, window, LIMITER_CAP),
             bad_tokens: FailureLimiter::new(
                 config.limits.login_failures_per_address,
                 window,
@@ -220,6 +227,11 @@ impl Accounts {
                 window,
                 LIMITER_CAP,
             ),
+            channel_creations: SharedLimiter::new(
+                "channel_create",
+                u32::try_from(config.limits.groups_per_account_per_hour).unwrap_or(u32::MAX),
+                3600,
+            ),
             slowdown_after: config.limits.login_failures_per_account,
         })
     }
@@ -229,7 +241,6 @@ impl Accounts {
 pub struct PendingRegistration {
     username: Username,
     invite: Option<[u8; 32]>,
-    address: IpAddr,
 }
 
 /// What a connection remembers between `LoginStart` and `LoginFinish`.
@@ -301,11 +312,13 @@ pub async fn register_start(
             Some(digest)
         }
         // An open server ignores an invite rather than spending it.
+        // P303: the slot is taken here, atomically, so parallel registrations cannot
+        // all pass one check; a registration started and never finished keeps it.
         RegistrationMode::Open => {
             if let Err(wait) = st
                 .accounts
                 .registrations
-                .check(
+                .take(
                     st.store.as_ref(),
                     &address_key(&address),
                     st.clock.now_unix(),
@@ -338,14 +351,7 @@ pub async fn register_start(
             "invalid OPAQUE registration request",
         )
     })?;
-    Ok((
-        start.message,
-        PendingRegistration {
-            username,
-            invite,
-            address,
-        },
-    ))
+    Ok((start.message, PendingRegistration { username, invite }))
 }
 
 /// An account's published key and its client-sealed secret (P540, P542).
@@ -393,19 +399,6 @@ pub async fn register_finish(
             sealed_account_key: keys.sealed.to_vec(),
         })
         .await?;
-    if let Err(e) = st
-        .accounts
-        .registrations
-        .record_failure(
-            st.store.as_ref(),
-            &address_key(&pending.address),
-            st.clock.now_unix(),
-        )
-        .await
-    {
-        // The account exists: its answer must not be lost for a counter.
-        tracing::warn!(address = %pending.address, error = %e, "could not count a registration");
-    }
     tracing::debug!(user = %pending.username, device = %device_id, admin, "registered a new account");
     let account = Account {
         user_id,
@@ -450,18 +443,30 @@ pub async fn login_start(
 ) -> Result<(CredentialResponse<OpaqueSuite>, PendingLogin), Refusal> {
     let now = st.clock.now_unix();
     let acc = &st.accounts;
-    if let Err(wait) = acc.by_address.check(&address, now) {
+    // Counted as a failure until LoginFinish proves the password (a client that learns
+    // it has the wrong password never sends LoginFinish); checked and counted at once,
+    // so parallel attempts cannot all pass the check.
+    if let Err(wait) = acc.by_address.try_record(&address, now) {
         tracing::warn!(%address, "login refused: too many failures from this address");
         return Err(rate_limited(wait));
     }
-    // Counted as a failure until LoginFinish proves the password: a client that learns
-    // it has the wrong password never sends LoginFinish.
-    acc.by_address.record_failure(&address, now);
-    // Counted in the store, so the slowdown holds across a cluster's nodes.
-    let failures = acc
-        .by_account
-        .record_failure(st.store.as_ref(), username.as_str().as_bytes(), now)
-        .await?;
+    let user = st.store.user_by_name(&username).await?;
+    // Counted in the store for a real account, so the slowdown holds across a
+    // cluster's nodes; for a name nobody has, in bounded memory only (junk names must
+    // not grow the store), with the same slowdown, so the answer does not say which.
+    let failures = match &user {
+        Some(_) => {
+            acc.by_account
+                .record_failure(st.store.as_ref(), username.as_str().as_bytes(), now)
+                .await?
+        }
+        None => {
+            let key = username.as_str().to_owned();
+            let before = acc.unknown_names.count(&key, now);
+            acc.unknown_names.record_failure(&key, now);
+            before
+        }
+    };
     // P320: past the threshold, each unproven login of this account costs the asker
     // time, so guessing stays slow while the real user still gets in.
     if let Some(delay) = login_delay(failures, acc.slowdown_after) {
@@ -470,7 +475,6 @@ pub async fn login_start(
         tokio::time::sleep(delay).await;
     }
 
-    let user = st.store.user_by_name(&username).await?;
     let password_file = match &user {
         Some(u) => Some(
             ServerRegistration::deserialize(&u.password_file).map_err(|_| {
@@ -601,11 +605,12 @@ pub async fn authenticate(
     token: &SessionToken,
 ) -> Result<Session, Refusal> {
     let now = st.clock.now_unix();
-    if let Err(wait) = st.accounts.bad_tokens.check(&address, now) {
-        return Err(rate_limited(wait));
-    }
+    // P320: a valid token is looked up first and always works; only unknown ones
+    // count against their address (so junk from one NAT cannot lock out its users).
     let Some(session) = st.store.session(&token.digest()).await? else {
-        st.accounts.bad_tokens.record_failure(&address, now);
+        if let Err(wait) = st.accounts.bad_tokens.try_record(&address, now) {
+            return Err(rate_limited(wait));
+        }
         tracing::warn!(%address, "unknown session token");
         return Err(Refusal::new(
             ErrorCode::Unauthenticated,

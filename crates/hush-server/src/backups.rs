@@ -4,6 +4,8 @@
 //! transaction moves a chunk and its head together), enforces append order so two
 //! devices cannot fork the chain unseen, and learns only sizes and times.
 use bytes::Bytes;
+use hush_crypto::account::AccountPublicKey;
+use hush_proto::ErrorCode;
 use hush_proto::pb::{self, server_frame::Body};
 
 use crate::ServerState;
@@ -25,14 +27,48 @@ pub async fn status(st: &ServerState, auth: &Authenticated) -> Result<Body, Refu
     }))
 }
 
-/// P571: keeps the wrapped backup keys.
+/// The account key the server published for this user (none for accounts made before
+/// account keys).
+async fn account_key(
+    st: &ServerState,
+    auth: &Authenticated,
+) -> Result<Option<AccountPublicKey>, Refusal> {
+    let user = st.store.user_by_name(&auth.username).await?;
+    Ok(user
+        .and_then(|u| u.account_key)
+        .and_then(|k| AccountPublicKey::from_slice(&k).ok()))
+}
+
+fn refused(auth: &Authenticated, what: &str) -> Refusal {
+    tracing::info!(user = %auth.username, what, "refused a backup change the account key did not sign");
+    Refusal::new(
+        ErrorCode::InvalidArgument,
+        format!("the {what} is not signed by this account's key"),
+    )
+}
+
+/// P571: keeps the wrapped backup keys, if the account key signed them.
 pub async fn keys(
     st: &ServerState,
     auth: &Authenticated,
     wrapped_password: Option<Bytes>,
     wrapped_recovery: Option<Bytes>,
+    signature: Option<Bytes>,
 ) -> Result<Body, Refusal> {
     crate::messaging::writable(st)?;
+    if let Some(account) = account_key(st, auth).await? {
+        let signed = signature.as_ref().is_some_and(|sig| {
+            hush_crypto::backup::verify_keys(
+                &account,
+                wrapped_password.as_deref().unwrap_or_default(),
+                wrapped_recovery.as_deref().unwrap_or_default(),
+                sig,
+            )
+        });
+        if !signed {
+            return Err(refused(auth, "wrapped backup key"));
+        }
+    }
     let (password, recovery) = (wrapped_password.is_some(), wrapped_recovery.is_some());
     st.store
         .set_backup_keys(
@@ -54,6 +90,17 @@ pub async fn append(
     head: Bytes,
 ) -> Result<Body, Refusal> {
     crate::messaging::writable(st)?;
+    // The head must be the account key's, over the stored chain and this chunk: a
+    // session token alone cannot store a head that breaks later appends and restores.
+    if let Some(account) = account_key(st, auth).await? {
+        let previous = st.store.backup(auth.user_id).await?.map(|b| b.head);
+        if let Err(e) =
+            hush_crypto::backup::verify_append(&account, previous.as_deref(), &chunk, &head)
+        {
+            tracing::info!(user = %auth.username, index, reason = %e, "refused a backup head");
+            return Err(refused(auth, "backup head"));
+        }
+    }
     let size = chunk.len();
     let count = st
         .store

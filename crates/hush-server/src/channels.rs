@@ -23,12 +23,28 @@ use crate::clock::random;
 /// How long an admitted device has to send its external commit.
 pub const GRANT_MS: i64 = 10 * 60 * 1000;
 
+/// A place among the Argon2id hashes the server runs at once (19 MiB each,
+/// `limits.concurrent_password_hashes`); refused rather than queued when none is free,
+/// so a flood of guesses or creations cannot take the server's memory.
+fn hashing_permit(st: &ServerState) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+    st.hashing.clone().try_acquire_owned().map_err(|_| {
+        tracing::warn!("channel password refused: every hashing slot is busy");
+        Refusal {
+            code: ErrorCode::RateLimited,
+            message: "the server is busy checking channel passwords; try again in a moment".into(),
+            retry_after_secs: 1,
+        }
+    })
+}
+
 /// An argon2id (PHC string) hash of a channel password, off the async threads.
 async fn hash(st: &ServerState, password: &ChannelPassword) -> Result<String, Refusal> {
     let salt = SaltString::encode_b64(&random::<16>(st.entropy.as_ref()))
         .map_err(|e| internal("salting a channel password", e))?;
     let password = password.clone();
+    let permit = hashing_permit(st)?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         Argon2::default()
             .hash_password(password.expose().as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -38,10 +54,12 @@ async fn hash(st: &ServerState, password: &ChannelPassword) -> Result<String, Re
     .map_err(|e| internal("hashing a channel password", e))
 }
 
-async fn verify(hash: &str, password: &ChannelPassword) -> Result<bool, Refusal> {
+async fn verify(st: &ServerState, hash: &str, password: &ChannelPassword) -> Result<bool, Refusal> {
     let hash = hash.to_owned();
     let password = password.clone();
+    let permit = hashing_permit(st)?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         PasswordHash::new(&hash).map(|h| {
             Argon2::default()
                 .verify_password(password.expose().as_bytes(), &h)
@@ -75,6 +93,7 @@ fn is_lobby(st: &ServerState, name: &GroupName) -> bool {
 /// P550, P556: what the store keeps for a new channel. The lobby is open.
 pub async fn new_channel(
     st: &ServerState,
+    auth: &Authenticated,
     name: &GroupName,
     settings: ChannelSettings,
 ) -> Result<NewChannel, Refusal> {
@@ -85,7 +104,27 @@ pub async fn new_channel(
         ));
     }
     let password_hash = match &settings.password {
-        Some(p) => Some(hash(st, p).await?),
+        Some(p) => {
+            // The groups-per-hour quota, counted before the hash (the store checks it
+            // again when the group is made).
+            let now = st.clock.now_unix();
+            if let Err(wait) = st
+                .accounts
+                .channel_creations
+                .take(st.store.as_ref(), auth.user_id.as_bytes(), now)
+                .await?
+            {
+                return Err(Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "an account may create at most {} groups an hour",
+                        st.config.limits.groups_per_account_per_hour
+                    ),
+                    retry_after_secs: wait,
+                });
+            }
+            Some(hash(st, p).await?)
+        }
         None => None,
     };
     Ok(NewChannel {
@@ -111,26 +150,39 @@ pub fn check_lobby(
     }
 }
 
-/// A wrong guess, counted per user (in the store, for every node) and per address.
-async fn failed(
+/// A wrong guess (counted before it was checked, [`count_guess`]), logged.
+fn failed(auth: &Authenticated, ip: IpAddr, code: ErrorCode, message: String) -> Refusal {
+    tracing::info!(user = %auth.username, %ip, ?code, "channel join refused");
+    Refusal::new(code, message)
+}
+
+fn too_many(auth: &Authenticated, ip: IpAddr, wait: u32) -> Refusal {
+    tracing::warn!(user = %auth.username, %ip, "channel join refused: too many attempts");
+    Refusal {
+        code: ErrorCode::RateLimited,
+        message: "too many wrong channel passwords or codes; wait before trying again".into(),
+        retry_after_secs: wait,
+    }
+}
+
+/// P553: counts a guess at a channel's password or code per user (in the store, for
+/// every node) and per address before it is checked, atomically, so parallel guesses
+/// cannot all pass one check; past either limit nothing is checked (or hashed).
+async fn count_guess(
     st: &ServerState,
     auth: &Authenticated,
     ip: IpAddr,
-    code: ErrorCode,
-    message: String,
-) -> Refusal {
-    let now = st.clock.now_unix();
-    if let Err(e) = st
+    now: i64,
+) -> Result<(), Refusal> {
+    let by_user = st
         .accounts
         .channel_by_user
-        .record_failure(st.store.as_ref(), auth.user_id.as_bytes(), now)
-        .await
-    {
-        return Refusal::from(e);
-    }
-    st.accounts.channel_by_address.record_failure(&ip, now);
-    tracing::info!(user = %auth.username, %ip, ?code, "channel join refused");
-    Refusal::new(code, message)
+        .take(st.store.as_ref(), auth.user_id.as_bytes(), now)
+        .await?;
+    let by_address = st.accounts.channel_by_address.try_record(&ip, now);
+    by_user
+        .and(by_address)
+        .map_err(|wait| too_many(auth, ip, wait))
 }
 
 /// P553: checks the password and code, then hands out the GroupInfo and a grant.
@@ -151,12 +203,7 @@ pub async fn join(
         .await?
         .and(st.accounts.channel_by_address.check(&ip, now));
     if let Err(wait) = limited {
-        tracing::warn!(user = %auth.username, %ip, "channel join refused: too many wrong attempts");
-        return Err(Refusal {
-            code: ErrorCode::RateLimited,
-            message: "too many wrong channel passwords or codes; wait before trying again".into(),
-            retry_after_secs: wait,
-        });
+        return Err(too_many(auth, ip, wait));
     }
     let Some(channel) = st.store.channel(name.bare()).await? else {
         if is_lobby(st, &name) && st.store.named_group(name.bare()).await?.is_none() {
@@ -179,48 +226,49 @@ pub async fn join(
             format!("this device is already in {name}"),
         ));
     }
-    if let Some(hash) = &channel.password_hash {
-        let Some(password) = &password else {
-            return Err(Refusal::new(
-                ErrorCode::ChannelPasswordWrong,
-                format!("{name} needs its password"),
-            ));
-        };
-        if !verify(hash, password).await? {
-            return Err(failed(
-                st,
-                auth,
-                ip,
-                ErrorCode::ChannelPasswordWrong,
-                format!("that is not the password of {name}"),
-            )
-            .await);
-        }
+    // What is missing is said before anything is counted.
+    if channel.password_hash.is_some() && password.is_none() {
+        return Err(Refusal::new(
+            ErrorCode::ChannelPasswordWrong,
+            format!("{name} needs its password"),
+        ));
     }
-    let step = match &channel.totp_secret {
-        None => None,
-        Some(secret) => {
-            let Some(code) = &code else {
-                return Err(Refusal::new(
-                    ErrorCode::SecondFactorRequired,
-                    format!("{name} needs the current code from its authenticator"),
-                ));
-            };
+    if channel.totp_secret.is_some() && code.is_none() {
+        return Err(Refusal::new(
+            ErrorCode::SecondFactorRequired,
+            format!("{name} needs the current code from its authenticator"),
+        ));
+    }
+    let guarded = channel.password_hash.is_some() || channel.totp_secret.is_some();
+    if guarded {
+        count_guess(st, auth, ip, now).await?;
+    }
+    if let (Some(hash), Some(password)) = (&channel.password_hash, &password)
+        && !verify(st, hash, password).await?
+    {
+        return Err(failed(
+            auth,
+            ip,
+            ErrorCode::ChannelPasswordWrong,
+            format!("that is not the password of {name}"),
+        ));
+    }
+    let step = match (&channel.totp_secret, &code) {
+        (Some(secret), Some(code)) => {
             let unix = u64::try_from(now).unwrap_or(0);
             match crate::two_factor::matching_step(secret, code.expose(), unix) {
                 Some(step) => Some((auth.user_id, step)),
                 None => {
                     return Err(failed(
-                        st,
                         auth,
                         ip,
                         ErrorCode::SecondFactorInvalid,
                         format!("that is not the current code of {name}"),
-                    )
-                    .await);
+                    ));
                 }
             }
         }
+        _ => None,
     };
     let expires = st.clock.now_ms().saturating_add(GRANT_MS);
     if !st
@@ -229,13 +277,16 @@ pub async fn join(
         .await?
     {
         return Err(failed(
-            st,
             auth,
             ip,
             ErrorCode::SecondFactorInvalid,
             "that code was used already; wait for the next one".into(),
-        )
-        .await);
+        ));
+    }
+    // A right answer gives its address's count back (the user's stays: a right
+    // password elsewhere must not buy more guesses here).
+    if guarded {
+        st.accounts.channel_by_address.forgive_one(&ip);
     }
     tracing::debug!(user = %auth.username, device = %auth.device_id, channel = %name, "admitted to a channel");
     Ok(Body::ChannelJoin(pb::ChannelJoin {

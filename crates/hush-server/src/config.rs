@@ -138,6 +138,9 @@ pub struct Limits {
     pub file_retention: Duration,
     /// Bytes of encrypted backup one account may keep on the server (P572).
     pub account_backup_bytes: u64,
+    /// Channel password hashes (Argon2id, 19 MiB each) the server computes at once;
+    /// past it a join or creation is refused with RATE_LIMITED (P553).
+    pub concurrent_password_hashes: u32,
 }
 
 impl Default for Limits {
@@ -167,6 +170,7 @@ impl Default for Limits {
             devices_per_account: 20,
             group_max_devices: 1_000,
             groups_per_account_per_hour: 60,
+            concurrent_password_hashes: 4,
             pending_invitations_per_account: 20,
             invitation_max_bytes: 512 * 1024,
             key_package_claims_per_minute: 600,

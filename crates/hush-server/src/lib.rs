@@ -83,6 +83,8 @@ pub struct ServerState {
     pub(crate) reserve: reserve::Reserve,
     /// P560: sealed file bytes.
     pub(crate) blobs: Arc<dyn hush_store::blob::BlobStore>,
+    /// P553: Argon2id hashes running now (each takes 19 MiB), capped server-wide.
+    pub(crate) hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl ServerState {
@@ -100,7 +102,11 @@ impl ServerState {
         // The store tells the hub of every committed entry, in commit order (P443).
         let hub = Arc::new(hub::Hub::default());
         store.set_listener(hub.clone());
+        let hashing = Arc::new(tokio::sync::Semaphore::new(
+            config.limits.concurrent_password_hashes.max(1) as usize,
+        ));
         Ok(ServerState {
+            hashing,
             store,
             config,
             accounts,

@@ -133,6 +133,24 @@ impl<K: Eq + Hash + Clone> FailureLimiter<K> {
         self.record_many(key, now, 1);
     }
 
+    /// Checks and counts one attempt at once (under one lock, so parallel attempts
+    /// cannot all pass a check made before any was counted); `Err(seconds to wait)`,
+    /// counting nothing, once `key` used up its attempts.
+    pub fn try_record(&self, key: &K, now: i64) -> Result<(), u32> {
+        let Ok(entries) = self.entries.lock() else {
+            return Err(1);
+        };
+        if let Some(&(count, start)) = entries.get(key)
+            && count >= self.max_failures
+            && now < start + self.window_secs
+        {
+            return Err(u32::try_from(start + self.window_secs - now).unwrap_or(u32::MAX));
+        }
+        drop(entries);
+        self.record_many(key, now, 1);
+        Ok(())
+    }
+
     /// Records `n` uses at once (a claim of `n` key packages).
     pub fn record_many(&self, key: &K, now: i64, n: u32) {
         let Ok(mut entries) = self.entries.lock() else {
@@ -223,6 +241,27 @@ impl SharedLimiter {
             .count_failures(self.kind, key, 0, now, self.window_secs)
             .await?;
         Ok(self.wait(c, now))
+    }
+
+    /// Counts one attempt before it is made (atomic in the store, so parallel attempts
+    /// all count): `Ok(Err(seconds to wait))` when it is past the limit.
+    pub async fn take(
+        &self,
+        store: &dyn hush_store::Store,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Result<(), u32>, hush_store::StoreError> {
+        let c = store
+            .count_failures(self.kind, key, 1, now, self.window_secs)
+            .await?;
+        // The attempt just counted is allowed if fewer than the limit came before it.
+        Ok(self.wait(
+            hush_store::FailureCount {
+                count: c.count.saturating_sub(1),
+                ..c
+            },
+            now,
+        ))
     }
 
     /// Counts one failure; returns the failures before it in the window.

@@ -1,14 +1,16 @@
 //! Key packages, groups and mailboxes: the relay's part of end-to-end encrypted
-//! messaging. Everything here handles opaque MLS bytes plus the routing header
-//! (group, epoch, devices); the server never sees message content (docs/protocol.md §4).
-use std::collections::HashSet;
+//! messaging. Application messages are opaque MLS ciphertext; handshakes (commits and
+//! proposals) are MLS PublicMessages the server checks against each group's public
+//! state before it moves an epoch or changes who receives a group's traffic (P438,
+//! `hush_crypto::relay`). The server never sees message content (docs/protocol.md §4).
+use std::collections::{BTreeSet, HashSet};
 
 use bytes::Bytes;
 use hush_proto::ErrorCode;
 use hush_proto::content::GroupName;
 use hush_proto::ids::{DeviceId, GroupId, HandshakeKey, MessageId, Username};
 use hush_proto::pb::{self, server_frame::Body};
-use hush_store::{NewCommit, NewGroup, NewMessage};
+use hush_store::{NewCommit, NewGroup, NewMessage, StoreError};
 
 use crate::ServerState;
 use crate::accounts::{Authenticated, Refusal};
@@ -256,25 +258,56 @@ pub async fn revoke_device(
     Ok(Body::DeviceRevoked(pb::DeviceRevoked {}))
 }
 
-/// P420–P421: registers a group and queues its Welcome.
-#[allow(clippy::too_many_arguments)]
+/// A validated `CreateGroup` request.
+pub struct CreateIn {
+    pub client_key: Option<HandshakeKey>,
+    pub group_id: GroupId,
+    pub name: Option<GroupName>,
+    pub direct_peer: Option<Username>,
+    pub welcome: Option<Bytes>,
+    pub members: Vec<DeviceId>,
+    pub channel: Option<hush_proto::request::ChannelSettings>,
+    pub group_info: Option<Bytes>,
+}
+
+/// A refusal of a handshake the server could not verify (P438), logged with its reason.
+fn unverified(auth: &Authenticated, group: GroupId, e: hush_crypto::CryptoError) -> Refusal {
+    tracing::info!(device = %auth.device_id, %group, reason = %e, "refused a handshake that does not verify");
+    Refusal::new(
+        ErrorCode::InvalidArgument,
+        format!("the handshake does not verify: {e}"),
+    )
+}
+
+/// Runs openmls off the async workers: a big group's tree takes a while to check.
+async fn checked<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, hush_crypto::CryptoError> + Send + 'static,
+) -> Result<Result<T, hush_crypto::CryptoError>, Refusal> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "a handshake check failed to run");
+        Refusal::new(ErrorCode::Internal, "internal error")
+    })
+}
+
+/// P420–P421: registers a group and queues its Welcome. P438: with the GroupInfo of
+/// its first epoch, the group's public state is kept and `members` must be its leaves.
 pub async fn create_group(
     st: &ServerState,
     auth: &Authenticated,
-    client_key: Option<HandshakeKey>,
-    group_id: GroupId,
-    name: Option<GroupName>,
-    direct_peer: Option<Username>,
-    welcome: Option<Bytes>,
-    members: Vec<DeviceId>,
-    channel: Option<hush_proto::request::ChannelSettings>,
+    g: CreateIn,
 ) -> Result<Body, Refusal> {
+    let CreateIn {
+        client_key,
+        group_id,
+        name,
+        direct_peer,
+        welcome,
+        members,
+        channel,
+        group_info,
+    } = g;
     writable(st)?;
     crate::channels::check_lobby(st, name.as_ref(), channel.is_some())?;
-    let channel = match (&name, channel) {
-        (Some(n), Some(c)) => Some(crate::channels::new_channel(st, n, c).await?),
-        _ => None,
-    };
     if !members.contains(&auth.device_id) {
         return Err(Refusal::new(
             ErrorCode::InvalidArgument,
@@ -282,6 +315,38 @@ pub async fn create_group(
         ));
     }
     fits(st, "Welcome", welcome.as_ref().map_or(0, |w| w.len()))?;
+    // A channel's GroupInfo (P552) is the group's first one: checked like it.
+    let group_info = match (group_info, channel.as_ref().map(|c| &c.group_info)) {
+        (Some(g), Some(c)) if g != *c => {
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "a channel's GroupInfo is the group's GroupInfo",
+            ));
+        }
+        (None, Some(c)) => Some(c.clone()),
+        (g, _) => g,
+    };
+    let public_state = match group_info {
+        None => None,
+        Some(info) => {
+            let v = checked(move || hush_crypto::relay::open_group_info(&info, group_id))
+                .await?
+                .map_err(|e| unverified(auth, group_id, e))?;
+            let claimed: BTreeSet<DeviceId> = members.iter().copied().collect();
+            if v.epoch != 1 || v.members != claimed {
+                tracing::info!(device = %auth.device_id, group = %group_id, "refused a group whose GroupInfo does not match the request");
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "the GroupInfo must be of epoch 1, with exactly the group's members",
+                ));
+            }
+            Some(v.state)
+        }
+    };
+    let channel = match (&name, channel) {
+        (Some(n), Some(c)) => Some(crate::channels::new_channel(st, auth, n, c).await?),
+        _ => None,
+    };
     let direct = match direct_peer {
         None => None,
         Some(peer) if peer == auth.username => {
@@ -323,6 +388,7 @@ pub async fn create_group(
             client_key,
             quotas: st.config.limits.quotas(),
             channel,
+            public_state,
         })
         .await
         .map_err(|e| refused(st, auth, "create a group", e))?;
@@ -382,10 +448,113 @@ pub struct CommitIn {
     pub client_key: Option<HandshakeKey>,
     pub group_info: Option<Bytes>,
     pub external: bool,
+    pub proposals: Vec<Bytes>,
+    pub base_group_info: Option<Bytes>,
+}
+
+/// P438: checks a commit at the group's current epoch against the group's public
+/// state (started from `base_group_info`, or a channel's GroupInfo, for a group made
+/// before P438): the state after it, and the devices it really adds and removes, which
+/// must be the ones the request names. `None` when the commit is for an epoch the
+/// group has left: the store answers a retry of an accepted commit, or refuses it as
+/// stale (epochs only grow, so it is never applied).
+async fn verify_commit(
+    st: &ServerState,
+    auth: &Authenticated,
+    c: &CommitIn,
+) -> Result<Option<Vec<u8>>, Refusal> {
+    let Some(group) = st.store.group(c.group_id).await? else {
+        return Err(StoreError::GroupNotFound.into());
+    };
+    if c.epoch < group.epoch {
+        return Ok(None);
+    }
+    if c.epoch > group.epoch {
+        return Err(StoreError::StaleEpoch {
+            current: group.epoch,
+        }
+        .into());
+    }
+    if !c.external && !group.members.contains(&auth.device_id) {
+        return Err(StoreError::NotAMember.into());
+    }
+    let gid = c.group_id;
+    let before: BTreeSet<DeviceId> = group.members.iter().copied().collect();
+    let state = match st.store.public_state(gid).await? {
+        Some(state) => state,
+        None => {
+            let base = match &c.base_group_info {
+                Some(b) => b.to_vec(),
+                // A channel's server holds its current GroupInfo already (P552).
+                None if group.channel => {
+                    channel_group_info(st, gid).await?.ok_or_else(needs_info)?
+                }
+                None => return Err(needs_info()),
+            };
+            let v = checked(move || hush_crypto::relay::open_group_info(&base, gid))
+                .await?
+                .map_err(|e| unverified(auth, gid, e))?;
+            // Devices the server dropped (revoked) may still have leaves.
+            if v.epoch != c.epoch || !before.is_subset(&v.members) {
+                tracing::info!(device = %auth.device_id, group = %gid, "refused a GroupInfo that is not the group's current one");
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "the base GroupInfo must be of the group's current epoch, with exactly its members",
+                ));
+            }
+            v.state
+        }
+    };
+    let commit = c.commit.clone();
+    let proposals = c.proposals.clone();
+    let v = checked(move || {
+        let proposals: Vec<&[u8]> = proposals.iter().map(|p| p.as_ref()).collect();
+        hush_crypto::relay::check_commit(&state, gid, &commit, &proposals)
+    })
+    .await?
+    .map_err(|e| unverified(auth, gid, e))?;
+    let (added, removed) = (&v.added, &v.removed);
+    let claimed = |l: &[DeviceId]| l.iter().copied().collect::<BTreeSet<_>>();
+    // P537: a rejoin in place removes and adds its sender; the tree shows neither.
+    let rejoin = c.external && c.removed == [auth.device_id];
+    let routing = if rejoin {
+        added.is_empty() && removed.is_empty() && v.members.contains(&auth.device_id)
+    } else {
+        claimed(added) == claimed(&c.added) && claimed(removed) == claimed(&c.removed)
+    };
+    let honest = v.sender == Some(auth.device_id)
+        && v.external == c.external
+        && v.epoch == c.epoch + 1
+        && routing;
+    if !honest {
+        tracing::info!(device = %auth.device_id, group = %gid, "refused a commit whose routing header differs from what it does");
+        return Err(Refusal::new(
+            ErrorCode::InvalidArgument,
+            "the commit's added and removed devices (or its sender) are not what the commit does",
+        ));
+    }
+    Ok(Some(v.state))
+}
+
+fn needs_info() -> Refusal {
+    Refusal::new(
+        ErrorCode::GroupInfoNeeded,
+        "the server holds no public state of this group yet: send the commit again with the GroupInfo of its epoch",
+    )
+}
+
+async fn channel_group_info(st: &ServerState, group: GroupId) -> Result<Option<Vec<u8>>, Refusal> {
+    Ok(st
+        .store
+        .channels()
+        .await?
+        .into_iter()
+        .find(|ch| ch.group_id == group)
+        .map(|ch| ch.group_info))
 }
 
 /// P430, P433: a commit for the group's current epoch; a retry with the same client
-/// key gets the first answer.
+/// key gets the first answer. P438: checked against the group's public state first.
 pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Result<Body, Refusal> {
     writable(st)?;
     fits(st, "commit", c.commit.len())?;
@@ -408,6 +577,7 @@ pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Resu
             "a commit to a channel carries the GroupInfo of its new epoch",
         ));
     }
+    let public_state = verify_commit(st, auth, &c).await?;
     let done = st
         .store
         .accept_commit(NewCommit {
@@ -423,6 +593,7 @@ pub async fn commit(st: &ServerState, auth: &Authenticated, c: CommitIn) -> Resu
             quotas: st.config.limits.quotas(),
             group_info: c.group_info.map(|g| g.to_vec()),
             external: c.external,
+            public_state,
         })
         .await
         .map_err(|e| refused(st, auth, "commit", e))?;

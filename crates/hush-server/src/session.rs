@@ -1008,10 +1008,9 @@ async fn dispatch(
                     members,
                     client_key,
                     channel,
+                    group_info,
                 } => {
-                    messaging::create_group(
-                        st,
-                        &auth,
+                    let g = messaging::CreateIn {
                         client_key,
                         group_id,
                         name,
@@ -1019,8 +1018,9 @@ async fn dispatch(
                         welcome,
                         members,
                         channel,
-                    )
-                    .await
+                        group_info,
+                    };
+                    messaging::create_group(st, &auth, g).await
                 }
                 Request::FindGroup { name } => messaging::find_group(st, name).await,
                 Request::ListDevices { usernames } => messaging::list_devices(st, usernames).await,
@@ -1047,6 +1047,8 @@ async fn dispatch(
                     client_key,
                     group_info,
                     external,
+                    proposals,
+                    base_group_info,
                 } => {
                     let c = messaging::CommitIn {
                         group_id,
@@ -1058,6 +1060,8 @@ async fn dispatch(
                         client_key,
                         group_info,
                         external,
+                        proposals,
+                        base_group_info,
                     };
                     messaging::commit(st, &auth, c).await
                 }
@@ -1133,7 +1137,11 @@ async fn dispatch(
                 Request::BackupKeys {
                     wrapped_password,
                     wrapped_recovery,
-                } => crate::backups::keys(st, &auth, wrapped_password, wrapped_recovery).await,
+                    signature,
+                } => {
+                    crate::backups::keys(st, &auth, wrapped_password, wrapped_recovery, signature)
+                        .await
+                }
                 Request::BackupAppend { index, chunk, head } => {
                     crate::backups::append(st, &auth, index, chunk, head).await
                 }

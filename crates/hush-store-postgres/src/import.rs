@@ -39,6 +39,7 @@ pub const TABLES: &[&str] = &[
     "backup_chunks",
     "failures",
     "group_infos",
+    "group_states",
 ];
 
 /// Tables whose `id` is an identity column: copied as they are, then their

@@ -476,6 +476,10 @@ impl Store for PgStore {
         read_tx!(self, |c| messaging::group(c, &group).await)
     }
 
+    async fn public_state(&self, group: GroupId) -> Result<Option<Vec<u8>>, StoreError> {
+        read_tx!(self, |c| messaging::public_state(c, &group).await)
+    }
+
     async fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError> {
         read_tx!(self, |c| Ok(extras::channels(c, Some(name)).await?.pop()))
     }

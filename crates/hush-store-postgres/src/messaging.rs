@@ -547,6 +547,14 @@ pub(crate) async fn create_group(
         gid,
         ids(&g.members)
     );
+    if let Some(state) = &g.public_state {
+        exec!(
+            c,
+            "INSERT INTO group_states (group_id, state) VALUES ($1, $2)",
+            gid,
+            state.as_slice()
+        );
+    }
     if let Some(name) = &g.name {
         exec!(
             c,
@@ -645,6 +653,18 @@ pub(crate) async fn group(
         members: members_of(c, group).await?,
         channel: is_channel(c, group).await?,
     }))
+}
+
+pub(crate) async fn public_state(
+    c: &mut PgConnection,
+    group: &GroupId,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(opt!(
+        c,
+        Vec<u8>,
+        "SELECT state FROM group_states WHERE group_id = $1",
+        group.as_bytes()
+    ))
 }
 
 pub(crate) async fn named_group(
@@ -763,6 +783,16 @@ pub(crate) async fn accept_commit(
             m.sender.as_bytes()
         );
     }
+    match &m.public_state {
+        Some(state) => exec!(
+            c,
+            "INSERT INTO group_states (group_id, state) VALUES ($1, $2)
+             ON CONFLICT (group_id) DO UPDATE SET state = excluded.state",
+            gid,
+            state.as_slice()
+        ),
+        None => exec!(c, "DELETE FROM group_states WHERE group_id = $1", gid),
+    };
     if let Some(info) = &m.group_info {
         exec!(
             c,

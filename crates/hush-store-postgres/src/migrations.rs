@@ -18,6 +18,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_group_infos",
         include_str!("../migrations/0004_group_infos.sql"),
     ),
+    (
+        "0005_group_states",
+        include_str!("../migrations/0005_group_states.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key of hush's migrations.

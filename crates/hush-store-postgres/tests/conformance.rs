@@ -184,6 +184,7 @@ async fn a_node_that_lost_its_listen_connection_re_reads_and_hears_again() {
             now_ms: 1,
             client_key: None,
             quotas: hush_store::Quotas::UNLIMITED,
+            public_state: None,
         })
         .await
         .unwrap();

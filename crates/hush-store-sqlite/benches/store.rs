@@ -56,6 +56,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (tempfile::TempDir, SqliteStore) {
                 now_ms: 1_000,
                 client_key: None,
                 quotas: Quotas::UNLIMITED,
+                public_state: None,
             })
             .await
             .unwrap();

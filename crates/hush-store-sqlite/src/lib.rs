@@ -1583,6 +1583,10 @@ impl Store for SqliteStore {
                     stmt.execute(params![gid, d.as_bytes().as_slice()]).map_err(backend)?;
                 }
             }
+            if let Some(state) = &g.public_state {
+                cached_exec(tx, "INSERT INTO group_states (group_id, state) VALUES (?1, ?2)", params![gid, state])
+                    .map_err(backend)?;
+            }
             if let Some(name) = &g.name {
                 cached_exec(tx, "INSERT INTO group_names (name, group_id) VALUES (?1, ?2)", params![name, gid])
                     .map_err(backend)?;
@@ -1665,6 +1669,20 @@ impl Store for SqliteStore {
                     channel: is_channel(conn, group.as_bytes())?,
                 })),
             }
+        })
+        .await
+    }
+
+    async fn public_state(&self, group: GroupId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |conn| {
+            cached_row(
+                conn,
+                "SELECT state FROM group_states WHERE group_id = ?1",
+                [group.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
         })
         .await
     }
@@ -2069,6 +2087,20 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             }
+            match &c.public_state {
+                Some(state) => cached_exec(
+                    tx,
+                    "INSERT INTO group_states (group_id, state) VALUES (?1, ?2)
+                     ON CONFLICT (group_id) DO UPDATE SET state = excluded.state",
+                    params![gid, state],
+                ),
+                None => cached_exec(
+                    tx,
+                    "DELETE FROM group_states WHERE group_id = ?1",
+                    params![gid],
+                ),
+            }
+            .map_err(backend)?;
             if let Some(info) = &c.group_info {
                 cached_exec(
                     tx,

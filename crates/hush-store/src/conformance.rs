@@ -60,6 +60,59 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     backups(store).await;
     failures(store).await;
     group_infos(store).await;
+    public_states(store).await;
+}
+
+/// P438: a group's public MLS state is kept with the group, replaced by each accepted
+/// commit in its transaction (forgotten by one that carries none), and a refused commit
+/// leaves it as it was.
+async fn public_states<S: Store + ?Sized>(store: &S) {
+    for (n, name) in [(160, "ps_ann"), (161, "ps_ben")] {
+        store.create_user(user(n, name)).await.unwrap();
+    }
+    let g = GroupId::from_bytes([160; 16]);
+    assert_eq!(store.public_state(g).await.unwrap(), None, "no such group");
+    store
+        .create_group(NewGroup {
+            public_state: Some(b"epoch 1".to_vec()),
+            ..plain_group(g, dev(160), vec![dev(160), dev(161)], 10_000)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.public_state(g).await.unwrap().as_deref(),
+        Some(&b"epoch 1"[..])
+    );
+    let commit = |epoch: u64, state: Option<&[u8]>| NewCommit {
+        group_id: g,
+        epoch,
+        sender: dev(160),
+        commit: b"commit".to_vec(),
+        welcome: None,
+        added: Vec::new(),
+        removed: Vec::new(),
+        now_ms: 11_000,
+        client_key: None,
+        quotas: Quotas::UNLIMITED,
+        group_info: None,
+        external: false,
+        public_state: state.map(<[u8]>::to_vec),
+    };
+    store
+        .accept_commit(commit(1, Some(b"epoch 2")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.accept_commit(commit(1, Some(b"stale"))).await,
+        Err(StoreError::StaleEpoch { .. })
+    ));
+    assert_eq!(
+        store.public_state(g).await.unwrap().as_deref(),
+        Some(&b"epoch 2"[..]),
+        "a refused commit changes nothing"
+    );
+    store.accept_commit(commit(2, None)).await.unwrap();
+    assert_eq!(store.public_state(g).await.unwrap(), None);
 }
 
 /// P535, P536: sealed GroupInfos per (user, group), the latest epoch kept, listed for
@@ -82,6 +135,7 @@ async fn group_infos<S: Store + ?Sized>(store: &S) {
             client_key: None,
             quotas: Quotas::UNLIMITED,
             channel: None,
+            public_state: None,
         })
         .await
         .unwrap();
@@ -123,6 +177,7 @@ async fn group_infos<S: Store + ?Sized>(store: &S) {
         quotas: Quotas::UNLIMITED,
         group_info: None,
         external: true,
+        public_state: None,
     };
     assert!(matches!(
         store.accept_commit(join(152)).await,
@@ -511,6 +566,7 @@ fn plain_group(
         now_ms,
         client_key: None,
         quotas: Quotas::UNLIMITED,
+        public_state: None,
     }
 }
 
@@ -625,6 +681,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             now_ms: 4_000,
             client_key: None,
             quotas: Quotas::UNLIMITED,
+            public_state: None,
         })
         .await
         .unwrap();
@@ -647,6 +704,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
             now_ms: 4_000,
             client_key: None,
             quotas: Quotas::UNLIMITED,
+            public_state: None,
         })
         .await;
     assert!(
@@ -674,6 +732,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         now_ms: 4_000,
         client_key: None,
         quotas: Quotas::UNLIMITED,
+        public_state: None,
     };
     store.create_group(named(team)).await.unwrap();
     let dup = store
@@ -772,6 +831,7 @@ async fn messaging<S: Store + ?Sized>(store: &S) {
         now_ms: 6_000,
         client_key: None,
         quotas: Quotas::UNLIMITED,
+        public_state: None,
     };
     let done = store.accept_commit(commit.clone()).await.unwrap();
     assert_eq!(done.epoch, 2);
@@ -876,6 +936,7 @@ async fn fetch_bounded_by_bytes<S: Store + ?Sized>(store: &S) {
             now_ms: 9_000,
             client_key: None,
             quotas: Quotas::UNLIMITED,
+            public_state: None,
         })
         .await
         .unwrap();
@@ -946,6 +1007,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
         now_ms: 7_000,
         client_key: key(1),
         quotas: Quotas::UNLIMITED,
+        public_state: None,
     };
     let first = store.create_group(create.clone()).await.unwrap();
     let again = store.create_group(create.clone()).await.unwrap();
@@ -990,6 +1052,7 @@ async fn handshake_retries<S: Store + ?Sized>(store: &S) {
         now_ms: 8_000,
         client_key: key(3),
         quotas: Quotas::UNLIMITED,
+        public_state: None,
     };
     let done = store.accept_commit(commit.clone()).await.unwrap();
     assert_eq!(done.epoch, 2);
@@ -1059,6 +1122,7 @@ async fn befriend<S: Store + ?Sized>(store: &S, a: u8, b: u8, group: u8) {
             now_ms: 1,
             client_key: None,
             quotas: Quotas::UNLIMITED,
+            public_state: None,
         })
         .await
         .unwrap();
@@ -1119,6 +1183,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
             group_members: 2,
             ..Quotas::UNLIMITED
         },
+        public_state: None,
     };
     let big = store.create_group(create.clone()).await;
     assert_over(&big, Quota::GroupMembers, "members per group at creation");
@@ -1182,6 +1247,7 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
             group_members: 3,
             ..Quotas::UNLIMITED
         },
+        public_state: None,
     };
     let crowded = store.accept_commit(add_qc.clone()).await;
     assert_over(&crowded, Quota::GroupMembers, "members per group on commit");
@@ -1433,6 +1499,7 @@ pub async fn run_concurrent_pair(a: &dyn Store, b: &dyn Store) {
             now_ms: 2,
             client_key: Some(HandshakeKey::from_bytes([100 + i; 16])),
             quotas: Quotas::UNLIMITED,
+            public_state: None,
         })
     });
     let results = join_all(commits).await;
@@ -1616,6 +1683,7 @@ async fn consent<S: Store + ?Sized>(store: &S) {
         now_ms: 100,
         client_key: None,
         quotas: Quotas::UNLIMITED,
+        public_state: None,
     };
     let kinds = |page: &crate::MailboxPage| -> Vec<EntryKind> {
         page.entries.iter().map(|e| e.kind).collect()
@@ -1777,6 +1845,7 @@ pub async fn wakes_across_nodes(a: &dyn Store, b: &dyn Store) {
         now_ms: 100,
         client_key: None,
         quotas: Quotas::UNLIMITED,
+        public_state: None,
     })
     .await
     .unwrap();
@@ -1877,6 +1946,7 @@ async fn listener<S: Store + ?Sized>(store: &S) {
             now_ms: 100,
             client_key: None,
             quotas: Quotas::UNLIMITED,
+            public_state: None,
         })
         .await
         .unwrap();
@@ -1905,6 +1975,7 @@ async fn listener<S: Store + ?Sized>(store: &S) {
             now_ms: 200,
             client_key: None,
             quotas: Quotas::UNLIMITED,
+            public_state: None,
         })
         .await
         .unwrap();
@@ -2036,6 +2107,7 @@ async fn channels<S: Store + ?Sized>(store: &S) {
                 totp_secret: Some(vec![3; 20]),
                 group_info: b"info-1".to_vec(),
             }),
+            public_state: None,
         })
         .await
         .unwrap();
@@ -2063,6 +2135,7 @@ async fn channels<S: Store + ?Sized>(store: &S) {
         quotas: Quotas::UNLIMITED,
         group_info: Some(format!("info-{}", epoch + 1).into_bytes()),
         external: true,
+        public_state: None,
     };
     assert!(matches!(
         store.accept_commit(join(111, 1, 11_000)).await,
@@ -2188,6 +2261,7 @@ async fn files<S: Store + ?Sized>(store: &S) {
             client_key: None,
             quotas: Quotas::UNLIMITED,
             channel: None,
+            public_state: None,
         })
         .await
         .unwrap();

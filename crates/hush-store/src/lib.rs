@@ -293,6 +293,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn group(&self, group: GroupId) -> Result<Option<GroupRecord>, StoreError>;
 
+    /// P438: the group's public MLS state as the last accepted commit (or the creation)
+    /// left it; `None` for a group made before P438 (or one that does not exist).
+    async fn public_state(&self, group: GroupId) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// P550: the channel called `name` (without '#'), if any.
     async fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError>;
 
@@ -336,7 +340,8 @@ pub trait Store: Send + Sync + 'static {
     /// `QuotaExceeded` past `quotas.group_members` or `user_bytes`; mailbox quotas do
     /// not apply to handshakes. The Welcome follows the rule of `create_group`; a
     /// device whose invitation to this group is held gets the commit held too. A
-    /// channel keeps `commit.group_info` as its GroupInfo.
+    /// channel keeps `commit.group_info` as its GroupInfo. `commit.public_state`
+    /// replaces the group's public state (P438), in the same transaction.
     async fn accept_commit(&self, commit: NewCommit) -> Result<Delivered, StoreError>;
 
     /// P535: keeps `sealed` as the GroupInfo of `group` at `epoch` for the user of

@@ -24,6 +24,8 @@ struct Group {
     members: BTreeSet<DeviceId>,
     created_by: Option<UserId>,
     created_at: i64,
+    /// P438: the public MLS state.
+    public_state: Option<Vec<u8>>,
 }
 
 /// Where one stored message went.
@@ -938,6 +940,7 @@ impl Store for MemoryStore {
                         members: g.members.iter().copied().collect(),
                         created_by: creator,
                         created_at: g.now_ms,
+                        public_state: g.public_state.clone(),
                     },
                 );
                 if let Some((a, b)) = g.direct {
@@ -1011,6 +1014,10 @@ impl Store for MemoryStore {
                 channel: s.channels.contains_key(&group),
             }))
         })
+    }
+
+    async fn public_state(&self, group: GroupId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|s| Ok(s.groups.get(&group).and_then(|g| g.public_state.clone())))
     }
 
     async fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError> {
@@ -1193,6 +1200,7 @@ impl Store for MemoryStore {
                 }
                 g.members.extend(c.added.iter().copied());
                 g.epoch += 1;
+                g.public_state = c.public_state;
                 if c.external {
                     s.channel_grants.remove(&(c.group_id, c.sender));
                 }

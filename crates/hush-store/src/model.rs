@@ -161,6 +161,8 @@ pub struct NewGroup {
     pub quotas: Quotas,
     /// P550: a channel (named groups only); the creator's user administers it.
     pub channel: Option<NewChannel>,
+    /// P438: the group's public MLS state at epoch 1, as the server checked it.
+    pub public_state: Option<Vec<u8>>,
 }
 
 /// P550: what makes a new named group a channel.
@@ -250,6 +252,9 @@ pub struct NewCommit {
     /// P553: the sender joins by this commit; it needs a join grant instead of
     /// membership, and the grant is used up.
     pub external: bool,
+    /// P438: the group's public MLS state after the commit, as the server checked it;
+    /// replaces the kept one (`None` forgets it).
+    pub public_state: Option<Vec<u8>>,
 }
 
 /// An application message for a group's current epoch.

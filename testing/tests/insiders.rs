@@ -1,0 +1,335 @@
+//! Issue 29: a member of a group attacks it from the inside. A junk commit, or a valid
+//! commit whose routing header lies, must not move the group's epoch or cut anyone
+//! off (P438); one conversation that can no longer send never blocks the others
+//! (P457). Real `hushd`, in-process engines, and raw connections for the attacker.
+mod inproc;
+
+use hush_client::connection::Connection;
+use hush_client::events::{Event, MessageState, SecurityKind};
+use hush_client::faults::Faults;
+use hush_client::home::Home;
+use hush_client::hush_proto::ErrorCode;
+use hush_client::hush_proto::content::GroupName;
+use hush_client::hush_proto::fingerprint::Fingerprint;
+use hush_client::hush_proto::pb::{self, client_frame::Body};
+use hush_client::hush_proto::response::Response;
+use hush_client::trust::{FirstUse, KnownServers};
+use hush_client::{Client, ClientOptions};
+use hush_testing::Server;
+use inproc::{register, texts, to, user};
+
+fn dirs<const N: usize>() -> [tempfile::TempDir; N] {
+    std::array::from_fn(|_| tempfile::tempdir().unwrap())
+}
+
+/// A raw authenticated connection for the account in `dir`: a modified client.
+async fn raw(server: &Server, dir: &std::path::Path) -> Connection {
+    let token = Home::open(dir).unwrap().account().unwrap().unwrap().token;
+    let fp = Fingerprint::parse(&server.fingerprint).unwrap();
+    let conn = Connection::connect(&server.addr, &KnownServers::new(dir), &FirstUse::Expect(fp))
+        .await
+        .unwrap();
+    let answer = conn
+        .request(Body::Authenticate(pb::Authenticate {
+            session_token: token.expose().to_vec().into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(answer, Response::Authenticated(_)));
+    conn
+}
+
+async fn device(client: &Client) -> Vec<u8> {
+    client
+        .stored_account()
+        .await
+        .unwrap()
+        .device_id
+        .as_bytes()
+        .to_vec()
+}
+
+/// The server's group id and epoch of `#name`.
+async fn group_of(conn: &Connection, name: &str) -> (Vec<u8>, u64) {
+    let found = conn
+        .request(Body::FindGroup(pb::FindGroup { name: name.into() }))
+        .await
+        .unwrap();
+    let Response::DirectGroup(g) = found else {
+        panic!("{found:?}")
+    };
+    let g = g.expect("the group exists");
+    (g.0.as_bytes().to_vec(), g.1)
+}
+
+fn code(r: &Result<Response, hush_client::ClientError>) -> Option<ErrorCode> {
+    r.as_ref().err().and_then(|e| e.server_code())
+}
+
+/// ann (admin), ben and cal in #team; each has read the Welcome.
+async fn team(server: &Server, d: &[tempfile::TempDir], ann_options: ClientOptions) -> [Client; 3] {
+    let ann = register(server, d[0].path(), "ann", ann_options).await;
+    let ben = register(server, d[1].path(), "ben", Default::default()).await;
+    let cal = register(server, d[2].path(), "cal", Default::default()).await;
+    ann.create_group(
+        &GroupName::parse("team").unwrap(),
+        &[user("ben"), user("cal")],
+    )
+    .await
+    .unwrap();
+    ben.sync().await.unwrap();
+    cal.sync().await.unwrap();
+    [ann, ben, cal]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_junk_commit_moves_nothing_and_everyone_keeps_chatting() {
+    let server = Server::start(&[]);
+    let d = dirs::<3>();
+    let [ann, ben, cal] = team(&server, &d, Default::default()).await;
+    let (ann_dev, ben_dev) = (device(&ann).await, device(&ben).await);
+    cal.close().await;
+
+    // cal, a plain member, sends commits at the current epoch that remove ann's and
+    // ben's devices: junk bytes, and an application-sized blob.
+    let conn = raw(&server, d[2].path()).await;
+    let (group, epoch) = group_of(&conn, "team").await;
+    for (i, junk) in [
+        vec![0u8; 64],
+        vec![7u8; 4096],
+        b"\x00\x01\x00\x01junk".to_vec(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let attempt = conn
+            .request(Body::Commit(pb::Commit {
+                group_id: group.clone().into(),
+                epoch,
+                commit: junk.into(),
+                removed: vec![ann_dev.clone().into(), ben_dev.clone().into()],
+                client_key: vec![i as u8 + 1; 16].into(),
+                ..Default::default()
+            }))
+            .await;
+        assert_eq!(
+            code(&attempt),
+            Some(ErrorCode::InvalidArgument),
+            "{attempt:?}"
+        );
+    }
+    // Nothing moved: the group is at the same epoch, with the same members.
+    assert_eq!(group_of(&conn, "team").await.1, epoch);
+    conn.close().await;
+
+    // The honest members keep chatting, in #team and elsewhere.
+    ann.send(&to("#team"), "still here").await.unwrap();
+    ben.sync().await.unwrap();
+    assert_eq!(texts(&ben, "#team").await, ["still here"]);
+    ben.send(&to("#team"), "me too").await.unwrap();
+    ben.send(&to("ann"), "and 1:1").await.unwrap();
+    ann.sync().await.unwrap();
+    assert_eq!(texts(&ann, "#team").await, ["still here", "me too"]);
+    assert_eq!(texts(&ann, "ben").await, ["and 1:1"]);
+    let cal = Client::open(d[2].path(), ClientOptions::default())
+        .await
+        .unwrap();
+    cal.sync().await.unwrap();
+    assert_eq!(texts(&cal, "#team").await, ["still here", "me too"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_commit_whose_routing_header_lies_is_refused() {
+    let server = Server::start(&[]);
+    let d = dirs::<4>();
+    let faults = Faults::default();
+    let [ann, ben, cal] = team(
+        &server,
+        &d,
+        ClientOptions {
+            faults: faults.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let dan = register(&server, d[3].path(), "dan", Default::default()).await;
+    let (ben_dev, dan_dev) = (device(&ben).await, device(&dan).await);
+    let team = GroupName::parse("team").unwrap();
+
+    // ann's client, modified, adds dan in a valid MLS commit but claims it also
+    // removes ben: the server reads what the commit does and refuses the lie.
+    faults.rewrite_next_commit(move |c| c.removed = vec![ben_dev.clone().into()]);
+    let lie = ann.add_members(&team, &[user("dan")]).await;
+    assert!(
+        lie.as_ref()
+            .is_err_and(|e| e.server_code() == Some(ErrorCode::InvalidArgument)),
+        "{lie:?}"
+    );
+    // ... and one that claims to add nobody (the Welcome would go nowhere) and
+    // another device instead.
+    let cal_dev = device(&cal).await;
+    faults.rewrite_next_commit(move |c| c.added = vec![cal_dev.clone().into()]);
+    let lie = ann.add_members(&team, &[user("dan")]).await;
+    assert!(
+        lie.as_ref()
+            .is_err_and(|e| e.server_code() == Some(ErrorCode::InvalidArgument)),
+        "{lie:?}"
+    );
+    // The honest add goes through; ben was never cut off.
+    ann.add_members(&team, &[user("dan")]).await.unwrap();
+    ann.send(&to("#team"), "welcome dan").await.unwrap();
+    for c in [&ben, &cal, &dan] {
+        c.sync().await.unwrap();
+        assert_eq!(texts(c, "#team").await, ["welcome dan"]);
+    }
+    let members = ann.members(&team).await.unwrap();
+    assert_eq!(members.len(), 4, "{members:?}");
+    let _ = dan_dev;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_that_cannot_send_never_blocks_the_others() {
+    let server = Server::start(&[]);
+    let d = dirs::<3>();
+    let [ann, ben, cal] = team(&server, &d, Default::default()).await;
+    cal.close().await;
+    ann.send(&to("ben"), "hi ben").await.unwrap();
+    ben.sync().await.unwrap();
+
+    // The server's #team moves to an epoch no client can reach (what a junk commit
+    // did before P438): ben's message there can never go.
+    let (group, _) = group_of(&raw(&server, d[1].path()).await, "team").await;
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE groups SET epoch = epoch + 5 WHERE group_id = ?1",
+        [&group],
+    )
+    .unwrap();
+    let stuck = ben.send(&to("#team"), "into the void").await;
+    assert!(stuck.is_err(), "{stuck:?}");
+
+    // Every other conversation still works, and so does reading, run after run; the
+    // stuck message is set aside after three runs, reported, and listed.
+    for i in 0..4 {
+        ben.send(&to("ann"), &format!("1:1 number {i}"))
+            .await
+            .unwrap();
+        ben.sync().await.unwrap();
+    }
+    ann.send(&to("ben"), "got them").await.unwrap();
+    ben.sync().await.unwrap();
+    assert_eq!(texts(&ben, "ann").await.last().unwrap(), "got them");
+    let outbox = ben.outbox().await.unwrap();
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    assert!(outbox[0].set_aside, "{outbox:?}");
+    assert_eq!(outbox[0].conversation, "#team");
+    assert_eq!(outbox[0].text, "into the void");
+    assert!(outbox[0].last_error.is_some());
+    let history = ben.history("#team", 100).await.unwrap();
+    assert!(
+        history.iter().any(|e| matches!(
+            e,
+            Event::Security {
+                kind: SecurityKind::MessageNotSent,
+                ..
+            }
+        )),
+        "{history:?}"
+    );
+    // A retry fails the same way and keeps it aside; a drop takes it out, and history
+    // keeps it as failed.
+    assert!(ben.outbox_retry(&outbox[0].id).await.is_err());
+    assert!(ben.outbox().await.unwrap()[0].set_aside);
+    ben.outbox_drop(&outbox[0].id).await.unwrap();
+    assert!(ben.outbox().await.unwrap().is_empty());
+    assert!(ben.outbox_drop(&outbox[0].id).await.is_err());
+    let failed = ben
+        .history("#team", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|e| {
+            matches!(e, Event::Message { ref text, state: MessageState::Failed, .. } if text == "into the void")
+        });
+    assert!(failed);
+    ann.sync().await.unwrap();
+    let got: Vec<String> = texts(&ann, "ben")
+        .await
+        .into_iter()
+        .filter(|t| t.starts_with("1:1"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "1:1 number 0",
+            "1:1 number 1",
+            "1:1 number 2",
+            "1:1 number 3"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_token_alone_cannot_break_the_accounts_backup() {
+    let server = Server::start(&[]);
+    let d = dirs::<3>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
+    ben.send(&to("ann"), "kept safe").await.unwrap();
+    ann.sync().await.unwrap();
+    ann.backup_now().await.unwrap();
+    let count = ann.backup_status().await.unwrap();
+
+    // Someone holding ann's session token (not her password or account key) tries to
+    // store a junk head and junk wrapped keys.
+    let conn = raw(&server, d[0].path()).await;
+    let info = conn
+        .request(Body::BackupStatus(pb::BackupStatus {}))
+        .await
+        .unwrap();
+    let Response::BackupInfo(info) = info else {
+        panic!("{info:?}")
+    };
+    let junk_head = conn
+        .request(Body::BackupAppend(pb::BackupAppend {
+            index: info.count,
+            chunk: vec![1u8; 100].into(),
+            head: vec![2u8; 8 + 32 + 8 + 64].into(),
+        }))
+        .await;
+    assert_eq!(
+        code(&junk_head),
+        Some(ErrorCode::InvalidArgument),
+        "{junk_head:?}"
+    );
+    for signature in [Vec::new(), vec![3u8; 64]] {
+        let junk_keys = conn
+            .request(Body::BackupKeys(pb::BackupKeys {
+                wrapped_password: vec![4u8; 80].into(),
+                wrapped_recovery: vec![5u8; 80].into(),
+                signature: signature.into(),
+            }))
+            .await;
+        assert_eq!(
+            code(&junk_keys),
+            Some(ErrorCode::InvalidArgument),
+            "{junk_keys:?}"
+        );
+    }
+    conn.close().await;
+
+    // The backup goes on, and a new device restores it with the password.
+    ben.send(&to("ann"), "and this").await.unwrap();
+    ann.sync().await.unwrap();
+    ann.backup_now().await.unwrap();
+    assert!(ann.backup_status().await.unwrap().chunks > count.chunks);
+    let fresh = inproc::login(&server, d[2].path(), "ann", Default::default()).await;
+    fresh
+        .restore_backup(None, &mut |_| std::ops::ControlFlow::Continue(()))
+        .await
+        .unwrap();
+    let got = texts(&fresh, "ben").await;
+    assert!(got.contains(&"kept safe".to_string()), "{got:?}");
+    assert!(got.contains(&"and this".to_string()), "{got:?}");
+}
