@@ -333,3 +333,153 @@ async fn a_session_token_alone_cannot_break_the_accounts_backup() {
     assert!(got.contains(&"kept safe".to_string()), "{got:?}");
     assert!(got.contains(&"and this".to_string()), "{got:?}");
 }
+
+/// Copies `table`'s rows where `column = key` (every column), to put them back later.
+fn rows_of(
+    db: &rusqlite::Connection,
+    table: &str,
+    column: &str,
+    key: &[u8],
+) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut stmt = db
+        .prepare(&format!("SELECT * FROM {table} WHERE {column} = ?1"))
+        .unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([key], |r| {
+        (0..n)
+            .map(|i| r.get::<_, rusqlite::types::Value>(i))
+            .collect()
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn put_back(db: &rusqlite::Connection, table: &str, rows: &[Vec<rusqlite::types::Value>]) {
+    for row in rows {
+        let marks = vec!["?"; row.len()].join(", ");
+        db.execute(
+            &format!("INSERT OR REPLACE INTO {table} VALUES ({marks})"),
+            rusqlite::params_from_iter(row.iter()),
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_the_operator_brings_back_reads_nothing_new() {
+    let server = Server::start(&[]);
+    let d = dirs::<3>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let ben = register(&server, d[1].path(), "ben", Default::default()).await;
+    let ann2 = inproc::login(&server, d[2].path(), "ann", Default::default()).await;
+    let gone = ann2.stored_account().await.unwrap().device_id;
+    ben.send(&to("ann"), "before").await.unwrap();
+    ann.sync().await.unwrap();
+    ann2.sync().await.unwrap();
+    assert_eq!(texts(&ann2, "ben").await, ["before"]);
+    ann2.close().await;
+
+    // The operator keeps the device's rows, ann revokes it, the operator puts them back.
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let key = gone.as_bytes().to_vec();
+    let saved = [
+        ("devices", rows_of(&db, "devices", "device_id", &key)),
+        (
+            "device_owners",
+            rows_of(&db, "device_owners", "device_id", &key),
+        ),
+        (
+            "key_packages",
+            rows_of(&db, "key_packages", "device_id", &key),
+        ),
+    ];
+    ann.revoke_device(gone).await.unwrap();
+    for (table, rows) in &saved {
+        put_back(&db, table, rows);
+    }
+
+    // Neither ann's devices nor ben add it back, in old conversations or new ones.
+    ann.sync().await.unwrap();
+    ben.sync().await.unwrap();
+    ben.send(&to("ann"), "after").await.unwrap();
+    ann.create_group(&GroupName::parse("fresh").unwrap(), &[user("ben")])
+        .await
+        .unwrap();
+    ann.send(&to("#fresh"), "new group").await.unwrap();
+    let members = ann
+        .members(&GroupName::parse("fresh").unwrap())
+        .await
+        .unwrap();
+    let ann_devices = members
+        .iter()
+        .find(|m| m.username == "ann")
+        .unwrap()
+        .devices;
+    assert_eq!(ann_devices, 1, "{members:?}");
+    ann.sync().await.unwrap();
+    assert_eq!(texts(&ann, "ben").await, ["before", "after"]);
+
+    // The device itself: its session is refused, and nothing new reached it.
+    let back = Client::open(d[2].path(), ClientOptions::default())
+        .await
+        .unwrap();
+    assert!(back.sync().await.is_err(), "a revoked device cannot resume");
+    back.close().await;
+    let offline = Client::open(d[2].path(), ClientOptions::offline())
+        .await
+        .unwrap();
+    assert_eq!(texts(&offline, "ben").await, ["before"]);
+    let chats = offline.chats().await.unwrap();
+    assert!(chats.iter().all(|c| c.name != "#fresh"), "{chats:?}");
+
+    // Even with the server's record of the revocation deleted too, ann's devices and
+    // ben remember it.
+    db.execute("DELETE FROM revocations", []).unwrap();
+    ann.sync().await.unwrap();
+    ben.sync().await.unwrap();
+    let members = ann
+        .members(&GroupName::parse("fresh").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .find(|m| m.username == "ann")
+            .unwrap()
+            .devices,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_swapped_before_first_contact_is_noticed_by_its_owner() {
+    let server = Server::start(&[]);
+    let d = dirs::<1>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    assert_eq!(ann.whoami().await.unwrap().warning, None);
+    // The operator publishes another account key for ann before she talks to anyone.
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "UPDATE users SET account_key = ?1 WHERE username = 'ann'",
+        [hush_crypto_key()],
+    )
+    .unwrap();
+    let warning = ann.whoami().await.unwrap().warning;
+    assert!(
+        warning
+            .as_deref()
+            .is_some_and(|w| w.contains("posing as you")),
+        "{warning:?}"
+    );
+}
+
+/// A valid Ed25519 public key that is not ann's.
+fn hush_crypto_key() -> Vec<u8> {
+    // The Ed25519 base point: a valid curve point, nobody's account.
+    let mut k = vec![0x58u8];
+    k.extend([0x66u8; 31]);
+    k
+}

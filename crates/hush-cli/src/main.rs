@@ -1007,10 +1007,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 println!(
                     "{}",
-                    output::whoami_json(&me.account, &me.server, me.fingerprint)
+                    output::whoami_json(&me.account, &me.server, me.fingerprint, &me.warning)
                 );
             } else {
                 println!("{}", output::whoami_text(&me.account, &me.server));
+                if let Some(w) = &me.warning {
+                    eprintln!("warning: {w}");
+                }
             }
             client.close().await;
         }

@@ -7,8 +7,14 @@ use hush_client::hush_proto::fingerprint::Fingerprint;
 use hush_client::hush_proto::response::Account;
 use serde_json::json;
 
-pub fn whoami_json(a: &Account, server: &str, fingerprint: Fingerprint) -> String {
+pub fn whoami_json(
+    a: &Account,
+    server: &str,
+    fingerprint: Fingerprint,
+    warning: &Option<String>,
+) -> String {
     json!({
+        "warning": warning,
         "username": a.username.as_str(),
         "user_id": a.user_id.to_string(),
         "device": a.device_id.to_string(),

@@ -114,6 +114,9 @@ pub struct WhoAmI {
     pub account: Account,
     pub server: String,
     pub fingerprint: Fingerprint,
+    /// P543: set when the server publishes an account key for this user that is not
+    /// this account's own (someone may be posing as it).
+    pub warning: Option<String>,
 }
 
 /// A new account or device to create on the home's first connection.
@@ -791,10 +794,12 @@ impl Client {
             Box::pin(async move {
                 let live = e.live()?;
                 let account = account::whoami(&live.conn).await?;
+                let warning = e.messenger(&live).own_identity_warning().await?;
                 Ok(WhoAmI {
                     account,
                     server: live.conn.server().to_owned(),
                     fingerprint: live.conn.info().fingerprint,
+                    warning,
                 })
             })
         })

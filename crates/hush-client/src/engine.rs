@@ -318,6 +318,16 @@ impl Engine {
         let live = self.live()?;
         let m = self.messenger(&live);
         let mut added = m.sync().await?;
+        // P543, P547: this account's own published key and revocations, checked even
+        // with no conversation yet.
+        match m.own_identity_warning().await {
+            Ok(Some(warning)) => {
+                tracing::error!(%warning, "this account's published key is not its own");
+                self.emit(Event::LocalError { message: warning });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check this account's published key"),
+        }
         // P536: a new device joins its account's conversations by itself.
         if m.join_own_conversations().await? + m.resync_conversations().await? > 0 {
             added += m.sync().await?;

@@ -185,6 +185,11 @@ impl Messenger<'_> {
             .iter()
             .filter(|c| c.device != self.account.device_id)
         {
+            // P547: a device its account revoked is never added, whatever is claimed.
+            if self.revoked(&c.device)? {
+                tracing::warn!(device = %c.device, user = %c.username, "the server handed out a key package of a revoked device");
+                continue;
+            }
             match validate_key_package(&provider, &c.key_package, c.device) {
                 Ok((kp, cert)) => checked.push((kp, c, cert)),
                 Err(e) => refused.push((c.device, c.username.to_string(), e.to_string())),
@@ -288,14 +293,65 @@ impl Messenger<'_> {
 
     /// Devices refused before: not claimed again.
     fn refused(&self, device: &DeviceId) -> Result<bool, ClientError> {
-        self.home
+        Ok(self
+            .home
             .db()
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM refused_devices WHERE device_id = ?1)",
                 [device.as_bytes().as_slice()],
                 |r| r.get(0),
             )
+            .map_err(home_err)?
+            || self.revoked(device)?)
+    }
+
+    /// P547: whether the device's account revoked it (this home saw the statement).
+    pub(crate) fn revoked(&self, device: &DeviceId) -> Result<bool, ClientError> {
+        self.home
+            .db()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM revoked_devices WHERE device_id = ?1)",
+                [device.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
             .map_err(home_err)
+    }
+
+    /// P547: remembers a revocation once it verifies against the account key this home
+    /// trusts for `user` (its own, for this account); others are ignored.
+    fn note_revocation(
+        &self,
+        user: &str,
+        device: DeviceId,
+        statement: &[u8],
+    ) -> Result<(), ClientError> {
+        let trusted = if user == self.account.username.as_str() {
+            self.home.account_key()?.map(|k| k.public())
+        } else {
+            self.home.contact(user)?.map(|c| c.account_key)
+        };
+        let Some(key) = trusted.filter(|k| k.revoked(device, statement)) else {
+            tracing::warn!(user, %device, "ignored a revocation that does not verify");
+            return Ok(());
+        };
+        let fresh = self
+            .home
+            .db()
+            .execute(
+                "INSERT OR IGNORE INTO revoked_devices (device_id, username, account_key, statement)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    device.as_bytes().as_slice(),
+                    user,
+                    key.as_bytes().as_slice(),
+                    statement
+                ],
+            )
+            .map_err(home_err)?;
+        if fresh > 0 {
+            tracing::info!(user, %device, "a device was revoked by its account");
+        }
+        Ok(())
     }
 
     /// Creates `#name` with this user as its admin, adding every device of `members` and
@@ -696,6 +752,42 @@ impl Messenger<'_> {
         &self,
         users: &[String],
     ) -> Result<BTreeMap<String, BTreeSet<DeviceId>>, ClientError> {
+        Ok(self.list_devices_and_keys(users).await?.0)
+    }
+
+    /// P547, P543: whether the server publishes for this account a key that is not the
+    /// one this home holds (someone could pose as this user to everyone who meets it
+    /// next): a warning to show, checked even before the first conversation. Learns
+    /// this account's revocations on the way.
+    pub(crate) async fn own_identity_warning(&self) -> Result<Option<String>, ClientError> {
+        let me = self.account.username.to_string();
+        let (_, published) = self
+            .list_devices_and_keys(std::slice::from_ref(&me))
+            .await?;
+        let Some(mine) = self.home.account_key()?.map(|k| k.public()) else {
+            return Ok(None);
+        };
+        Ok(match published.get(&me) {
+            Some(p) if *p != mine => Some(format!(
+                "the server publishes account key {p} for you, but this account's key is \
+                 {mine}: someone may be posing as you to others; tell your server's operator"
+            )),
+            _ => None,
+        })
+    }
+
+    /// [`Messenger::list_devices`], with the account keys the server published.
+    #[allow(clippy::type_complexity)]
+    async fn list_devices_and_keys(
+        &self,
+        users: &[String],
+    ) -> Result<
+        (
+            BTreeMap<String, BTreeSet<DeviceId>>,
+            BTreeMap<String, AccountPublicKey>,
+        ),
+        ClientError,
+    > {
         let answer = self
             .conn
             .request(Body::ListDevices(pb::ListDevices {
@@ -707,6 +799,7 @@ impl Messenger<'_> {
         };
         let mut out: BTreeMap<String, BTreeSet<DeviceId>> = BTreeMap::new();
         let mut published: BTreeMap<String, AccountPublicKey> = BTreeMap::new();
+        let mut revocations = Vec::new();
         for o in listed {
             if let Some(k) = o
                 .account_key
@@ -714,21 +807,36 @@ impl Messenger<'_> {
             {
                 published.insert(o.username.to_string(), k);
             }
-            out.entry(o.username.to_string())
-                .or_default()
-                .insert(o.device);
+            match o.revocation {
+                Some(r) => revocations.push((o.username.to_string(), o.device, r)),
+                None => {
+                    out.entry(o.username.to_string())
+                        .or_default()
+                        .insert(o.device);
+                }
+            }
         }
+        let me = self.account.username.as_str();
         // P543, P544: the published key is pinned on first sight; another one later is
-        // an identity change (never trusted by itself).
+        // an identity change (never trusted by itself). This account's own key is not
+        // pinned from the server: it is the one this home holds (see
+        // `own_identity_warning`).
         self.home.write(|| {
-            for (user, key) in &published {
+            for (user, key) in published.iter().filter(|(u, _)| u.as_str() != me) {
                 if let (Pin::Mismatch, true) = self.home.pin(user, key)? {
                     self.identity_changed(user, key)?;
                 }
             }
+            for (user, device, statement) in &revocations {
+                self.note_revocation(user, *device, statement)?;
+            }
             Ok(())
         })?;
-        Ok(out)
+        // P547: a device revoked once stays out, whatever the server lists now.
+        for devices in out.values_mut() {
+            devices.retain(|d| !self.revoked(d).unwrap_or(true));
+        }
+        Ok((out, published))
     }
 
     /// P534: every device of a user belongs to that user's conversations. Adds this
@@ -1041,8 +1149,17 @@ impl Messenger<'_> {
                 "this account has no device {device}"
             )));
         }
-        let groups = self.home.live_conversations()?;
+        // P547: the account key says so, and this home remembers it first: no later
+        // sync adds the device back, whatever the server lists.
+        let key = self
+            .home
+            .account_key()?
+            .ok_or_else(|| home_err("this home has no account key"))?;
+        let statement = key.revoke(device);
         let me = self.account.username.to_string();
+        self.home
+            .write(|| self.note_revocation(&me, device, &statement))?;
+        let groups = self.home.live_conversations()?;
         for (group, _, _) in groups {
             let has = Conversation::load(&self.provider(), group)?
                 .is_some_and(|c| c.members().contains(&device));
@@ -1064,6 +1181,7 @@ impl Messenger<'_> {
             .conn
             .request(Body::RevokeDevice(pb::RevokeDevice {
                 device_id: device.as_bytes().to_vec().into(),
+                revocation: statement.into(),
             }))
             .await?
         {
@@ -1239,6 +1357,27 @@ impl Messenger<'_> {
     ) -> Result<usize, ClientError> {
         let provider = self.provider();
         let group = e.group_id;
+        // P547: no commit brings back a device its account revoked.
+        if let Some(d) = commit
+            .added
+            .iter()
+            .copied()
+            .chain(commit.joined.iter().map(|(d, _)| *d))
+            .find(|d| self.revoked(d).unwrap_or(false))
+        {
+            let by = lookup.resolve(&[commit.sender])?.of(&commit.sender);
+            return self.alert(
+                group,
+                e.stored_at_ms,
+                Alert {
+                    kind: SecurityKind::CommitRejected,
+                    rejection: Some(hush_crypto::Rejection::Identity),
+                    from: Some(by),
+                    device: Some(commit.sender),
+                    reason: format!("a commit adds device {d}, which its account revoked"),
+                },
+            );
+        }
         for (d, key) in commit.added_accounts.iter().chain(commit.joined.iter()) {
             self.home.note_device(*d, key)?;
         }

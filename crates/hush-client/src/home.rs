@@ -46,7 +46,8 @@ const MIGRATIONS: &[&str] = &[
 
 /// P438: the proposals (as relayed) of each group's current epoch, which a commit that
 /// includes them hands the server; P457: outbox entries that kept failing are set
-/// aside (with the last error) instead of blocking the rest.
+/// aside (with the last error) instead of blocking the rest; P547: devices revoked by
+/// their account key, remembered whatever a server lists later.
 const HARDENING: &str = "
     CREATE TABLE proposal_messages (
         group_id BLOB NOT NULL,
@@ -57,6 +58,12 @@ const HARDENING: &str = "
     ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN set_aside INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN last_error TEXT;
+    CREATE TABLE revoked_devices (
+        device_id   BLOB PRIMARY KEY,
+        username    TEXT NOT NULL,
+        account_key BLOB NOT NULL,
+        statement   BLOB NOT NULL
+    ) STRICT;
 ";
 
 /// P535: the epoch of each conversation whose sealed GroupInfo the server holds from

@@ -59,9 +59,24 @@ impl AccountPublicKey {
             .is_ok_and(|k| k.verify(msg, &Signature::from_bytes(signature)).is_ok())
     }
 
+    /// P547: whether `statement` is this account's signed revocation of `device`.
+    pub fn revoked(&self, device: DeviceId, statement: &[u8]) -> bool {
+        <[u8; 64]>::try_from(statement)
+            .is_ok_and(|sig| self.verifies(&revocation_message(self, device), &sig))
+    }
+
     fn verifying(&self) -> Result<VerifyingKey, CryptoError> {
         VerifyingKey::from_bytes(&self.0).map_err(|e| identity_err(format!("account key: {e}")))
     }
+}
+
+fn revocation_message(account: &AccountPublicKey, device: DeviceId) -> Vec<u8> {
+    [
+        &b"hush device revocation v1\0"[..],
+        account.as_bytes(),
+        device.as_bytes(),
+    ]
+    .concat()
 }
 
 impl std::fmt::Display for AccountPublicKey {
@@ -122,6 +137,13 @@ impl AccountKey {
     /// Signs `msg`, which must start with a context of its own record kind.
     pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
+    }
+
+    /// P547: the statement that `device` no longer belongs to this account; every
+    /// client that sees it never adds that device again, whatever a server lists.
+    pub fn revoke(&self, device: DeviceId) -> Vec<u8> {
+        self.sign_raw(&revocation_message(&self.public(), device))
+            .to_vec()
     }
 
     /// Signs a device's certificate (P541).
@@ -341,6 +363,21 @@ fn half(user: &str, key: &AccountPublicKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p547_a_revocation_names_one_device_of_one_account() {
+        let acct = AccountKey::generate();
+        let (d, e) = (DeviceId::from_bytes([1; 16]), DeviceId::from_bytes([2; 16]));
+        let statement = acct.revoke(d);
+        assert!(acct.public().revoked(d, &statement));
+        assert!(!acct.public().revoked(e, &statement), "another device");
+        assert!(
+            !AccountKey::generate().public().revoked(d, &statement),
+            "another account"
+        );
+        assert!(!acct.public().revoked(d, &statement[..63]));
+        assert!(!acct.public().revoked(d, &[0u8; 64]));
+    }
 
     #[test]
     fn p541_certificates_verify_only_with_their_signature_key() {

@@ -160,6 +160,8 @@ pub enum Request {
     ListMyDevices,
     RevokeDevice {
         device: DeviceId,
+        /// P547: the account key's statement (64 bytes), or none.
+        revocation: Option<Bytes>,
     },
     ListRequests,
     AnswerRequest {
@@ -716,8 +718,16 @@ fn validate_body(body: Body) -> Result<Request, ProtoError> {
         },
         Body::AdminShutdown(pb::AdminShutdown {}) => Request::AdminShutdown,
         Body::ListMyDevices(pb::ListMyDevices {}) => Request::ListMyDevices,
-        Body::RevokeDevice(pb::RevokeDevice { device_id }) => Request::RevokeDevice {
+        Body::RevokeDevice(pb::RevokeDevice {
+            device_id,
+            revocation,
+        }) => Request::RevokeDevice {
             device: DeviceId::from_slice(&device_id)?,
+            revocation: match revocation.len() {
+                0 => None,
+                64 => Some(revocation),
+                _ => return Err(ProtoError::invalid("revocation", "must be 64 bytes")),
+            },
         },
         Body::ListRequests(pb::ListRequests {}) => Request::ListRequests,
         Body::TotpEnable(pb::TotpEnable {}) => Request::TotpEnable,

@@ -95,6 +95,8 @@ pub struct DeviceOwner {
     pub device: DeviceId,
     pub username: Username,
     pub account_key: Option<AccountKeyBytes>,
+    /// P547: the account key's revocation of this device (64 bytes), when revoked.
+    pub revocation: Option<bytes::Bytes>,
 }
 
 /// One of this account's devices (P546).
@@ -505,6 +507,13 @@ pub fn validate(frame: ServerFrameIn) -> Result<ServerResponse, ProtoError> {
                         device: DeviceId::from_slice(&d.device_id)?,
                         username: Username::parse(&d.username)?,
                         account_key: optional_key(&d.account_key)?,
+                        revocation: match d.revocation.len() {
+                            0 => None,
+                            64 => Some(d.revocation),
+                            _ => {
+                                return Err(ProtoError::invalid("revocation", "must be 64 bytes"));
+                            }
+                        },
                     })
                 })
                 .collect::<Result<_, ProtoError>>()?,

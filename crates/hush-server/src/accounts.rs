@@ -623,6 +623,20 @@ pub async fn authenticate(
             "this account is disabled",
         ));
     }
+    // P547: a device its account revoked stays out, even if its rows came back.
+    if st
+        .store
+        .revocations(session.user_id)
+        .await?
+        .iter()
+        .any(|(d, _)| *d == session.device_id)
+    {
+        tracing::warn!(device = %session.device_id, "a revoked device tried to resume");
+        return Err(Refusal::new(
+            ErrorCode::Unauthenticated,
+            "this device was revoked; log in again",
+        ));
+    }
     // P546: "last seen" for the owner's device list; best effort.
     if let Err(e) = st.store.touch_device(session.device_id, now).await {
         tracing::warn!(device = %session.device_id, error = %e, "could not record last seen");

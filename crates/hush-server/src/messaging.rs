@@ -124,7 +124,8 @@ pub async fn claim_key_packages(
     Ok(Body::KeyPackages(pb::KeyPackages { packages }))
 }
 
-/// P413: every device of these users (for a user's devices to adopt new ones).
+/// P413: every device of these users (for a user's devices to adopt new ones), and
+/// P547: the devices each revoked, with the account key's statements.
 pub async fn list_devices(st: &ServerState, usernames: Vec<Username>) -> Result<Body, Refusal> {
     let mut devices = Vec::new();
     for name in usernames {
@@ -138,6 +139,15 @@ pub async fn list_devices(st: &ServerState, usernames: Vec<Username>) -> Result<
                 device_id: d.as_bytes().to_vec().into(),
                 username: name.to_string(),
                 account_key: account_key.clone(),
+                revocation: Bytes::new(),
+            });
+        }
+        for (d, statement) in st.store.revocations(user.user_id).await? {
+            devices.push(pb::DeviceOwner {
+                device_id: d.as_bytes().to_vec().into(),
+                username: name.to_string(),
+                account_key: account_key.clone(),
+                revocation: statement.into(),
             });
         }
     }
@@ -153,6 +163,7 @@ pub async fn lookup_devices(st: &ServerState, devices: Vec<DeviceId>) -> Result<
                 device_id: o.device.as_bytes().to_vec().into(),
                 username: o.username.to_string(),
                 account_key: key_bytes(o.account_key),
+                revocation: Bytes::new(),
             })
             .collect(),
     }))
@@ -238,6 +249,7 @@ pub async fn revoke_device(
     st: &ServerState,
     auth: &Authenticated,
     device: DeviceId,
+    revocation: Option<Bytes>,
 ) -> Result<Body, Refusal> {
     if device == auth.device_id {
         return Err(Refusal::new(
@@ -251,6 +263,26 @@ pub async fn revoke_device(
             ErrorCode::NotFound,
             format!("this account has no device {device}"),
         ));
+    }
+    // P547: the account key's statement is kept (before the device goes, so a crash
+    // between leaves the safe side) and handed to everyone who lists the devices.
+    let account = st
+        .store
+        .user_by_name(&auth.username)
+        .await?
+        .and_then(|u| u.account_key)
+        .and_then(|k| hush_crypto::account::AccountPublicKey::from_slice(&k).ok());
+    if let Some(account) = account {
+        let Some(statement) = revocation.filter(|r| account.revoked(device, r)) else {
+            tracing::info!(user = %auth.username, %device, "refused a revocation the account key did not sign");
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "a revocation must be signed by this account's key",
+            ));
+        };
+        st.store
+            .add_revocation(auth.user_id, device, statement.to_vec())
+            .await?;
     }
     st.store.remove_device(device).await?;
     st.hub.revoke(device);

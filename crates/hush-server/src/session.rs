@@ -1080,8 +1080,8 @@ async fn dispatch(
                     messaging::ack(st, &auth, ids, missed_seen).await
                 }
                 Request::ListMyDevices => messaging::list_my_devices(st, &auth).await,
-                Request::RevokeDevice { device } => {
-                    messaging::revoke_device(st, &auth, device).await
+                Request::RevokeDevice { device, revocation } => {
+                    messaging::revoke_device(st, &auth, device, revocation).await
                 }
                 Request::ListRequests => messaging::list_requests(st, &auth).await,
                 Request::AnswerRequest { inviter, accept } => {

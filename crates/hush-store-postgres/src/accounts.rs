@@ -601,6 +601,39 @@ pub(crate) async fn claim_key_packages(
     Ok(out)
 }
 
+pub(crate) async fn add_revocation(
+    c: &mut PgConnection,
+    user: &UserId,
+    device: &DeviceId,
+    statement: &[u8],
+) -> Result<(), StoreError> {
+    exec!(
+        c,
+        "INSERT INTO revocations (user_id, device_id, statement) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET statement = EXCLUDED.statement",
+        user.as_bytes(),
+        device.as_bytes(),
+        statement
+    );
+    Ok(())
+}
+
+pub(crate) async fn revocations(
+    c: &mut PgConnection,
+    user: &UserId,
+) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+    let rows = rows!(
+        c,
+        ([u8; 16], Vec<u8>),
+        "SELECT device_id, statement FROM revocations WHERE user_id = $1 ORDER BY device_id",
+        user.as_bytes()
+    );
+    Ok(rows
+        .into_iter()
+        .map(|(d, s)| (DeviceId::from_bytes(d), s))
+        .collect())
+}
+
 pub(crate) async fn devices_of(
     c: &mut PgConnection,
     user: &UserId,

@@ -40,6 +40,7 @@ pub const TABLES: &[&str] = &[
     "failures",
     "group_infos",
     "group_states",
+    "revocations",
 ];
 
 /// Tables whose `id` is an identity column: copied as they are, then their

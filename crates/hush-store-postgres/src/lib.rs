@@ -448,6 +448,22 @@ impl Store for PgStore {
         write_tx!(self, |c, _| accounts::claim_key_packages(c, users).await)
     }
 
+    async fn add_revocation(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        statement: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        write_tx!(self, |c, _| accounts::add_revocation(
+            c, &user, &device, &statement
+        )
+        .await)
+    }
+
+    async fn revocations(&self, user: UserId) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+        read_tx!(self, |c| accounts::revocations(c, &user).await)
+    }
+
     async fn devices_of(&self, user: UserId) -> Result<Vec<DeviceId>, StoreError> {
         read_tx!(self, |c| accounts::devices_of(c, &user).await)
     }

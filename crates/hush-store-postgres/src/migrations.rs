@@ -22,6 +22,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_group_states",
         include_str!("../migrations/0005_group_states.sql"),
     ),
+    (
+        "0006_revocations",
+        include_str!("../migrations/0006_revocations.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key of hush's migrations.

@@ -1035,6 +1035,51 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn add_revocation(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        statement: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            cached_exec(
+                conn,
+                "INSERT INTO revocations (user_id, device_id, statement) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET statement = excluded.statement",
+                params![
+                    user.as_bytes().as_slice(),
+                    device.as_bytes().as_slice(),
+                    statement
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revocations(&self, user: UserId) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT device_id, statement FROM revocations WHERE user_id = ?1 ORDER BY device_id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([user.as_bytes().as_slice()], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (d, s) = row.map_err(backend)?;
+                out.push((DeviceId::from_bytes(id16(d)?), s));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn create_invite(&self, invite: NewInvite) -> Result<(), StoreError> {
         self.run(move |conn| {
             cached_exec(conn,

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_failures.sql"),
     include_str!("../migrations/0013_group_infos.sql"),
     include_str!("../migrations/0014_group_states.sql"),
+    include_str!("../migrations/0015_revocations.sql"),
 ];
 
 /// Applies the migrations the database has not seen, each in its own transaction.

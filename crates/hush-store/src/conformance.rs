@@ -61,6 +61,36 @@ pub async fn run<S: Store + ?Sized>(store: &S) {
     failures(store).await;
     group_infos(store).await;
     public_states(store).await;
+    revocations(store).await;
+}
+
+/// P547: revocation statements are kept per user, replaced per device, and outlive the
+/// device they name.
+async fn revocations<S: Store + ?Sized>(store: &S) {
+    store.create_user(user(170, "rv_ann")).await.unwrap();
+    let ann = UserId::from_bytes([170; 16]);
+    assert!(store.revocations(ann).await.unwrap().is_empty());
+    store.add_device(ann, device(171), u64::MAX).await.unwrap();
+    store
+        .add_revocation(ann, dev(171), b"first".to_vec())
+        .await
+        .unwrap();
+    store
+        .add_revocation(ann, dev(171), b"signed".to_vec())
+        .await
+        .unwrap();
+    store.remove_device(dev(171)).await.unwrap();
+    assert_eq!(
+        store.revocations(ann).await.unwrap(),
+        vec![(dev(171), b"signed".to_vec())]
+    );
+    assert!(
+        store
+            .revocations(UserId::from_bytes([171; 16]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// P438: a group's public MLS state is kept with the group, replaced by each accepted

@@ -196,6 +196,18 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a device and its session (logout).
     async fn remove_device(&self, device: DeviceId) -> Result<(), StoreError>;
 
+    /// P547: keeps the statement `user`'s account key signed that `device` is revoked
+    /// (replacing one for the same device); kept with the user, never with the device.
+    async fn add_revocation(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        statement: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// P547: `user`'s revocation statements, by device.
+    async fn revocations(&self, user: UserId) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError>;
+
     async fn create_invite(&self, invite: NewInvite) -> Result<(), StoreError>;
 
     /// Whether an invite exists with uses left and is unexpired at `now` (Unix seconds).

@@ -89,6 +89,7 @@ struct State {
     backups: BTreeMap<UserId, (BackupRecord, Vec<Vec<u8>>)>,
     /// P535: sealed GroupInfos by (user, group), with their epoch.
     group_infos: BTreeMap<(UserId, GroupId), (u64, Vec<u8>)>,
+    revocations: BTreeMap<(UserId, DeviceId), Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -597,6 +598,28 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn add_revocation(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        statement: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.revocations.insert((user, device), statement);
+            Ok(())
+        })
+    }
+
+    async fn revocations(&self, user: UserId) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+        self.with(|s| {
+            Ok(s.revocations
+                .iter()
+                .filter(|((u, _), _)| *u == user)
+                .map(|((_, d), st)| (*d, st.clone()))
+                .collect())
+        })
+    }
+
     async fn create_invite(&self, invite: NewInvite) -> Result<(), StoreError> {
         self.with(|s| {
             s.invites.insert(invite.digest, invite);
@@ -666,6 +689,7 @@ impl Store for MemoryStore {
             s.files.retain(|_, f| f.uploader_user != id);
             s.backups.remove(&id);
             s.group_infos.retain(|(u, _), _| *u != id);
+            s.revocations.retain(|(u, _), _| *u != id);
             Ok(())
         })
     }
