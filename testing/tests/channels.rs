@@ -187,9 +187,20 @@ fn the_lobby_and_what_admins_change() {
         listed.contains("#lobby: 0 members, open, the lobby"),
         "{listed}"
     );
-    ok(&ann.run("", &["channel", "join", "#lobby"]));
+    // ben (not a server admin) joins first; the lobby is still not his.
     ok(&ben.run("", &["channel", "join", "lobby"]));
-    assert_eq!(members_joined(&ann.recv(5)), ["ben"]);
+    ok(&ann.run("", &["channel", "join", "#lobby"]));
+    assert_eq!(members_joined(&ben.recv(5)), ["ann"]);
+    let refused = ben.run("", &["channel", "delete", "lobby"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("only admins"),
+        "{refused:?}"
+    );
+    assert!(
+        ok(&cat.run("", &["channel", "list"])).contains("#lobby: 2 members"),
+        "the lobby stays"
+    );
     fails(
         &ann.run_env(
             PW,

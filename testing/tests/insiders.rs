@@ -483,3 +483,79 @@ fn hush_crypto_key() -> Vec<u8> {
     k.extend([0x66u8; 31]);
     k
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_piece_past_an_empty_files_start_is_a_clear_refusal() {
+    let server = Server::start(&[]);
+    let d = dirs::<2>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let _ben = register(&server, d[1].path(), "ben", Default::default()).await;
+    ann.send(&to("ben"), "hi").await.unwrap();
+    ann.close().await;
+    let conn = raw(&server, d[0].path()).await;
+    let found = conn
+        .request(Body::FindDirect(pb::FindDirect { peer: "ben".into() }))
+        .await
+        .unwrap();
+    let Response::DirectGroup(Some((group, _))) = found else {
+        panic!("{found:?}")
+    };
+    let created = conn
+        .request(Body::FileCreate(pb::FileCreate {
+            group_id: group.as_bytes().to_vec().into(),
+            size: 1000,
+        }))
+        .await
+        .unwrap();
+    let Response::FileCreated { file_id, .. } = created else {
+        panic!("{created:?}")
+    };
+    let piece = conn
+        .request(Body::FileUpload(pb::FileUpload {
+            file_id: file_id.as_bytes().to_vec().into(),
+            offset: 100,
+            data: vec![1u8; 100].into(),
+        }))
+        .await;
+    assert_eq!(code(&piece), Some(ErrorCode::InvalidArgument), "{piece:?}");
+    let message = piece.unwrap_err().to_string();
+    assert!(message.contains("holds 0 bytes"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_keys_the_server_did_not_take_at_registration_go_up_later() {
+    let server = Server::start(&[]);
+    let d = dirs::<2>();
+    let faults = Faults::default();
+    // The server refuses the registration's BackupKeys (as when its storage was full):
+    // the account exists, the wraps wait on the device.
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = refused.clone();
+    faults.rewrite_next(move |body| match body {
+        Body::BackupKeys(k) => {
+            k.signature = vec![0u8; 64].into();
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            true
+        }
+        _ => false,
+    });
+    let ann = register(
+        &server,
+        d[0].path(),
+        "ann",
+        ClientOptions {
+            faults: faults.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst));
+    ann.sync().await.unwrap();
+    ann.close().await;
+    // A new device opens the account's backup key with the password: the wraps are
+    // on the server.
+    let second = inproc::login(&server, d[1].path(), "ann", Default::default()).await;
+    let status = second.backup_status().await.unwrap();
+    assert!(status.enabled, "{status:?}");
+    assert!(status.recovery_key_set, "{status:?}");
+}

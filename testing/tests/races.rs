@@ -272,3 +272,37 @@ async fn a_flood_of_logins_for_names_nobody_has_leaves_the_store_small() {
         .unwrap();
     assert!(rows < 5, "{rows} failure rows for names nobody has");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_cannot_drain_another_users_key_packages() {
+    let server = Server::with_limits("key_package_claims_per_target_per_hour = 5");
+    let d = dirs::<3>();
+    register(&server, d[0].path(), "victim", Default::default())
+        .await
+        .close()
+        .await;
+    register(&server, d[1].path(), "drainer", Default::default())
+        .await
+        .close()
+        .await;
+    register(&server, d[2].path(), "friend", Default::default())
+        .await
+        .close()
+        .await;
+    let claim = || {
+        Body::ClaimKeyPackages(pb::ClaimKeyPackages {
+            usernames: vec!["victim".into()],
+        })
+    };
+    let drainer = raw(&server, d[1].path()).await;
+    for _ in 0..5 {
+        let got = drainer.request(claim()).await;
+        assert!(matches!(got, Ok(Response::KeyPackages(_))), "{got:?}");
+    }
+    let refused = drainer.request(claim()).await;
+    assert_eq!(code(&refused), Some(ErrorCode::RateLimited), "{refused:?}");
+    // Others still get the victim's packages.
+    let friend = raw(&server, d[2].path()).await;
+    let got = friend.request(claim()).await;
+    assert!(matches!(got, Ok(Response::KeyPackages(p)) if !p.is_empty()));
+}

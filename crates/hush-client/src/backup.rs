@@ -271,9 +271,49 @@ pub(crate) async fn set_up(
     let public = account.public();
     let by_password = hush_crypto::backup::wrap(&key, export_key, Wrap::Password, &public)?;
     let by_recovery = hush_crypto::backup::wrap(&key, recovery.expose(), Wrap::Recovery, &public)?;
-    set_keys(conn, account, Some(by_password), Some(by_recovery)).await?;
+    // Kept first, with the wraps still to hand over: an account the server made while
+    // it could not keep the wraps (storage full) gets them on a later connection.
     save_key(home, &key)?;
+    home.db()
+        .execute(
+            "UPDATE backup_state SET pending_password = ?1, pending_recovery = ?2 WHERE id = 1",
+            [by_password.as_slice(), by_recovery.as_slice()],
+        )
+        .map_err(home_err)?;
+    if let Err(e) = send_pending_keys(home, conn, account).await {
+        tracing::warn!(error = %e, "the backup keys wait on this device until the server can keep them");
+    }
     Ok(recovery)
+}
+
+/// Hands the server wrapped keys this home made but could not send yet (P571).
+pub(crate) async fn send_pending_keys(
+    home: &Home,
+    conn: &Connection,
+    account: &AccountKey,
+) -> Result<(), ClientError> {
+    type Wraps = (Option<Vec<u8>>, Option<Vec<u8>>);
+    let pending: Option<Wraps> = home
+        .db()
+        .query_row(
+            "SELECT pending_password, pending_recovery FROM backup_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(home_err)?;
+    let Some((password, recovery)) = pending.filter(|(p, r)| p.is_some() || r.is_some()) else {
+        return Ok(());
+    };
+    set_keys(conn, account, password, recovery).await?;
+    home.db()
+        .execute(
+            "UPDATE backup_state SET pending_password = NULL, pending_recovery = NULL WHERE id = 1",
+            [],
+        )
+        .map_err(home_err)?;
+    tracing::info!("the backup keys are on the server now");
+    Ok(())
 }
 
 /// At login: the account's backup key, opened with the export key of this login (or

@@ -112,10 +112,18 @@ impl Messenger<'_> {
                 return Err(unexpected(&answer));
             };
             let (Some(group), Some(info)) = (group_id, group_info) else {
-                // P556: nobody made the lobby yet; this device does.
-                return match self.create_channel(name, &ChannelAccess::default()).await {
+                // P556: nobody made the lobby yet; this device does, with no admin in
+                // its signed state: the server's admins own it, not its first joiner.
+                let settings = pb::ChannelSettings {
+                    open: true,
+                    ..Default::default()
+                };
+                return match self
+                    .create_group_as(name, &[], Some(settings), Vec::new())
+                    .await
+                {
                     Err(ClientError::Invalid(_)) => continue,
-                    other => other.map(|_| ()),
+                    other => other,
                 };
             };
             let provider = self.provider();

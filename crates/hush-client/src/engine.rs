@@ -328,6 +328,12 @@ impl Engine {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not check this account's published key"),
         }
+        // P571: backup keys made while the server could not keep them go now.
+        if let Some(account) = self.home.account_key()?
+            && let Err(e) = crate::backup::send_pending_keys(&self.home, &live.conn, &account).await
+        {
+            tracing::warn!(error = %e, "the backup keys still wait on this device");
+        }
         // P536: a new device joins its account's conversations by itself.
         if m.join_own_conversations().await? + m.resync_conversations().await? > 0 {
             added += m.sync().await?;

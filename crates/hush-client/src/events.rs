@@ -319,7 +319,7 @@ pub fn terminal_safe(text: &str) -> String {
 }
 
 /// Characters that reorder what follows them on screen (Trojan Source).
-fn is_bidi_control(c: char) -> bool {
+pub(crate) fn is_bidi_control(c: char) -> bool {
     matches!(
         c,
         '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'

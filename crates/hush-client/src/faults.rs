@@ -24,16 +24,16 @@ struct Rule {
     skip: usize,
 }
 
-/// A change a test makes to the next `Commit` this client sends: a member's client
-/// modified to lie (issue 29's attacks).
-pub type CommitRewrite = Box<dyn FnOnce(&mut hush_proto::pb::Commit) + Send>;
+/// A change a test makes to the next request this client sends (a `Commit` whose
+/// routing header lies, a request the server must refuse): issue 29's attacks.
+pub type Rewrite = Box<dyn FnMut(&mut hush_proto::pb::client_frame::Body) -> bool + Send>;
 
 /// Rules shared by every connection a client opens; each fires once.
 #[derive(Clone, Default)]
 pub struct Faults {
     rules: Arc<Mutex<Vec<Rule>>>,
     fired: Arc<Mutex<Vec<String>>>,
-    rewrite: Arc<Mutex<Option<CommitRewrite>>>,
+    rewrite: Arc<Mutex<Option<Rewrite>>>,
 }
 
 impl std::fmt::Debug for Faults {
@@ -69,17 +69,37 @@ impl Faults {
         &self,
         f: impl FnOnce(&mut hush_proto::pb::Commit) + Send + 'static,
     ) {
+        let mut f = Some(f);
+        self.rewrite_next(move |body| match body {
+            hush_proto::pb::client_frame::Body::Commit(c) => {
+                if let Some(f) = f.take() {
+                    f(c);
+                }
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Rewrites the next request for which `f` returns `true` (it may change it).
+    pub fn rewrite_next(
+        &self,
+        f: impl FnMut(&mut hush_proto::pb::client_frame::Body) -> bool + Send + 'static,
+    ) {
         if let Ok(mut r) = self.rewrite.lock() {
             *r = Some(Box::new(f));
         }
     }
 
     pub(crate) fn on_request(&self, body: &mut hush_proto::pb::client_frame::Body) {
-        if let hush_proto::pb::client_frame::Body::Commit(c) = body
-            && let Some(f) = self.rewrite.lock().ok().and_then(|mut r| r.take())
+        let Ok(mut rewrite) = self.rewrite.lock() else {
+            return;
+        };
+        if let Some(f) = rewrite.as_mut()
+            && f(body)
         {
-            tracing::warn!("fault injected: a rewritten commit");
-            f(c);
+            tracing::warn!("fault injected: a rewritten request");
+            *rewrite = None;
         }
     }
 

@@ -67,21 +67,28 @@ pub fn human_size(n: u64) -> String {
     hush_proto::human_bytes(n)
 }
 
-/// An offered name as it may be shown: control characters replaced.
+/// Control characters and bidirectional overrides: a peer's name must not hide its
+/// real extension (`report\u{202E}fdp.exe` shows as `reportexe.pdf`).
+fn unsafe_char(c: char) -> bool {
+    c.is_control() || crate::events::is_bidi_control(c)
+}
+
+/// An offered name as it may be shown: control characters and bidi overrides replaced.
 pub fn display_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if unsafe_char(c) { '?' } else { c })
         .collect()
 }
 
 /// P563: the offered name reduced to one plain file name: no directory part (either
-/// separator), no control characters, no leading dots, never `.` or `..` or empty.
-/// Whatever a peer writes, the file lands inside the chosen directory.
+/// separator), no control characters or bidirectional overrides, no leading dots,
+/// never `.` or `..` or empty. Whatever a peer writes, the file lands inside the
+/// chosen directory under a name that reads as what it is.
 pub fn safe_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let clean: String = last
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !unsafe_char(*c))
         .collect::<String>()
         .trim()
         .trim_start_matches('.')
@@ -806,6 +813,9 @@ mod tests {
         assert_eq!(safe_file_name(".bashrc"), "bashrc");
         assert_eq!(safe_file_name("a\u{7}b\nc"), "abc");
         assert_eq!(safe_file_name("report.pdf"), "report.pdf");
+        assert_eq!(safe_file_name("report\u{202E}fdp.exe"), "reportfdp.exe");
+        assert_eq!(safe_file_name("\u{2066}a\u{2069}.txt"), "a.txt");
+        assert_eq!(display_name("x\u{202E}y"), "x?y");
         let dir = std::env::temp_dir();
         let dest = destination(Some(&dir), "../../etc/passwd").unwrap();
         assert_eq!(dest, dir.join("passwd"));

@@ -362,6 +362,19 @@ impl Messenger<'_> {
         members: &[Username],
         channel: Option<pb::ChannelSettings>,
     ) -> Result<(), ClientError> {
+        let admins = vec![self.account.username.clone()];
+        self.create_group_as(name, members, channel, admins).await
+    }
+
+    /// [`Messenger::create_group`] with the signed state's admins given: none for the
+    /// server's lobby (P556), which the server's admins own, not its first joiner.
+    pub(crate) async fn create_group_as(
+        &self,
+        name: &GroupName,
+        members: &[Username],
+        channel: Option<pb::ChannelSettings>,
+        admins: Vec<Username>,
+    ) -> Result<(), ClientError> {
         self.sync().await?;
         let mut users: Vec<Username> = members
             .iter()
@@ -375,7 +388,7 @@ impl Messenger<'_> {
         let (packages, devices) = self.key_packages(&claim).await?;
         let state = GroupState {
             name: name.clone(),
-            admins: vec![self.account.username.clone()],
+            admins,
             joinable: channel.is_some(),
             deleted: false,
         };

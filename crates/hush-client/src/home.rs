@@ -58,6 +58,8 @@ const HARDENING: &str = "
     ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN set_aside INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN last_error TEXT;
+    ALTER TABLE backup_state ADD COLUMN pending_password BLOB;
+    ALTER TABLE backup_state ADD COLUMN pending_recovery BLOB;
     CREATE TABLE revoked_devices (
         device_id   BLOB PRIMARY KEY,
         username    TEXT NOT NULL,

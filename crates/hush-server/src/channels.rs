@@ -337,7 +337,16 @@ async fn administered(
         .channel(name.bare())
         .await?
         .ok_or_else(|| not_found(name))?;
-    if !channel.admins.contains(&auth.user_id) {
+    // P556: the lobby belongs to the server's admins, not to whoever joined it first.
+    let allowed = if is_lobby(st, name) {
+        st.store
+            .user_by_name(&auth.username)
+            .await?
+            .is_some_and(|u| u.admin)
+    } else {
+        channel.admins.contains(&auth.user_id)
+    };
+    if !allowed {
         tracing::info!(user = %auth.username, channel = %name, "refused: not a channel admin");
         return Err(Refusal::new(
             ErrorCode::Forbidden,

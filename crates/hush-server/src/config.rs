@@ -114,6 +114,9 @@ pub struct Limits {
     pub invitation_max_bytes: u64,
     /// Key packages one device may claim per minute, each package counted (P411).
     pub key_package_claims_per_minute: u32,
+    /// Claims naming one user that one account may make per hour (P411): nobody can
+    /// drain another user's one-time key packages.
+    pub key_package_claims_per_target_per_hour: u32,
     /// Undelivered messages are deleted after this long (P453).
     #[serde(rename = "retention_secs", with = "secs")]
     pub retention: Duration,
@@ -174,6 +177,7 @@ impl Default for Limits {
             pending_invitations_per_account: 20,
             invitation_max_bytes: 512 * 1024,
             key_package_claims_per_minute: 600,
+            key_package_claims_per_target_per_hour: 120,
             retention: Duration::from_secs(30 * 86_400),
             idempotency_window: Duration::from_secs(7 * 86_400),
             prune_interval: Duration::from_secs(3_600),

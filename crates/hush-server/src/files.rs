@@ -134,6 +134,14 @@ pub async fn upload(
                 format!("the server holds {have} bytes of this file; resume from there"),
             ));
         }
+        // Nothing held yet and a piece past the start: the client's mistake, not ours.
+        Err(BlobError::NotFound) => {
+            tracing::info!(file = %id, offset, "refused an upload piece past an empty file's start");
+            return Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "the server holds 0 bytes of this file; resume from there",
+            ));
+        }
         Err(e) => return Err(blob_failed(st, "append", id, e)),
     };
     let complete = received == f.size;

@@ -76,6 +76,9 @@ pub struct ServerState {
     pub(crate) stop_requested: tokio::sync::watch::Sender<bool>,
     /// Key package claims per device (P411).
     pub(crate) claims: limits::FailureLimiter<hush_proto::ids::DeviceId>,
+    /// Claims per (claiming user, claimed user) in the last hour (P411).
+    pub(crate) claims_per_target:
+        limits::FailureLimiter<(hush_proto::ids::UserId, hush_proto::ids::UserId)>,
     /// Open connections per source address and authenticated ones per account (P106).
     pub(crate) per_address: Arc<limits::Occupancy<std::net::IpAddr>>,
     pub(crate) per_account: Arc<limits::Occupancy<hush_proto::ids::UserId>>,
@@ -102,6 +105,11 @@ impl ServerState {
         // The store tells the hub of every committed entry, in commit order (P443).
         let hub = Arc::new(hub::Hub::default());
         store.set_listener(hub.clone());
+        let claims_per_target = limits::FailureLimiter::new(
+            config.limits.key_package_claims_per_target_per_hour,
+            3600,
+            100_000,
+        );
         let hashing = Arc::new(tokio::sync::Semaphore::new(
             config.limits.concurrent_password_hashes.max(1) as usize,
         ));
@@ -115,6 +123,7 @@ impl ServerState {
             hub,
             stop_requested: tokio::sync::watch::channel(false).0,
             claims,
+            claims_per_target,
             per_address: Arc::default(),
             per_account: Arc::default(),
             reserve: reserve::Reserve::none(),

@@ -105,6 +105,21 @@ pub async fn claim_key_packages(
             .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no user named {name}")))?;
         users.push(user);
     }
+    // One account may name one other user in a claim a bounded number of times an hour,
+    // so it cannot drain that user's one-time packages (its own devices do not count).
+    for u in users.iter().filter(|u| u.user_id != auth.user_id) {
+        if let Err(wait) = st
+            .claims_per_target
+            .try_record(&(auth.user_id, u.user_id), now)
+        {
+            tracing::info!(device = %auth.device_id, target = %u.username, "refused a key package claim: too many for one user");
+            return Err(Refusal {
+                code: ErrorCode::RateLimited,
+                message: format!("too many key package requests for {}", u.username),
+                retry_after_secs: wait,
+            });
+        }
+    }
     let ids: Vec<_> = users.iter().map(|u| u.user_id).collect();
     let claimed = st.store.claim_key_packages(&ids).await?;
     let packages: Vec<pb::DeviceKeyPackage> = claimed

@@ -61,6 +61,29 @@ fn connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Free pages given back to the file system per retention pass (P453), 4 KiB each: a
+/// pass never holds the writer for long, and a large drain shrinks over a few passes.
+const VACUUM_PAGES: u32 = 20_000;
+
+/// Puts the database in `auto_vacuum = INCREMENTAL`, so retention can give freed pages
+/// back (a large drain otherwise leaves the file at its largest for good). A database
+/// made before needs one `VACUUM` to switch; if that cannot run now (no room for the
+/// copy), it stays as it was and this is tried again at the next start.
+fn incremental_vacuum_on(conn: &Connection) {
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap_or(2);
+    if mode == 2 {
+        return;
+    }
+    tracing::info!(
+        "switching the database to incremental vacuum (once; a large database takes a while)"
+    );
+    if let Err(e) = conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;") {
+        tracing::warn!(error = %e, "the database could not be switched to incremental vacuum yet");
+    }
+}
+
 /// A SQLite failure as a store error: a full disk or database is `StorageFull`
 /// (P451); a busy or locked database may pass, so it is retryable.
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -104,6 +127,7 @@ impl SqliteStore {
         let mut writer = connection(path)?;
         migrations::apply(&mut writer)?;
         restrict(path)?;
+        incremental_vacuum_on(&writer);
         if max_bytes > 0 {
             let page: i64 = writer
                 .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -2624,6 +2648,17 @@ impl Store for SqliteStore {
                 Ok((sent + handshakes) as u64)
             })
             .await?;
+        // Freed pages go back to the file system, a bounded number per pass.
+        self.run(|conn| {
+            // The pragma frees one page per step: step it to the end.
+            let mut stmt = conn
+                .prepare(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
+                .map_err(backend)?;
+            let mut rows = stmt.query([]).map_err(backend)?;
+            while rows.next().map_err(backend)?.is_some() {}
+            Ok(())
+        })
+        .await?;
         Ok(pruned)
     }
 }

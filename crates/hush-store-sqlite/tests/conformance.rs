@@ -51,6 +51,29 @@ fn the_database_is_owner_only_even_if_it_was_not() {
 }
 
 #[tokio::test]
+async fn the_database_shrinks_after_a_large_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hush.db");
+    let store = SqliteStore::open(&path).unwrap();
+    hush_store::conformance::fill_and_drain(&store, 200).await;
+    let pages = |store_path: &std::path::Path| -> (i64, i64) {
+        let c = rusqlite::Connection::open(store_path).unwrap();
+        let count: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        let free: i64 = c
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .unwrap();
+        (count, free)
+    };
+    let (before, free) = pages(&path);
+    assert!(free > 1000, "the drain freed pages ({free} of {before})");
+    // The retention pass gives the free pages back to the file system.
+    store.prune(0, 0).await.unwrap();
+    let (after, free) = pages(&path);
+    assert!(after < before / 2, "{after} pages of {before} remain");
+    assert!(free < 100, "{free} free pages remain");
+}
+
+#[tokio::test]
 async fn a_full_database_refuses_writes_but_drains() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_limited(&dir.path().join("hush.db"), 2 * 1024 * 1024).unwrap();

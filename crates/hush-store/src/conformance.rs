@@ -1448,6 +1448,34 @@ async fn quotas<S: Store + ?Sized>(store: &S) {
 /// P451, for a backend opened with a small size limit (or on a small disk): writes past
 /// it fail with `StorageFull` and change nothing, while fetches and acks still work, and
 /// once drained, writes work again. `store` must be empty.
+/// Stores `n` messages of 64 KiB for one device, then reads and acknowledges them all
+/// (a large drain), for adapters to check what the drain leaves behind.
+pub async fn fill_and_drain<S: Store + ?Sized>(store: &S, n: u32) {
+    store.create_user(user(3, "drain_sender")).await.unwrap();
+    store.create_user(user(4, "drain_reader")).await.unwrap();
+    let g = GroupId::from_bytes([3; 16]);
+    store
+        .create_group(plain_group(g, dev(3), vec![dev(3), dev(4)], 1))
+        .await
+        .unwrap();
+    let payload = vec![7u8; 64 * 1024];
+    for i in 0..n {
+        let mut m = msg(g, 1, 3, 0, &payload);
+        m.client_message_id[..4].copy_from_slice(&i.to_be_bytes());
+        store.enqueue_message(m).await.unwrap();
+    }
+    let mut after = 0;
+    loop {
+        let page = store.fetch_mailbox(dev(4), after, 500, ANY).await.unwrap();
+        let Some(last) = page.entries.last() else {
+            break;
+        };
+        after = last.id;
+        let ids: Vec<u64> = page.entries.iter().map(|e| e.id).collect();
+        store.ack(dev(4), &ids, 0).await.unwrap();
+    }
+}
+
 pub async fn drains_when_full<S: Store + ?Sized>(store: &S) {
     store.create_user(user(1, "full_sender")).await.unwrap();
     store.create_user(user(2, "full_reader")).await.unwrap();
