@@ -26,7 +26,7 @@ use crate::{CryptoError, Rejection, internal};
 
 /// Bounds on a stored state: what a group of the server's largest size needs, many
 /// times over (a corrupt row must not make the server allocate without limit).
-const MAX_ENTRIES: usize = 64;
+const MAX_ENTRIES: usize = 4096;
 const MAX_STATE_BYTES: usize = 64 << 20;
 
 /// A group as the server verified it.
