@@ -774,19 +774,51 @@ impl Messenger<'_> {
     /// this account's revocations on the way.
     pub(crate) async fn own_identity_warning(&self) -> Result<Option<String>, ClientError> {
         let me = self.account.username.to_string();
-        let (_, published) = self
+        let (listed, published) = self
             .list_devices_and_keys(std::slice::from_ref(&me))
             .await?;
         let Some(mine) = self.home.account_key()?.map(|k| k.public()) else {
             return Ok(None);
         };
-        Ok(match published.get(&me) {
-            Some(p) if *p != mine => Some(format!(
+        if let Some(p) = published.get(&me).filter(|p| **p != mine) {
+            return Ok(Some(format!(
                 "the server publishes account key {p} for you, but this account's key is \
                  {mine}: someone may be posing as you to others; tell your server's operator"
-            )),
-            _ => None,
-        })
+            )));
+        }
+        // A device listed for this account that this home never saw certified: its key
+        // package's certificate decides (a ghost is refused and remembered, P543).
+        let mut unknown = Vec::new();
+        for d in listed.get(&me).into_iter().flatten() {
+            if *d != self.account.device_id
+                && self.home.account_of(d)?.is_none()
+                && !self.refused(d)?
+            {
+                unknown.push(*d);
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(None);
+        }
+        if let Err(e) = self
+            .key_packages(std::slice::from_ref(&self.account.username))
+            .await
+        {
+            tracing::warn!(error = %e, "could not check this account's listed devices");
+        }
+        let mut ghosts = Vec::new();
+        for d in unknown {
+            if self.refused(&d)? {
+                ghosts.push(d.to_string());
+            }
+        }
+        Ok((!ghosts.is_empty()).then(|| {
+            format!(
+                "the server lists device {} for you, which your account key never \
+                 certified: it is never added to your conversations; tell your server's operator",
+                ghosts.join(", ")
+            )
+        }))
     }
 
     /// [`Messenger::list_devices`], with the account keys the server published.

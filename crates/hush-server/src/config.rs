@@ -240,6 +240,14 @@ impl Limits {
                 "key_package_claims_per_minute",
                 u64::from(self.key_package_claims_per_minute),
             ),
+            (
+                "key_package_claims_per_target_per_hour",
+                u64::from(self.key_package_claims_per_target_per_hour),
+            ),
+            (
+                "concurrent_password_hashes",
+                u64::from(self.concurrent_password_hashes),
+            ),
         ] {
             if v == 0 {
                 return Err(format!("limits.{name} must be at least 1"));
@@ -358,6 +366,14 @@ impl Limits {
             (
                 "key_package_claims_per_minute",
                 "Key packages one device may claim per minute.",
+            ),
+            (
+                "key_package_claims_per_target_per_hour",
+                "Key package claims naming one other user that one account may make per hour.",
+            ),
+            (
+                "concurrent_password_hashes",
+                "Channel password hashes (Argon2id, 19 MiB each) the server runs at once; more are refused with RATE_LIMITED.",
             ),
             (
                 "retention_secs",
