@@ -2,33 +2,12 @@
 //! whoever filled it.
 mod inproc;
 
-use hush_client::connection::Connection;
 use hush_client::events::{Event, SecurityKind};
-use hush_client::home::Home;
-use hush_client::hush_proto::fingerprint::Fingerprint;
 use hush_client::hush_proto::pb::{self, client_frame::Body};
 use hush_client::hush_proto::response::Response;
-use hush_client::trust::{FirstUse, KnownServers};
 use hush_client::{Client, ClientOptions};
 use hush_testing::Server;
-use inproc::{register, texts, to};
-
-/// A raw authenticated connection for the account in `dir` (a modified client).
-async fn raw(server: &Server, dir: &std::path::Path) -> Connection {
-    let token = Home::open(dir).unwrap().account().unwrap().unwrap().token;
-    let fp = Fingerprint::parse(&server.fingerprint).unwrap();
-    let conn = Connection::connect(&server.addr, &KnownServers::new(dir), &FirstUse::Expect(fp))
-        .await
-        .unwrap();
-    let answer = conn
-        .request(Body::Authenticate(pb::Authenticate {
-            session_token: token.expose().to_vec().into(),
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(answer, Response::Authenticated(_)));
-    conn
-}
+use inproc::{dirs, raw, register, texts, to};
 
 async fn rejected(client: &Client, conversation: &str) -> usize {
     client
@@ -46,10 +25,6 @@ async fn rejected(client: &Client, conversation: &str) -> usize {
             )
         })
         .count()
-}
-
-fn dirs<const N: usize>() -> [tempfile::TempDir; N] {
-    std::array::from_fn(|_| tempfile::tempdir().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,27 +13,7 @@ use hush_client::hush_proto::pb::{self, client_frame::Body};
 use hush_client::hush_proto::response::Response;
 use hush_client::trust::{FirstUse, KnownServers};
 use hush_testing::{Server, peak_rss_kib};
-use inproc::register;
-
-fn dirs<const N: usize>() -> [tempfile::TempDir; N] {
-    std::array::from_fn(|_| tempfile::tempdir().unwrap())
-}
-
-async fn raw(server: &Server, dir: &std::path::Path) -> Connection {
-    let token = Home::open(dir).unwrap().account().unwrap().unwrap().token;
-    let fp = Fingerprint::parse(&server.fingerprint).unwrap();
-    let conn = Connection::connect(&server.addr, &KnownServers::new(dir), &FirstUse::Expect(fp))
-        .await
-        .unwrap();
-    let answer = conn
-        .request(Body::Authenticate(pb::Authenticate {
-            session_token: token.expose().to_vec().into(),
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(answer, Response::Authenticated(_)));
-    conn
-}
+use inproc::{dirs, raw, register};
 
 fn code(r: &Result<Response, hush_client::ClientError>) -> Option<ErrorCode> {
     r.as_ref().err().and_then(|e| e.server_code())

@@ -24,6 +24,42 @@ pub fn to(target: &str) -> Target {
     Target::parse(target).unwrap()
 }
 
+/// `N` empty homes.
+pub fn dirs<const N: usize>() -> [tempfile::TempDir; N] {
+    std::array::from_fn(|_| tempfile::tempdir().unwrap())
+}
+
+/// A raw authenticated connection for the account in `dir`: a modified client, or
+/// someone holding that device's session token.
+pub async fn raw(server: &Server, dir: &Path) -> hush_client::connection::Connection {
+    use hush_client::hush_proto::pb::{self, client_frame::Body};
+    let token = hush_client::home::Home::open(dir)
+        .unwrap()
+        .account()
+        .unwrap()
+        .unwrap()
+        .token;
+    let fp = Fingerprint::parse(&server.fingerprint).unwrap();
+    let conn = hush_client::connection::Connection::connect(
+        &server.addr,
+        &hush_client::trust::KnownServers::new(dir),
+        &FirstUse::Expect(fp),
+    )
+    .await
+    .unwrap();
+    let answer = conn
+        .request(Body::Authenticate(pb::Authenticate {
+            session_token: token.expose().to_vec().into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        answer,
+        hush_client::hush_proto::response::Response::Authenticated(_)
+    ));
+    conn
+}
+
 pub fn pin(server: &Server) -> FirstUse {
     FirstUse::Expect(Fingerprint::parse(&server.fingerprint).unwrap())
 }
