@@ -1390,6 +1390,27 @@ impl Messenger<'_> {
         self.send_in(group, body).await
     }
 
+    /// A commit refused because of who it brings in (P543, P547), reported.
+    fn identity_refusal(
+        &self,
+        e: &Entry,
+        by: String,
+        sender: DeviceId,
+        reason: String,
+    ) -> Result<usize, ClientError> {
+        self.alert(
+            e.group_id,
+            e.stored_at_ms,
+            Alert {
+                kind: SecurityKind::CommitRejected,
+                rejection: Some(hush_crypto::Rejection::Identity),
+                from: Some(by),
+                device: Some(sender),
+                reason,
+            },
+        )
+    }
+
     /// P530: checks a relayed commit against the group's signed policy, then applies
     /// it and records who changed what, or refuses it and reports why. In a 1:1
     /// conversation (no policy) it is applied, and a known user's new device reported.
@@ -1411,16 +1432,11 @@ impl Messenger<'_> {
             .find(|d| self.revoked(d).unwrap_or(false))
         {
             let by = lookup.resolve(&[commit.sender])?.of(&commit.sender);
-            return self.alert(
-                group,
-                e.stored_at_ms,
-                Alert {
-                    kind: SecurityKind::CommitRejected,
-                    rejection: Some(hush_crypto::Rejection::Identity),
-                    from: Some(by),
-                    device: Some(commit.sender),
-                    reason: format!("a commit adds device {d}, which its account revoked"),
-                },
+            return self.identity_refusal(
+                e,
+                by,
+                commit.sender,
+                format!("a commit adds device {d}, which its account revoked"),
             );
         }
         for (d, key) in commit.added_accounts.iter().chain(commit.joined.iter()) {
@@ -1476,17 +1492,7 @@ impl Messenger<'_> {
                 (None, None) => None,
             };
             if let Some(reason) = refusal {
-                return self.alert(
-                    group,
-                    e.stored_at_ms,
-                    Alert {
-                        kind: SecurityKind::CommitRejected,
-                        rejection: Some(hush_crypto::Rejection::Identity),
-                        from: Some(by),
-                        device: Some(commit.sender),
-                        reason,
-                    },
-                );
+                return self.identity_refusal(e, by, commit.sender, reason);
             }
             let joined_device: Vec<DeviceId> = commit
                 .joined
