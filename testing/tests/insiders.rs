@@ -548,3 +548,39 @@ async fn backup_keys_the_server_did_not_take_at_registration_go_up_later() {
     assert!(status.enabled, "{status:?}");
     assert!(status.recovery_key_set, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ghost_device_listed_before_the_first_conversation_is_noticed_by_its_owner() {
+    let server = Server::start(&[]);
+    let d = dirs::<2>();
+    let ann = register(&server, d[0].path(), "ann", Default::default()).await;
+    let mallory = register(&server, d[1].path(), "mallory", Default::default()).await;
+    let ghost = mallory.stored_account().await.unwrap().device_id;
+    mallory.close().await;
+    assert_eq!(ann.whoami().await.unwrap().warning, None);
+    // The operator lists mallory's device (certified by mallory's key) as ann's.
+    let db = rusqlite::Connection::open(server.data_dir().join("hushd.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    for table in ["devices", "device_owners"] {
+        db.execute(
+            &format!(
+                "UPDATE {table} SET user_id = (SELECT user_id FROM users WHERE username = 'ann')
+                 WHERE device_id = ?1"
+            ),
+            [ghost.as_bytes().as_slice()],
+        )
+        .unwrap();
+    }
+    let warning = ann.whoami().await.unwrap().warning;
+    assert!(
+        warning
+            .as_deref()
+            .is_some_and(|w| w.contains(&ghost.to_string()) && w.contains("never")),
+        "{warning:?}"
+    );
+    assert_eq!(
+        ann.whoami().await.unwrap().warning,
+        warning,
+        "said again while the server lists it"
+    );
+}

@@ -797,18 +797,17 @@ impl Messenger<'_> {
                 unknown.push(*d);
             }
         }
-        if unknown.is_empty() {
-            return Ok(None);
-        }
-        if let Err(e) = self
-            .key_packages(std::slice::from_ref(&self.account.username))
-            .await
+        if !unknown.is_empty()
+            && let Err(e) = self
+                .key_packages(std::slice::from_ref(&self.account.username))
+                .await
         {
             tracing::warn!(error = %e, "could not check this account's listed devices");
         }
+        // Said for as long as the server lists it (revoked devices are left out above).
         let mut ghosts = Vec::new();
-        for d in unknown {
-            if self.refused(&d)? {
+        for d in listed.get(&me).into_iter().flatten() {
+            if *d != self.account.device_id && self.refused(d)? {
                 ghosts.push(d.to_string());
             }
         }
